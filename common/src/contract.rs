@@ -1,0 +1,295 @@
+//! The wire contract for query events: validated newtypes and the one parser every stage uses.
+//!
+//! An event is validated once, where it enters the system (ingest's HTTP handlers, the replay
+//! reader, or a consumer reading a topic that someone else may have written to). Past that
+//! boundary the types carry the guarantee: a [`Ticker`] is always upper-case and well-formed.
+//!
+//! Unknown fields are ignored and not forwarded: the topic carries only the canonical form
+//! produced by [`QueryEvent::to_json`], so producers may add fields without breaking ingest,
+//! and consumers never see anything the contract does not describe.
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// How far in the future an event's timestamp may lie before it is refused (clock skew allowance).
+pub const MAX_FUTURE_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+/// Epoch-millisecond timestamps before this instant (2000-01-01) are refused: they are almost
+/// always epoch *seconds* sent by mistake.
+pub const MIN_EPOCH_MS: i64 = 946_684_800_000;
+/// Longest accepted ticker, in characters.
+pub const TICKER_MAX_LEN: usize = 20;
+/// Longest accepted module name, in characters.
+pub const MODULE_MAX_LEN: usize = 64;
+/// Longest accepted client id, in characters.
+pub const CLIENT_MAX_LEN: usize = 128;
+
+/// A problem with one field of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The field at fault (`ticker`, `module`, `hit`, `ts`, `client`, `latency_ms`, or `event`
+    /// when the value is not a JSON object at all).
+    pub field: &'static str,
+    /// What is wrong, in words a producer can act on.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// A ticker symbol: trimmed, upper-cased, 1–20 characters of `A–Z 0–9 . - ^ =`
+/// (so `BRK.B`, `^GSPC` and `EURUSD=X` pass).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Ticker(String);
+
+impl Ticker {
+    /// Normalises and validates a ticker.
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let t = raw.trim().to_uppercase();
+        check_len("ticker", &t, TICKER_MAX_LEN)?;
+        if let Some(bad) = t.chars().find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || ".-^=".contains(*c))) {
+            return Err(FieldError::new("ticker", format!("character {bad:?} is not allowed (use A-Z 0-9 . - ^ =)")));
+        }
+        Ok(Self(t))
+    }
+
+    /// The normalised symbol.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A data module such as `price`, `news` or `fundamentals`: trimmed, lower-cased,
+/// 1–64 characters of `a–z 0–9 _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Module(String);
+
+impl Module {
+    /// Normalises and validates a module name.
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let m = raw.trim().to_lowercase();
+        check_len("module", &m, MODULE_MAX_LEN)?;
+        if let Some(bad) = m.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(*c))) {
+            return Err(FieldError::new("module", format!("character {bad:?} is not allowed (use a-z 0-9 _ -)")));
+        }
+        Ok(Self(m))
+    }
+
+    /// The normalised name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An opaque client id (a session, a user, an API key's hash): 1–128 characters, no control
+/// characters. Used to learn which query follows which for the same client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Validates a client id; it is kept exactly as sent.
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        check_len("client", raw, CLIENT_MAX_LEN)?;
+        if raw.chars().any(char::is_control) {
+            return Err(FieldError::new("client", "control characters are not allowed"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The id as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+display_as_str!(Ticker, Module, ClientId);
+
+fn check_len(field: &'static str, s: &str, max: usize) -> Result<(), FieldError> {
+    let n = s.chars().count();
+    if n == 0 {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if n > max {
+        return Err(FieldError::new(field, format!("is {n} characters long; the limit is {max}")));
+    }
+    Ok(())
+}
+
+/// One query the app answered: which data, whether the cache had it, when, and for whom.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryEvent {
+    /// The instrument queried.
+    pub ticker: Ticker,
+    /// The kind of data queried.
+    pub module: Module,
+    /// Whether the app's cache answered it.
+    pub hit: bool,
+    /// When the query happened (event time).
+    #[serde(serialize_with = "ser_ts")]
+    pub ts: DateTime<Utc>,
+    /// Who asked, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientId>,
+    /// How long the app took to answer, in milliseconds, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+fn ser_ts<S: serde::Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ts.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// Why a JSON document could not become events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct EventError {
+    /// Every problem found in the event, not only the first.
+    pub problems: Vec<FieldError>,
+}
+
+impl QueryEvent {
+    /// Validates a JSON value as an event. `now` stamps events without `ts` and bounds future
+    /// timestamps; pass the receiving clock at the boundary.
+    pub fn from_value(value: &Value, now: DateTime<Utc>) -> Result<Self, EventError> {
+        let Some(obj) = value.as_object() else {
+            return Err(EventError { problems: vec![FieldError::new("event", format!("expected a JSON object, got {}", kind(value)))] });
+        };
+        let mut problems = Vec::new();
+        let ticker = required_str(obj, "ticker").and_then(Ticker::parse).map_err(|e| problems.push(e)).ok();
+        let module = required_str(obj, "module").and_then(Module::parse).map_err(|e| problems.push(e)).ok();
+        let hit = match obj.get("hit") {
+            None | Some(Value::Null) => Some(false),
+            Some(Value::Bool(b)) => Some(*b),
+            Some(v) => {
+                problems.push(FieldError::new("hit", format!("expected true or false, got {}", kind(v))));
+                None
+            }
+        };
+        let ts = parse_ts(obj.get("ts"), now).map_err(|e| problems.push(e)).ok();
+        let client = match obj.get("client") {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => ClientId::parse(s).map(Some).map_err(|e| problems.push(e)).ok(),
+            Some(v) => {
+                problems.push(FieldError::new("client", format!("expected a string, got {}", kind(v))));
+                None
+            }
+        };
+        let latency_ms = match obj.get("latency_ms") {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x) if x.is_finite() && x >= 0.0 => Some(Some(x)),
+                _ => {
+                    problems.push(FieldError::new("latency_ms", "must be a non-negative number"));
+                    None
+                }
+            },
+            Some(v) => {
+                problems.push(FieldError::new("latency_ms", format!("expected a number, got {}", kind(v))));
+                None
+            }
+        };
+        match (ticker, module, hit, ts, client, latency_ms) {
+            (Some(ticker), Some(module), Some(hit), Some(ts), Some(client), Some(latency_ms)) if problems.is_empty() => {
+                Ok(Self { ticker, module, hit, ts, client, latency_ms })
+            }
+            _ => Err(EventError { problems }),
+        }
+    }
+
+    /// Parses and validates one JSON document as an event (e.g. a Kafka message payload).
+    pub fn from_json(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, EventError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| EventError { problems: vec![FieldError::new("event", format!("invalid JSON: {e}"))] })?;
+        Self::from_value(&value, now)
+    }
+
+    /// The canonical JSON form written to the query-events topic.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a QueryEvent always serialises")
+    }
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, FieldError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(FieldError::new(field, "is required")),
+        Some(Value::String(s)) => Ok(s),
+        Some(v) => Err(FieldError::new(field, format!("expected a string, got {}", kind(v)))),
+    }
+}
+
+fn parse_ts(v: Option<&Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
+    let ts = match v {
+        None | Some(Value::Null) => return Ok(now),
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| FieldError::new("ts", format!("{s:?} is not an RFC 3339 timestamp ({e})")))?,
+        Some(Value::Number(n)) => {
+            let ms = n.as_i64().ok_or_else(|| FieldError::new("ts", format!("{n} is not a whole number of epoch milliseconds")))?;
+            if ms < MIN_EPOCH_MS {
+                return Err(FieldError::new("ts", format!("{ms} is before 2000-01-01 in epoch milliseconds (epoch seconds sent by mistake?)")));
+            }
+            Utc.timestamp_millis_opt(ms).single().ok_or_else(|| FieldError::new("ts", format!("{ms} is out of range")))?
+        }
+        Some(v) => return Err(FieldError::new("ts", format!("expected an RFC 3339 string or epoch milliseconds, got {}", kind(v)))),
+    };
+    if ts > now + MAX_FUTURE_SKEW {
+        return Err(FieldError::new("ts", format!("{} is more than 5 minutes in the future", ts.to_rfc3339_opts(SecondsFormat::Millis, true))));
+    }
+    Ok(ts)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The original tool's `action=record` answer: `{"status":"recorded","ticker","module","hit"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordAck {
+    /// Always `recorded`.
+    pub status: String,
+    /// The normalised ticker.
+    pub ticker: String,
+    /// The normalised module.
+    pub module: String,
+    /// The hit flag as recorded.
+    pub hit: bool,
+}
+
+impl From<&QueryEvent> for RecordAck {
+    fn from(e: &QueryEvent) -> Self {
+        Self { status: "recorded".into(), ticker: e.ticker.to_string(), module: e.module.to_string(), hit: e.hit }
+    }
+}
+
+#[cfg(test)]
+#[path = "contract_tests.rs"]
+mod tests;

@@ -1,0 +1,20 @@
+//! What crosses a process boundary in Smart Prefetch.
+//!
+//! # Layout
+//! - `contract.rs`: the wire contract. [`contract::QueryEvent`] and its validated newtypes
+//!   ([`contract::Ticker`], [`contract::Module`], [`contract::ClientId`]); the one parser every
+//!   boundary uses, reporting every bad field.
+//! - `kafka.rs`: connection flags ([`kafka::KafkaArgs`]), one builder per client kind with every
+//!   semantic key set explicitly, topic names ([`kafka::TopicArgs`]) and start-up topic creation.
+//! - `http.rs`: `/metrics` rendering and the JSON error body shared by the HTTP services.
+//! - `telemetry.rs`: `tracing` initialisation (text or JSON) and the shutdown signal.
+//!
+//! An event enters at a service boundary as JSON, becomes a `QueryEvent` through
+//! `QueryEvent::from_value`, is written to Kafka as `QueryEvent::to_json` keyed by its ticker, and
+//! is read back by consumers through `QueryEvent::from_json`, which re-validates it because a
+//! topic can be written by anyone.
+
+pub mod contract;
+pub mod http;
+pub mod kafka;
+pub mod telemetry;

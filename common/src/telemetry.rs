@@ -1,0 +1,61 @@
+//! Logging set-up shared by every binary: `tracing` to stderr, human-readable or JSON.
+
+use clap::{Args, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event, for log shippers.
+    Json,
+}
+
+/// Logging flags shared by every binary.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info` or `ingest=debug,rdkafka=warn`
+    /// (`RUST_LOG` is read when this is not given).
+    #[arg(long, env = "LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Installs the global subscriber. Call once, first thing in `main`.
+pub fn init(args: &LogArgs) {
+    let filter = args
+        .log_level
+        .as_deref()
+        .map(EnvFilter::new)
+        .unwrap_or_else(|| EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves when the process gets SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Got ctrl-c; shutting down."),
+        _ = term => tracing::info!("Got SIGTERM; shutting down."),
+    }
+}
