@@ -49,8 +49,8 @@ impl fmt::Display for FieldError {
 
 /// A ticker symbol: trimmed, upper-cased, 1–20 characters of `A–Z 0–9 . - ^ =`
 /// (so `BRK.B`, `^GSPC` and `EURUSD=X` pass).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Ticker(String);
 
 impl Ticker {
@@ -72,8 +72,8 @@ impl Ticker {
 
 /// A data module such as `price`, `news` or `fundamentals`: trimmed, lower-cased,
 /// 1–64 characters of `a–z 0–9 _ -`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Module(String);
 
 impl Module {
@@ -114,6 +114,20 @@ impl ClientId {
         &self.0
     }
 }
+
+macro_rules! try_from_string {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = FieldError;
+            fn try_from(s: String) -> Result<Self, FieldError> {
+                Self::parse(&s)
+            }
+        }
+    )*};
+}
+// Deserialising a Ticker or Module validates it, so a typed message read from a topic is as
+// trustworthy as one built at the HTTP boundary.
+try_from_string!(Ticker, Module);
 
 macro_rules! display_as_str {
     ($($t:ty),*) => {$(

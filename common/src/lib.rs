@@ -6,6 +6,7 @@
 //!   boundary uses, reporting every bad field.
 //! - `kafka.rs`: connection flags ([`kafka::KafkaArgs`]), one builder per client kind with every
 //!   semantic key set explicitly, topic names ([`kafka::TopicArgs`]) and start-up topic creation.
+//! - `prediction.rs`: [`prediction::Prediction`], what the analyzer publishes and the warmer reads.
 //! - `http.rs`: `/metrics` rendering and the JSON error body shared by the HTTP services.
 //! - `telemetry.rs`: `tracing` initialisation (text or JSON) and the shutdown signal.
 //!
@@ -17,4 +18,5 @@
 pub mod contract;
 pub mod http;
 pub mod kafka;
+pub mod prediction;
 pub mod telemetry;

@@ -1,0 +1,72 @@
+//! Command-line flags (each with an environment fallback) for the `ingest` binary.
+
+use clap::Parser;
+use prefetch_common::kafka::{KafkaArgs, TopicArgs};
+use prefetch_common::telemetry::LogArgs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Smart Prefetch ingest: accepts query events over HTTP (or replays a JSON-lines log) and
+/// writes them to the query-events topic, keyed by ticker. An HTTP 2xx means Kafka has
+/// acknowledged every event of the request.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ingest", version, about, long_about = None)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "INGEST_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Replay a JSON-lines log of query events into the topic instead of serving HTTP
+    /// (`-` reads standard input). Invalid lines are reported by line number and skipped; the
+    /// exit code is non-zero when any line was skipped or not acknowledged.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+
+    /// Largest accepted request body in bytes (larger ones get 413).
+    #[arg(long, env = "INGEST_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long a request may wait for Kafka to acknowledge its events before the answer is
+    /// 503 with Retry-After (e.g. `5s`, `1500ms`).
+    #[arg(long, env = "INGEST_PRODUCE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub produce_timeout: Duration,
+
+    /// How long to wait for Kafka at start-up before giving up with an error.
+    #[arg(long, env = "INGEST_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub topics: TopicArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    /// Defaults for everything but the brokers; what tests and embedding callers start from.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self::parse_from(["ingest", "--brokers", &brokers.into()])
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 5s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}

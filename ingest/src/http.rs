@@ -1,0 +1,219 @@
+//! The HTTP API: batch ingest, the original `action=record` endpoint, health and metrics.
+
+use crate::batch::{parse_body, Framing, Problem, Refusal};
+use crate::metrics::{Metrics, Rejection};
+use crate::sink::EventSink;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use prefetch_common::contract::{QueryEvent, RecordAck};
+use prefetch_common::http::{error_response, metrics_response, ErrorBody};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use rdkafka::producer::Producer;
+use std::time::{Duration, Instant};
+
+/// What every handler shares.
+pub struct AppState {
+    /// Where accepted events go.
+    pub sink: EventSink,
+    /// Collectors for `/metrics`.
+    pub metrics: Metrics,
+    /// Largest accepted body in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Seconds a client is asked to wait (`Retry-After`) after a 503.
+const RETRY_AFTER_SECS: u64 = 5;
+
+/// The original API's actions, for the 400 that lists them.
+const ACTIONS: [&str; 6] = ["record", "status", "stats", "warmup", "config", "predictions"];
+
+/// The router; the caller serves it.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/api/v1/smart-prefetch", get(original_api).post(original_api))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|State(s): State<Arc<AppState>>| async move { metrics_response(s.metrics.registry()) }))
+        .with_state(state)
+}
+
+async fn post_events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let Some(framing) = Framing::from_content_type(ct) else {
+        s.metrics.rejected(Rejection::UnsupportedMediaType, 0);
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type {:?} is not accepted; send application/json (an event or an array) or application/x-ndjson", ct.unwrap_or("")),
+        );
+    };
+    let body = match read_limited(body, &headers, s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => {
+            s.metrics.rejected(Rejection::TooLarge, 0);
+            return resp;
+        }
+    };
+    let events = match parse_body(&body, framing, Utc::now()) {
+        Ok(evs) if evs.is_empty() => {
+            s.metrics.rejected(Rejection::Invalid, 0);
+            return error_response(StatusCode::BAD_REQUEST, "empty_batch", "the body holds no events");
+        }
+        Ok(evs) => evs,
+        Err(refusal) => return refused(&s, refusal),
+    };
+    match produce(&s, &events).await {
+        Ok(()) => (StatusCode::OK, Json(json!({"accepted": events.len()}))).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+#[derive(Deserialize)]
+struct ActionQuery {
+    action: Option<String>,
+}
+
+async fn original_api(
+    State(s): State<Arc<AppState>>,
+    method: axum::http::Method,
+    Query(q): Query<ActionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match (q.action.as_deref(), method.as_str()) {
+        (Some("record"), "POST") => record(s, headers, body).await,
+        (Some(a), _) if ACTIONS.contains(&a) && a != "record" => error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            format!("action {a:?} is answered once the analyzer and warmer are connected to the front door"),
+        ),
+        (Some("record"), m) => error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("action \"record\" takes POST, not {m}")),
+        (a, _) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": "unknown_action",
+                "message": format!("unknown action {:?}; available: {}", a.unwrap_or(""), ACTIONS.join(", ")),
+                "available": ACTIONS,
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST ?action=record` with the original body `{"ticker","module","hit"}`.
+async fn record(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if Framing::from_content_type(ct) != Some(Framing::Json) {
+        s.metrics.rejected(Rejection::UnsupportedMediaType, 0);
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type {:?} is not accepted; send application/json", ct.unwrap_or("")),
+        );
+    }
+    let body = match read_limited(body, &headers, s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => {
+            s.metrics.rejected(Rejection::TooLarge, 0);
+            return resp;
+        }
+    };
+    let event = match QueryEvent::from_json(&body, Utc::now()) {
+        Ok(e) => e,
+        Err(e) => {
+            let problems = e.problems.into_iter().map(|p| Problem { index: None, line: None, field: p.field, message: p.message }).collect();
+            return refused(&s, Refusal { problems, bad_events: 1 });
+        }
+    };
+    match produce(&s, std::slice::from_ref(&event)).await {
+        Ok(()) => Json(RecordAck::from(&event)).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+async fn produce(s: &AppState, events: &[QueryEvent]) -> Result<(), Response> {
+    let started = Instant::now();
+    match s.sink.send_all(events).await {
+        Ok(()) => {
+            s.metrics.accepted(events.len(), started.elapsed());
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(events = events.len(), failed = e.failed, error = %e.first_error, "Kafka did not acknowledge a request; answering 503.");
+            s.metrics.rejected(Rejection::KafkaUnavailable, events.len());
+            let mut resp = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka_unavailable",
+                format!("Kafka did not acknowledge the events ({}); nothing of this request counts as accepted, retry it", e.first_error),
+            );
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            Err(resp)
+        }
+    }
+}
+
+fn refused(s: &AppState, refusal: Refusal) -> Response {
+    s.metrics.rejected(Rejection::Invalid, refusal.bad_events);
+    let body = ErrorBody {
+        error: "invalid_events",
+        message: format!("{} event(s) refused; nothing of this request was recorded", refusal.bad_events),
+        problems: refusal.problems,
+    };
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// Reads the body up to `limit` bytes, or answers 413. A body announced or found to be too
+/// large is still read to its end (up to a bound) so the client gets our answer instead of a
+/// reset connection.
+async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body is larger than the limit of {limit} bytes; split the batch"))
+    };
+    if announced.is_some_and(|n| n > limit as u64) {
+        drain(body, limit).await;
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(error_response(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the body: {e}"))),
+    }
+}
+
+async fn drain(body: Body, limit: usize) {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    let bound = limit.saturating_mul(4);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > bound {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let producer = s.sink.producer().clone();
+    let topic = s.sink.topic().to_owned();
+    let r = tokio::task::spawn_blocking(move || prefetch_common::kafka::topic_ready(producer.client(), &topic, Duration::from_secs(2)))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match r {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why),
+    }
+}
