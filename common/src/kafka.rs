@@ -212,10 +212,13 @@ pub async fn ensure_topics(args: &KafkaArgs, specs: &[TopicSpec], timeout: Durat
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&new_topics, &opts)
+    let create_err = |reason: String| KafkaSetupError::CreateTopic { topic: missing[0].name.clone(), reason };
+    // The future has been seen to never resolve against a broker that lacks CreateTopics
+    // (rdkafka's MockCluster); bound it so start-up fails with a message instead of hanging.
+    let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new_topics, &opts))
         .await
-        .map_err(|e| KafkaSetupError::CreateTopic { topic: missing[0].name.clone(), reason: e.to_string() })?;
+        .map_err(|_| create_err("the broker did not answer CreateTopics within 15s".into()))?
+        .map_err(|e| create_err(e.to_string()))?;
     for r in results {
         match r {
             Ok(name) => {
