@@ -110,3 +110,22 @@ fn invalid_json_is_an_event_error() {
     assert_eq!(err.problems[0].field, "event");
     assert!(err.problems[0].message.starts_with("invalid JSON"));
 }
+
+/// The published JSON Schema describes exactly the canonical form and the same limits.
+#[test]
+fn json_schema_matches_the_contract() {
+    let schema: Value = serde_json::from_str(include_str!("../../docs/query-event.schema.json")).unwrap();
+    let props = schema["properties"].as_object().unwrap();
+    let e = parse(json!({"ticker": "A", "module": "m", "client": "c", "latency_ms": 1})).unwrap();
+    let wire: Value = serde_json::from_slice(&e.to_json()).unwrap();
+    let mut schema_fields: Vec<_> = props.keys().cloned().collect();
+    let mut wire_fields: Vec<_> = wire.as_object().unwrap().keys().cloned().collect();
+    schema_fields.sort();
+    wire_fields.sort();
+    assert_eq!(schema_fields, wire_fields);
+    assert_eq!(schema["required"], json!(["ticker", "module"]));
+    assert!(props["ticker"]["pattern"].as_str().unwrap().ends_with(&format!("{{1,{TICKER_MAX_LEN}}}$")));
+    assert!(props["module"]["pattern"].as_str().unwrap().ends_with(&format!("{{1,{MODULE_MAX_LEN}}}$")));
+    assert_eq!(props["client"]["maxLength"], CLIENT_MAX_LEN);
+    assert_eq!(props["ts"]["oneOf"][1]["minimum"], MIN_EPOCH_MS);
+}

@@ -183,6 +183,11 @@ impl KeyTable {
         &mut self.slots[slot as usize]
     }
 
+    /// The state in `slot`, if the slot exists.
+    pub fn slot(&self, slot: u32) -> Option<&KeyState> {
+        self.slots.get(slot as usize)
+    }
+
     /// Every slot, live or free (free ones have `ticker == DEAD`).
     pub fn slots_mut(&mut self) -> &mut [KeyState] {
         &mut self.slots

@@ -77,7 +77,7 @@ pub struct Footprint {
     pub keys: usize,
     /// Occupied count buckets over all keys.
     pub buckets: usize,
-    /// Interned tickers and modules.
+    /// Interned tickers.
     pub tickers: usize,
     /// Interned modules.
     pub modules: usize,

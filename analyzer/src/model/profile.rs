@@ -129,6 +129,11 @@ impl SeasonFrame {
         }
     }
 
+    /// Whether the target hour has been observed at all (else no key has a seasonal rate).
+    pub fn observed(&self) -> bool {
+        self.hour_exposure_s > 0.0
+    }
+
     /// The seasonal rate (events/s) of a key with these buckets, or `None` when the target hour
     /// has never been observed (a model younger than a day).
     pub fn rate(&self, buckets: &[(u32, u32)], cal: &Calendar) -> Option<f64> {

@@ -8,7 +8,7 @@
 
 use super::calibration::Calibrator;
 use super::keys::DEAD;
-use super::profile::{to_secs, to_utc, SeasonFrame};
+use super::profile::{to_secs, SeasonFrame};
 use super::window::NO_SAMPLE;
 use super::{Explanation, Model, Season};
 use chrono::{DateTime, Utc};
@@ -97,7 +97,7 @@ impl Model {
         let open_samples = self.grid != Some(grid);
         self.grid = Some(grid);
         let (epoch, season) = (self.season_epoch, self.season.map(|s| s.frame));
-        let has_season = season.is_some_and(|f| f.rate(&[], &self.calendar).is_some());
+        let has_season = season.is_some_and(|f| f.observed());
 
         let mut heap: BinaryHeap<Reverse<Candidate>> = BinaryHeap::with_capacity(self.s.top_n + 1);
         let mut expired = Vec::new();
@@ -156,7 +156,7 @@ impl Model {
             .map(|c| (c, self.calibrator.map(class, c.raw)))
             .take_while(|&(_, p)| p >= self.s.min_confidence)
             .filter_map(|(c, p)| {
-                let k = self.keys.slots_mut().get(c.slot as usize)?;
+                let k = self.keys.slot(c.slot)?;
                 Some(Prediction {
                     ticker: self.tickers.name(k.ticker)?.clone(),
                     module: self.modules.name(k.module)?.clone(),
@@ -232,12 +232,6 @@ impl Model {
             reason,
             events_in_window: k.total(),
         })
-    }
-
-    /// The instant the watermark stands at, as internal seconds converted back (for tests).
-    #[cfg(test)]
-    pub(crate) fn watermark_secs_utc(&self) -> Option<DateTime<Utc>> {
-        self.watermark.map(|(wm, _)| to_utc(wm))
     }
 }
 
