@@ -36,6 +36,9 @@ struct Args {
     /// Single-event requests per second in the latency phase.
     #[arg(long, default_value_t = 200)]
     rate: u64,
+    /// librdkafka option for both producers, as key=value (repeatable), e.g. `-X linger.ms=0`.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    kafka_option: Vec<String>,
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 15)]
     latency_seconds: u64,
@@ -140,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut kafka = KafkaArgs::new(&args.brokers);
     kafka.topic_partitions = 6;
+    kafka.options = args.kafka_option.clone();
     let run = std::process::id();
     let raw_topic = format!("bench-{run}.raw");
     let topics = TopicArgs::prefixed(&format!("bench-{run}."));
@@ -165,7 +169,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    println!("events per round: {}, NDJSON bytes: {bytes}, batch: {}, clients: {}", args.events, args.batch, args.clients);
+    println!(
+        "events per round: {}, NDJSON bytes: {bytes}, batch: {}, clients: {}, librdkafka overrides: {:?}",
+        args.events, args.batch, args.clients, args.kafka_option
+    );
     println!("| round | raw producer events/s | ingest HTTP NDJSON events/s | ingest / raw |");
     println!("|---|---|---|---|");
     let (mut raws, mut ings) = (Vec::new(), Vec::new());
