@@ -8,6 +8,7 @@
 //!   semantic key set explicitly, topic names ([`kafka::TopicArgs`]) and start-up topic creation.
 //! - `prediction.rs`: [`prediction::Prediction`], what the analyzer publishes and the warmer reads.
 //! - `http.rs`: `/metrics` rendering and the JSON error body shared by the HTTP services.
+//! - `cli.rs`: command-line helpers (durations such as `5s`).
 //! - `telemetry.rs`: `tracing` initialisation (text or JSON) and the shutdown signal.
 //!
 //! An event enters at a service boundary as JSON, becomes a `QueryEvent` through
@@ -15,6 +16,7 @@
 //! is read back by consumers through `QueryEvent::from_json`, which re-validates it because a
 //! topic can be written by anyone.
 
+pub mod cli;
 pub mod contract;
 pub mod http;
 pub mod kafka;

@@ -1,6 +1,7 @@
 //! Command-line flags (each with an environment fallback) for the `ingest` binary.
 
 use clap::Parser;
+use prefetch_common::cli::parse_duration;
 use prefetch_common::kafka::{KafkaArgs, TopicArgs};
 use prefetch_common::telemetry::LogArgs;
 use std::net::SocketAddr;
@@ -54,19 +55,4 @@ impl Config {
     pub fn new(brokers: impl Into<String>) -> Self {
         Self::parse_from(["ingest", "--brokers", &brokers.into()])
     }
-}
-
-/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 5s, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
