@@ -124,6 +124,22 @@ impl KafkaArgs {
     }
 }
 
+impl KafkaArgs {
+    /// A plain reader (no group membership, no commits) for `assign`-based reads such as
+    /// rebuilding state from a topic.
+    pub fn reader_config(&self) -> Result<ClientConfig, KafkaSetupError> {
+        let mut c = self.base_config()?;
+        c.set("group.id", "smart-prefetch-reader")
+            // A start offset that retention already deleted falls back to the oldest message.
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false");
+        self.apply_options(&mut c)?;
+        Ok(c)
+    }
+}
+
 /// Topic names, configurable so several deployments (or tests) can share one cluster.
 #[derive(Debug, Clone, Args)]
 pub struct TopicArgs {

@@ -15,7 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +64,27 @@ impl TestKafka {
                 m.create_topic(t, 3, 1).expect("mock create_topic");
             }
             m.create_topic(&topics.config_topic, 1, 1).expect("mock create_topic");
+        }
+    }
+
+    /// Makes one extra topic exist (MockCluster only, as [`TestKafka::prepare`]).
+    pub fn prepare_topic(&self, topic: &str, partitions: i32) {
+        if let Self::Mock(m) = self {
+            m.create_topic(topic, partitions, 1).expect("mock create_topic");
+        }
+    }
+
+    /// Creates `topic` now, on either broker, for a test that writes to it before the service
+    /// that would create it has started.
+    pub async fn precreate(&self, topic: &str) {
+        match self {
+            Self::Mock(m) => {
+                let _ = m.create_topic(topic, 3, 1);
+            }
+            Self::Real(_) => {
+                let spec = prefetch_common::kafka::TopicSpec { name: topic.to_owned(), compacted: false };
+                prefetch_common::kafka::ensure_topics(&self.kafka_args(), &[spec], Duration::from_secs(30)).await.expect("create topic");
+            }
         }
     }
 
@@ -222,6 +243,83 @@ pub async fn topic_count(bootstrap: &str, topic: &str) -> i64 {
     })
     .await
     .unwrap()
+}
+
+/// Produces JSON values to `topic`, keyed by their `ticker` field, and waits for every ack.
+pub async fn produce_json(bootstrap: &str, topic: &str, values: &[serde_json::Value]) {
+    let p = producer(bootstrap);
+    for v in values {
+        let key = v["ticker"].as_str().unwrap_or_default().to_uppercase();
+        let body = v.to_string();
+        p.send(FutureRecord::to(topic).key(&key).payload(&body), Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+    }
+}
+
+/// Produces one raw message (e.g. a poison message) and waits for its ack.
+pub async fn produce_raw(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
+    producer(bootstrap).send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new().set("bootstrap.servers", bootstrap).set("acks", "all").create().expect("producer")
+}
+
+/// Reads `topic` from the beginning until a record satisfies `pred`; returns everything read up
+/// to and including it. Panics after `deadline`.
+pub async fn read_topic_until(bootstrap: &str, topic: &str, deadline: Duration, pred: impl Fn(&Record) -> bool) -> Vec<Record> {
+    let end = Instant::now() + deadline;
+    loop {
+        let n = topic_count(bootstrap, topic).await as usize;
+        if n > 0 {
+            let got = read_topic(bootstrap, topic, n, Duration::from_secs(10)).await;
+            if let Some(i) = got.iter().position(&pred) {
+                return got[..=i].to_vec();
+            }
+        }
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for a matching record on {topic}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A running analyzer.
+pub struct Analyzer {
+    /// Where its admin HTTP listens.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Analyzer {
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops it (commit, flush) and checks it ended cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle).await.expect("analyzer stops").unwrap().expect("analyzer ends cleanly");
+    }
+}
+
+/// Starts the analyzer's entry point with its admin HTTP on port 0; waits for `/readyz`.
+pub async fn spawn_analyzer(cfg: analyzer::service::Config) -> Analyzer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let mut handle = tokio::spawn(analyzer::service::serve(cfg, listener, shutdown.clone()));
+    let url = format!("http://{addr}/readyz");
+    let ready = eventually(Duration::from_secs(30), "analyzer ready", || async {
+        if handle.is_finished() {
+            return Some(false);
+        }
+        let r = http().get(&url).send().await.ok()?;
+        r.status().is_success().then_some(true)
+    });
+    if !ready.await {
+        panic!("analyzer stopped during start-up: {:?}", (&mut handle).await);
+    }
+    Analyzer { addr, shutdown, handle }
 }
 
 /// Path of a workspace binary (built by `cargo test --workspace`, which builds every binary of

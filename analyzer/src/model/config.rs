@@ -1,0 +1,280 @@
+//! The model's configuration: what operators write ([`ModelConfig`]) and the validated form the
+//! model runs on ([`Settings`]).
+//!
+//! Validation happens once, in [`ModelConfig::validate`]; every error names the field at fault so
+//! an operator can fix a config file without reading code.
+
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// Hours of the market day with no configured range get this weight.
+pub const DEFAULT_HOUR_WEIGHT: f64 = 1.0;
+
+/// What the analyzer's model is asked to do. Every field has a default, so `{}` is a valid config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Most predictions one tick publishes (best first).
+    pub top_n: usize,
+    /// Least calibrated probability a prediction must reach to be published, in [0, 1].
+    pub min_confidence: f64,
+    /// When false the model still learns but publishes nothing.
+    pub enabled: bool,
+    /// Intensity multipliers by market hour, as ordered `("a-b", weight)` pairs. A range is the
+    /// half-open interval of hours `[a, b)` in market time; `"21-9"` wraps past midnight.
+    /// Ranges must not overlap; hours no range covers get [`DEFAULT_HOUR_WEIGHT`].
+    pub hour_weights: Vec<(String, f64)>,
+    /// IANA name of the market's time zone; hours and weekdays are read in it, DST included.
+    pub market_tz: String,
+    /// How far ahead a prediction looks, in seconds: `confidence` is the probability of a query
+    /// within this long.
+    pub horizon_s: u64,
+    /// How long per-key history is kept, in seconds. Keys with no event in it are forgotten.
+    pub retention_s: u64,
+    /// Width of the per-key count buckets, in seconds. Must divide 3600 so that no bucket
+    /// straddles a market hour.
+    pub bucket_s: u64,
+    /// Longest pause between two queries of one client that still counts as one session (and so
+    /// as a learnable sequence), in seconds.
+    pub session_gap_s: u64,
+    /// How far behind the watermark an event may be and still be folded in, in seconds. Older
+    /// events are counted and dropped.
+    pub late_bound_s: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            top_n: 10,
+            min_confidence: 0.5,
+            enabled: true,
+            hour_weights: [("9-11", 1.5), ("11-15", 1.2), ("15-17", 1.3), ("17-21", 0.8), ("21-9", 0.3)]
+                .into_iter()
+                .map(|(r, w)| (r.to_owned(), w))
+                .collect(),
+            market_tz: "America/New_York".to_owned(),
+            horizon_s: 300,
+            retention_s: 7 * 86_400,
+            bucket_s: 3_600,
+            session_gap_s: 30 * 60,
+            late_bound_s: 5 * 60,
+        }
+    }
+}
+
+/// A config value the model cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// The field at fault, e.g. `min_confidence` or `hour_weights[2]`.
+    pub field: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// The validated configuration, in the units the model computes with.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub top_n: usize,
+    pub min_confidence: f64,
+    pub enabled: bool,
+    pub tz: Tz,
+    /// Weight of each market hour 0–23.
+    pub hour_weight: [f64; 24],
+    /// Which configured range covers each market hour (`hour_weights.len()` when none does);
+    /// the calibration layer keeps one table per range.
+    pub hour_class: [u8; 24],
+    pub classes: usize,
+    pub horizon: u32,
+    pub retention: u32,
+    pub bucket: u32,
+    pub session_gap: u32,
+    pub late_bound: u32,
+}
+
+impl ModelConfig {
+    /// Checks every field and returns the form the model runs on, or the first field at fault.
+    pub(crate) fn validate(&self) -> Result<Settings, ConfigError> {
+        if self.top_n == 0 || self.top_n > 100_000 {
+            return Err(ConfigError::new("top_n", format!("is {}; must be between 1 and 100000", self.top_n)));
+        }
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            return Err(ConfigError::new("min_confidence", format!("is {}; must be a probability in [0, 1]", self.min_confidence)));
+        }
+        let tz: Tz = self
+            .market_tz
+            .parse()
+            .map_err(|_| ConfigError::new("market_tz", format!("{:?} is not an IANA time zone name (e.g. America/New_York)", self.market_tz)))?;
+        let bucket = secs("bucket_s", self.bucket_s, 60, 3_600)?;
+        if 3_600 % bucket != 0 {
+            return Err(ConfigError::new("bucket_s", format!("is {bucket}; must divide 3600 (e.g. 60, 300, 900, 3600)")));
+        }
+        let retention = secs("retention_s", self.retention_s, 3_600, 31 * 86_400)?;
+        if retention % bucket != 0 {
+            return Err(ConfigError::new("retention_s", format!("is {retention}; must be a whole number of buckets of {bucket} s")));
+        }
+        let horizon = secs("horizon_s", self.horizon_s, 1, retention.into())?;
+        let session_gap = secs("session_gap_s", self.session_gap_s, 1, retention.into())?;
+        let late_bound = secs("late_bound_s", self.late_bound_s, 0, retention.into())?;
+        let (hour_weight, hour_class) = hour_table(&self.hour_weights)?;
+        Ok(Settings {
+            top_n: self.top_n,
+            min_confidence: self.min_confidence,
+            enabled: self.enabled,
+            tz,
+            hour_weight,
+            hour_class,
+            classes: self.hour_weights.len() + 1,
+            horizon,
+            retention,
+            bucket,
+            session_gap,
+            late_bound,
+        })
+    }
+}
+
+fn secs(field: &str, v: u64, min: u64, max: u64) -> Result<u32, ConfigError> {
+    if v < min || v > max {
+        return Err(ConfigError::new(field, format!("is {v} s; must be between {min} and {max} s")));
+    }
+    // max is at most 31 days, well inside u32.
+    Ok(v as u32)
+}
+
+/// Parses `"a-b"` into the hours it covers, in order.
+fn parse_range(field: &str, raw: &str) -> Result<Vec<usize>, ConfigError> {
+    let bad = |why: &str| ConfigError::new(field, format!("range {raw:?} {why}; expected \"a-b\" with hours 0-24, e.g. \"9-11\" or \"21-9\""));
+    let (a, b) = raw.trim().split_once('-').ok_or_else(|| bad("has no '-'"))?;
+    let a: usize = a.trim().parse().map_err(|_| bad("does not start with an hour"))?;
+    let b: usize = b.trim().parse().map_err(|_| bad("does not end with an hour"))?;
+    if a > 23 || b > 24 {
+        return Err(bad("is out of range"));
+    }
+    let b = b % 24;
+    if a == b {
+        return Err(bad("is empty (start equals end)"));
+    }
+    let len = (b + 24 - a) % 24;
+    Ok((0..len).map(|i| (a + i) % 24).collect())
+}
+
+fn hour_table(ranges: &[(String, f64)]) -> Result<([f64; 24], [u8; 24]), ConfigError> {
+    if ranges.len() > 24 {
+        return Err(ConfigError::new("hour_weights", format!("has {} ranges; at most 24 fit in a day", ranges.len())));
+    }
+    let mut weight = [DEFAULT_HOUR_WEIGHT; 24];
+    // Class `ranges.len()` means "no range": hours at the default weight share one table.
+    let mut class = [ranges.len() as u8; 24];
+    let mut owner: [Option<usize>; 24] = [None; 24];
+    for (i, (range, w)) in ranges.iter().enumerate() {
+        let field = format!("hour_weights[{i}]");
+        if !w.is_finite() || *w < 0.0 || *w > 100.0 {
+            return Err(ConfigError::new(field, format!("weight {w} for {range:?} must be a number between 0 and 100")));
+        }
+        for h in parse_range(&field, range)? {
+            if let Some(j) = owner[h] {
+                return Err(ConfigError::new(field, format!("range {range:?} overlaps hour_weights[{j}] ({:?}) at hour {h}", ranges[j].0)));
+            }
+            owner[h] = Some(i);
+            weight[h] = *w;
+            class[h] = i as u8;
+        }
+    }
+    Ok((weight, class))
+}
+
+/// Parses the command-line form `"9-11=1.5,11-15=1.2,21-9=0.3"` into `hour_weights` pairs.
+/// Ranges are checked later, by validation, like any other config.
+pub fn parse_hour_weights(spec: &str) -> Result<Vec<(String, f64)>, ConfigError> {
+    spec.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .enumerate()
+        .map(|(i, part)| {
+            let (range, w) = part.split_once('=').ok_or_else(|| {
+                ConfigError::new(format!("hour_weights[{i}]"), format!("{part:?} is not \"a-b=weight\""))
+            })?;
+            let w: f64 = w.trim().parse().map_err(|_| {
+                ConfigError::new(format!("hour_weights[{i}]"), format!("weight {:?} is not a number", w.trim()))
+            })?;
+            Ok((range.trim().to_owned(), w))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(cfg: ModelConfig) -> String {
+        cfg.validate().expect_err("config should be refused").field
+    }
+
+    #[test]
+    fn defaults_validate_and_cover_the_day() {
+        let s = ModelConfig::default().validate().unwrap();
+        assert_eq!(s.hour_weight[9], 1.5);
+        assert_eq!(s.hour_weight[14], 1.2);
+        assert_eq!(s.hour_weight[16], 1.3);
+        assert_eq!(s.hour_weight[20], 0.8);
+        // "21-9" wraps past midnight and is half-open: 21 and 8 are in, 9 is not.
+        assert_eq!((s.hour_weight[21], s.hour_weight[0], s.hour_weight[8]), (0.3, 0.3, 0.3));
+        assert_eq!(s.hour_class[23], 4);
+        assert_eq!(s.classes, 6);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let d = ModelConfig::default;
+        assert_eq!(field_of(ModelConfig { top_n: 0, ..d() }), "top_n");
+        assert_eq!(field_of(ModelConfig { min_confidence: 1.5, ..d() }), "min_confidence");
+        assert_eq!(field_of(ModelConfig { min_confidence: f64::NAN, ..d() }), "min_confidence");
+        assert_eq!(field_of(ModelConfig { market_tz: "Mars/Olympus".into(), ..d() }), "market_tz");
+        assert_eq!(field_of(ModelConfig { bucket_s: 700, ..d() }), "bucket_s");
+        assert_eq!(field_of(ModelConfig { retention_s: 10, ..d() }), "retention_s");
+        assert_eq!(field_of(ModelConfig { horizon_s: 0, ..d() }), "horizon_s");
+        assert_eq!(field_of(ModelConfig { session_gap_s: 0, ..d() }), "session_gap_s");
+        assert_eq!(field_of(ModelConfig { late_bound_s: 40 * 86_400, ..d() }), "late_bound_s");
+    }
+
+    #[test]
+    fn bad_hour_ranges_name_their_index() {
+        let with = |ranges: &[(&str, f64)]| ModelConfig {
+            hour_weights: ranges.iter().map(|(r, w)| (r.to_string(), *w)).collect(),
+            ..ModelConfig::default()
+        };
+        let err = with(&[("9-11", 1.0), ("10-12", 1.0)]).validate().unwrap_err();
+        assert_eq!(err.field, "hour_weights[1]");
+        assert!(err.message.contains("overlaps hour_weights[0]"), "{err}");
+        assert_eq!(field_of(with(&[("9-11", 1.0), ("nine-11", 1.0)])), "hour_weights[1]");
+        assert_eq!(field_of(with(&[("9-9", 1.0)])), "hour_weights[0]");
+        assert_eq!(field_of(with(&[("9-25", 1.0)])), "hour_weights[0]");
+        assert_eq!(field_of(with(&[("9-11", -1.0)])), "hour_weights[0]");
+        // "20-24" is the last four hours; uncovered hours fall back to the default weight.
+        let s = with(&[("20-24", 2.0)]).validate().unwrap();
+        assert_eq!((s.hour_weight[19], s.hour_weight[20], s.hour_weight[23], s.hour_weight[0]), (1.0, 2.0, 2.0, 1.0));
+    }
+
+    #[test]
+    fn deserialises_partial_json_and_refuses_unknown_fields() {
+        let cfg: ModelConfig = serde_json::from_str(r#"{"top_n": 3, "hour_weights": [["0-12", 2.0]]}"#).unwrap();
+        assert_eq!(cfg.top_n, 3);
+        assert_eq!(cfg.hour_weights, vec![("0-12".to_owned(), 2.0)]);
+        assert_eq!(cfg.horizon_s, 300);
+        assert!(serde_json::from_str::<ModelConfig>(r#"{"topn": 3}"#).is_err());
+    }
+
+    #[test]
+    fn command_line_hour_weights() {
+        let w = parse_hour_weights("9-11=1.5, 21-9=0.3").unwrap();
+        assert_eq!(w, vec![("9-11".to_owned(), 1.5), ("21-9".to_owned(), 0.3)]);
+        assert_eq!(parse_hour_weights("9-11=fast").unwrap_err().field, "hour_weights[0]");
+        assert_eq!(parse_hour_weights("9-11=1,12-13").unwrap_err().field, "hour_weights[1]");
+    }
+}

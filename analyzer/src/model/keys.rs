@@ -1,0 +1,311 @@
+//! Compact identities: interned tickers and modules, and the slot table of live keys.
+//!
+//! A key is `(ticker id, module id)` packed into a `u64`; its state lives in a dense `Vec` slot so
+//! a tick walks memory linearly. Ids are reference-counted by live keys and recycled by
+//! [`Interner::sweep`], so neither table outgrows what the retention window holds.
+
+use super::window::KeyState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+/// Marks a free slot in [`KeyTable`].
+pub(crate) const DEAD: u32 = u32::MAX;
+
+/// A fast hasher for keys that are already well-spread integers (packed ids, client hashes).
+/// SipHash would cost more than the rest of `record`; the finaliser (MurmurHash3's fmix64)
+/// spreads ids so that hashbrown's low and high bits both vary.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHash;
+
+/// The hasher [`IdHash`] builds.
+#[derive(Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = self.0.rotate_left(32) ^ x;
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(u64::from(x));
+    }
+}
+
+/// Strings (tickers, modules) to small ids and back, with reference counts.
+#[derive(Debug)]
+pub(crate) struct Interner<T> {
+    ids: HashMap<T, u32>,
+    names: Vec<Option<T>>,
+    refs: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl<T: Eq + Hash + Clone> Interner<T> {
+    pub fn new() -> Self {
+        Self { ids: HashMap::new(), names: Vec::new(), refs: Vec::new(), free: Vec::new() }
+    }
+
+    /// The id of `v`, if interned.
+    pub fn id(&self, v: &T) -> Option<u32> {
+        self.ids.get(v).copied()
+    }
+
+    /// The id of `v`, interning it if new (with no references yet).
+    pub fn intern(&mut self, v: &T) -> u32 {
+        if let Some(&id) = self.ids.get(v) {
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.names[id as usize] = Some(v.clone());
+                id
+            }
+            None => {
+                self.names.push(Some(v.clone()));
+                self.refs.push(0);
+                (self.names.len() - 1) as u32
+            }
+        };
+        self.ids.insert(v.clone(), id);
+        id
+    }
+
+    /// The value behind a live id.
+    pub fn name(&self, id: u32) -> Option<&T> {
+        self.names.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Records one more live key using `id`.
+    pub fn retain(&mut self, id: u32) {
+        if let Some(r) = self.refs.get_mut(id as usize) {
+            *r += 1;
+        }
+    }
+
+    /// Records one fewer live key using `id`.
+    pub fn release(&mut self, id: u32) {
+        if let Some(r) = self.refs.get_mut(id as usize) {
+            *r = r.saturating_sub(1);
+        }
+    }
+
+    /// Frees every id no live key uses and returns a map `id → freed` sized to the id space, so
+    /// callers can purge tables that refer to ids before they are recycled.
+    pub fn sweep(&mut self) -> Vec<bool> {
+        let mut freed = vec![false; self.names.len()];
+        for (id, name) in self.names.iter_mut().enumerate() {
+            if self.refs[id] == 0 {
+                if let Some(v) = name.take() {
+                    self.ids.remove(&v);
+                    self.free.push(id as u32);
+                    freed[id] = true;
+                }
+            }
+        }
+        freed
+    }
+
+    /// Live `(id, value)` pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.names.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (i as u32, n)))
+    }
+
+    /// Size of the id space (live and free ids).
+    pub fn capacity(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Live ids.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// Live keys: a hash index from packed ids to dense slots.
+#[derive(Debug, Default)]
+pub(crate) struct KeyTable {
+    index: HashMap<u64, u32, IdHash>,
+    slots: Vec<KeyState>,
+    free: Vec<u32>,
+}
+
+fn pack(ticker: u32, module: u32) -> u64 {
+    (u64::from(ticker) << 32) | u64::from(module)
+}
+
+impl KeyTable {
+    /// The slot of `(ticker, module)`, created if new; `true` when created.
+    pub fn get_or_insert(&mut self, ticker: u32, module: u32) -> (u32, bool) {
+        if let Some(&slot) = self.index.get(&pack(ticker, module)) {
+            return (slot, false);
+        }
+        let state = KeyState::new(ticker, module);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = state;
+                slot
+            }
+            None => {
+                self.slots.push(state);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(pack(ticker, module), slot);
+        (slot, true)
+    }
+
+    /// The state of `(ticker, module)`, if live.
+    pub fn get(&self, ticker: u32, module: u32) -> Option<&KeyState> {
+        self.index.get(&pack(ticker, module)).map(|&s| &self.slots[s as usize])
+    }
+
+    /// The state in `slot`.
+    pub fn slot_mut(&mut self, slot: u32) -> &mut KeyState {
+        &mut self.slots[slot as usize]
+    }
+
+    /// The state in `slot`, if the slot exists.
+    pub fn slot(&self, slot: u32) -> Option<&KeyState> {
+        self.slots.get(slot as usize)
+    }
+
+    /// Every slot, live or free (free ones have `ticker == DEAD`).
+    pub fn slots_mut(&mut self) -> &mut [KeyState] {
+        &mut self.slots
+    }
+
+    /// Live states.
+    pub fn iter(&self) -> impl Iterator<Item = &KeyState> {
+        self.slots.iter().filter(|k| k.ticker != DEAD)
+    }
+
+    /// Forgets the key in `slot`, releasing its bucket memory.
+    pub fn remove(&mut self, slot: u32) {
+        let k = &mut self.slots[slot as usize];
+        self.index.remove(&pack(k.ticker, k.module));
+        *k = KeyState::new(DEAD, DEAD);
+        self.free.push(slot);
+    }
+
+    /// Live keys.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Rebuilds the table without free slots once they outnumber live ones, so memory follows
+    /// the live set down after a wave of expiries. Slot numbers change: call it only between
+    /// passes, never while holding one.
+    pub fn compact_if_sparse(&mut self) {
+        if self.slots.len() < 64 || self.free.len() <= self.index.len() {
+            return;
+        }
+        self.slots.retain(|k| k.ticker != DEAD);
+        self.slots.shrink_to_fit();
+        self.free = Vec::new();
+        let mut index = HashMap::with_capacity_and_hasher(self.slots.len(), IdHash);
+        for (slot, k) in self.slots.iter().enumerate() {
+            index.insert(pack(k.ticker, k.module), slot as u32);
+        }
+        self.index = index;
+    }
+
+    /// Approximate bytes held: slots, index and bucket vectors.
+    pub fn approx_bytes(&self) -> usize {
+        let slots = self.slots.capacity() * std::mem::size_of::<KeyState>();
+        // hashbrown: one control byte plus the entry per bucket, at most 8/7 buckets per entry.
+        let index = self.index.capacity() * 8 / 7 * (1 + std::mem::size_of::<(u64, u32)>());
+        let heap: usize = self.slots.iter().map(KeyState::heap_bytes).sum();
+        slots + index + heap + self.free.capacity() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_recycled_only_after_sweep() {
+        let mut i = Interner::new();
+        let a = i.intern(&"AAPL".to_owned());
+        i.retain(a);
+        let b = i.intern(&"MSFT".to_owned());
+        i.retain(b);
+        i.release(b);
+        assert_eq!(i.intern(&"AAPL".to_owned()), a);
+        let freed = i.sweep();
+        assert_eq!((freed[a as usize], freed[b as usize]), (false, true));
+        assert_eq!(i.id(&"MSFT".to_owned()), None);
+        assert_eq!(i.len(), 1);
+        // The freed id is reused, so the id space stays as large as the live set.
+        assert_eq!(i.intern(&"NVDA".to_owned()), b);
+        assert_eq!(i.name(b).map(String::as_str), Some("NVDA"));
+        assert_eq!(i.capacity(), 2);
+    }
+
+    #[test]
+    fn key_slots_are_reused() {
+        let mut t = KeyTable::default();
+        let (s1, new1) = t.get_or_insert(1, 2);
+        let (s1b, new1b) = t.get_or_insert(1, 2);
+        assert!(new1 && !new1b && s1 == s1b);
+        let (s2, _) = t.get_or_insert(2, 2);
+        t.remove(s1);
+        assert!(t.get(1, 2).is_none());
+        assert_eq!(t.len(), 1);
+        let (s3, new3) = t.get_or_insert(3, 2);
+        assert!(new3);
+        assert_eq!(s3, s1);
+        assert_ne!(s2, s3);
+        assert_eq!(t.iter().count(), 2);
+    }
+
+    #[test]
+    fn sparse_table_is_compacted() {
+        let mut t = KeyTable::default();
+        for i in 0..100 {
+            t.get_or_insert(i, 0);
+        }
+        let full = t.approx_bytes();
+        for i in 0..90 {
+            t.remove(i);
+        }
+        t.compact_if_sparse();
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.get(95, 0).map(|k| k.ticker), Some(95));
+        assert!(t.approx_bytes() < full / 4, "{} vs {full}", t.approx_bytes());
+        // Still usable: new keys take fresh slots.
+        let (s, new) = t.get_or_insert(500, 0);
+        assert!(new && s == 10);
+    }
+
+    #[test]
+    fn id_hash_spreads_module_only_differences() {
+        // Keys differing only in the ticker (high half) must not collide in the low bits.
+        let low = |t: u32| {
+            let mut h = IdHash.build_hasher();
+            h.write_u64(pack(t, 1));
+            h.finish() & 0xff
+        };
+        let distinct: std::collections::HashSet<u64> = (0..64).map(low).collect();
+        assert!(distinct.len() > 40, "{}", distinct.len());
+    }
+}

@@ -1,0 +1,320 @@
+//! The model: [`Model::record`] folds one event in, [`Model::tick`] advances the watermark and
+//! ranks keys, [`Model::stats`] summarises the patterns. Pure, synchronous, driven only by the
+//! timestamps it is given.
+//!
+//! Files: `config.rs` (what may be configured), `keys.rs` (ids and the slot table),
+//! `window.rs` (one key's buckets and EWMAs), `profile.rs` (market time, seasonal rates),
+//! `sequence.rs` (learned follow-ups), `calibration.rs` (raw → calibrated probability),
+//! `tick.rs` (intensity, ranking, expiry), `stats.rs` (the polars summary).
+
+mod calibration;
+pub mod config;
+mod keys;
+mod profile;
+mod sequence;
+pub mod stats;
+mod tick;
+mod window;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod trace_tests;
+
+use calibration::Calibrator;
+use chrono::{DateTime, Utc};
+use config::{ConfigError, ModelConfig, Settings};
+use keys::{Interner, KeyTable};
+use prefetch_common::contract::{ClientId, Module, QueryEvent, Ticker};
+use prefetch_common::prediction::{Prediction, Reason};
+use profile::{to_secs, Calendar, SeasonFrame, Slot};
+use sequence::Sequences;
+use serde::Serialize;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use window::NO_SAMPLE;
+
+/// How an event was taken in, relative to the watermark (the latest `tick` time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    /// At or after the watermark.
+    OnTime,
+    /// Behind the watermark but within the late bound: folded into the state.
+    Late,
+    /// Further behind than the late bound (or before 2000): counted and ignored.
+    Dropped,
+}
+
+/// What [`Model::record`] did with an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Whether the event was used.
+    pub admission: Admission,
+    /// Event-driven [`Reason::Sequence`] predictions: learned follow-ups of this event whose
+    /// probability within the horizon reaches `min_confidence`, best first, at most `top_n`.
+    pub predictions: Vec<Prediction>,
+}
+
+/// Running totals since the model was built (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Events at or after the watermark.
+    pub events_on_time: u64,
+    /// Events behind the watermark but within the late bound, folded in.
+    pub events_late: u64,
+    /// Events beyond the late bound, dropped.
+    pub events_dropped: u64,
+    /// Keys forgotten because nothing of them was left in the retention window.
+    pub keys_expired: u64,
+    /// Predictions returned by `tick`.
+    pub predictions_tick: u64,
+    /// Predictions returned by `record`.
+    pub predictions_sequence: u64,
+    /// Events folded from history by `record_history`.
+    pub events_rebuilt: u64,
+    /// Calibration samples resolved (hit or miss).
+    pub calibration_samples: u64,
+}
+
+/// How much state the model holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Footprint {
+    /// Live `(ticker, module)` keys.
+    pub keys: usize,
+    /// Occupied count buckets over all keys.
+    pub buckets: usize,
+    /// Interned tickers.
+    pub tickers: usize,
+    /// Interned modules.
+    pub modules: usize,
+    /// Clients seen within the session gap (as of the last housekeeping).
+    pub clients: usize,
+    /// Approximate bytes of the key table (slots, index, buckets).
+    pub key_bytes: usize,
+}
+
+/// Why a key has the confidence it has (see [`Model::explain`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    /// Recent rate, events/s (EWMA with a time constant of one horizon).
+    pub rate_recent: f64,
+    /// Steady rate, events/s (EWMA with a time constant of max(1 h, 12 horizons)).
+    pub rate_popular: f64,
+    /// Seasonal rate for this market hour and weekday, events/s, once a day of history exists.
+    pub rate_seasonal: Option<f64>,
+    /// The configured weight of the current market hour.
+    pub hour_weight: f64,
+    /// Estimated current rate including the hour weight, events/s.
+    pub intensity: f64,
+    /// `1 − exp(−intensity × horizon)`.
+    pub raw_probability: f64,
+    /// The raw probability after online calibration: what `tick` publishes.
+    pub confidence: f64,
+    /// The component that dominated.
+    pub reason: Reason,
+    /// Events of the key in the retention window.
+    pub events_in_window: u64,
+}
+
+/// The current seasonal frame and the epoch keys compare their cached rate against.
+#[derive(Debug, Clone, Copy)]
+struct Season {
+    hour_start: u32,
+    frame: SeasonFrame,
+}
+
+/// The analyzer's model. CPU-bound and synchronous: an async service runs `tick` and `stats`
+/// on `tokio::task::spawn_blocking` (or its own thread), because they walk every key and
+/// `stats` runs polars, which calls `block_in_place` and must not run on a current-thread
+/// runtime.
+#[derive(Debug)]
+pub struct Model {
+    cfg: ModelConfig,
+    s: Settings,
+    tau_fast: f32,
+    tau_slow: f32,
+    tickers: Interner<Ticker>,
+    modules: Interner<Module>,
+    keys: KeyTable,
+    calendar: Calendar,
+    calibrator: Calibrator,
+    sequences: Sequences,
+    /// Latest tick time (internal seconds) and the instant it was given as.
+    watermark: Option<(u32, DateTime<Utc>)>,
+    first_bucket: Option<u32>,
+    season: Option<Season>,
+    season_epoch: u32,
+    /// Last calibration grid index samples were opened for.
+    grid: Option<u32>,
+    housekept_at: Option<u32>,
+    counters: Counters,
+}
+
+fn client_key(c: &ClientId) -> u64 {
+    // DefaultHasher::new() has fixed keys: the same client hashes the same way every run.
+    let mut h = DefaultHasher::new();
+    c.as_str().hash(&mut h);
+    h.finish()
+}
+
+impl Model {
+    /// Validates `cfg` and builds an empty model.
+    pub fn new(cfg: ModelConfig) -> Result<Self, ConfigError> {
+        let s = cfg.validate()?;
+        Ok(Self {
+            tau_fast: s.horizon as f32,
+            tau_slow: (s.horizon as f32 * 12.0).max(3_600.0),
+            tickers: Interner::new(),
+            modules: Interner::new(),
+            keys: KeyTable::default(),
+            calendar: Calendar::new(s.tz, s.bucket, s.retention),
+            calibrator: Calibrator::new(s.classes),
+            sequences: Sequences::new(s.session_gap, s.horizon, s.retention),
+            watermark: None,
+            first_bucket: None,
+            season: None,
+            season_epoch: 0,
+            grid: None,
+            housekept_at: None,
+            counters: Counters::default(),
+            cfg,
+            s,
+        })
+    }
+
+    /// The configuration the model was built with.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Folds one event into the state and returns the event-driven predictions it triggers.
+    pub fn record(&mut self, event: &QueryEvent) -> Recorded {
+        let dropped = Recorded { admission: Admission::Dropped, predictions: Vec::new() };
+        let Some(t) = to_secs(event.ts) else {
+            self.counters.events_dropped += 1;
+            return dropped;
+        };
+        let admission = match self.watermark {
+            Some((wm, _)) if u64::from(t) + u64::from(self.s.late_bound) < u64::from(wm) => Admission::Dropped,
+            Some((wm, _)) if t < wm => Admission::Late,
+            _ => Admission::OnTime,
+        };
+        match admission {
+            Admission::Dropped => {
+                self.counters.events_dropped += 1;
+                return dropped;
+            }
+            Admission::Late => self.counters.events_late += 1,
+            Admission::OnTime => self.counters.events_on_time += 1,
+        }
+        let predictions = self.fold(event, t, true);
+        Recorded { admission, predictions }
+    }
+
+    /// Folds an event re-read from history — a rebuild after a restart or a rebalance — with no
+    /// late bound (history is older than the watermark by nature) and no predictions (they were
+    /// published when the event was first read). Returns false for a timestamp the model cannot
+    /// represent.
+    pub fn record_history(&mut self, event: &QueryEvent) -> bool {
+        let Some(t) = to_secs(event.ts) else { return false };
+        self.counters.events_rebuilt += 1;
+        self.fold(event, t, false);
+        true
+    }
+
+    /// Forgets every key of `tickers` (their partition moved to another instance); returns how
+    /// many keys went. Sequences learned from them fade out as usual.
+    pub fn forget_tickers(&mut self, tickers: &std::collections::HashSet<Ticker>) -> usize {
+        let ids: std::collections::HashSet<u32> = tickers.iter().filter_map(|t| self.tickers.id(t)).collect();
+        if ids.is_empty() {
+            return 0;
+        }
+        let gone: Vec<(u32, u32, u32)> = self
+            .keys
+            .slots_mut()
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| ids.contains(&k.ticker))
+            .map(|(slot, k)| (slot as u32, k.ticker, k.module))
+            .collect();
+        for &(slot, t, m) in &gone {
+            self.keys.remove(slot);
+            self.tickers.release(t);
+            self.modules.release(m);
+        }
+        self.keys.compact_if_sparse();
+        gone.len()
+    }
+
+    /// Updates the key's state and the sequences with an admitted event at `t` (seconds);
+    /// returns the event-driven predictions when `predict`.
+    fn fold(&mut self, event: &QueryEvent, t: u32, predict: bool) -> Vec<Prediction> {
+        let bucket = t / self.s.bucket;
+        self.first_bucket = Some(self.first_bucket.map_or(bucket, |b| b.min(bucket)));
+        let tid = self.tickers.intern(&event.ticker);
+        let mid = self.modules.intern(&event.module);
+        let (slot, created) = self.keys.get_or_insert(tid, mid);
+        if created {
+            self.tickers.retain(tid);
+            self.modules.retain(mid);
+        }
+        let k = self.keys.slot_mut(slot);
+        k.record(t, bucket, self.tau_fast, self.tau_slow);
+        if k.sample_at != NO_SAMPLE && t > k.sample_at && t - k.sample_at <= self.s.horizon {
+            self.calibrator.resolve(k.sample_cell, true);
+            k.sample_at = NO_SAMPLE;
+        }
+
+        let Some(client) = &event.client else { return Vec::new() };
+        let follows = self.sequences.observe(client_key(client), tid, mid, t, self.s.min_confidence);
+        if !predict || !self.s.enabled || follows.is_empty() {
+            return Vec::new();
+        }
+        let mut predictions: Vec<Prediction> = follows
+            .iter()
+            .filter_map(|f| {
+                Some(Prediction {
+                    ticker: self.tickers.name(f.ticker)?.clone(),
+                    module: self.modules.name(f.module)?.clone(),
+                    confidence: f.probability.clamp(0.0, 1.0),
+                    horizon_s: u64::from(self.s.horizon),
+                    generated_at: event.ts,
+                    reason: Reason::Sequence,
+                })
+            })
+            .collect();
+        predictions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        predictions.truncate(self.s.top_n);
+        self.counters.predictions_sequence += predictions.len() as u64;
+        predictions
+    }
+
+    /// Running totals since the model was built.
+    pub fn counters(&self) -> Counters {
+        Counters { calibration_samples: self.calibrator.resolved(), ..self.counters }
+    }
+
+    /// The current watermark (latest `tick` time), if any tick happened.
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        self.watermark.map(|(_, at)| at)
+    }
+
+    /// How much state the model holds.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            keys: self.keys.len(),
+            buckets: self.keys.iter().map(|k| k.buckets().len()).sum(),
+            tickers: self.tickers.len(),
+            modules: self.modules.len(),
+            clients: self.sequences.live_clients(),
+            key_bytes: self.keys.approx_bytes(),
+        }
+    }
+
+    /// Market hour and weekday of `secs` and the configured weight and calibration class there.
+    fn hour_context(&self, secs: u32) -> (Slot, f64, u8) {
+        let slot = self.calendar.slot_at(secs);
+        let h = usize::from(slot.hour);
+        (slot, self.s.hour_weight[h], self.s.hour_class[h])
+    }
+}

@@ -1,0 +1,298 @@
+//! The watermark path: intensity per key, ranking, calibration samples, expiry, housekeeping.
+//!
+//! Intensity: a gamma-Poisson update of the key's steady/seasonal rate with its recent events,
+//! bounded by how long it has been idle, times the hour weight (see [`intensity`]). The raw
+//! probability of a query within the horizon `H` is `1 − exp(−λH)` (a Poisson arrival), which
+//! the calibrator then maps to an observed frequency. One pass over the dense slot table per tick: a few
+//! multiplications and three `exp` per key, plus a bounded heap of `top_n`.
+
+use super::calibration::Calibrator;
+use super::keys::DEAD;
+use super::profile::{to_secs, SeasonFrame};
+use super::window::NO_SAMPLE;
+use super::{Explanation, Model, Season};
+use chrono::{DateTime, Utc};
+use prefetch_common::contract::{Module, Ticker};
+use prefetch_common::prediction::{Prediction, Reason};
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+/// Pseudo-events of the gamma prior on a key's current rate.
+const PRIOR_EVENTS: f64 = 1.0;
+/// Share of the seasonal rate in the prior, once a seasonal estimate exists.
+const SEASONAL_SHARE: f64 = 0.8;
+/// No event for `idle` seconds makes a rate above `IDLE_BOUND / idle` implausible (for a
+/// Poisson stream, `P(idle > 2/λ) = e^-2`): this ends a burst's afterglow quickly.
+const IDLE_BOUND: f64 = 2.0;
+/// Share of the seasonal rate that stays even after a long idle spell (so a key that is
+/// only busy in market hours is still predicted before the open).
+const SEASONAL_FLOOR: f64 = 0.2;
+/// Recent rate this many times the prior makes a burst.
+const BURST_RATIO: f64 = 3.0;
+
+/// Rates of one key at one instant, events/s.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rates {
+    /// Fast EWMA (time constant `window` seconds).
+    pub recent: f64,
+    /// Slow EWMA.
+    pub popular: f64,
+    /// Seasonal rate for this market hour and weekday, if any history covers it.
+    pub seasonal: Option<f64>,
+    /// Seconds since the key's latest event.
+    pub idle: f64,
+    /// The fast EWMA's time constant, seconds.
+    pub window: f64,
+}
+
+/// The key's intensity (events/s, hour weight included) and the component that drove it.
+///
+/// The current rate gets a gamma prior centred on the steady rate (blended with the seasonal
+/// one when known) worth [`PRIOR_EVENTS`] events, updated with the events of the recent
+/// window: `λ = (α + n) / (α/prior + window)`. A quiet key's lone event then barely moves its
+/// rate, while a burst of many events does; a busy key's silence pulls it down fast. The
+/// idle bound and the seasonal floor follow, then the hour weight multiplies.
+pub(crate) fn intensity(r: Rates, weight: f64) -> (f64, Reason) {
+    let prior = match r.seasonal {
+        Some(s) => (1.0 - SEASONAL_SHARE) * r.popular + SEASONAL_SHARE * s,
+        None => r.popular,
+    }
+    .max(1e-9);
+    let events = r.recent * r.window;
+    let posterior = (PRIOR_EVENTS + events) / (PRIOR_EVENTS / prior + r.window);
+    let seasonal_floor = SEASONAL_FLOOR * r.seasonal.unwrap_or(0.0);
+    let lambda = posterior.min(IDLE_BOUND / r.idle.max(1.0)).max(seasonal_floor);
+    let reason = if r.recent > BURST_RATIO * prior {
+        Reason::Burst
+    } else if r.seasonal.is_some_and(|s| s > r.popular) || (seasonal_floor > 0.0 && lambda <= seasonal_floor) {
+        Reason::TimeOfDay
+    } else {
+        Reason::Popularity
+    };
+    (weight * lambda, reason)
+}
+
+fn probability(lambda: f64, horizon: u32) -> f64 {
+    -(-lambda * f64::from(horizon)).exp_m1()
+}
+
+/// A ranking candidate; ordered by raw probability, then slot for determinism.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    raw: f64,
+    slot: u32,
+    reason: Reason,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.raw.total_cmp(&other.raw).then(other.slot.cmp(&self.slot))
+    }
+}
+
+impl Model {
+    /// Advances the watermark to `now` (it never moves back) and returns the keys whose
+    /// calibrated probability of a query within the horizon is at least `min_confidence`, best
+    /// first, at most `top_n`. Also expires buckets and keys that left the retention window,
+    /// resolves and opens calibration samples, and (once per bucket width) forgets idle
+    /// clients, faded sequences and unused ids. Returns nothing when the model is disabled.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Prediction> {
+        let Some(now_s) = to_secs(now) else { return Vec::new() };
+        let wm = match self.watermark {
+            Some((wm, at)) if wm >= now_s => {
+                self.watermark = Some((wm, at));
+                wm
+            }
+            _ => {
+                self.watermark = Some((now_s, now));
+                now_s
+            }
+        };
+        let generated_at = self.watermark.map_or(now, |(_, at)| at);
+        self.refresh_season(wm);
+        let (_, weight, class) = self.hour_context(wm);
+        let horizon = self.s.horizon;
+        let oldest = wm.saturating_sub(self.s.retention) / self.s.bucket;
+        let grid = wm / horizon;
+        let open_samples = self.grid != Some(grid);
+        self.grid = Some(grid);
+        let (epoch, season) = (self.season_epoch, self.season.map(|s| s.frame));
+        let has_season = season.is_some_and(|f| f.observed());
+
+        let mut heap: BinaryHeap<Reverse<Candidate>> = BinaryHeap::with_capacity(self.s.top_n + 1);
+        let mut expired = Vec::new();
+        for (slot, k) in self.keys.slots_mut().iter_mut().enumerate() {
+            if k.ticker == DEAD {
+                continue;
+            }
+            if k.expire(oldest) {
+                expired.push(slot as u32);
+                continue;
+            }
+            if k.season_epoch != epoch {
+                k.season = season.and_then(|f| f.rate(k.buckets(), &self.calendar)).unwrap_or(0.0) as f32;
+                k.season_epoch = epoch;
+            }
+            let (recent, popular) = k.rates(wm, self.tau_fast, self.tau_slow);
+            let seasonal = has_season.then_some(f64::from(k.season));
+            let rates = Rates { recent, popular, seasonal, idle: f64::from(k.idle(wm)), window: f64::from(self.tau_fast) };
+            let (lambda, reason) = intensity(rates, weight);
+            let raw = probability(lambda, horizon);
+            if k.sample_at != NO_SAMPLE && u64::from(wm) >= u64::from(k.sample_at) + u64::from(horizon) {
+                self.calibrator.resolve(k.sample_cell, false);
+                k.sample_at = NO_SAMPLE;
+            }
+            if open_samples && k.sample_at == NO_SAMPLE {
+                k.sample_at = wm;
+                k.sample_cell = Calibrator::encode(class, raw);
+            }
+            let c = Candidate { raw, slot: slot as u32, reason };
+            if heap.len() < self.s.top_n {
+                heap.push(Reverse(c));
+            } else if heap.peek().is_some_and(|Reverse(min)| c > *min) {
+                heap.pop();
+                heap.push(Reverse(c));
+            }
+        }
+        for slot in expired {
+            let k = self.keys.slot_mut(slot);
+            let (t, m) = (k.ticker, k.module);
+            self.keys.remove(slot);
+            self.tickers.release(t);
+            self.modules.release(m);
+            self.counters.keys_expired += 1;
+        }
+        self.calibrator.refit(wm);
+        if self.housekept_at.is_none_or(|at| wm >= at.saturating_add(self.s.bucket)) {
+            self.housekeep(wm);
+        }
+        if !self.s.enabled {
+            return Vec::new();
+        }
+
+        let ranked = heap.into_sorted_vec(); // ascending Reverse = best first
+        let out: Vec<Prediction> = ranked
+            .into_iter()
+            .map(|Reverse(c)| c)
+            .map(|c| (c, self.calibrator.map(class, c.raw)))
+            .take_while(|&(_, p)| p >= self.s.min_confidence)
+            .filter_map(|(c, p)| {
+                let k = self.keys.slot(c.slot)?;
+                Some(Prediction {
+                    ticker: self.tickers.name(k.ticker)?.clone(),
+                    module: self.modules.name(k.module)?.clone(),
+                    confidence: p,
+                    horizon_s: u64::from(horizon),
+                    generated_at,
+                    reason: c.reason,
+                })
+            })
+            .collect();
+        self.counters.predictions_tick += out.len() as u64;
+        out
+    }
+
+    /// Rebuilds the seasonal frame when the market hour or the horizon's target slot changes,
+    /// which invalidates every key's cached seasonal rate (recomputed lazily by the next pass).
+    fn refresh_season(&mut self, wm: u32) {
+        let hour_start = self.calendar.hour_start(wm);
+        let target = self.calendar.slot_at(wm.saturating_add(self.s.horizon / 2));
+        if self.season.is_some_and(|s| s.hour_start == hour_start && s.frame.target == target) {
+            return;
+        }
+        let (start, end) = self.season_span(wm, hour_start);
+        self.calendar.warm(start, end);
+        let frame = SeasonFrame::measure(&self.calendar, target, start, end);
+        self.season = Some(Season { hour_start, frame });
+        self.season_epoch = self.season_epoch.wrapping_add(1);
+    }
+
+    /// Buckets `[start, end)` the seasonal profile reads: from the first event (or the start of
+    /// the retention window) to the start of the current market hour.
+    fn season_span(&self, wm: u32, hour_start: u32) -> (u32, u32) {
+        let end = hour_start / self.s.bucket;
+        let oldest = wm.saturating_sub(self.s.retention) / self.s.bucket;
+        let start = self.first_bucket.unwrap_or(end).max(oldest).min(end);
+        (start, end)
+    }
+
+    fn housekeep(&mut self, wm: u32) {
+        let freed_tickers = self.tickers.sweep();
+        let freed_modules = self.modules.sweep();
+        self.sequences.sweep(wm, &freed_tickers, &freed_modules);
+        self.keys.compact_if_sparse();
+        self.housekept_at = Some(wm);
+    }
+
+    /// The components behind a key's confidence at `now` (or at the watermark, if later),
+    /// computed as `tick` would without changing any state. `None` for an unknown key.
+    pub fn explain(&self, ticker: &Ticker, module: &Module, now: DateTime<Utc>) -> Option<Explanation> {
+        let k = self.keys.get(self.tickers.id(ticker)?, self.modules.id(module)?)?;
+        let at = to_secs(now)?.max(self.watermark.map_or(0, |(wm, _)| wm));
+        let (_, weight, class) = self.hour_context(at);
+        let hour_start = self.calendar.hour_start(at);
+        let target = self.calendar.slot_at(at.saturating_add(self.s.horizon / 2));
+        let frame = match self.season {
+            Some(s) if s.hour_start == hour_start && s.frame.target == target => s.frame,
+            _ => {
+                let (start, end) = self.season_span(at, hour_start);
+                SeasonFrame::measure(&self.calendar, target, start, end)
+            }
+        };
+        let seasonal = frame.rate(k.buckets(), &self.calendar);
+        let (recent, popular) = k.rates(at, self.tau_fast, self.tau_slow);
+        let rates = Rates { recent, popular, seasonal, idle: f64::from(k.idle(at)), window: f64::from(self.tau_fast) };
+        let (lambda, reason) = intensity(rates, weight);
+        let raw = probability(lambda, self.s.horizon);
+        Some(Explanation {
+            rate_recent: recent,
+            rate_popular: popular,
+            rate_seasonal: seasonal,
+            hour_weight: weight,
+            intensity: lambda,
+            raw_probability: raw,
+            confidence: self.calibrator.map(class, raw),
+            reason,
+            events_in_window: k.total(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intensity_names_the_dominant_component() {
+        let r = |recent, popular, seasonal, idle| Rates { recent, popular, seasonal, idle, window: 300.0 };
+        // Steady: recent ≈ popular, and the estimate is that rate.
+        let (l, why) = intensity(r(0.01, 0.01, None, 30.0), 1.0);
+        assert_eq!(why, Reason::Popularity);
+        assert!((l - 0.01).abs() < 1e-9, "{l}");
+        // Recent far above the prior.
+        assert_eq!(intensity(r(0.05, 0.01, Some(0.005), 5.0), 1.0).1, Reason::Burst);
+        // Nothing lately, but this hour is usually busy: the seasonal floor survives idleness.
+        let (l, why) = intensity(r(0.0, 0.0, Some(0.02), 36_000.0), 1.0);
+        assert_eq!(why, Reason::TimeOfDay);
+        assert!((l - SEASONAL_FLOOR * 0.02).abs() < 1e-9, "{l}");
+        // A quiet key's lone event barely moves it; ten events do.
+        let one = intensity(r(1.0 / 300.0, 1.0 / 3600.0, None, 1.0), 1.0).0;
+        let ten = intensity(r(10.0 / 300.0, 10.0 / 3600.0, None, 1.0), 1.0).0;
+        assert!(one < 2.0 / 3600.0 && ten > 20.0 / 3600.0, "{one} {ten}");
+        // Silence bounds the rate: nothing for 20 minutes means at most 2 per 20 minutes.
+        let (l, _) = intensity(r(0.05, 0.05, None, 1_200.0), 2.0);
+        assert!((l - 2.0 * 2.0 / 1_200.0).abs() < 1e-12, "{l}");
+        assert!((probability(1.0 / 60.0, 300) - (1.0 - (-5.0f64).exp())).abs() < 1e-12);
+    }
+}

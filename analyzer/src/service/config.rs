@@ -1,0 +1,139 @@
+//! Command-line flags (each with an environment fallback) for the `analyzer` binary.
+
+use crate::ModelConfig;
+use clap::Parser;
+use prefetch_common::cli::parse_duration;
+use prefetch_common::kafka::{KafkaArgs, TopicArgs};
+use prefetch_common::telemetry::LogArgs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Smart Prefetch analyzer: consumes query events in a consumer group, learns per-key rates,
+/// seasonality and sequences in event time, and publishes calibrated predictions.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "analyzer", version, about, long_about = None)]
+pub struct Config {
+    /// Address of the admin HTTP API (`/v1/stats`, `/v1/predictions`, health, metrics).
+    #[arg(long, env = "ANALYZER_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+
+    /// Consumer group; analyzers in one group split the partitions (and so the tickers).
+    #[arg(long, env = "ANALYZER_GROUP", default_value = "prefetch-analyzer")]
+    pub group_id: String,
+
+    /// How often predictions are published (wall-clock period; the model itself advances on
+    /// event time).
+    #[arg(long, env = "ANALYZER_TICK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub tick_interval: Duration,
+
+    /// How often the patterns snapshot is published to the stats topic.
+    #[arg(long, env = "ANALYZER_STATS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+
+    /// Compacted topic the patterns snapshot is published to (key = this instance's id).
+    #[arg(long, env = "TOPIC_STATS", default_value = "prefetch.stats")]
+    pub stats_topic: String,
+
+    /// Id of this instance in the stats topic (default: host name and process id).
+    #[arg(long, env = "ANALYZER_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Model configuration as a JSON file (fields of the model config; absent fields keep their
+    /// defaults). The flags below override it.
+    #[arg(long, env = "ANALYZER_MODEL_CONFIG", value_name = "FILE")]
+    pub model_config: Option<PathBuf>,
+
+    /// Most predictions one tick publishes.
+    #[arg(long, env = "PREFETCH_TOP_N")]
+    pub top_n: Option<usize>,
+
+    /// Least confidence a published prediction has, in [0, 1].
+    #[arg(long, env = "PREFETCH_MIN_CONFIDENCE")]
+    pub min_confidence: Option<f64>,
+
+    /// Publish predictions (`false` keeps learning but publishes nothing).
+    #[arg(long, env = "PREFETCH_ENABLED")]
+    pub enabled: Option<bool>,
+
+    /// Hour weights in market time, e.g. `9-11=1.5,11-15=1.2,21-9=0.3` (ranges are [a, b) and
+    /// may wrap past midnight).
+    #[arg(long, env = "PREFETCH_HOUR_WEIGHTS")]
+    pub hour_weights: Option<String>,
+
+    /// The market's IANA time zone (hours and weekdays are read in it, DST included).
+    #[arg(long, env = "PREFETCH_MARKET_TZ")]
+    pub market_tz: Option<String>,
+
+    /// Prediction horizon in seconds: a confidence is the probability of a query within it.
+    #[arg(long, env = "PREFETCH_HORIZON_S")]
+    pub horizon_s: Option<u64>,
+
+    /// How long history is kept per key, in seconds (also how far back a restart re-reads).
+    #[arg(long, env = "PREFETCH_RETENTION_S")]
+    pub retention_s: Option<u64>,
+
+    /// How long to wait for Kafka at start-up before giving up with an error.
+    #[arg(long, env = "ANALYZER_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub topics: TopicArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    /// Defaults for everything but the brokers; what tests and embedding callers start from.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self::parse_from(["analyzer", "--brokers", &brokers.into()])
+    }
+
+    /// The model configuration: defaults, then the file, then the flags.
+    pub fn model_config(&self) -> anyhow::Result<ModelConfig> {
+        let mut m = match &self.model_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => ModelConfig::default(),
+        };
+        if let Some(v) = self.top_n {
+            m.top_n = v;
+        }
+        if let Some(v) = self.min_confidence {
+            m.min_confidence = v;
+        }
+        if let Some(v) = self.enabled {
+            m.enabled = v;
+        }
+        if let Some(v) = &self.hour_weights {
+            m.hour_weights = crate::parse_hour_weights(v)?;
+        }
+        if let Some(v) = &self.market_tz {
+            m.market_tz = v.clone();
+        }
+        if let Some(v) = self.horizon_s {
+            m.horizon_s = v;
+        }
+        if let Some(v) = self.retention_s {
+            m.retention_s = v;
+        }
+        Ok(m)
+    }
+
+    /// This instance's id in the stats topic.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "analyzer".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}

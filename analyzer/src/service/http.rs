@@ -1,0 +1,60 @@
+//! The analyzer's admin HTTP: patterns, the last predictions, health and metrics.
+
+use super::Shared;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prefetch_common::http::{error_response, metrics_response};
+use rdkafka::producer::{FutureProducer, Producer};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the handlers share.
+pub struct AdminState {
+    /// Model and predictions.
+    pub shared: Arc<Shared>,
+    /// For readiness (Kafka reachable, topic present).
+    pub producer: FutureProducer,
+    /// The consumed topic.
+    pub topic: String,
+}
+
+/// The admin router.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/v1/stats", get(stats))
+        .route("/v1/predictions", get(predictions))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|State(s): State<Arc<AdminState>>| async move { metrics_response(s.shared.metrics.registry()) }))
+        .with_state(state)
+}
+
+async fn stats(State(s): State<Arc<AdminState>>) -> Response {
+    let Some(now) = s.shared.event_time() else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "no_events_yet", "no query event has been folded yet");
+    };
+    let shared = s.shared.clone();
+    match tokio::task::spawn_blocking(move || shared.stats_json(now)).await {
+        Ok(Ok(body)) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(e)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "stats_failed", e.to_string()),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "stats_failed", e.to_string()),
+    }
+}
+
+async fn predictions(State(s): State<Arc<AdminState>>) -> Response {
+    Json(super::pipeline::predictions_json(&s.shared.predictions(), s.shared.event_time())).into_response()
+}
+
+async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    let (producer, topic) = (s.producer.clone(), s.topic.clone());
+    let r = tokio::task::spawn_blocking(move || prefetch_common::kafka::topic_ready(producer.client(), &topic, Duration::from_secs(2)))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match r {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why),
+    }
+}

@@ -1,0 +1,121 @@
+//! The analyzer's Prometheus collectors: one method per thing that happens.
+
+use prefetch_common::prediction::Reason;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::time::Duration;
+
+/// The analyzer's collectors, in a registry of their own.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    events: IntCounterVec,
+    dlq: IntCounter,
+    predictions: IntCounterVec,
+    tick_seconds: Histogram,
+    live_keys: IntGauge,
+    lag: IntGaugeVec,
+    rebuilt: IntCounter,
+}
+
+fn reason_label(r: Reason) -> &'static str {
+    match r {
+        Reason::Popularity => "popularity",
+        Reason::TimeOfDay => "time_of_day",
+        Reason::Burst => "burst",
+        Reason::Sequence => "sequence",
+    }
+}
+
+impl Metrics {
+    /// Creates and registers the collectors.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let events = IntCounterVec::new(
+            Opts::new("smart_prefetch_analyzer_events_total", "Query events consumed, by admission (on_time, late = folded in; dropped = beyond the late bound)."),
+            &["admission"],
+        )
+        .unwrap();
+        let dlq = IntCounter::new("smart_prefetch_analyzer_dead_letters_total", "Messages sent to the dead-letter topic (not JSON, or against the contract).").unwrap();
+        let predictions = IntCounterVec::new(
+            Opts::new("smart_prefetch_analyzer_predictions_total", "Predictions published, by reason."),
+            &["reason"],
+        )
+        .unwrap();
+        let tick_seconds = Histogram::with_opts(
+            HistogramOpts::new("smart_prefetch_analyzer_tick_duration_seconds", "Time one model tick takes (walk every key, rank).")
+                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )
+        .unwrap();
+        let live_keys = IntGauge::new("smart_prefetch_analyzer_live_keys", "(ticker, module) keys with history in the retention window.").unwrap();
+        let lag = IntGaugeVec::new(
+            Opts::new("smart_prefetch_analyzer_consumer_lag_messages", "Messages behind the end of each assigned query-events partition."),
+            &["partition"],
+        )
+        .unwrap();
+        let rebuilt = IntCounter::new(
+            "smart_prefetch_analyzer_rebuild_events_total",
+            "Events re-read from the topic to rebuild state after a restart or a rebalance.",
+        )
+        .unwrap();
+        for a in ["on_time", "late", "dropped"] {
+            events.with_label_values(&[a]);
+        }
+        for r in [Reason::Popularity, Reason::TimeOfDay, Reason::Burst, Reason::Sequence] {
+            predictions.with_label_values(&[reason_label(r)]);
+        }
+        for c in [
+            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(dlq.clone()),
+            Box::new(predictions.clone()),
+            Box::new(tick_seconds.clone()),
+            Box::new(live_keys.clone()),
+            Box::new(lag.clone()),
+            Box::new(rebuilt.clone()),
+        ] {
+            registry.register(c).unwrap();
+        }
+        Self { registry, events, dlq, predictions, tick_seconds, live_keys, lag, rebuilt }
+    }
+
+    /// The registry to expose on `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// An event was taken in with `admission` (`on_time`, `late`, `dropped`).
+    pub fn event(&self, admission: &str) {
+        self.events.with_label_values(&[admission]).inc();
+    }
+
+    /// A message went to the dead-letter topic.
+    pub fn dead_letter(&self) {
+        self.dlq.inc();
+    }
+
+    /// A prediction was published.
+    pub fn published(&self, reason: Reason) {
+        self.predictions.with_label_values(&[reason_label(reason)]).inc();
+    }
+
+    /// A tick took `took` and left `keys` live keys.
+    pub fn ticked(&self, took: Duration, keys: usize) {
+        self.tick_seconds.observe(took.as_secs_f64());
+        self.live_keys.set(keys as i64);
+    }
+
+    /// Partition `partition` is `lag` messages behind its end.
+    pub fn lag(&self, partition: i32, lag: i64) {
+        self.lag.with_label_values(&[&partition.to_string()]).set(lag);
+    }
+
+    /// `n` events were re-read to rebuild state.
+    pub fn rebuilt(&self, n: u64) {
+        self.rebuilt.inc_by(n);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,166 @@
+//! The analyzer service around the pure model: Kafka in and out, admin HTTP, metrics.
+//!
+//! # Layout
+//! - `config.rs`: flags and environment ([`Config`]).
+//! - `pipeline.rs`: the consume loop (fold, produce, settle offsets, tick, stats).
+//! - `consumer.rs`: the group consumer's context (rebalances, lag).
+//! - `rebuild.rs`: re-reading a partition's retained window after a restart or rebalance.
+//! - `http.rs`: `/v1/stats`, `/v1/predictions`, `/healthz`, `/readyz`, `/metrics`.
+//! - `metrics.rs`: the Prometheus collectors.
+
+pub mod config;
+pub mod consumer;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod rebuild;
+
+pub use config::Config;
+
+use crate::Model;
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use prefetch_common::contract::{QueryEvent, Ticker};
+use prefetch_common::kafka::{ensure_topics, TopicSpec};
+use prefetch_common::prediction::Prediction;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// State shared by the consume loop and the admin HTTP.
+pub struct Shared {
+    model: Mutex<Model>,
+    predictions: Mutex<Vec<Prediction>>,
+    event_time: Mutex<Option<DateTime<Utc>>>,
+    /// Which partition each ticker's events come from, so a revoked partition's keys can be
+    /// forgotten (the topic is keyed by ticker, so a ticker lives on one partition).
+    partitions: Mutex<HashMap<Ticker, i32>>,
+    /// The collectors.
+    pub metrics: metrics::Metrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the service down with a poisoned lock.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Shared state around a fresh model.
+    pub fn new(model: Model, metrics: metrics::Metrics) -> Self {
+        Self {
+            model: Mutex::new(model),
+            predictions: Mutex::default(),
+            event_time: Mutex::default(),
+            partitions: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// The model, locked.
+    pub fn model(&self) -> MutexGuard<'_, Model> {
+        lock(&self.model)
+    }
+
+    /// Notes that `event` came from `partition` and advances the event-time watermark.
+    pub fn note_partition(&self, event: &QueryEvent, partition: i32) {
+        {
+            let mut t = lock(&self.event_time);
+            if t.is_none_or(|t| event.ts > t) {
+                *t = Some(event.ts);
+            }
+        }
+        let mut parts = lock(&self.partitions);
+        if parts.get(&event.ticker) != Some(&partition) {
+            parts.insert(event.ticker.clone(), partition);
+        }
+    }
+
+    /// The latest event time folded, if any (the tick's watermark).
+    pub fn event_time(&self) -> Option<DateTime<Utc>> {
+        *lock(&self.event_time)
+    }
+
+    /// Forgets every key whose ticker came from one of `partitions`; returns how many tickers.
+    pub fn forget_partitions(&self, partitions: &[i32]) -> usize {
+        let tickers: HashSet<Ticker> = {
+            let mut parts = lock(&self.partitions);
+            let gone: HashSet<Ticker> = parts.iter().filter(|(_, p)| partitions.contains(p)).map(|(t, _)| t.clone()).collect();
+            parts.retain(|t, _| !gone.contains(t));
+            gone
+        };
+        self.model().forget_tickers(&tickers);
+        tickers.len()
+    }
+
+    /// The last tick's predictions.
+    pub fn predictions(&self) -> Vec<Prediction> {
+        lock(&self.predictions).clone()
+    }
+
+    /// Replaces the last tick's predictions.
+    pub fn set_predictions(&self, ps: Vec<Prediction>) {
+        *lock(&self.predictions) = ps;
+    }
+
+    /// The patterns snapshot at `now`, as JSON. Runs polars: call from a blocking thread.
+    pub fn stats_json(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<u8>> {
+        let stats = self.model().stats(now)?;
+        Ok(serde_json::to_vec(&stats)?)
+    }
+}
+
+/// Runs the analyzer: the admin HTTP on `--listen` and the pipeline, until `shutdown`.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    serve(cfg, listener, shutdown).await
+}
+
+/// Runs the analyzer with its admin HTTP on a bound `listener` (tests bind port 0).
+pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let model = Model::new(cfg.model_config()?).context("invalid model configuration")?;
+    let specs = [
+        TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },
+        TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
+        TopicSpec { name: cfg.topics.dlq_topic.clone(), compacted: false },
+        TopicSpec { name: cfg.stats_topic.clone(), compacted: true },
+    ];
+    ensure_topics(&cfg.kafka, &specs, cfg.startup_timeout).await?;
+    let metrics = metrics::Metrics::new();
+    let shared = Arc::new(Shared::new(model, metrics.clone()));
+    let producer = cfg.kafka.producer(Duration::from_secs(30))?;
+    let mut cc = cfg.kafka.consumer_config(&cfg.group_id)?;
+    cc.set("statistics.interval.ms", "5000");
+    let context = consumer::GroupContext { changes: Mutex::default(), metrics, topic: cfg.topics.query_events_topic.clone() };
+    let consumer: Arc<StreamConsumer<consumer::GroupContext>> = Arc::new(cc.create_with_context(context)?);
+    consumer.subscribe(&[&cfg.topics.query_events_topic])?;
+
+    let admin = Arc::new(http::AdminState { shared: shared.clone(), producer: producer.clone(), topic: cfg.topics.query_events_topic.clone() });
+    let addr = listener.local_addr()?;
+    let http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, http::router(admin)).with_graceful_shutdown(http_shutdown.cancelled_owned()).await });
+    tracing::info!(%addr, topic = %cfg.topics.query_events_topic, group = %cfg.group_id, "Analyzer running.");
+
+    let pipeline = pipeline::Pipeline {
+        shared,
+        producer: producer.clone(),
+        consumer: consumer.clone(),
+        topics: cfg.topics.clone(),
+        stats_topic: cfg.stats_topic.clone(),
+        instance_id: cfg.instance_id(),
+        tick_interval: cfg.tick_interval,
+        stats_interval: cfg.stats_interval,
+        kafka: cfg.kafka.clone(),
+    };
+    let result = pipeline.run(shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = server.await;
+    tokio::task::spawn_blocking(move || rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10))).await??;
+    // Offsets are committed by now. Dropping the consumer leaves the group (so a successor is
+    // assigned at once), but dropping a subscribed StreamConsumer has been seen to hang on the
+    // MockCluster (rust-rdkafka #453, #509, #611): drop it on a detached thread and never wait.
+    std::thread::spawn(move || drop(consumer));
+    result
+}

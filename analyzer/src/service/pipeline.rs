@@ -1,0 +1,244 @@
+//! The consume loop: events in, state folded, predictions out, offsets stored only after what
+//! they caused is durable.
+//!
+//! One `tokio::select!` over shutdown, the publish tick, the stats tick and the next message.
+//! Messages are folded as they come; the predictions they cause (event-driven sequence
+//! predictions, dead letters) are produced at once, and their offsets join a batch that is
+//! settled — every delivery awaited, then the offsets stored — every `BATCH` messages, whenever
+//! the topic goes quiet, before each tick and at shutdown. A rebalance is acted on before the
+//! next message is folded: revoked partitions' keys are forgotten, assigned ones are rebuilt.
+
+use super::consumer::GroupContext;
+use super::rebuild;
+use super::Shared;
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use prefetch_common::contract::QueryEvent;
+use prefetch_common::prediction::Prediction;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+/// Messages folded before their offsets are settled.
+const BATCH: usize = 2_000;
+/// A quiet topic settles the open batch after this long.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// What the loop needs besides the consumer.
+pub struct Pipeline {
+    /// Model, last predictions, metrics.
+    pub shared: Arc<Shared>,
+    /// Produces predictions, stats and dead letters.
+    pub producer: FutureProducer,
+    /// The group consumer of query events.
+    pub consumer: Arc<StreamConsumer<GroupContext>>,
+    /// Topic names.
+    pub topics: prefetch_common::kafka::TopicArgs,
+    /// Stats topic and this instance's key in it.
+    pub stats_topic: String,
+    /// This instance's id.
+    pub instance_id: String,
+    /// Publish period.
+    pub tick_interval: Duration,
+    /// Stats period.
+    pub stats_interval: Duration,
+    /// Connection settings, for the rebuild reader.
+    pub kafka: prefetch_common::kafka::KafkaArgs,
+}
+
+/// Offsets waiting for their deliveries.
+#[derive(Default)]
+struct Batch {
+    deliveries: Vec<DeliveryFuture>,
+    offsets: HashMap<i32, i64>,
+    messages: usize,
+}
+
+impl Pipeline {
+    /// Runs until `shutdown`; then settles the open batch and commits synchronously.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(self.tick_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stats = tokio::time::interval(self.stats_interval);
+        stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut batch = Batch::default();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    self.settle(&mut batch).await?;
+                    self.publish_tick().await?;
+                }
+                _ = stats.tick() => self.publish_stats().await,
+                r = tokio::time::timeout(QUIET, self.consumer.recv()) => {
+                    self.apply_rebalances(&mut batch).await?;
+                    match r {
+                        Err(_) => self.settle(&mut batch).await?,
+                        Ok(Err(e)) => tracing::warn!(error = %e, "Consumer error."),
+                        Ok(Ok(m)) => {
+                            self.fold(&m, &mut batch);
+                            if batch.messages >= BATCH {
+                                self.settle(&mut batch).await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.settle(&mut batch).await?;
+        let c = self.consumer.clone();
+        tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await?.or_else(|e| {
+            // Nothing stored since the last commit is also an error here; it loses nothing.
+            tracing::debug!(error = %e, "Final commit.");
+            Ok::<_, anyhow::Error>(())
+        })?;
+        Ok(())
+    }
+
+    /// Folds one message: a valid event into the model (producing what it causes), anything
+    /// else to the dead-letter topic.
+    fn fold(&self, m: &BorrowedMessage<'_>, batch: &mut Batch) {
+        batch.messages += 1;
+        batch.offsets.insert(m.partition(), m.offset());
+        let payload = m.payload().unwrap_or_default();
+        let event = match QueryEvent::from_json(payload, Utc::now()) {
+            Ok(e) => e,
+            Err(e) => {
+                self.shared.metrics.dead_letter();
+                tracing::warn!(partition = m.partition(), offset = m.offset(), problems = %e, "Dead-lettering a bad message.");
+                let dl = json!({
+                    "stage": "analyzer",
+                    "reason": e.to_string(),
+                    "topic": m.topic(),
+                    "partition": m.partition(),
+                    "offset": m.offset(),
+                    "payload": String::from_utf8_lossy(payload),
+                })
+                .to_string();
+                let key = m.key().unwrap_or_default();
+                self.enqueue(&self.topics.dlq_topic, key, dl.as_bytes(), batch);
+                return;
+            }
+        };
+        self.shared.note_partition(&event, m.partition());
+        let recorded = self.shared.model().record(&event);
+        self.shared.metrics.event(admission_label(recorded.admission));
+        for p in &recorded.predictions {
+            self.shared.metrics.published(p.reason);
+            let body = serde_json::to_vec(p).expect("a Prediction serialises");
+            self.enqueue(&self.topics.predictions_topic, p.ticker.as_str().as_bytes(), &body, batch);
+        }
+    }
+
+    fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8], batch: &mut Batch) {
+        match self.producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+            Ok(f) => batch.deliveries.push(f),
+            // A full local queue: settle what is in flight, then the loop goes on (the message
+            // is re-read after a restart because its offset is not stored). Rare enough to log.
+            Err((e, _)) => tracing::warn!(error = %e, topic, "Could not enqueue; will retry after a restart."),
+        }
+    }
+
+    /// Awaits every delivery of the batch, then stores its offsets. A failed delivery stops
+    /// the service before anything is stored: the events are re-read after the restart.
+    async fn settle(&self, batch: &mut Batch) -> anyhow::Result<()> {
+        let b = std::mem::take(batch);
+        for r in join_all(b.deliveries).await {
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => anyhow::bail!("Kafka did not take a produced message: {e}"),
+                Err(_) => anyhow::bail!("the producer dropped a delivery report"),
+            }
+        }
+        for (partition, offset) in b.offsets {
+            // A revoked partition's offset cannot be stored any more; its next owner re-reads it.
+            if let Err(e) = self.consumer.store_offset(&self.topics.query_events_topic, partition, offset) {
+                tracing::debug!(partition, offset, error = %e, "Offset not stored.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets revoked partitions' keys and rebuilds newly assigned ones from the topic.
+    async fn apply_rebalances(&self, batch: &mut Batch) -> anyhow::Result<()> {
+        let (assigned, revoked) = {
+            let mut c = self.consumer.context().changes.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut c.assigned), std::mem::take(&mut c.revoked))
+        };
+        if !revoked.is_empty() {
+            self.settle(batch).await?;
+            let forgotten = self.shared.forget_partitions(&revoked);
+            tracing::info!(partitions = ?revoked, keys = forgotten, "Forgot the keys of revoked partitions.");
+        }
+        for partition in assigned {
+            let started = Instant::now();
+            let (shared, consumer, kafka, topic) =
+                (self.shared.clone(), self.consumer.clone(), self.kafka.clone(), self.topics.query_events_topic.clone());
+            let n = tokio::task::spawn_blocking(move || rebuild::partition(&shared, &consumer, &kafka, &topic, partition)).await??;
+            self.shared.metrics.rebuilt(n);
+            tracing::info!(partition, events = n, seconds = started.elapsed().as_secs_f64(), "Rebuilt partition state from the topic.");
+        }
+        Ok(())
+    }
+
+    /// Advances the model to the event-time watermark and publishes its predictions.
+    async fn publish_tick(&self) -> anyhow::Result<()> {
+        let Some(now) = self.shared.event_time() else { return Ok(()) };
+        let shared = self.shared.clone();
+        let started = Instant::now();
+        let predictions = tokio::task::spawn_blocking(move || shared.model().tick(now)).await?;
+        self.shared.metrics.ticked(started.elapsed(), self.shared.model().footprint().keys);
+        let bodies: Vec<Vec<u8>> = predictions.iter().map(|p| serde_json::to_vec(p).expect("a Prediction serialises")).collect();
+        let sends: Vec<_> = predictions
+            .iter()
+            .zip(&bodies)
+            .map(|(p, body)| {
+                self.producer.send(FutureRecord::to(&self.topics.predictions_topic).key(p.ticker.as_str()).payload(body), Duration::from_secs(5))
+            })
+            .collect();
+        for (r, p) in join_all(sends).await.into_iter().zip(&predictions) {
+            match r {
+                Ok(_) => self.shared.metrics.published(p.reason),
+                Err((e, _)) => tracing::warn!(error = %e, "Publishing a prediction failed; the next tick publishes afresh."),
+            }
+        }
+        tracing::debug!(predictions = predictions.len(), watermark = %now, "Tick published.");
+        self.shared.set_predictions(predictions);
+        Ok(())
+    }
+
+    /// Publishes the patterns snapshot to the compacted stats topic (best effort).
+    async fn publish_stats(&self) {
+        let Some(now) = self.shared.event_time() else { return };
+        let shared = self.shared.clone();
+        let stats = match tokio::task::spawn_blocking(move || shared.stats_json(now)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return tracing::warn!(error = %e, "Stats snapshot failed."),
+            Err(e) => return tracing::warn!(error = %e, "Stats task failed."),
+        };
+        let rec = FutureRecord::to(&self.stats_topic).key(self.instance_id.as_str()).payload(&stats);
+        if let Err((e, _)) = self.producer.send(rec, Duration::from_secs(5)).await {
+            tracing::warn!(error = %e, "Publishing the stats snapshot failed.");
+        }
+    }
+}
+
+fn admission_label(a: crate::Admission) -> &'static str {
+    match a {
+        crate::Admission::OnTime => "on_time",
+        crate::Admission::Late => "late",
+        crate::Admission::Dropped => "dropped",
+    }
+}
+
+/// Serialises a prediction list for `/v1/predictions`.
+pub fn predictions_json(ps: &[Prediction], watermark: Option<DateTime<Utc>>) -> serde_json::Value {
+    json!({ "watermark": watermark, "predictions": ps })
+}

@@ -1,0 +1,142 @@
+//! The analyzer through Kafka: events in, predictions out; event-driven sequence predictions;
+//! poison messages to the dead-letter topic while good events keep flowing; a restart that
+//! keeps its predictions.
+
+use chrono::{DateTime, Duration as CDuration, Utc};
+use prefetch_e2e::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn config(kafka: &TestKafka, test: &str) -> analyzer::service::Config {
+    let mut cfg = analyzer::service::Config::new(kafka.bootstrap());
+    cfg.kafka = kafka.kafka_args();
+    cfg.topics = unique_topics(test);
+    cfg.stats_topic = format!("{}stats", cfg.topics.query_events_topic);
+    cfg.group_id = format!("{}analyzer", cfg.topics.query_events_topic);
+    cfg.tick_interval = Duration::from_millis(500);
+    cfg.stats_interval = Duration::from_secs(1);
+    kafka.prepare(&cfg.topics);
+    kafka.prepare_topic(&cfg.stats_topic, 1);
+    cfg
+}
+
+/// A dashboard polling `(ticker, module)` every 60 s for the hour before `end`.
+fn dashboard(ticker: &str, module: &str, end: DateTime<Utc>) -> Vec<Value> {
+    (0..60)
+        .map(|i| json!({"ticker": ticker, "module": module, "ts": (end - CDuration::seconds(60 * (60 - i))).to_rfc3339(), "client": "dash"}))
+        .collect()
+}
+
+fn is_prediction_for(v: &Value, ticker: &str, module: &str) -> bool {
+    v["ticker"] == ticker && v["module"] == module
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_dashboard_is_predicted_and_served_on_the_admin_api() {
+    let kafka = TestKafka::start();
+    let cfg = config(&kafka, "an-dash");
+    let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
+    kafka.precreate(&events).await;
+    produce_json(&kafka.bootstrap(), &events, &dashboard("AAPL", "price", Utc::now())).await;
+    let an = spawn_analyzer(cfg).await;
+
+    let got = read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(60), |r| is_prediction_for(&r.value, "AAPL", "price")).await;
+    let p = &got.last().unwrap().value;
+    assert!(p["confidence"].as_f64().unwrap() >= 0.8, "a key polled every 60 s is near-certain within the horizon: {p}");
+    assert_eq!(got.last().unwrap().key, "AAPL");
+    for field in ["horizon_s", "generated_at", "reason"] {
+        assert!(p.get(field).is_some(), "{field} missing: {p}");
+    }
+    let listed: Value = http().get(an.url("/v1/predictions")).send().await.unwrap().json().await.unwrap();
+    assert!(listed["predictions"].as_array().unwrap().iter().any(|v| is_prediction_for(v, "AAPL", "price")), "{listed}");
+    let stats: Value = http().get(an.url("/v1/stats")).send().await.unwrap().json().await.unwrap();
+    assert!(stats.to_string().contains("AAPL"), "top tickers name AAPL: {stats}");
+    let metrics = http().get(an.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 60"), "{metrics}");
+    an.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_sequence_is_predicted_as_soon_as_its_first_step_arrives() {
+    let kafka = TestKafka::start();
+    let mut cfg = config(&kafka, "an-seq");
+    // No tick during the test: whatever is published comes from the event-driven path.
+    cfg.tick_interval = Duration::from_secs(3600);
+    let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
+    let an = spawn_analyzer(cfg).await;
+    let start = Utc::now() - CDuration::minutes(50);
+    let mut history = Vec::new();
+    for s in 0..20 {
+        let t = start + CDuration::minutes(2 * s);
+        let client = format!("analyst-{s}");
+        history.push(json!({"ticker": "MSFT", "module": "price", "ts": t.to_rfc3339(), "client": client}));
+        history.push(json!({"ticker": "MSFT", "module": "chart", "ts": (t + CDuration::seconds(5)).to_rfc3339(), "client": client}));
+    }
+    produce_json(&kafka.bootstrap(), &events, &history).await;
+    produce_json(&kafka.bootstrap(), &events, &[json!({"ticker": "MSFT", "module": "price", "ts": Utc::now().to_rfc3339(), "client": "new-analyst"})]).await;
+    let got = read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(30), |r| {
+        is_prediction_for(&r.value, "MSFT", "chart") && r.value["reason"] == "sequence"
+    })
+    .await;
+    assert!(got.last().unwrap().value["confidence"].as_f64().unwrap() >= 0.5);
+    an.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_dead_letter_topic_and_good_events_keep_flowing() {
+    let kafka = TestKafka::start();
+    let cfg = config(&kafka, "an-dlq");
+    let (events, dlq) = (cfg.topics.query_events_topic.clone(), cfg.topics.dlq_topic.clone());
+    let an = spawn_analyzer(cfg).await;
+    produce_raw(&kafka.bootstrap(), &events, "X", b"this is not json").await;
+    produce_raw(&kafka.bootstrap(), &events, "X", br#"{"ticker":"BAD TICKER","module":"price"}"#).await;
+    produce_json(&kafka.bootstrap(), &events, &dashboard("GOOD", "price", Utc::now())).await;
+
+    let dead = read_topic(&kafka.bootstrap(), &dlq, 2, Duration::from_secs(30)).await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let reasons: Vec<&str> = dead.iter().map(|r| r.value["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains("invalid JSON")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("ticker")), "{reasons:?}");
+    for d in &dead {
+        assert_eq!(d.value["topic"], events);
+        assert!(d.value["partition"].is_i64() && d.value["offset"].is_i64(), "{}", d.value);
+    }
+    eventually(Duration::from_secs(30), "good events folded after the poison", || async {
+        let m = http().get(an.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        m.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 60").then_some(())
+    })
+    .await;
+    an.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_rebuilds_state_from_the_topic_and_keeps_predicting() {
+    let kafka = TestKafka::start();
+    let cfg = config(&kafka, "an-restart");
+    let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
+    kafka.precreate(&events).await;
+    produce_json(&kafka.bootstrap(), &events, &dashboard("NVDA", "price", Utc::now())).await;
+    let an = spawn_analyzer(cfg.clone()).await;
+    read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(60), |r| is_prediction_for(&r.value, "NVDA", "price")).await;
+    an.stop().await;
+
+    // Same group: the new instance starts at the committed offset, with nothing new to read.
+    let before = topic_count(&kafka.bootstrap(), &predictions).await;
+    let an = spawn_analyzer(cfg).await;
+    let metrics_url = an.url("/metrics");
+    eventually(Duration::from_secs(30), "state rebuilt from the topic", || async {
+        let m = http().get(&metrics_url).send().await.ok()?.text().await.ok()?;
+        m.contains("smart_prefetch_analyzer_rebuild_events_total 60").then_some(())
+    })
+    .await;
+    let listed_url = an.url("/v1/predictions");
+    eventually(Duration::from_secs(30), "the restarted instance predicting NVDA", || async {
+        let v: Value = http().get(&listed_url).send().await.ok()?.json().await.ok()?;
+        v["predictions"].as_array()?.iter().any(|p| is_prediction_for(p, "NVDA", "price")).then_some(())
+    })
+    .await;
+    assert!(topic_count(&kafka.bootstrap(), &predictions).await > before, "predictions resumed after the restart");
+    let m = http().get(&metrics_url).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 0"), "nothing re-folded as new: {m}");
+    an.stop().await;
+}
