@@ -36,6 +36,7 @@ async fn a_polling_dashboard_is_predicted_and_served_on_the_admin_api() {
     let kafka = TestKafka::start();
     let cfg = config(&kafka, "an-dash");
     let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
+    let stats_topic = cfg.stats_topic.clone();
     kafka.precreate(&events).await;
     produce_json(&kafka.bootstrap(), &events, &dashboard("AAPL", "price", Utc::now())).await;
     let an = spawn_analyzer(cfg).await;
@@ -53,6 +54,9 @@ async fn a_polling_dashboard_is_predicted_and_served_on_the_admin_api() {
     assert!(stats.to_string().contains("AAPL"), "top tickers name AAPL: {stats}");
     let metrics = http().get(an.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 60"), "{metrics}");
+    // The patterns snapshot also reaches the compacted stats topic, for the front door.
+    let snap = read_topic_until(&kafka.bootstrap(), &stats_topic, Duration::from_secs(30), |r| r.value["top_tickers"].to_string().contains("AAPL")).await;
+    assert!(!snap.last().unwrap().key.is_empty(), "keyed by instance id");
     an.stop().await;
 }
 

@@ -1,0 +1,52 @@
+//! The binary's command line: every flag explained; a bad model configuration or an
+//! unreachable broker refused with a message naming the problem.
+
+use std::process::Command;
+
+fn analyzer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_analyzer"))
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = analyzer().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen", "--group-id", "--tick-interval", "--stats-interval", "--stats-topic", "--instance-id", "--model-config",
+        "--top-n", "--min-confidence", "--enabled", "--hour-weights", "--market-tz", "--horizon-s", "--retention-s",
+        "--startup-timeout", "--brokers", "--kafka-option", "--query-events-topic", "--predictions-topic", "--dlq-topic",
+        "--log-format",
+    ] {
+        let i = help.lines().position(|l| l.trim_start().starts_with(flag) || l.contains(&format!(", {flag}")));
+        let i = i.unwrap_or_else(|| panic!("{flag} missing from --help:\n{help}"));
+        let text: String = help.lines().skip(i).take(2).collect();
+        assert!(text.split_whitespace().count() > 3, "{flag} has no explanation:\n{help}");
+    }
+}
+
+#[test]
+fn a_bad_model_configuration_names_the_field() {
+    for (args, needle) in [
+        (vec!["--min-confidence", "1.5"], "min_confidence"),
+        (vec!["--market-tz", "Mars/Olympus"], "market_tz"),
+        (vec!["--hour-weights", "9-11=1.5,10-12=2"], "hour_weights"),
+        (vec!["--top-n", "0"], "top_n"),
+    ] {
+        let out = analyzer().args(&args).args(["--brokers", "127.0.0.1:1", "--listen", "127.0.0.1:0"]).env("LOG_LEVEL", "off").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn unreachable_kafka_fails_start_up_with_a_clear_message() {
+    let out = analyzer()
+        .args(["--brokers", "127.0.0.1:1", "--startup-timeout", "2s", "--listen", "127.0.0.1:0"])
+        .env("LOG_LEVEL", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Kafka at 127.0.0.1:1 did not answer within 2s"));
+}

@@ -1,0 +1,196 @@
+//! `prefetch-bench ingest`: batched NDJSON ingest throughput into a real broker, side by side in the
+//! same run with a plain rdkafka producer sending the same events (the raw limit on this
+//! machine), then single-event request latency at a fixed request rate.
+//!
+//! Run against a real broker (release build):
+//! `scripts/kafka.sh start && cargo run --release -p prefetch-bench -- ingest --brokers 127.0.0.1:9092`
+
+use anyhow::{ensure, Context};
+use futures::stream::{FuturesUnordered, StreamExt};
+use prefetch_common::contract::QueryEvent;
+use prefetch_common::kafka::{ensure_topics, KafkaArgs, TopicArgs, TopicSpec};
+use rdkafka::producer::{FutureRecord, Producer};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Benchmarks ingest against the raw producer limit.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Kafka bootstrap servers (a real broker).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Events per throughput round.
+    #[arg(long, default_value_t = 400_000)]
+    events: usize,
+    /// Events per NDJSON request.
+    #[arg(long, default_value_t = 5_000)]
+    batch: usize,
+    /// Concurrent HTTP clients posting batches.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Rounds of (raw, ingest), alternated so drift hits both alike.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Single-event requests per second in the latency phase.
+    #[arg(long, default_value_t = 200)]
+    rate: u64,
+    /// librdkafka option for both producers, as key=value (repeatable), e.g. `-X linger.ms=0`.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    kafka_option: Vec<String>,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 15)]
+    latency_seconds: u64,
+}
+
+pub fn events(n: usize) -> Vec<QueryEvent> {
+    const MODULES: [&str; 5] = ["price", "chart", "news", "fundamentals", "options"];
+    let now = chrono::Utc::now();
+    (0..n)
+        .map(|i| {
+            let v = serde_json::json!({
+                "ticker": format!("T{}", (i * 7919) % 2000),
+                "module": MODULES[i % 5],
+                "hit": i % 3 == 0,
+                "ts": (now - chrono::Duration::milliseconds((n - i) as i64)).timestamp_millis(),
+                "client": format!("client-{}", i % 500),
+                "latency_ms": (i % 90) as f64 + 0.5,
+            });
+            QueryEvent::from_value(&v, now).unwrap()
+        })
+        .collect()
+}
+
+async fn raw_round(kafka: &KafkaArgs, topic: &str, evs: &[QueryEvent]) -> anyhow::Result<f64> {
+    let producer = kafka.producer(Duration::from_secs(120))?;
+    let started = Instant::now();
+    let mut in_flight = VecDeque::new();
+    for e in evs {
+        let payload = e.to_json();
+        let mut rec = FutureRecord::to(topic).key(e.ticker.as_str()).payload(&payload);
+        loop {
+            match producer.send_result(rec) {
+                Ok(f) => {
+                    in_flight.push_back(f);
+                    break;
+                }
+                Err((_, r)) => {
+                    rec = r;
+                    in_flight.pop_front().context("queue full with nothing in flight")?.await?.map_err(|(e, _)| e)?;
+                }
+            }
+        }
+    }
+    for f in in_flight {
+        f.await?.map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(10))?;
+    Ok(evs.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn ingest_round(url: &str, bodies: &[String], clients: usize, n: usize) -> anyhow::Result<f64> {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut next = 0;
+    let mut running = FuturesUnordered::new();
+    while next < bodies.len() || !running.is_empty() {
+        while running.len() < clients && next < bodies.len() {
+            let req = http.post(url).header("content-type", "application/x-ndjson").body(bodies[next].clone()).send();
+            running.push(req);
+            next += 1;
+        }
+        let r = running.next().await.expect("non-empty")?;
+        ensure!(r.status() == 200, "ingest answered {}", r.status());
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn latency(url: &str, rate: u64, secs: u64) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let http = reqwest::Client::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tasks = Vec::new();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut i = 0u64;
+    while Instant::now() < end {
+        tick.tick().await;
+        i += 1;
+        let (http, url) = (http.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"ticker":"LAT{}","module":"price","hit":false}}"#, i % 100))
+                .send()
+                .await?;
+            ensure!(r.status() == 200, "status {}", r.status());
+            Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut ms = Vec::new();
+    for t in tasks {
+        ms.push(t.await??);
+    }
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    Ok((q(0.5), q(0.99), q(1.0), ms.len()))
+}
+
+/// Runs the benchmark and prints its tables.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut kafka = KafkaArgs::new(&args.brokers);
+    kafka.topic_partitions = 6;
+    kafka.options = args.kafka_option.clone();
+    let run = std::process::id();
+    let raw_topic = format!("bench-{run}.raw");
+    let topics = TopicArgs::prefixed(&format!("bench-{run}."));
+    let specs = [TopicSpec { name: raw_topic.clone(), compacted: false }];
+    ensure_topics(&kafka, &specs, Duration::from_secs(30)).await?;
+
+    let evs = events(args.events);
+    let bodies: Vec<String> = evs
+        .chunks(args.batch)
+        .map(|c| c.iter().map(|e| String::from_utf8(e.to_json()).unwrap() + "\n").collect())
+        .collect();
+    let bytes: usize = bodies.iter().map(String::len).sum();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let mut cfg = ingest::Config::new(args.brokers.clone());
+    cfg.kafka = kafka.clone();
+    cfg.topics = topics;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(ingest::serve(cfg, listener, shutdown.clone()));
+    let http = reqwest::Client::new();
+    while http.get(format!("{url}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    println!(
+        "events per round: {}, NDJSON bytes: {bytes}, batch: {}, clients: {}, librdkafka overrides: {:?}",
+        args.events, args.batch, args.clients, args.kafka_option
+    );
+    println!("| round | raw producer events/s | ingest HTTP NDJSON events/s | ingest / raw |");
+    println!("|---|---|---|---|");
+    let (mut raws, mut ings) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        let raw = raw_round(&kafka, &raw_topic, &evs).await?;
+        let ing = ingest_round(&format!("{url}/v1/events"), &bodies, args.clients, evs.len()).await?;
+        println!("| {round} | {raw:.0} | {ing:.0} | {:.2} |", ing / raw);
+        raws.push(raw);
+        ings.push(ing);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mr, mi) = (median(&mut raws), median(&mut ings));
+    println!("| median | {mr:.0} | {mi:.0} | {:.2} |", mi / mr);
+
+    let (p50, p99, max, n) = latency(&format!("{url}/api/v1/smart-prefetch?action=record"), args.rate, args.latency_seconds).await?;
+    println!("\nsingle-event action=record at {} req/s for {} s ({n} requests): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms", args.rate, args.latency_seconds);
+    shutdown.cancel();
+    server.await??;
+    Ok(())
+}
