@@ -144,3 +144,42 @@ async fn a_restart_rebuilds_state_from_the_topic_and_keeps_predicting() {
     assert!(m.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 0"), "nothing re-folded as new: {m}");
     an.stop().await;
 }
+
+/// Keys `(ticker, module)` an instance currently predicts.
+async fn predicted(an: &Analyzer) -> Option<std::collections::BTreeSet<String>> {
+    let v: Value = http().get(an.url("/v1/predictions")).send().await.ok()?.json().await.ok()?;
+    Some(v["predictions"].as_array()?.iter().map(|p| format!("{}:{}", p["ticker"].as_str().unwrap(), p["module"].as_str().unwrap())).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_hands_keys_over_between_instances() {
+    let kafka = TestKafka::start();
+    let mut cfg = config(&kafka, "an-rebalance");
+    cfg.top_n = Some(100);
+    let events = cfg.topics.query_events_topic.clone();
+    kafka.precreate(&events).await;
+    let tickers = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH", "III", "JJJ", "KKK", "LLL"];
+    let now = Utc::now();
+    for t in tickers {
+        produce_json(&kafka.bootstrap(), &events, &dashboard(t, "price", now)).await;
+    }
+    let all: std::collections::BTreeSet<String> = tickers.iter().map(|t| format!("{t}:price")).collect();
+
+    let a = spawn_analyzer(cfg.clone()).await;
+    eventually(Duration::from_secs(60), "A predicting every key", || async { (predicted(&a).await? == all).then_some(()) }).await;
+
+    // B joins the group: the partitions split, each key is predicted by exactly one instance.
+    let b = spawn_analyzer(cfg.clone()).await;
+    eventually(Duration::from_secs(90), "the keys split between A and B", || async {
+        let (pa, pb) = (predicted(&a).await?, predicted(&b).await?);
+        let disjoint = pa.is_disjoint(&pb);
+        let union: std::collections::BTreeSet<String> = pa.union(&pb).cloned().collect();
+        (disjoint && union == all && !pa.is_empty() && !pb.is_empty()).then_some(())
+    })
+    .await;
+
+    // B leaves: A takes its partitions back, rebuilds them from the topic, predicts them all.
+    b.stop().await;
+    eventually(Duration::from_secs(90), "A predicting every key again", || async { (predicted(&a).await? == all).then_some(()) }).await;
+    a.stop().await;
+}

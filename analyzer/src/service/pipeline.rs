@@ -157,11 +157,20 @@ impl Pipeline {
                 Err(_) => anyhow::bail!("the producer dropped a delivery report"),
             }
         }
+        if b.offsets.is_empty() {
+            return Ok(());
+        }
         for (partition, offset) in b.offsets {
             // A revoked partition's offset cannot be stored any more; its next owner re-reads it.
             if let Err(e) = self.consumer.store_offset(&self.topics.query_events_topic, partition, offset) {
                 tracing::debug!(partition, offset, error = %e, "Offset not stored.");
             }
+        }
+        // Commit now rather than on the auto-commit timer: a successor rebuilding a partition
+        // reads up to the committed offset, so the commit should follow the work closely (and
+        // the MockCluster was seen not to run the timer's commits at all).
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+            tracing::debug!(error = %e, "Async commit not started.");
         }
         Ok(())
     }
