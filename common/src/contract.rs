@@ -234,6 +234,9 @@ impl QueryEvent {
 
     /// Parses and validates one JSON document as an event (e.g. a Kafka message payload).
     pub fn from_json(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, EventError> {
+        if let Ok(typed) = serde_json::from_slice::<Typed<'_>>(bytes) {
+            return typed.validate(now);
+        }
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| EventError { problems: vec![FieldError::new("event", format!("invalid JSON: {e}"))] })?;
         Self::from_value(&value, now)
@@ -256,22 +259,80 @@ fn required_str<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<
 fn parse_ts(v: Option<&Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
     let ts = match v {
         None | Some(Value::Null) => return Ok(now),
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s.trim())
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| FieldError::new("ts", format!("{s:?} is not an RFC 3339 timestamp ({e})")))?,
+        Some(Value::String(s)) => ts_from_str(s)?,
         Some(Value::Number(n)) => {
             let ms = n.as_i64().ok_or_else(|| FieldError::new("ts", format!("{n} is not a whole number of epoch milliseconds")))?;
-            if ms < MIN_EPOCH_MS {
-                return Err(FieldError::new("ts", format!("{ms} is before 2000-01-01 in epoch milliseconds (epoch seconds sent by mistake?)")));
-            }
-            Utc.timestamp_millis_opt(ms).single().ok_or_else(|| FieldError::new("ts", format!("{ms} is out of range")))?
+            ts_from_millis(ms)?
         }
         Some(v) => return Err(FieldError::new("ts", format!("expected an RFC 3339 string or epoch milliseconds, got {}", kind(v)))),
     };
+    not_future(ts, now)
+}
+
+fn ts_from_str(s: &str) -> Result<DateTime<Utc>, FieldError> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| FieldError::new("ts", format!("{s:?} is not an RFC 3339 timestamp ({e})")))
+}
+
+fn ts_from_millis(ms: i64) -> Result<DateTime<Utc>, FieldError> {
+    if ms < MIN_EPOCH_MS {
+        return Err(FieldError::new("ts", format!("{ms} is before 2000-01-01 in epoch milliseconds (epoch seconds sent by mistake?)")));
+    }
+    Utc.timestamp_millis_opt(ms).single().ok_or_else(|| FieldError::new("ts", format!("{ms} is out of range")))
+}
+
+fn not_future(ts: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
     if ts > now + MAX_FUTURE_SKEW {
         return Err(FieldError::new("ts", format!("{} is more than 5 minutes in the future", ts.to_rfc3339_opts(SecondsFormat::Millis, true))));
     }
     Ok(ts)
+}
+
+/// The usual shape of an event, read straight from the bytes without building a JSON tree (the
+/// consumers' hot path). Anything it cannot read — a wrong type, an escaped string, a missing
+/// field — falls back to the tree-based parser, which names every problem.
+#[derive(Deserialize)]
+struct Typed<'a> {
+    ticker: &'a str,
+    module: &'a str,
+    hit: Option<bool>,
+    #[serde(borrow)]
+    ts: Option<TypedTs<'a>>,
+    client: Option<&'a str>,
+    latency_ms: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TypedTs<'a> {
+    Text(&'a str),
+    Millis(i64),
+}
+
+impl Typed<'_> {
+    fn validate(self, now: DateTime<Utc>) -> Result<QueryEvent, EventError> {
+        let mut problems = Vec::new();
+        let ticker = Ticker::parse(self.ticker).map_err(|e| problems.push(e)).ok();
+        let module = Module::parse(self.module).map_err(|e| problems.push(e)).ok();
+        let ts = match self.ts {
+            None => Ok(now),
+            Some(TypedTs::Text(s)) => ts_from_str(s).and_then(|t| not_future(t, now)),
+            Some(TypedTs::Millis(ms)) => ts_from_millis(ms).and_then(|t| not_future(t, now)),
+        }
+        .map_err(|e| problems.push(e))
+        .ok();
+        let client = self.client.map(ClientId::parse).transpose().map_err(|e| problems.push(e)).ok();
+        if self.latency_ms.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
+            problems.push(FieldError::new("latency_ms", "must be a non-negative number"));
+        }
+        match (ticker, module, ts, client) {
+            (Some(ticker), Some(module), Some(ts), Some(client)) if problems.is_empty() => {
+                Ok(QueryEvent { ticker, module, hit: self.hit.unwrap_or(false), ts, client, latency_ms: self.latency_ms })
+            }
+            _ => Err(EventError { problems }),
+        }
+    }
 }
 
 fn kind(v: &Value) -> &'static str {

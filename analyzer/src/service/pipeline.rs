@@ -4,8 +4,8 @@
 //! One `tokio::select!` over shutdown, the publish tick, the stats tick and the next message.
 //! Messages are folded as they come; the predictions they cause (event-driven sequence
 //! predictions, dead letters) are produced at once, and their offsets join a batch that is
-//! settled — every delivery awaited, then the offsets stored — every `BATCH` messages, whenever
-//! the topic goes quiet, before each tick and at shutdown. A rebalance is acted on before the
+//! settled — every delivery awaited, then the offsets stored and committed — every `BATCH`
+//! messages, before each tick, on a rebalance and at shutdown. A rebalance is acted on before the
 //! next message is folded: revoked partitions' keys are forgotten, assigned ones are rebuilt.
 
 use super::consumer::GroupContext;
@@ -25,10 +25,8 @@ use std::time::{Duration, Instant};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-/// Messages folded before their offsets are settled.
+/// Messages folded before their offsets are settled (a tick settles a smaller batch).
 const BATCH: usize = 2_000;
-/// A quiet topic settles the open batch after this long.
-const QUIET: Duration = Duration::from_millis(200);
 
 /// What the loop needs besides the consumer.
 pub struct Pipeline {
@@ -73,16 +71,17 @@ impl Pipeline {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
+                    self.apply_rebalances(&mut batch).await?;
                     self.settle(&mut batch).await?;
                     self.publish_tick().await?;
                 }
                 _ = stats.tick() => self.publish_stats().await,
-                r = tokio::time::timeout(QUIET, self.consumer.recv()) => {
+                // `recv` is cancel-safe: a message not taken stays in the consumer's queue.
+                r = self.consumer.recv() => {
                     self.apply_rebalances(&mut batch).await?;
                     match r {
-                        Err(_) => self.settle(&mut batch).await?,
-                        Ok(Err(e)) => tracing::warn!(error = %e, "Consumer error."),
-                        Ok(Ok(m)) => {
+                        Err(e) => tracing::warn!(error = %e, "Consumer error."),
+                        Ok(m) => {
                             self.fold(&m, &mut batch);
                             if batch.messages >= BATCH {
                                 self.settle(&mut batch).await?;
@@ -129,7 +128,7 @@ impl Pipeline {
         };
         self.shared.note_partition(&event, m.partition());
         let recorded = self.shared.model().record(&event);
-        self.shared.metrics.event(admission_label(recorded.admission));
+        self.shared.metrics.event(recorded.admission);
         for p in &recorded.predictions {
             self.shared.metrics.published(p.reason);
             let body = serde_json::to_vec(p).expect("a Prediction serialises");
@@ -236,14 +235,6 @@ impl Pipeline {
         if let Err((e, _)) = self.producer.send(rec, Duration::from_secs(5)).await {
             tracing::warn!(error = %e, "Publishing the stats snapshot failed.");
         }
-    }
-}
-
-fn admission_label(a: crate::Admission) -> &'static str {
-    match a {
-        crate::Admission::OnTime => "on_time",
-        crate::Admission::Late => "late",
-        crate::Admission::Dropped => "dropped",
     }
 }
 
