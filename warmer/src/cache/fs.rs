@@ -1,0 +1,192 @@
+//! The filesystem cache: `<root>/<module>/<ticker>.json`, one [`Entry`] per file.
+//!
+//! A write goes to a temporary file in the same directory, is fsynced, then renamed over the
+//! entry, and the directory is fsynced: a reader sees the old entry or the new one, never part
+//! of one, and a crash leaves no torn file. An in-memory index (rebuilt from the directory at
+//! start-up) knows every entry's expiry and size, for freshness checks, sweeps and eviction.
+//! One warmer process owns a directory; writes and evictions are serialised by one lock, reads
+//! take none.
+
+use super::{over_limits, CacheError, CacheStats, Entry, Limits, Removed};
+use crate::policy::Key;
+use chrono::{DateTime, Utc};
+use prefetch_common::contract::{Module, Ticker};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Temporary files start with this, so a start-up scan can remove leftovers of a crash.
+const TMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    expires_at: DateTime<Utc>,
+    bytes: u64,
+}
+
+/// A cache in a directory. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct FsCache {
+    root: Arc<PathBuf>,
+    limits: Limits,
+    index: Arc<Mutex<HashMap<Key, Meta>>>,
+    write: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io { path: path.display().to_string(), source }
+}
+
+impl FsCache {
+    /// Opens (creating if needed) the cache under `root` and indexes what is already there.
+    /// Unreadable entries and leftover temporary files are removed.
+    pub async fn open(root: PathBuf, limits: Limits) -> Result<Self, CacheError> {
+        let scan_root = root.clone();
+        let index = tokio::task::spawn_blocking(move || scan(&scan_root)).await??;
+        tracing::info!(root = %root.display(), entries = index.len(), "File cache opened.");
+        Ok(Self { root: Arc::new(root), limits, index: Arc::new(Mutex::new(index)), write: Arc::default() })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where `key`'s entry lives. Tickers may contain `.` but, with `.json` appended, never
+    /// form `.` or `..`; modules contain no dots or slashes.
+    pub fn path_of(&self, key: &Key) -> PathBuf {
+        self.root.join(key.module.as_str()).join(format!("{}.json", key.ticker.as_str()))
+    }
+
+    fn index(&self) -> MutexGuard<'_, HashMap<Key, Meta>> {
+        // Every update is a single insert or remove; a poisoned map is still consistent.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live entry of `key` at `now`.
+    pub async fn get(&self, key: &Key, now: DateTime<Utc>) -> Result<Option<Entry>, CacheError> {
+        let path = self.path_of(key);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let entry: Entry = serde_json::from_slice(&bytes)?;
+        Ok(entry.is_live(now).then_some(entry))
+    }
+
+    /// When `key`'s entry expires, from the index.
+    pub fn expires_at(&self, key: &Key) -> Option<DateTime<Utc>> {
+        self.index().get(key).map(|m| m.expires_at)
+    }
+
+    /// Writes `entry` atomically, then evicts beyond the limits.
+    pub async fn put(&self, entry: &Entry) -> Result<Removed, CacheError> {
+        let bytes = serde_json::to_vec_pretty(entry)?;
+        let key = entry.key();
+        let path = self.path_of(&key);
+        let _w = self.write.lock().await;
+        let size = bytes.len() as u64;
+        tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await??;
+        self.index().insert(key, Meta { expires_at: entry.expires_at, bytes: size });
+        let evicted = self.evict().await?;
+        Ok(Removed { expired: 0, evicted })
+    }
+
+    /// Removes entries expired at `now`, then evicts beyond the limits.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Removed, CacheError> {
+        let _w = self.write.lock().await;
+        let expired: Vec<Key> = self.index().iter().filter(|(_, m)| m.expires_at <= now).map(|(k, _)| k.clone()).collect();
+        self.remove(&expired).await?;
+        let evicted = self.evict().await?;
+        Ok(Removed { expired: expired.len() as u64, evicted })
+    }
+
+    /// Call with the write lock held.
+    async fn evict(&self) -> Result<u64, CacheError> {
+        let items = self.index().iter().map(|(k, m)| (k.clone(), m.expires_at, m.bytes)).collect();
+        let victims = over_limits(items, self.limits);
+        self.remove(&victims).await?;
+        Ok(victims.len() as u64)
+    }
+
+    async fn remove(&self, keys: &[Key]) -> Result<(), CacheError> {
+        for key in keys {
+            let path = self.path_of(key);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            self.index().remove(key);
+        }
+        Ok(())
+    }
+
+    /// Entries and bytes in the index.
+    pub fn stats(&self) -> CacheStats {
+        let idx = self.index();
+        CacheStats { entries: idx.len() as u64, bytes: idx.values().map(|m| m.bytes).sum() }
+    }
+
+    /// Whether the directory is still there.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        tokio::fs::metadata(self.root.as_path()).await.map(|_| ()).map_err(io_err(&self.root))
+    }
+}
+
+/// Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}.{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))?;
+        // The rename is durable only once the directory is.
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Indexes `<root>/<module>/<ticker>.json`, removing temporary leftovers and unreadable files.
+fn scan(root: &Path) -> Result<HashMap<Key, Meta>, CacheError> {
+    std::fs::create_dir_all(root).map_err(io_err(root))?;
+    let mut index = HashMap::new();
+    for module_dir in std::fs::read_dir(root).map_err(io_err(root))?.flatten() {
+        let Ok(module) = Module::parse(&module_dir.file_name().to_string_lossy()) else { continue };
+        let dir = module_dir.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+            let path = file.path();
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TMP_PREFIX) {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(ticker) = name.strip_suffix(".json").and_then(|t| Ticker::parse(t).ok().filter(|p| p.as_str() == t)) else { continue };
+            let parsed = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok().map(|e| (e, b.len())));
+            match parsed {
+                Some((e, len)) if e.ticker == ticker && e.module == module => {
+                    index.insert(e.key(), Meta { expires_at: e.expires_at, bytes: len as u64 });
+                }
+                _ => {
+                    tracing::warn!(path = %path.display(), "Removing an unreadable cache file.");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+    Ok(index)
+}

@@ -1,0 +1,75 @@
+//! Kafka consumers: a subscribed group consumer whose statistics feed the per-partition lag
+//! gauge, and the shutdown step that commits and then lets go of it.
+
+use crate::metrics::Metrics;
+use prefetch_common::kafka::{KafkaArgs, KafkaSetupError};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often librdkafka reports statistics (and so how fresh the lag gauge is).
+const STATS_INTERVAL_MS: &str = "5000";
+/// How long the final commit may take before shutdown goes on without it.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A consumer context that turns librdkafka statistics into the lag gauge. It only sets
+/// gauges: nothing in an rdkafka callback may panic.
+pub struct LagContext {
+    metrics: Metrics,
+    consumer: &'static str,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: Statistics) {
+        for topic in stats.topics.values() {
+            for (&partition, p) in &topic.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue; lag -1 means unknown.
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    self.metrics.lag(self.consumer, partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// A subscribed consumer of the warmer.
+pub type WarmerConsumer = StreamConsumer<LagContext>;
+
+/// A consumer of `topic` in `group` with manual offset storage (see
+/// [`KafkaArgs::consumer_config`]); `label` names it in the lag gauge.
+pub fn subscribe(kafka: &KafkaArgs, group: &str, topic: &str, label: &'static str, metrics: Metrics) -> Result<Arc<WarmerConsumer>, KafkaSetupError> {
+    let mut c = kafka.consumer_config(group)?;
+    if c.get("statistics.interval.ms").is_none() {
+        c.set("statistics.interval.ms", STATS_INTERVAL_MS);
+    }
+    let consumer: WarmerConsumer = c.create_with_context(LagContext { metrics, consumer: label }).map_err(KafkaSetupError::Client)?;
+    consumer.subscribe(&[topic]).map_err(KafkaSetupError::Client)?;
+    tracing::info!(group, topic, "Subscribed.");
+    Ok(Arc::new(consumer))
+}
+
+/// Commits what was stored, then lets go of the consumer without dropping it.
+///
+/// Dropping a subscribed `StreamConsumer` can hang (it leaves the group and waits on the
+/// broker; seen on rdkafka's MockCluster: rust-rdkafka #453, #509, #611), and shutdown must
+/// never wait on that. The consumer is leaked instead: the process is ending, or (in tests) one
+/// consumer's memory is a fair price. The group notices by its session timeout.
+pub async fn finish(consumer: Arc<WarmerConsumer>, label: &'static str) {
+    let c = consumer.clone();
+    let commit = tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync));
+    match tokio::time::timeout(COMMIT_TIMEOUT, commit).await {
+        Ok(Ok(Ok(()))) => tracing::info!(consumer = label, "Offsets committed."),
+        Ok(Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => {
+            tracing::debug!(consumer = label, "Nothing new to commit.")
+        }
+        Ok(Ok(Err(e))) => tracing::warn!(consumer = label, error = %e, "Final commit failed; the uncommitted messages will be redelivered."),
+        Ok(Err(e)) => tracing::warn!(consumer = label, error = %e, "Final commit task failed."),
+        Err(_) => tracing::warn!(consumer = label, "Final commit did not finish in time; going on."),
+    }
+    std::mem::forget(consumer);
+}

@@ -1,0 +1,278 @@
+//! What to warm: pure, synchronous decisions driven by an explicit `now`.
+//!
+//! Nothing here does I/O or reads a clock, so the live consume loop, `POST /v1/warmup`, the
+//! tests (with hand-made timestamps) and a later backtest all run the same code. The decisions
+//! are, in order: enabled, active hours, staleness, holdback, confidence, freshness, and last the
+//! `top_n` budget over what is left (highest confidence first).
+
+use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
+use prefetch_common::contract::{Module, Ticker};
+use prefetch_common::prediction::Prediction;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// One cache key: which data of which instrument.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Key {
+    /// The data module (`price`, `news`, …).
+    pub module: Module,
+    /// The instrument.
+    pub ticker: Ticker,
+}
+
+impl Key {
+    /// The key a prediction is about.
+    pub fn of(p: &Prediction) -> Self {
+        Self { module: p.module.clone(), ticker: p.ticker.clone() }
+    }
+}
+
+/// Whether a key takes part in warming or is held back as the control group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// Warmed as predictions say.
+    Warmed,
+    /// Never warmed: the baseline the lift is measured against.
+    Holdback,
+}
+
+impl Group {
+    /// The `group` metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Warmed => "warmed",
+            Self::Holdback => "holdback",
+        }
+    }
+}
+
+/// How one prediction's warm ended; the `outcome` metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Fetched and written to the cache.
+    Stored,
+    /// The cached entry outlives the prediction's horizon; nothing to do.
+    SkippedFresh,
+    /// The key is in the holdback group.
+    SkippedHoldback,
+    /// Confidence below `min_confidence`.
+    SkippedConfidence,
+    /// Warming is disabled.
+    SkippedDisabled,
+    /// Outside the active hours or weekdays.
+    SkippedOffHours,
+    /// The prediction's horizon had already passed when it was read.
+    SkippedStale,
+    /// A more confident prediction of the same key came in the same batch.
+    SkippedDuplicate,
+    /// Beyond the `top_n` budget of its batch.
+    DroppedBudget,
+    /// The rate limit could not grant a request within its maximum wait.
+    DroppedRateLimit,
+    /// The upstream (or the cache write) failed after every retry.
+    Failed,
+}
+
+impl Outcome {
+    /// Every outcome, for pre-registering label values.
+    pub const ALL: [Outcome; 11] = [
+        Self::Stored,
+        Self::SkippedFresh,
+        Self::SkippedHoldback,
+        Self::SkippedConfidence,
+        Self::SkippedDisabled,
+        Self::SkippedOffHours,
+        Self::SkippedStale,
+        Self::SkippedDuplicate,
+        Self::DroppedBudget,
+        Self::DroppedRateLimit,
+        Self::Failed,
+    ];
+
+    /// The `outcome` metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::SkippedFresh => "skipped_fresh",
+            Self::SkippedHoldback => "skipped_holdback",
+            Self::SkippedConfidence => "skipped_confidence",
+            Self::SkippedDisabled => "skipped_disabled",
+            Self::SkippedOffHours => "skipped_off_hours",
+            Self::SkippedStale => "skipped_stale",
+            Self::SkippedDuplicate => "skipped_duplicate",
+            Self::DroppedBudget => "dropped_budget",
+            Self::DroppedRateLimit => "dropped_rate_limit",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// When warming may fetch: optional hours and weekdays in the market's time zone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schedule {
+    /// The market time zone the hours and weekdays are read in (DST-correct).
+    #[serde(serialize_with = "ser_tz")]
+    pub tz: Tz,
+    /// Active from the first to the second local time (end exclusive; an end before the start
+    /// spans midnight). `None`: all day.
+    pub hours: Option<(NaiveTime, NaiveTime)>,
+    /// Active weekdays (local). `None`: every day.
+    pub weekdays: Option<Vec<Weekday>>,
+}
+
+fn ser_tz<S: serde::Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(tz.name())
+}
+
+impl Schedule {
+    /// Always active, in America/New_York.
+    pub fn always() -> Self {
+        Self { tz: chrono_tz::America::New_York, hours: None, weekdays: None }
+    }
+
+    /// Whether `now` falls inside the active hours and weekdays.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        let local = now.with_timezone(&self.tz);
+        if let Some(days) = &self.weekdays {
+            if !days.contains(&local.weekday()) {
+                return false;
+            }
+        }
+        match self.hours {
+            None => true,
+            Some((start, end)) => {
+                let t = local.time().with_nanosecond(0).unwrap_or(local.time());
+                if start <= end {
+                    start <= t && t < end
+                } else {
+                    t >= start || t < end
+                }
+            }
+        }
+    }
+}
+
+/// The live warming policy. Held behind a `tokio::sync::watch` channel so a later config topic
+/// can swap it while the service runs; every decision reads one consistent copy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WarmPolicy {
+    /// Master switch: when off, predictions are consumed and committed but nothing is fetched.
+    pub enabled: bool,
+    /// Most keys warmed per batch of predictions read together, highest confidence first.
+    pub top_n: usize,
+    /// Predictions below this confidence are not warmed.
+    pub min_confidence: f64,
+    /// Share of keys (0–1) never warmed, chosen by a stable hash of ticker and module.
+    pub holdback: f64,
+    /// When warming may fetch.
+    pub schedule: Schedule,
+}
+
+impl Default for WarmPolicy {
+    fn default() -> Self {
+        Self { enabled: true, top_n: 50, min_confidence: 0.5, holdback: 0.05, schedule: Schedule::always() }
+    }
+}
+
+/// FNV-1a (64 bit) of `ticker`, a zero byte and `module`: stable across processes, releases
+/// and machines (unlike `RandomState`), so a key stays in its group for good.
+pub fn key_hash(ticker: &Ticker, module: &Module) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let bytes = ticker.as_str().bytes().chain(std::iter::once(0)).chain(module.as_str().bytes());
+    bytes.fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+/// The group of a key when a share `holdback` (0–1) of all keys is held back.
+pub fn group_of(ticker: &Ticker, module: &Module, holdback: f64) -> Group {
+    // 10 000 buckets: a share is honoured to 0.01 %.
+    let bucket = key_hash(ticker, module) % 10_000;
+    if (bucket as f64) < holdback.clamp(0.0, 1.0) * 10_000.0 {
+        Group::Holdback
+    } else {
+        Group::Warmed
+    }
+}
+
+/// Whether a cached entry expiring at `expires_at` still serves `p`'s whole horizon, counted
+/// from `now` or from when the prediction was made, whichever is later.
+pub fn fresh_beyond_horizon(expires_at: Option<DateTime<Utc>>, p: &Prediction, now: DateTime<Utc>) -> bool {
+    let horizon_end = now.max(p.generated_at) + horizon(p);
+    expires_at.is_some_and(|e| e >= horizon_end)
+}
+
+/// Whether the prediction's horizon has passed: warming for it now would be too late.
+pub fn is_stale(p: &Prediction, now: DateTime<Utc>) -> bool {
+    p.generated_at + horizon(p) < now
+}
+
+fn horizon(p: &Prediction) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(p.horizon_s).unwrap_or(i64::MAX / 1000).min(10 * 365 * 86_400))
+}
+
+/// What to do with one prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Fetch and store it.
+    Warm,
+    /// Do not fetch; the outcome says why.
+    Skip(Outcome),
+}
+
+/// Decides, for a batch of predictions read together, which to warm. `expires_at` answers when
+/// the cached entry of a key expires (`None`: not cached). `use_schedule` is false for an
+/// operator's explicit warm-up. Returns one decision per prediction, in input order.
+pub fn plan(
+    policy: &WarmPolicy,
+    preds: &[Prediction],
+    now: DateTime<Utc>,
+    use_schedule: bool,
+    expires_at: impl Fn(&Key) -> Option<DateTime<Utc>>,
+) -> Vec<Decision> {
+    if !policy.enabled {
+        return vec![Decision::Skip(Outcome::SkippedDisabled); preds.len()];
+    }
+    if use_schedule && !policy.schedule.is_active(now) {
+        return vec![Decision::Skip(Outcome::SkippedOffHours); preds.len()];
+    }
+    // The best prediction of each key in the batch (highest confidence, then latest).
+    let mut best: HashMap<Key, usize> = HashMap::new();
+    for (i, p) in preds.iter().enumerate() {
+        let better = |j: usize| {
+            let q = &preds[j];
+            p.confidence.total_cmp(&q.confidence).then(p.generated_at.cmp(&q.generated_at)).is_gt()
+        };
+        best.entry(Key::of(p)).and_modify(|j| if better(*j) { *j = i }).or_insert(i);
+    }
+    let mut out = Vec::with_capacity(preds.len());
+    let mut candidates = Vec::new();
+    for (i, p) in preds.iter().enumerate() {
+        let key = Key::of(p);
+        let d = if best[&key] != i {
+            Decision::Skip(Outcome::SkippedDuplicate)
+        } else if is_stale(p, now) {
+            Decision::Skip(Outcome::SkippedStale)
+        } else if group_of(&p.ticker, &p.module, policy.holdback) == Group::Holdback {
+            Decision::Skip(Outcome::SkippedHoldback)
+        } else if p.confidence.is_nan() || p.confidence < policy.min_confidence {
+            Decision::Skip(Outcome::SkippedConfidence)
+        } else if fresh_beyond_horizon(expires_at(&key), p, now) {
+            Decision::Skip(Outcome::SkippedFresh)
+        } else {
+            candidates.push(i);
+            Decision::Warm
+        };
+        out.push(d);
+    }
+    candidates.sort_by(|&a, &b| preds[b].confidence.total_cmp(&preds[a].confidence).then(a.cmp(&b)));
+    for &i in candidates.iter().skip(policy.top_n) {
+        out[i] = Decision::Skip(Outcome::DroppedBudget);
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -1,0 +1,169 @@
+//! Warming: the predictions consume loop and the executor it shares with `POST /v1/warmup`.
+//!
+//! The loop reads a batch (what is already fetched, up to [`BATCH_MAX`] messages or
+//! [`BATCH_LINGER`]), so the `top_n` budget compares the predictions one analyzer tick
+//! published together. [`warm_batch`] asks the cache when each key expires, lets
+//! [`policy::plan`] decide, and fetches the chosen keys concurrently, each after a random delay
+//! within the spread window. Offsets of the batch are stored only after every warm in it has
+//! ended (stored, skipped, dropped, or failed after its retries): at-least-once.
+
+use crate::cache::{Entry, Source};
+use crate::consume::{finish, WarmerConsumer};
+use crate::pacing::jitter;
+use crate::policy::{self, Decision, Key, Outcome};
+use crate::state::Shared;
+use crate::upstream::FetchError;
+use chrono::{DateTime, Utc};
+use prefetch_common::prediction::Prediction;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Most messages in one batch.
+pub const BATCH_MAX: usize = 1000;
+/// How long a batch waits for more messages after its first.
+pub const BATCH_LINGER: Duration = Duration::from_millis(100);
+
+/// Why a prediction message was skipped as invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidPrediction {
+    /// Not JSON of the prediction contract.
+    #[error("not a prediction: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Confidence outside [0, 1].
+    #[error("confidence {0} is not within [0, 1]")]
+    Confidence(f64),
+}
+
+/// Parses and checks one prediction message (anyone can write a topic).
+pub fn parse_prediction(payload: &[u8]) -> Result<Prediction, InvalidPrediction> {
+    let p: Prediction = serde_json::from_slice(payload)?;
+    if !(0.0..=1.0).contains(&p.confidence) {
+        return Err(InvalidPrediction::Confidence(p.confidence));
+    }
+    Ok(p)
+}
+
+/// Decides and carries out the warms of one batch; returns each prediction with its outcome
+/// (also counted in the metrics). `use_schedule` is false for an operator's explicit warm-up.
+pub async fn warm_batch(shared: &Shared, preds: Vec<Prediction>, now: DateTime<Utc>, use_schedule: bool) -> Vec<(Prediction, Outcome)> {
+    let mut expiry = std::collections::HashMap::new();
+    for p in &preds {
+        let key = Key::of(p);
+        if expiry.contains_key(&key) {
+            continue;
+        }
+        let e = shared.cache.expires_at(&key).await.unwrap_or_else(|e| {
+            shared.metrics.cache_error("get");
+            tracing::warn!(error = %e, "Cache did not say when an entry expires; treating it as absent.");
+            None
+        });
+        expiry.insert(key, e);
+    }
+    let decisions = policy::plan(&shared.policy(), &preds, now, use_schedule, |k| expiry.get(k).copied().flatten());
+    let work = preds.into_iter().zip(decisions).map(|(p, d)| async move {
+        let outcome = match d {
+            Decision::Skip(o) => o,
+            Decision::Warm => warm_one(shared, &p).await,
+        };
+        shared.metrics.warm(p.module.as_str(), outcome);
+        (p, outcome)
+    });
+    futures::future::join_all(work).await
+}
+
+async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
+    // Spread the batch so refreshes of many keys never reach the upstream at once.
+    tokio::time::sleep(jitter(shared.spread)).await;
+    let key = Key::of(p);
+    let body = match shared.upstream.fetch(&key, Source::Warm).await {
+        Ok(b) => b,
+        Err(FetchError::RateLimited(_)) => return Outcome::DroppedRateLimit,
+        Err(_) => return Outcome::Failed,
+    };
+    let fetched_at = Utc::now();
+    let ttl = chrono::Duration::from_std(shared.ttls.for_module(key.module.as_str())).unwrap_or(chrono::Duration::MAX);
+    let entry = Entry {
+        module: p.module.clone(),
+        ticker: p.ticker.clone(),
+        fetched_at,
+        expires_at: fetched_at.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC),
+        source: Source::Warm,
+        confidence: Some(p.confidence),
+        body,
+    };
+    match shared.cache.put(&entry).await {
+        Ok(removed) => {
+            shared.metrics.removed(removed);
+            shared.ledger.warmed(key, fetched_at, entry.expires_at);
+            shared.metrics.stored((Utc::now() - p.generated_at).to_std().unwrap_or_default());
+            Outcome::Stored
+        }
+        Err(e) => {
+            shared.metrics.cache_error("put");
+            tracing::warn!(ticker = %p.ticker, module = %p.module, error = %e, "Could not store a warmed entry.");
+            Outcome::Failed
+        }
+    }
+}
+
+/// The predictions consume loop: runs until `shutdown`, then commits and lets go of the
+/// consumer (see [`finish`]).
+pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        let mut batch = vec![first];
+        let linger_end = tokio::time::Instant::now() + BATCH_LINGER;
+        while batch.len() < BATCH_MAX {
+            match tokio::time::timeout_at(linger_end, consumer.recv()).await {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut offsets = Vec::with_capacity(batch.len());
+        let mut preds = Vec::with_capacity(batch.len());
+        for m in batch {
+            let msg = match m {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kafka error on the predictions consumer.");
+                    continue;
+                }
+            };
+            offsets.push((msg.partition(), msg.offset()));
+            match parse_prediction(msg.payload().unwrap_or_default()) {
+                Ok(p) => preds.push(p),
+                Err(e) => {
+                    shared.metrics.invalid("predictions");
+                    tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "Skipping an invalid prediction.");
+                }
+            }
+        }
+        if offsets.is_empty() {
+            // Only errors: do not spin on a broken connection.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        shared.remember(&preds);
+        tokio::select! {
+            _ = warm_batch(&shared, preds, Utc::now(), true) => {}
+            _ = shutdown.cancelled() => {
+                tracing::info!("Shutting down during a batch; its offsets are not stored, so it will be redelivered.");
+                break;
+            }
+        }
+        for (partition, offset) in offsets {
+            if let Err(e) = consumer.store_offset(&shared.predictions_topic, partition, offset) {
+                // The partition was revoked meanwhile: its new owner re-reads the message.
+                tracing::warn!(partition, offset, error = %e, "Could not store an offset.");
+            }
+        }
+    }
+    finish(consumer, "predictions").await;
+}

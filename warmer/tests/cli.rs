@@ -1,0 +1,59 @@
+//! The binary's command line: every flag explained with its environment fallback; bad values
+//! and an unreachable broker refused with a clear message and a non-zero exit.
+
+use std::process::Command;
+
+fn warmer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_warmer"))
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = warmer().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen", "--group", "--enabled", "--top-n", "--min-confidence", "--holdback", "--active-hours", "--active-days",
+        "--market-tz", "--cache", "--redis-prefix", "--ttl", "--default-ttl", "--max-entries", "--max-bytes", "--sweep-interval",
+        "--upstream-url", "--upstream-concurrency", "--upstream-timeout", "--upstream-retries", "--retry-backoff", "--rate-limit",
+        "--rate-burst", "--rate-max-wait", "--spread", "--startup-timeout", "--brokers", "--kafka-option", "--topic-partitions",
+        "--topic-replication", "--query-events-topic", "--predictions-topic", "--config-topic", "--dlq-topic", "--log-format",
+        "--log-level",
+    ] {
+        let line = help.lines().position(|l| l.trim_start().starts_with(&format!("{flag} ")) || l.trim_start() == flag || l.contains(&format!(", {flag} ")));
+        let line = line.unwrap_or_else(|| panic!("{flag} missing from --help:\n{help}"));
+        let text: String = help.lines().skip(line).take(2).collect();
+        assert!(text.split_whitespace().count() > 3, "{flag} has no explanation:\n{help}");
+    }
+    for env in ["WARMER_LISTEN", "WARMER_TTL", "WARMER_RATE_LIMIT", "MARKET_TZ", "KAFKA_BROKERS", "WARMER_CACHE"] {
+        assert!(help.contains(&format!("[env: {env}")), "{env} fallback not shown:\n{help}");
+    }
+}
+
+#[test]
+fn bad_flag_values_are_refused_before_anything_starts() {
+    for (args, says) in [
+        (vec!["--ttl", "price"], "MODULE=SECONDS"),
+        (vec!["--holdback", "2"], "between 0 and 1"),
+        (vec!["--market-tz", "Mars/Base"], "IANA time zone"),
+        (vec!["--active-hours", "nine-five"], "HH:MM"),
+        (vec!["--upstream-timeout", "soon"], "is not a duration"),
+    ] {
+        let out = warmer().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn unreachable_kafka_fails_start_up_with_a_clear_message() {
+    let out = warmer()
+        .args(["--brokers", "127.0.0.1:1", "--startup-timeout", "2s", "--listen", "127.0.0.1:0"])
+        .env("LOG_LEVEL", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Kafka at 127.0.0.1:1 did not answer within 2s"), "{stderr}");
+}

@@ -1,0 +1,310 @@
+//! Helpers of the warmer's tests: a controllable upstream, temporary directories, a Redis
+//! server, and a running warmer on port 0. The broker side comes from `prefetch-testkit`.
+#![allow(dead_code)]
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use prefetch_common::contract::{Module, Ticker};
+use prefetch_common::kafka::KafkaArgs;
+use prefetch_common::prediction::{Prediction, Reason};
+pub use prefetch_testkit::*;
+use rdkafka::producer::FutureRecord;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How the test upstream answers.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Delay before answering.
+    pub delay: Duration,
+    /// Answer this status to the first `fail_first` requests of each path.
+    pub fail_first: usize,
+    /// The failure status.
+    pub fail_status: u16,
+    /// Body padding, to make entries bigger.
+    pub padding: usize,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self { delay: Duration::ZERO, fail_first: 0, fail_status: 500, padding: 0 }
+    }
+}
+
+#[derive(Default)]
+struct UpState {
+    requests: Mutex<Vec<(String, Instant)>>,
+    behaviour: Mutex<Behaviour>,
+    in_flight: AtomicU32,
+    max_in_flight: AtomicU32,
+}
+
+/// A local upstream data API that records every request.
+pub struct TestUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<UpState>,
+}
+
+impl TestUpstream {
+    /// Starts it on 127.0.0.1:0.
+    pub async fn start() -> Self {
+        let state = Arc::new(UpState::default());
+        let app = axum::Router::new().fallback(answer).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, state }
+    }
+
+    /// The URL template for the warmer.
+    pub fn template(&self) -> String {
+        format!("http://{}/data/{{module}}/{{ticker}}", self.addr)
+    }
+
+    /// Changes how it answers from now on.
+    pub fn set(&self, b: Behaviour) {
+        *self.state.behaviour.lock().unwrap() = b;
+    }
+
+    /// Paths requested so far, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    /// When each request arrived.
+    pub fn times(&self) -> Vec<Instant> {
+        self.state.requests.lock().unwrap().iter().map(|(_, t)| *t).collect()
+    }
+
+    /// Requests of one path.
+    pub fn count(&self, path: &str) -> usize {
+        self.paths().iter().filter(|p| *p == path).count()
+    }
+
+    /// Most requests that were ever in flight at once.
+    pub fn max_in_flight(&self) -> u32 {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(State(s): State<Arc<UpState>>, uri: Uri) -> axum::response::Response {
+    let path = uri.path().to_owned();
+    let n = {
+        let mut r = s.requests.lock().unwrap();
+        r.push((path.clone(), Instant::now()));
+        r.iter().filter(|(p, _)| *p == path).count()
+    };
+    let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let b = s.behaviour.lock().unwrap().clone();
+    tokio::time::sleep(b.delay).await;
+    s.in_flight.fetch_sub(1, Ordering::SeqCst);
+    if n <= b.fail_first {
+        return (StatusCode::from_u16(b.fail_status).unwrap(), "upstream trouble").into_response();
+    }
+    axum::Json(serde_json::json!({"path": path, "n": n, "padding": "x".repeat(b.padding)})).into_response()
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory.
+    pub fn new(name: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!("warmer-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Redis server: the one `REDIS_URL` names (CI), or a private `redis-server` started here.
+pub struct TestRedis {
+    /// Its URL.
+    pub url: String,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn redis_answers(url: &str) -> bool {
+    redis::Client::open(url).and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1))).is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+}
+
+impl TestRedis {
+    /// `REDIS_URL` when set (it must answer); otherwise a `redis-server` on a free port. `None`
+    /// (the test is then skipped with a note) only outside CI with no redis-server installed.
+    pub fn start() -> Option<Self> {
+        let ci = std::env::var_os("CI").is_some();
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            if !url.trim().is_empty() {
+                assert!(redis_answers(&url), "REDIS_URL={url} does not answer PING; start redis-server there (CI's .ci/run does)");
+                return Some(Self { url, child: None });
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if !ci => {
+                eprintln!("NOTE: redis-server not found ({e}) and REDIS_URL unset; Redis test not run (CI runs it)");
+                return None;
+            }
+            Err(e) => panic!("CI must provide Redis: set REDIS_URL or install redis-server ({e})"),
+        };
+        let me = Self { url: format!("redis://127.0.0.1:{port}/"), child: Some(child) };
+        let end = Instant::now() + Duration::from_secs(10);
+        while !redis_answers(&me.url) {
+            assert!(Instant::now() < end, "redis-server on port {port} did not answer within 10s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(me)
+    }
+}
+
+/// A running warmer.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Cancel to stop it.
+    pub shutdown: CancellationToken,
+    /// Resolves when it has stopped.
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops it; it must stop promptly (the consumers are committed and let go, never waited on).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(30), self.handle).await.expect("warmer stops within 30s");
+        r.unwrap().unwrap();
+    }
+
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        http().get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+/// A warmer configuration for tests: unique topics and group, the given upstream and cache,
+/// no spread, no holdback, generous rate, quick sweeps.
+pub fn config(kafka: &TestKafka, test: &str, upstream: &TestUpstream, cache: &str) -> warmer::Config {
+    let mut cfg = warmer::Config::new(kafka.bootstrap());
+    cfg.kafka = kafka.kafka_args();
+    cfg.topics = unique_topics(test);
+    kafka.prepare(&cfg.topics);
+    cfg.group = format!("g-{}", cfg.topics.predictions_topic);
+    cfg.upstream_url = upstream.template();
+    cfg.cache = cache.to_owned();
+    cfg.redis_prefix = format!("{}:", cfg.topics.predictions_topic);
+    cfg.spread = Duration::ZERO;
+    cfg.holdback = 0.0;
+    cfg.min_confidence = 0.0;
+    cfg.rate_limit = 0.0;
+    cfg.retry_backoff = Duration::from_millis(10);
+    cfg.upstream_timeout = Duration::from_secs(2);
+    cfg.sweep_interval = Duration::from_millis(200);
+    cfg
+}
+
+/// Starts the warmer's entry point on port 0 and waits until `/readyz` answers 200.
+pub async fn spawn_warmer(cfg: warmer::Config) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let mut handle = tokio::spawn(warmer::serve(cfg, listener, shutdown.clone()));
+    let url = format!("http://{addr}/readyz");
+    let ready = eventually(Duration::from_secs(30), "warmer ready", || async {
+        if handle.is_finished() {
+            return Some(false);
+        }
+        let r = http().get(&url).send().await.ok()?;
+        r.status().is_success().then_some(true)
+    });
+    if !ready.await {
+        panic!("warmer stopped during start-up: {:?}", (&mut handle).await);
+    }
+    Running { addr, shutdown, handle }
+}
+
+/// A prediction made now.
+pub fn prediction(ticker: &str, module: &str, confidence: f64) -> Prediction {
+    Prediction {
+        ticker: Ticker::parse(ticker).unwrap(),
+        module: Module::parse(module).unwrap(),
+        confidence,
+        horizon_s: 300,
+        generated_at: Utc::now(),
+        reason: Reason::Popularity,
+    }
+}
+
+/// Produces `preds` to `topic` (key = ticker) and waits for every acknowledgement.
+pub async fn produce(kafka: &KafkaArgs, topic: &str, preds: &[Prediction]) {
+    let producer = kafka.producer(Duration::from_secs(10)).unwrap();
+    for p in preds {
+        let payload = serde_json::to_vec(p).unwrap();
+        producer.send(FutureRecord::to(topic).key(p.ticker.as_str()).payload(&payload), Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// The value of the sample `series` (`name{label="value",…}`, labels in any order) in an
+/// exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    let want = parse_series(series);
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (s, v) = l.rsplit_once(' ')?;
+        (parse_series(s) == want).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn parse_series(s: &str) -> (String, std::collections::BTreeSet<String>) {
+    match s.split_once('{') {
+        None => (s.trim().to_owned(), Default::default()),
+        Some((name, labels)) => {
+            let labels = labels.trim_end_matches('}');
+            (name.to_owned(), labels.split("\",").map(|l| l.trim_end_matches('"').to_owned()).filter(|l| !l.is_empty()).collect())
+        }
+    }
+}
+
+
+/// Parses an RFC 3339 time.
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
