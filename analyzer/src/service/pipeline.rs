@@ -3,9 +3,10 @@
 //!
 //! One `tokio::select!` over shutdown, the publish tick, the stats tick and the next message.
 //! Messages are folded as they come; the predictions they cause (event-driven sequence
-//! predictions, dead letters) are produced at once, and their offsets join a batch that is
-//! settled — every delivery awaited, then the offsets stored and committed — every `BATCH`
-//! messages, before each tick, on a rebalance and at shutdown. A rebalance is acted on before the
+//! predictions, dead letters) are produced at once, and their offsets join a batch. Every
+//! `BATCH` messages and at each tick the batch is sealed: its deliveries are awaited on a task
+//! of their own while consumption goes on, and its offsets are stored and committed once it and
+//! every earlier batch are durable. A rebalance and shutdown wait for all of them. A rebalance is acted on before the
 //! next message is folded: revoked partitions' keys are forgotten, assigned ones are rebuilt.
 
 use super::consumer::GroupContext;
@@ -19,9 +20,10 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -50,13 +52,30 @@ pub struct Pipeline {
     pub kafka: prefetch_common::kafka::KafkaArgs,
 }
 
-/// Offsets waiting for their deliveries.
+/// The open batch: offsets folded since the last seal, and the deliveries they caused.
 #[derive(Default)]
 struct Batch {
     deliveries: Vec<DeliveryFuture>,
     offsets: HashMap<i32, i64>,
     messages: usize,
 }
+
+/// A sealed batch: its deliveries are awaited on their own task while consumption goes on.
+struct Sealed {
+    done: Option<JoinHandle<Result<(), String>>>,
+    offsets: HashMap<i32, i64>,
+}
+
+/// Offsets on their way to being stored: the open batch, then sealed ones in consume order.
+/// An offset is stored only once its batch and every earlier one are durable.
+#[derive(Default)]
+struct Progress {
+    open: Batch,
+    sealed: VecDeque<Sealed>,
+}
+
+/// Sealed batches allowed in flight before consumption waits for the oldest.
+const MAX_SEALED: usize = 16;
 
 impl Pipeline {
     /// Runs until `shutdown`; then settles the open batch and commits synchronously.
@@ -65,33 +84,33 @@ impl Pipeline {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(self.stats_interval);
         stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut batch = Batch::default();
+        let mut progress = Progress::default();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    self.apply_rebalances(&mut batch).await?;
-                    self.settle(&mut batch).await?;
+                    self.apply_rebalances(&mut progress).await?;
+                    self.settle(&mut progress, false).await?;
                     self.publish_tick().await?;
                 }
                 _ = stats.tick() => self.publish_stats().await,
                 // `recv` is cancel-safe: a message not taken stays in the consumer's queue.
                 r = self.consumer.recv() => {
-                    self.apply_rebalances(&mut batch).await?;
+                    self.apply_rebalances(&mut progress).await?;
                     match r {
                         Err(e) => tracing::warn!(error = %e, "Consumer error."),
                         Ok(m) => {
-                            self.fold(&m, &mut batch);
-                            if batch.messages >= BATCH {
-                                self.settle(&mut batch).await?;
+                            self.fold(&m, &mut progress.open);
+                            if progress.open.messages >= BATCH {
+                                self.settle(&mut progress, false).await?;
                             }
                         }
                     }
                 }
             }
         }
-        self.settle(&mut batch).await?;
+        self.settle(&mut progress, true).await?;
         let c = self.consumer.clone();
         tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await?.or_else(|e| {
             // Nothing stored since the last commit is also an error here; it loses nothing.
@@ -145,43 +164,65 @@ impl Pipeline {
         }
     }
 
-    /// Awaits every delivery of the batch, then stores its offsets. A failed delivery stops
-    /// the service before anything is stored: the events are re-read after the restart.
-    async fn settle(&self, batch: &mut Batch) -> anyhow::Result<()> {
-        let b = std::mem::take(batch);
-        for r in join_all(b.deliveries).await {
-            match r {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => anyhow::bail!("Kafka did not take a produced message: {e}"),
-                Err(_) => anyhow::bail!("the producer dropped a delivery report"),
-            }
+    /// Seals the open batch (its deliveries are awaited on their own task) and stores the
+    /// offsets of every sealed batch that is durable, oldest first. With `all`, waits for every
+    /// sealed batch (rebalance, shutdown); otherwise waits only when too many are in flight. A
+    /// failed delivery stops the service before its offsets are stored: the events are re-read
+    /// after the restart.
+    async fn settle(&self, progress: &mut Progress, all: bool) -> anyhow::Result<()> {
+        let open = std::mem::take(&mut progress.open);
+        if open.messages > 0 {
+            let done = (!open.deliveries.is_empty()).then(|| {
+                tokio::spawn(async move {
+                    for r in join_all(open.deliveries).await {
+                        match r {
+                            Ok(Ok(_)) => {}
+                            Ok(Err((e, _))) => return Err(format!("Kafka did not take a produced message: {e}")),
+                            Err(_) => return Err("the producer dropped a delivery report".to_owned()),
+                        }
+                    }
+                    Ok(())
+                })
+            });
+            progress.sealed.push_back(Sealed { done, offsets: open.offsets });
         }
-        if b.offsets.is_empty() {
-            return Ok(());
-        }
-        for (partition, offset) in b.offsets {
-            // A revoked partition's offset cannot be stored any more; its next owner re-reads it.
-            if let Err(e) = self.consumer.store_offset(&self.topics.query_events_topic, partition, offset) {
-                tracing::debug!(partition, offset, error = %e, "Offset not stored.");
+        let mut stored = false;
+        while let Some(front) = progress.sealed.front() {
+            let ready = front.done.as_ref().is_none_or(JoinHandle::is_finished);
+            if !ready && !all && progress.sealed.len() <= MAX_SEALED {
+                break;
             }
+            let sealed = progress.sealed.pop_front().expect("non-empty");
+            if let Some(done) = sealed.done {
+                done.await?.map_err(anyhow::Error::msg)?;
+            }
+            for (partition, offset) in sealed.offsets {
+                // A revoked partition's offset cannot be stored any more; its next owner re-reads it.
+                if let Err(e) = self.consumer.store_offset(&self.topics.query_events_topic, partition, offset) {
+                    tracing::debug!(partition, offset, error = %e, "Offset not stored.");
+                }
+            }
+            stored = true;
         }
         // Commit now rather than on the auto-commit timer: a successor rebuilding a partition
         // reads up to the committed offset, so the commit should follow the work closely (and
         // the MockCluster was seen not to run the timer's commits at all).
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
-            tracing::debug!(error = %e, "Async commit not started.");
+        if stored {
+            if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+                tracing::debug!(error = %e, "Async commit not started.");
+            }
         }
         Ok(())
     }
 
     /// Forgets revoked partitions' keys and rebuilds newly assigned ones from the topic.
-    async fn apply_rebalances(&self, batch: &mut Batch) -> anyhow::Result<()> {
+    async fn apply_rebalances(&self, progress: &mut Progress) -> anyhow::Result<()> {
         let (assigned, revoked) = {
             let mut c = self.consumer.context().changes.lock().unwrap_or_else(|p| p.into_inner());
             (std::mem::take(&mut c.assigned), std::mem::take(&mut c.revoked))
         };
         if !revoked.is_empty() {
-            self.settle(batch).await?;
+            self.settle(progress, true).await?;
             let forgotten = self.shared.forget_partitions(&revoked);
             tracing::info!(partitions = ?revoked, keys = forgotten, "Forgot the keys of revoked partitions.");
         }
