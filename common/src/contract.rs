@@ -47,6 +47,8 @@ impl fmt::Display for FieldError {
     }
 }
 
+impl std::error::Error for FieldError {}
+
 /// A ticker symbol: trimmed, upper-cased, 1–20 characters of `A–Z 0–9 . - ^ =`
 /// (so `BRK.B`, `^GSPC` and `EURUSD=X` pass).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

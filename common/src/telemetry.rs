@@ -61,3 +61,29 @@ pub async fn shutdown_signal() {
         _ = term => tracing::info!("Got SIGTERM; shutting down."),
     }
 }
+
+/// A token that is cancelled when the process gets SIGTERM or ctrl-c (the services' shutdown).
+pub fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let on_signal = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    token
+}
+
+/// Reports how service `name` ended (a log line, and the error on stderr) as an exit code.
+pub fn exit_code(name: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => {
+            tracing::info!(service = name, "Stopped.");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(service = name, error = format!("{e:#}"), "Failed.");
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
