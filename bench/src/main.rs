@@ -3,6 +3,7 @@
 
 mod analyzer;
 mod ingest;
+mod warmer;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,8 @@ enum Bench {
     AnalyzerThroughput(analyzer::ThroughputArgs),
     /// Model tick duration and resident memory at many live keys (no Kafka).
     AnalyzerKeys(analyzer::KeysArgs),
+    /// Warms/s and prediction → cache latency vs plain GET-and-write against a slow upstream.
+    Warmer(warmer::Args),
 }
 
 #[tokio::main]
@@ -29,5 +32,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ingest(a) => ingest::run(a).await,
         Bench::AnalyzerThroughput(a) => analyzer::throughput(a).await,
         Bench::AnalyzerKeys(a) => analyzer::keys(a),
+        Bench::Warmer(a) => warmer::run(a).await,
     }
 }

@@ -26,12 +26,35 @@ struct Meta {
     bytes: u64,
 }
 
+/// The in-memory index of what is on disk, with the byte total kept up to date so the limits
+/// are checked without walking every entry on every write.
+#[derive(Default)]
+struct Index {
+    map: HashMap<Key, Meta>,
+    bytes: u64,
+}
+
+impl Index {
+    fn insert(&mut self, key: Key, meta: Meta) {
+        self.bytes += meta.bytes;
+        if let Some(old) = self.map.insert(key, meta) {
+            self.bytes -= old.bytes;
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(old) = self.map.remove(key) {
+            self.bytes -= old.bytes;
+        }
+    }
+}
+
 /// A cache in a directory. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct FsCache {
     root: Arc<PathBuf>,
     limits: Limits,
-    index: Arc<Mutex<HashMap<Key, Meta>>>,
+    index: Arc<Mutex<Index>>,
     write: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -45,7 +68,7 @@ impl FsCache {
     pub async fn open(root: PathBuf, limits: Limits) -> Result<Self, CacheError> {
         let scan_root = root.clone();
         let index = tokio::task::spawn_blocking(move || scan(&scan_root)).await??;
-        tracing::info!(root = %root.display(), entries = index.len(), "File cache opened.");
+        tracing::info!(root = %root.display(), entries = index.map.len(), "File cache opened.");
         Ok(Self { root: Arc::new(root), limits, index: Arc::new(Mutex::new(index)), write: Arc::default() })
     }
 
@@ -60,7 +83,7 @@ impl FsCache {
         self.root.join(key.module.as_str()).join(format!("{}.json", key.ticker.as_str()))
     }
 
-    fn index(&self) -> MutexGuard<'_, HashMap<Key, Meta>> {
+    fn index(&self) -> MutexGuard<'_, Index> {
         // Every update is a single insert or remove; a poisoned map is still consistent.
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -79,7 +102,7 @@ impl FsCache {
 
     /// When `key`'s entry expires, from the index.
     pub fn expires_at(&self, key: &Key) -> Option<DateTime<Utc>> {
-        self.index().get(key).map(|m| m.expires_at)
+        self.index().map.get(key).map(|m| m.expires_at)
     }
 
     /// Writes `entry` atomically, then evicts beyond the limits.
@@ -98,7 +121,7 @@ impl FsCache {
     /// Removes entries expired at `now`, then evicts beyond the limits.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Removed, CacheError> {
         let _w = self.write.lock().await;
-        let expired: Vec<Key> = self.index().iter().filter(|(_, m)| m.expires_at <= now).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<Key> = self.index().map.iter().filter(|(_, m)| m.expires_at <= now).map(|(k, _)| k.clone()).collect();
         self.remove(&expired).await?;
         let evicted = self.evict().await?;
         Ok(Removed { expired: expired.len() as u64, evicted })
@@ -106,7 +129,16 @@ impl FsCache {
 
     /// Call with the write lock held.
     async fn evict(&self) -> Result<u64, CacheError> {
-        let items = self.index().iter().map(|(k, m)| (k.clone(), m.expires_at, m.bytes)).collect();
+        let items = {
+            let idx = self.index();
+            let (n, bytes) = (idx.map.len() as u64, idx.bytes);
+            let over = (self.limits.max_entries > 0 && n > self.limits.max_entries) || (self.limits.max_bytes > 0 && bytes > self.limits.max_bytes);
+            if !over {
+                // The common case, checked in O(1): no entry list is built.
+                return Ok(0);
+            }
+            idx.map.iter().map(|(k, m)| (k.clone(), m.expires_at, m.bytes)).collect()
+        };
         let victims = over_limits(items, self.limits);
         self.remove(&victims).await?;
         Ok(victims.len() as u64)
@@ -128,7 +160,7 @@ impl FsCache {
     /// Entries and bytes in the index.
     pub fn stats(&self) -> CacheStats {
         let idx = self.index();
-        CacheStats { entries: idx.len() as u64, bytes: idx.values().map(|m| m.bytes).sum() }
+        CacheStats { entries: idx.map.len() as u64, bytes: idx.bytes }
     }
 
     /// Whether the directory is still there.
@@ -159,9 +191,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
 }
 
 /// Indexes `<root>/<module>/<ticker>.json`, removing temporary leftovers and unreadable files.
-fn scan(root: &Path) -> Result<HashMap<Key, Meta>, CacheError> {
+fn scan(root: &Path) -> Result<Index, CacheError> {
     std::fs::create_dir_all(root).map_err(io_err(root))?;
-    let mut index = HashMap::new();
+    let mut index = Index::default();
     for module_dir in std::fs::read_dir(root).map_err(io_err(root))?.flatten() {
         let Ok(module) = Module::parse(&module_dir.file_name().to_string_lossy()) else { continue };
         let dir = module_dir.path();

@@ -1,0 +1,119 @@
+//! `prefetch demo-traffic`: a deterministic generator of realistic query events.
+//!
+//! The core is pure: [`Generator::new`] takes [`Params`] and yields [`QueryEvent`]s in event-time
+//! order, reading no clock and doing no I/O, so a seed names a trace (issue #7's backtests replay
+//! such logs). [`run`] wraps it for the command line: a JSON-lines file, or batches posted to an
+//! ingest, optionally paced on the wall clock.
+//!
+//! # Layout
+//! - `params.rs`: [`Params`] (the knobs), their checks ([`ParamsError`]) and the planned
+//!   [`Budget`] of events per source.
+//! - `calendar.rs`: market time in New York — [`market_intensity`] (open and close spikes,
+//!   quiet nights and weekends, DST-correct) and the default start.
+//! - `rng.rs`: the seeded random stream and the Zipf sampler, written out so a seed means the
+//!   same trace on every build.
+//! - `sources.rs`: the traffic sources — one-off lookups, dashboard widgets, analyst sessions,
+//!   news bursts — each with its own clock and random stream.
+//! - `generator.rs`: [`Generator`], a priority queue of the sources' next firing times.
+//! - `args.rs`: [`DemoArgs`], the flags.
+//! - `output.rs`: JSON lines to a file or stdout, and the run's [`Summary`].
+//! - `send.rs`: NDJSON batches to `POST {URL}/v1/events`.
+//!
+//! One event: the generator pops the source due first (say a session at 14:31:07.250), the
+//! source emits `(ticker, module, client)` and schedules its next firing (chart, 20 s later),
+//! the generator wraps the emission in a `QueryEvent` stamped with the popped time, and `run`
+//! writes its `to_json` line or adds it to the next batch.
+
+mod args;
+mod calendar;
+mod generator;
+mod output;
+mod params;
+mod rng;
+mod send;
+mod sources;
+#[cfg(test)]
+mod tests;
+
+pub use args::{parse_span, parse_start, DemoArgs};
+pub use calendar::{default_start, market_intensity, MARKET_TZ};
+pub use generator::{Generator, Origin};
+pub use output::{write_lines, Summary};
+pub use params::{Budget, Params, ParamsError, MAX_DURATION_DAYS, MAX_TICKERS};
+pub use send::{send, Pace, SendError};
+pub use sources::{dashboard_period, MODULES};
+
+use chrono::Utc;
+use prefetch_common::contract::QueryEvent;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Why `demo-traffic` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The flags describe no valid trace (a usage error).
+    #[error(transparent)]
+    Params(#[from] ParamsError),
+    /// The output file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Ingest could not be reached or refused events.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The async runtime for `--to` could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(io::Error),
+}
+
+/// Runs `demo-traffic`: generates the trace the flags describe and writes or posts it. The
+/// wall clock is read once, for the default start (and the realtime mapping).
+pub fn run(args: &DemoArgs) -> Result<Summary, DemoError> {
+    let now = Utc::now();
+    let params = args.params(now);
+    let generator = Generator::new(&params)?;
+    let mut summary = Summary::default();
+    let started = Instant::now();
+    let events = std::iter::from_fn({
+        let mut g = generator;
+        move || g.next_with_origin()
+    });
+    match (&args.out, &args.to) {
+        (Some(path), _) if path.as_os_str() == "-" => {
+            write_lines(events, io::stdout().lock(), &mut summary)
+                .map_err(|source| DemoError::Write { path: path.clone(), source })?;
+        }
+        (Some(path), _) => {
+            let file = File::create(path).map_err(|source| DemoError::Write { path: path.clone(), source })?;
+            write_lines(events, file, &mut summary)
+                .map_err(|source| DemoError::Write { path: path.clone(), source })?;
+        }
+        (None, Some(url)) => {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DemoError::Runtime)?;
+            runtime.block_on(async {
+                let pace = if args.realtime {
+                    let now = Utc::now();
+                    Pace::Realtime { shift: now - params.start, origin: now, at: tokio::time::Instant::now() }
+                } else {
+                    Pace::AsFastAsAccepted
+                };
+                send(events, url, args.batch_size as usize, pace, &mut summary).await
+            })?;
+        }
+        (None, None) => unreachable!("clap requires --out or --to"),
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Every event of `params`, collected (for tests and small traces).
+pub fn generate(params: &Params) -> Result<Vec<QueryEvent>, ParamsError> {
+    Ok(Generator::new(params)?.collect())
+}

@@ -1,0 +1,441 @@
+//! The sources of traffic. Each keeps its own clock and random stream, emits at most one event
+//! per firing, and says when it fires next; the generator interleaves them by time.
+//!
+//! A source's clock is fractional milliseconds so that Poisson gaps below a millisecond do not
+//! round away; events carry the clock floored to the millisecond (the canonical JSON precision).
+
+use super::calendar::{self, MinuteTable};
+use super::rng::{Rng, Zipf};
+use super::Origin;
+use chrono::{Datelike, Days, NaiveDate, TimeZone, Utc, Weekday};
+use prefetch_common::contract::{ClientId, Module, Ticker};
+
+/// The modules the demo app serves.
+pub const MODULES: [&str; 5] = ["price", "chart", "news", "fundamentals", "options"];
+
+/// A module by index into [`MODULES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Price = 0,
+    Chart = 1,
+    News = 2,
+    Fundamentals = 3,
+    Options = 4,
+}
+
+impl Kind {
+    const ALL: [Kind; 5] = [Kind::Price, Kind::Chart, Kind::News, Kind::Fundamentals, Kind::Options];
+
+    fn pick(rng: &mut Rng, weights: &[f64; 5]) -> Self {
+        Self::ALL[rng.weighted(weights)]
+    }
+
+    /// How often a dashboard widget showing this module refreshes, in seconds.
+    fn dashboard_period_s(self) -> i64 {
+        match self {
+            Kind::Price | Kind::Options => 60,
+            Kind::News => 120,
+            Kind::Chart => 300,
+            Kind::Fundamentals => 3600,
+        }
+    }
+}
+
+/// How often a dashboard refreshes a widget of `module` (one of [`MODULES`]).
+pub fn dashboard_period(module: &str) -> Option<std::time::Duration> {
+    let i = MODULES.iter().position(|m| *m == module)?;
+    Some(std::time::Duration::from_secs(Kind::ALL[i].dashboard_period_s().unsigned_abs()))
+}
+
+const LOOKUP_MIX: [f64; 5] = [0.45, 0.20, 0.15, 0.10, 0.10];
+const WIDGET_MIX: [f64; 5] = [0.40, 0.20, 0.20, 0.10, 0.10];
+const BURST_MIX: [f64; 5] = [0.35, 0.15, 0.35, 0.0, 0.15];
+
+/// Chance that an analyst goes on to another ticker, and the most tickers in one session.
+const SESSION_CONTINUE: f64 = 0.5;
+const SESSION_MAX_TICKERS: i32 = 6;
+const SESSION_P_FUNDAMENTALS: f64 = 0.5;
+const SESSION_P_OPTIONS: f64 = 0.25;
+/// Chance that an analyst reads the news before the chart (so price → chart holds "mostly").
+const SESSION_P_NEWS_FIRST: f64 = 0.15;
+
+/// Mean events of one analyst session (tickers looked at × modules per ticker).
+pub(crate) fn session_mean_events() -> f64 {
+    let tickers: f64 = (0..SESSION_MAX_TICKERS).map(|k| SESSION_CONTINUE.powi(k)).sum();
+    tickers * (3.0 + SESSION_P_FUNDAMENTALS + SESSION_P_OPTIONS)
+}
+
+/// What every source reads: the universe, its popularity, the market clock.
+pub(crate) struct World {
+    pub tickers: Vec<Ticker>,
+    pub modules: Vec<Module>,
+    pub zipf: Zipf,
+    pub intensity: MinuteTable,
+    pub users: Vec<ClientId>,
+    pub end_ms: i64,
+    /// Events per second of a burst at its start.
+    pub burst_peak: f64,
+}
+
+impl World {
+    /// The next arrival after `clock` of a Poisson process of `rate`/s scaled by the market
+    /// intensity (raised to at least `floor`); `None` at the end of the trace. The intensity is
+    /// constant within a minute, so the process is sampled minute by minute, exactly.
+    fn poisson_next(&self, rng: &mut Rng, mut clock: f64, rate: f64, floor: f64) -> Option<f64> {
+        loop {
+            let (intensity, minute_end) = self.intensity.at(clock as i64)?;
+            let per_ms = rate * intensity.max(floor) / 1000.0;
+            if per_ms > 0.0 {
+                let next = clock + rng.exp(1.0 / per_ms);
+                if next < minute_end as f64 {
+                    return (next < self.end_ms as f64).then_some(next);
+                }
+            }
+            clock = minute_end as f64;
+            if clock >= self.end_ms as f64 {
+                return None;
+            }
+        }
+    }
+
+    fn user(&self, rng: &mut Rng) -> ClientId {
+        self.users[rng.below(self.users.len())].clone()
+    }
+
+    fn popular_ticker(&self, rng: &mut Rng) -> u32 {
+        self.zipf.sample(rng) as u32
+    }
+}
+
+/// One event to emit.
+pub(crate) struct Emit {
+    pub ticker: u32,
+    pub kind: Kind,
+    pub client: ClientId,
+    pub origin: Origin,
+}
+
+/// A source the generator must create (it owns the id counters).
+pub(crate) enum Spawn {
+    Session { seed: u64 },
+    Burst { seed: u64 },
+}
+
+/// The result of firing a source at its scheduled time.
+pub(crate) struct Fired {
+    pub emit: Option<Emit>,
+    /// When it fires again; `None` when it is done.
+    pub next: Option<f64>,
+    /// A new source starting at the given clock.
+    pub spawn: Option<(Spawn, f64)>,
+}
+
+/// A traffic source.
+pub(crate) enum Source {
+    /// One-off lookups by the user pool: Zipf ticker, any module.
+    Lookups {
+        rng: Rng,
+        rate: f64,
+        clock: f64,
+    },
+    /// Starts analyst sessions.
+    SessionArrivals {
+        rng: Rng,
+        rate: f64,
+        clock: f64,
+    },
+    Session(Session),
+    Widget(Widget),
+    /// Starts news bursts.
+    BurstArrivals {
+        rng: Rng,
+        rate: f64,
+        clock: f64,
+    },
+    Burst(Burst),
+}
+
+impl Source {
+    /// The first firing time of a source whose process starts at `start` ms.
+    pub(crate) fn first(&mut self, world: &World, start: f64) -> Option<f64> {
+        match self {
+            Source::Lookups { rng, rate, clock } | Source::SessionArrivals { rng, rate, clock } => {
+                *clock = world.poisson_next(rng, start, *rate, 0.0)?;
+                Some(*clock)
+            }
+            Source::BurstArrivals { rng, rate, clock } => {
+                *clock = world.poisson_next(rng, start, *rate, BURST_FLOOR)?;
+                Some(*clock)
+            }
+            Source::Widget(w) => w.first(start as i64).map(|t| t as f64),
+            Source::Session(s) => Some(s.clock),
+            Source::Burst(b) => b.advance(),
+        }
+    }
+
+    pub(crate) fn fire(&mut self, world: &World) -> Fired {
+        match self {
+            Source::Lookups { rng, rate, clock } => {
+                let emit = Emit {
+                    ticker: world.popular_ticker(rng),
+                    kind: Kind::pick(rng, &LOOKUP_MIX),
+                    client: world.user(rng),
+                    origin: Origin::Lookup,
+                };
+                let next = world.poisson_next(rng, *clock, *rate, 0.0);
+                *clock = next.unwrap_or(f64::INFINITY);
+                Fired { emit: Some(emit), next, spawn: None }
+            }
+            Source::SessionArrivals { rng, rate, clock } => {
+                let spawn = (Spawn::Session { seed: rng.next_u64() }, *clock);
+                let next = world.poisson_next(rng, *clock, *rate, 0.0);
+                *clock = next.unwrap_or(f64::INFINITY);
+                Fired { emit: None, next, spawn: Some(spawn) }
+            }
+            Source::BurstArrivals { rng, rate, clock } => {
+                let spawn = (Spawn::Burst { seed: rng.next_u64() }, *clock);
+                let next = world.poisson_next(rng, *clock, *rate, BURST_FLOOR);
+                *clock = next.unwrap_or(f64::INFINITY);
+                Fired { emit: None, next, spawn: Some(spawn) }
+            }
+            Source::Session(s) => s.fire(world),
+            Source::Widget(w) => w.fire(),
+            Source::Burst(b) => {
+                let emit = b.emit(world);
+                Fired { emit: Some(emit), next: b.advance(), spawn: None }
+            }
+        }
+    }
+}
+
+/// An analyst: for each ticker looked at, price → chart → news (→ fundamentals) (→ options),
+/// seconds to a minute or two apart, then maybe another ticker.
+pub(crate) struct Session {
+    rng: Rng,
+    client: ClientId,
+    ticker: u32,
+    steps: [Kind; 5],
+    n_steps: usize,
+    step: usize,
+    tickers_left: i32,
+    clock: f64,
+}
+
+impl Session {
+    pub(crate) fn new(world: &World, seed: u64, client: ClientId, clock: f64) -> Self {
+        let mut rng = Rng::new(seed, 0);
+        let mut tickers_left = 0;
+        while tickers_left + 1 < SESSION_MAX_TICKERS && rng.chance(SESSION_CONTINUE) {
+            tickers_left += 1;
+        }
+        let mut s = Self { rng, client, ticker: 0, steps: [Kind::Price; 5], n_steps: 0, step: 0, tickers_left, clock };
+        s.plan(world, None);
+        s
+    }
+
+    /// Chooses the next ticker (another than `previous`, if a few draws find one) and its walk.
+    fn plan(&mut self, world: &World, previous: Option<u32>) {
+        for _ in 0..8 {
+            self.ticker = world.popular_ticker(&mut self.rng);
+            if Some(self.ticker) != previous {
+                break;
+            }
+        }
+        let mut steps = vec![Kind::Price, Kind::Chart, Kind::News];
+        if self.rng.chance(SESSION_P_NEWS_FIRST) {
+            steps.swap(1, 2);
+        }
+        if self.rng.chance(SESSION_P_FUNDAMENTALS) {
+            steps.push(Kind::Fundamentals);
+        }
+        if self.rng.chance(SESSION_P_OPTIONS) {
+            steps.push(Kind::Options);
+        }
+        self.n_steps = steps.len();
+        self.steps[..steps.len()].copy_from_slice(&steps);
+        self.step = 0;
+    }
+
+    fn fire(&mut self, world: &World) -> Fired {
+        let emit = Emit {
+            ticker: self.ticker,
+            kind: self.steps[self.step],
+            client: self.client.clone(),
+            origin: Origin::Session,
+        };
+        self.step += 1;
+        let gap_s = if self.step < self.n_steps {
+            3.0 + self.rng.exp(25.0)
+        } else if self.tickers_left > 0 {
+            self.tickers_left -= 1;
+            self.plan(world, Some(self.ticker));
+            20.0 + self.rng.exp(90.0)
+        } else {
+            return Fired { emit: Some(emit), next: None, spawn: None };
+        };
+        self.clock += gap_s * 1000.0;
+        let next = (self.clock < world.end_ms as f64).then_some(self.clock);
+        Fired { emit: Some(emit), next, spawn: None }
+    }
+}
+
+/// One (ticker, module) pair of a dashboard, refreshed every `period_ms` while the dashboard is
+/// open: weekdays between its open and close minute (market time), or always.
+pub(crate) struct Widget {
+    client: ClientId,
+    ticker: u32,
+    kind: Kind,
+    period_ms: i64,
+    /// Offset of the first refresh after the dashboard opens (always-on: after the trace start).
+    offset_ms: i64,
+    /// Local open and close minutes; `None` for a wallboard that never closes.
+    window: Option<(u32, u32)>,
+    next: i64,
+    window_close: i64,
+    end_ms: i64,
+}
+
+impl Widget {
+    /// Draws a dashboard's widgets: 2 to 6 distinct pairs of popular tickers.
+    pub(crate) fn dashboard(world: &World, rng: &mut Rng, client: &ClientId) -> Vec<Widget> {
+        let window = if rng.chance(0.2) {
+            None
+        } else {
+            // Desks open the board between 07:00 and 09:30 and close it between 16:00 and 19:00.
+            Some((7 * 60 + rng.below(151) as u32, 16 * 60 + rng.below(181) as u32))
+        };
+        let n = 2 + rng.below(5);
+        let mut widgets: Vec<Widget> = Vec::with_capacity(n);
+        for i in 0..n {
+            let (ticker, kind) = (world.popular_ticker(rng), Kind::pick(rng, &WIDGET_MIX));
+            if widgets.iter().any(|w| w.ticker == ticker && w.kind == kind) {
+                continue;
+            }
+            let period_ms = kind.dashboard_period_s() * 1000;
+            let offset_ms = match window {
+                Some(_) => i as i64 * 250 + rng.below(250) as i64,
+                None => rng.below(period_ms as usize) as i64,
+            };
+            widgets.push(Widget {
+                client: client.clone(),
+                ticker,
+                kind,
+                period_ms,
+                offset_ms,
+                window,
+                next: 0,
+                window_close: i64::MAX,
+                end_ms: world.end_ms,
+            });
+        }
+        widgets
+    }
+
+    /// Refreshes per second while open.
+    pub(crate) fn rate(&self) -> f64 {
+        1000.0 / self.period_ms as f64
+    }
+
+    fn first(&mut self, start: i64) -> Option<i64> {
+        let t = match self.window {
+            None => start + self.offset_ms,
+            Some(_) => self.first_in_window(start)?,
+        };
+        self.next = t;
+        (t < self.end_ms).then_some(t)
+    }
+
+    /// The first refresh at or after `from` in an open window, noting when that window closes.
+    fn first_in_window(&mut self, from: i64) -> Option<i64> {
+        let (open_min, close_min) = self.window?;
+        let mut date: NaiveDate = calendar::local_date(Utc.timestamp_millis_opt(from).single()?);
+        for _ in 0..8 {
+            if !matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
+                let open = calendar::local_instant(date, open_min).timestamp_millis() + self.offset_ms;
+                let close = calendar::local_instant(date, close_min).timestamp_millis();
+                let k = if from > open { (from - open + self.period_ms - 1) / self.period_ms } else { 0 };
+                let t = open + k * self.period_ms;
+                if t < close {
+                    self.window_close = close;
+                    return Some(t);
+                }
+            }
+            date = date.checked_add_days(Days::new(1))?;
+        }
+        None
+    }
+
+    fn fire(&mut self) -> Fired {
+        let emit =
+            Emit { ticker: self.ticker, kind: self.kind, client: self.client.clone(), origin: Origin::Dashboard };
+        let mut next = self.next + self.period_ms;
+        if next >= self.window_close {
+            // The board is closed until the next weekday's open.
+            match self.first_in_window(self.window_close) {
+                Some(t) => next = t,
+                None => return Fired { emit: Some(emit), next: None, spawn: None },
+            }
+        }
+        self.next = next;
+        Fired { emit: Some(emit), next: (next < self.end_ms).then_some(next as f64), spawn: None }
+    }
+}
+
+/// News bursts arrive mostly in market hours, but news breaks at any hour: the arrival intensity
+/// never drops below this fraction of the market-hours mean.
+pub(crate) const BURST_FLOOR: f64 = 0.1;
+
+/// One ticker suddenly hot: queries start at `peak`/s and decay exponentially (time constant a
+/// third of the burst) until the burst ends 10 to 60 minutes later.
+pub(crate) struct Burst {
+    rng: Rng,
+    ticker: u32,
+    start: f64,
+    end: f64,
+    tau: f64,
+    peak: f64,
+    clock: f64,
+}
+
+impl Burst {
+    pub(crate) fn new(world: &World, seed: u64, clock: f64) -> Self {
+        let mut rng = Rng::new(seed, 0);
+        // A ticker outside the top ten, whose burst stands out from its everyday traffic.
+        let n = world.tickers.len();
+        let skip = if n > 10 { 10 } else { 0 };
+        let ticker = (skip + rng.below(n - skip)) as u32;
+        let minutes = rng.range(10.0, 60.0);
+        let end = (clock + minutes * 60_000.0).min(world.end_ms as f64);
+        Self { rng, ticker, start: clock, end, tau: minutes * 60_000.0 / 3.0, peak: world.burst_peak / 1000.0, clock }
+    }
+
+    fn rate_at(&self, t: f64) -> f64 {
+        self.peak * (-(t - self.start) / self.tau).exp()
+    }
+
+    /// Moves to the next query (thinning: the rate only decreases, so the rate now bounds it).
+    fn advance(&mut self) -> Option<f64> {
+        loop {
+            let bound = self.rate_at(self.clock);
+            if bound <= 0.0 {
+                return None;
+            }
+            self.clock += self.rng.exp(1.0 / bound);
+            if self.clock >= self.end {
+                return None;
+            }
+            if self.rng.chance(self.rate_at(self.clock) / bound) {
+                return Some(self.clock);
+            }
+        }
+    }
+
+    fn emit(&mut self, world: &World) -> Emit {
+        Emit {
+            ticker: self.ticker,
+            kind: Kind::pick(&mut self.rng, &BURST_MIX),
+            client: world.user(&mut self.rng),
+            origin: Origin::Burst,
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The `prefetch` command line, as a library so that other crates and tests can call its parts
+//! (issue #7's backtests generate their logs with [`demo::Generator`]).
+//!
+//! # Layout
+//! - `lib.rs`: [`Cli`] and its [`Command`]s.
+//! - `main.rs`: parses the command line, runs the command, reports how it ended.
+//! - `demo/`: `demo-traffic`, the deterministic generator of realistic query events and its
+//!   outputs (JSON lines, or NDJSON batches to an ingest). See [`demo`].
+//!
+//! More commands (cache-status, prefetch-stats, prefetch-warmup, prefetch-config, predictions,
+//! up, backtest, tune) arrive with issues #5, #6 and #7 as further [`Command`] variants.
+
+pub mod demo;
+
+use clap::{Parser, Subcommand};
+
+/// Smart Prefetch command line.
+#[derive(Debug, Parser)]
+#[command(name = "prefetch", version, about, arg_required_else_help = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate realistic, reproducible query traffic to a JSON-lines file or an ingest.
+    #[command(name = "demo-traffic")]
+    DemoTraffic(demo::DemoArgs),
+}
