@@ -28,6 +28,10 @@ pub struct ThroughputArgs {
     /// Rounds of (raw, analyzer).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Leave `client` out of the events, so no sequence is learned and nothing is published
+    /// per event (isolates the cost of event-driven predictions).
+    #[arg(long)]
+    no_clients: bool,
 }
 
 /// Flags of `analyzer-keys`.
@@ -106,6 +110,13 @@ async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: u
     }
     let (t0, k0) = started.context("no event folded")?;
     let rate = (n - k0) as f64 / t0.elapsed().as_secs_f64();
+    let text = http.get(&url).send().await?.text().await?;
+    let predictions: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("smart_prefetch_analyzer_predictions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("analyzer round: {n} events folded, {predictions} event-driven predictions published");
     shutdown.cancel();
     task.await??;
     Ok(rate)
@@ -119,7 +130,10 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     let topics = TopicArgs::prefixed(&format!("bench-an-{run}."));
     let specs = [TopicSpec { name: topics.query_events_topic.clone(), compacted: false }];
     ensure_topics(&kafka, &specs, Duration::from_secs(30)).await?;
-    let evs = crate::ingest::events(args.events);
+    let mut evs = crate::ingest::events(args.events);
+    if args.no_clients {
+        evs.iter_mut().for_each(|e| e.client = None);
+    }
     let producer = kafka.producer(Duration::from_secs(120))?;
     for chunk in evs.chunks(50_000) {
         let futs: Vec<_> = chunk

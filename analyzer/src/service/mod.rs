@@ -153,6 +153,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
         tick_interval: cfg.tick_interval,
         stats_interval: cfg.stats_interval,
         kafka: cfg.kafka.clone(),
+        recent: pipeline::Recent::default(),
     };
     let result = pipeline.run(shutdown.clone()).await;
     shutdown.cancel();
