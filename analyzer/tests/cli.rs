@@ -9,20 +9,12 @@ fn analyzer() -> Command {
 
 #[test]
 fn help_explains_every_flag() {
-    let out = analyzer().arg("--help").output().unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8(out.stdout).unwrap();
-    for flag in [
+    prefetch_testkit::assert_help_explains(env!("CARGO_BIN_EXE_analyzer"), &[
         "--listen", "--group-id", "--tick-interval", "--stats-interval", "--stats-topic", "--instance-id", "--model-config",
         "--top-n", "--min-confidence", "--enabled", "--hour-weights", "--market-tz", "--horizon-s", "--retention-s",
         "--startup-timeout", "--brokers", "--kafka-option", "--query-events-topic", "--predictions-topic", "--dlq-topic",
         "--log-format",
-    ] {
-        let i = help.lines().position(|l| l.trim_start().starts_with(flag) || l.contains(&format!(", {flag}")));
-        let i = i.unwrap_or_else(|| panic!("{flag} missing from --help:\n{help}"));
-        let text: String = help.lines().skip(i).take(2).collect();
-        assert!(text.split_whitespace().count() > 3, "{flag} has no explanation:\n{help}");
-    }
+    ]);
 }
 
 #[test]

@@ -34,3 +34,16 @@ pub struct ErrorBody<P: Serialize = ()> {
 pub fn error_response(status: StatusCode, error: &'static str, message: impl Into<String>) -> Response {
     (status, axum::Json(ErrorBody::<()> { error, message: message.into(), problems: Vec::new() })).into_response()
 }
+
+/// `/readyz` for a service whose readiness is "Kafka answers and `topic` exists": 200, or 503
+/// with the reason. The metadata request blocks, so it runs on a blocking thread.
+pub async fn kafka_readiness(producer: rdkafka::producer::FutureProducer, topic: String) -> Response {
+    use rdkafka::producer::Producer;
+    let r = tokio::task::spawn_blocking(move || crate::kafka::topic_ready(producer.client(), &topic, std::time::Duration::from_secs(2)))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match r {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why),
+    }
+}

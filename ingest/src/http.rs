@@ -17,7 +17,6 @@ use prefetch_common::http::{error_response, metrics_response, ErrorBody};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use rdkafka::producer::Producer;
 use std::time::{Duration, Instant};
 
 /// What every handler shares.
@@ -207,13 +206,5 @@ async fn drain(body: Body, limit: usize) {
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    let producer = s.sink.producer().clone();
-    let topic = s.sink.topic().to_owned();
-    let r = tokio::task::spawn_blocking(move || prefetch_common::kafka::topic_ready(producer.client(), &topic, Duration::from_secs(2)))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    match r {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why),
-    }
+    prefetch_common::http::kafka_readiness(s.sink.producer().clone(), s.sink.topic().to_owned()).await
 }

@@ -146,7 +146,7 @@ async fn a_restart_rebuilds_state_from_the_topic_and_keeps_predicting() {
 }
 
 /// Keys `(ticker, module)` an instance currently predicts.
-async fn predicted(an: &Analyzer) -> Option<std::collections::BTreeSet<String>> {
+async fn predicted(an: &Service) -> Option<std::collections::BTreeSet<String>> {
     let v: Value = http().get(an.url("/v1/predictions")).send().await.ok()?.json().await.ok()?;
     Some(v["predictions"].as_array()?.iter().map(|p| format!("{}:{}", p["ticker"].as_str().unwrap(), p["module"].as_str().unwrap())).collect())
 }

@@ -47,7 +47,7 @@ async fn original_record_action_lands_exactly_that_event() {
     assert!((chrono::Utc::now() - ts.to_utc()).num_seconds().abs() < 60, "stamped with ingest's clock");
     assert_eq!(v.as_object().unwrap().len(), 4, "no client or latency was sent, none is invented: {v}");
     assert_eq!(topic_count(&kafka.bootstrap(), &topic).await, 1, "exactly one message");
-    ingest.stop().await.unwrap();
+    ingest.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +95,7 @@ async fn batches_as_json_array_and_ndjson_land_whole_and_keyed_by_ticker() {
         .map(|r| chrono::DateTime::parse_from_rfc3339(r.value["ts"].as_str().unwrap()).unwrap().timestamp_millis())
         .collect();
     assert_eq!(brk, (0..40).map(|i| 1773066610000i64 + i).collect::<Vec<_>>());
-    ingest.stop().await.unwrap();
+    ingest.stop().await;
 }
 
 /// Every bad request: status, error code, and (for event problems) the field named.
@@ -176,7 +176,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_reaches_the_topic
     let metrics = get(ingest.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("smart_prefetch_ingest_requests_rejected_total{reason=\"too_large\"} 2"), "{metrics}");
     assert!(metrics.contains("smart_prefetch_ingest_events_accepted_total 1"), "{metrics}");
-    ingest.stop().await.unwrap();
+    ingest.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +198,7 @@ async fn health_readiness_and_metrics_exposition() {
         assert!(text.contains(name), "missing {name:?} in\n{text}");
     }
     promtool_check_metrics(&text);
-    ingest.stop().await.unwrap();
+    ingest.stop().await;
 }
 
 async fn get(url: String) -> reqwest::Result<reqwest::Response> {

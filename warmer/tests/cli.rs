@@ -9,22 +9,14 @@ fn warmer() -> Command {
 
 #[test]
 fn help_explains_every_flag() {
-    let out = warmer().arg("--help").output().unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8(out.stdout).unwrap();
-    for flag in [
+    let help = prefetch_testkit::assert_help_explains(env!("CARGO_BIN_EXE_warmer"), &[
         "--listen", "--group", "--enabled", "--top-n", "--min-confidence", "--holdback", "--active-hours", "--active-days",
         "--market-tz", "--cache", "--redis-prefix", "--ttl", "--default-ttl", "--max-entries", "--max-bytes", "--sweep-interval",
         "--upstream-url", "--upstream-concurrency", "--upstream-timeout", "--upstream-retries", "--retry-backoff", "--rate-limit",
         "--rate-burst", "--rate-max-wait", "--spread", "--startup-timeout", "--brokers", "--kafka-option", "--topic-partitions",
         "--topic-replication", "--query-events-topic", "--predictions-topic", "--config-topic", "--dlq-topic", "--log-format",
         "--log-level",
-    ] {
-        let line = help.lines().position(|l| l.trim_start().starts_with(&format!("{flag} ")) || l.trim_start() == flag || l.contains(&format!(", {flag} ")));
-        let line = line.unwrap_or_else(|| panic!("{flag} missing from --help:\n{help}"));
-        let text: String = help.lines().skip(line).take(2).collect();
-        assert!(text.split_whitespace().count() > 3, "{flag} has no explanation:\n{help}");
-    }
+    ]);
     for env in ["WARMER_LISTEN", "WARMER_TTL", "WARMER_RATE_LIMIT", "MARKET_TZ", "KAFKA_BROKERS", "WARMER_CACHE"] {
         assert!(help.contains(&format!("[env: {env}")), "{env} fallback not shown:\n{help}");
     }

@@ -7,9 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prefetch_common::http::{error_response, metrics_response};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What the handlers share.
 pub struct AdminState {
@@ -49,12 +48,5 @@ async fn predictions(State(s): State<Arc<AdminState>>) -> Response {
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
-    let (producer, topic) = (s.producer.clone(), s.topic.clone());
-    let r = tokio::task::spawn_blocking(move || prefetch_common::kafka::topic_ready(producer.client(), &topic, Duration::from_secs(2)))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    match r {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why),
-    }
+    prefetch_common::http::kafka_readiness(s.producer.clone(), s.topic.clone()).await
 }

@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// How the test upstream answers.
 #[derive(Debug, Clone)]
@@ -193,33 +191,7 @@ impl TestRedis {
 }
 
 /// A running warmer.
-pub struct Running {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Cancel to stop it.
-    pub shutdown: CancellationToken,
-    /// Resolves when it has stopped.
-    pub handle: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    /// `http://addr` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Stops it; it must stop promptly (the consumers are committed and let go, never waited on).
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        let r = tokio::time::timeout(Duration::from_secs(30), self.handle).await.expect("warmer stops within 30s");
-        r.unwrap().unwrap();
-    }
-
-    /// `/metrics` as text.
-    pub async fn metrics(&self) -> String {
-        http().get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
-    }
-}
+pub type Running = Service;
 
 /// A warmer configuration for tests: unique topics and group, the given upstream and cache,
 /// no spread, no holdback, generous rate, quick sweeps.
@@ -244,22 +216,7 @@ pub fn config(kafka: &TestKafka, test: &str, upstream: &TestUpstream, cache: &st
 
 /// Starts the warmer's entry point on port 0 and waits until `/readyz` answers 200.
 pub async fn spawn_warmer(cfg: warmer::Config) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let mut handle = tokio::spawn(warmer::serve(cfg, listener, shutdown.clone()));
-    let url = format!("http://{addr}/readyz");
-    let ready = eventually(Duration::from_secs(30), "warmer ready", || async {
-        if handle.is_finished() {
-            return Some(false);
-        }
-        let r = http().get(&url).send().await.ok()?;
-        r.status().is_success().then_some(true)
-    });
-    if !ready.await {
-        panic!("warmer stopped during start-up: {:?}", (&mut handle).await);
-    }
-    Running { addr, shutdown, handle }
+    spawn_service("warmer", |l, t| warmer::serve(cfg, l, t)).await
 }
 
 /// A prediction made now.
