@@ -118,6 +118,10 @@ impl KafkaArgs {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
+            // librdkafka's default (1000 ms) stalls a partition's fetching for a whole second
+            // whenever the local queue is full: a consumer slower than its fetcher drains in
+            // bursts (BENCHMARKS.md, analyzer).
+            .set("fetch.queue.backoff.ms", "10")
             .set("enable.partition.eof", "false");
         self.apply_options(&mut c)?;
         Ok(c)
