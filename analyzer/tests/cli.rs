@@ -34,11 +34,5 @@ fn a_bad_model_configuration_names_the_field() {
 
 #[test]
 fn unreachable_kafka_fails_start_up_with_a_clear_message() {
-    let out = analyzer()
-        .args(["--brokers", "127.0.0.1:1", "--startup-timeout", "2s", "--listen", "127.0.0.1:0"])
-        .env("LOG_LEVEL", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Kafka at 127.0.0.1:1 did not answer within 2s"));
+    prefetch_testkit::assert_unreachable_kafka_is_named(env!("CARGO_BIN_EXE_analyzer"));
 }

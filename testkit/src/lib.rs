@@ -332,3 +332,16 @@ pub fn assert_help_explains(bin: &str, flags: &[&str]) -> String {
     }
     help
 }
+
+/// Runs `bin` against a broker address where nothing listens and checks that start-up fails
+/// within its `--startup-timeout` with exit code 1 and a message naming the broker.
+pub fn assert_unreachable_kafka_is_named(bin: &str) {
+    let out = std::process::Command::new(bin)
+        .args(["--brokers", "127.0.0.1:1", "--startup-timeout", "2s", "--listen", "127.0.0.1:0"])
+        .env("LOG_LEVEL", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{bin}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Kafka at 127.0.0.1:1 did not answer within 2s"), "{bin}: {stderr}");
+}
