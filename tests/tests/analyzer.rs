@@ -14,6 +14,9 @@ fn config(kafka: &TestKafka, test: &str) -> analyzer::service::Config {
     cfg.stats_topic = format!("{}stats", cfg.topics.query_events_topic);
     cfg.group_id = format!("{}analyzer", cfg.topics.query_events_topic);
     cfg.tick_interval = Duration::from_millis(500);
+    // Uniform hour weights: these scenarios use events of the last hour, and must not depend on
+    // the time of day they run at (the weights themselves are unit-tested on fixed timestamps).
+    cfg.hour_weights = Some(String::new());
     cfg.stats_interval = Duration::from_secs(1);
     kafka.prepare(&cfg.topics);
     kafka.prepare_topic(&cfg.stats_topic, 1);
