@@ -47,21 +47,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn post_events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let Some(framing) = Framing::from_content_type(ct) else {
-        s.metrics.rejected(Rejection::UnsupportedMediaType, 0);
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("Content-Type {:?} is not accepted; send application/json (an event or an array) or application/x-ndjson", ct.unwrap_or("")),
-        );
-    };
-    let body = match read_limited(body, &headers, s.max_body_bytes).await {
-        Ok(b) => b,
-        Err(resp) => {
-            s.metrics.rejected(Rejection::TooLarge, 0);
-            return resp;
-        }
+    let wanted = "application/json (an event or an array) or application/x-ndjson";
+    let (framing, body) = match read_body(&s, &headers, body, Some, wanted).await {
+        Ok(fb) => fb,
+        Err(resp) => return resp,
     };
     let events = match parse_body(&body, framing, Utc::now()) {
         Ok(evs) if evs.is_empty() => {
@@ -111,21 +100,10 @@ async fn original_api(
 
 /// `POST ?action=record` with the original body `{"ticker","module","hit"}`.
 async fn record(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    if Framing::from_content_type(ct) != Some(Framing::Json) {
-        s.metrics.rejected(Rejection::UnsupportedMediaType, 0);
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("Content-Type {:?} is not accepted; send application/json", ct.unwrap_or("")),
-        );
-    }
-    let body = match read_limited(body, &headers, s.max_body_bytes).await {
-        Ok(b) => b,
-        Err(resp) => {
-            s.metrics.rejected(Rejection::TooLarge, 0);
-            return resp;
-        }
+    let only_json = |f| (f == Framing::Json).then_some(f);
+    let (_, body) = match read_body(&s, &headers, body, only_json, "application/json").await {
+        Ok(fb) => fb,
+        Err(resp) => return resp,
     };
     let event = match QueryEvent::from_json(&body, Utc::now()) {
         Ok(e) => e,
@@ -137,6 +115,33 @@ async fn record(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
     match produce(&s, std::slice::from_ref(&event)).await {
         Ok(()) => Json(RecordAck::from(&event)).into_response(),
         Err(resp) => resp,
+    }
+}
+
+/// Checks the content type against what the route `accepts` (415 naming `wanted` otherwise)
+/// and reads the body within the size limit (413 otherwise), counting either refusal.
+async fn read_body(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    accepts: impl Fn(Framing) -> Option<Framing>,
+    wanted: &str,
+) -> Result<(Framing, Bytes), Response> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let Some(framing) = Framing::from_content_type(ct).and_then(accepts) else {
+        s.metrics.rejected(Rejection::UnsupportedMediaType, 0);
+        return Err(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type {:?} is not accepted; send {wanted}", ct.unwrap_or("")),
+        ));
+    };
+    match read_limited(body, headers, s.max_body_bytes).await {
+        Ok(b) => Ok((framing, b)),
+        Err(resp) => {
+            s.metrics.rejected(Rejection::TooLarge, 0);
+            Err(resp)
+        }
     }
 }
 
