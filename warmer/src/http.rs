@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use prefetch_common::contract::{ClientId, Module, QueryEvent, Ticker};
 use prefetch_common::http::{error_response, metrics_response};
 use rdkafka::producer::FutureRecord;
@@ -76,17 +76,7 @@ async fn fetch_and_store(s: &Shared, key: &Key) -> Response {
         Ok(b) => b,
         Err(e) => return error_response(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string()),
     };
-    let fetched_at = Utc::now();
-    let ttl = chrono::Duration::from_std(s.ttls.for_module(key.module.as_str())).unwrap_or(chrono::Duration::MAX);
-    let entry = Entry {
-        module: key.module.clone(),
-        ticker: key.ticker.clone(),
-        fetched_at,
-        expires_at: fetched_at.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC),
-        source: Source::Demand,
-        confidence: None,
-        body,
-    };
+    let entry = Entry::fetched(key, Source::Demand, None, body, &s.ttls);
     match s.cache.put(&entry).await {
         Ok(removed) => {
             s.metrics.removed(removed);

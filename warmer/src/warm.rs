@@ -83,21 +83,11 @@ async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
         Err(FetchError::RateLimited(_)) => return Outcome::DroppedRateLimit,
         Err(_) => return Outcome::Failed,
     };
-    let fetched_at = Utc::now();
-    let ttl = chrono::Duration::from_std(shared.ttls.for_module(key.module.as_str())).unwrap_or(chrono::Duration::MAX);
-    let entry = Entry {
-        module: p.module.clone(),
-        ticker: p.ticker.clone(),
-        fetched_at,
-        expires_at: fetched_at.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC),
-        source: Source::Warm,
-        confidence: Some(p.confidence),
-        body,
-    };
+    let entry = Entry::fetched(&key, Source::Warm, Some(p.confidence), body, &shared.ttls);
     match shared.cache.put(&entry).await {
         Ok(removed) => {
             shared.metrics.removed(removed);
-            shared.ledger.warmed(key, fetched_at, entry.expires_at);
+            shared.ledger.warmed(key, entry.fetched_at, entry.expires_at);
             shared.metrics.stored((Utc::now() - p.generated_at).to_std().unwrap_or_default());
             Outcome::Stored
         }

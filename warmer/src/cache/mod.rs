@@ -57,6 +57,21 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry for `body` just fetched for `key` by `source`, living for its module's TTL.
+    pub fn fetched(key: &Key, source: Source, confidence: Option<f64>, body: serde_json::Value, ttls: &Ttls) -> Self {
+        let fetched_at = Utc::now();
+        let ttl = chrono::Duration::from_std(ttls.for_module(key.module.as_str())).unwrap_or(chrono::Duration::MAX);
+        Self {
+            module: key.module.clone(),
+            ticker: key.ticker.clone(),
+            fetched_at,
+            expires_at: fetched_at.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            source,
+            confidence,
+            body,
+        }
+    }
+
     /// The entry's key.
     pub fn key(&self) -> Key {
         Key { module: self.module.clone(), ticker: self.ticker.clone() }
