@@ -37,6 +37,18 @@ pub enum KafkaSetupError {
         /// What the broker said.
         reason: String,
     },
+    /// A topic could not be read (metadata, watermarks or assignment failed).
+    #[error("cannot read topic {topic:?}: {source}")]
+    Follow {
+        /// The topic.
+        topic: String,
+        /// What the client said.
+        #[source]
+        source: KafkaError,
+    },
+    /// The thread that follows a topic could not be started.
+    #[error("cannot start a reader thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// How to reach Kafka. Shared by every binary so the flags read the same everywhere.

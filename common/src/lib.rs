@@ -6,6 +6,10 @@
 //!   boundary uses, reporting every bad field.
 //! - `kafka.rs`: connection flags ([`kafka::KafkaArgs`]), one builder per client kind with every
 //!   semantic key set explicitly, topic names ([`kafka::TopicArgs`]) and start-up topic creation.
+//! - `config.rs`: [`config::LiveConfig`], the one live configuration of every analyzer and
+//!   warmer (compacted `prefetch.config` topic), its validation and partial updates.
+//! - `feed.rs`: following a topic outside any group ([`feed::follow`]), and
+//!   [`feed::ConfigFeed`], the live config as a watch channel.
 //! - `prediction.rs`: [`prediction::Prediction`], what the analyzer publishes and the warmer reads.
 //! - `http.rs`: `/metrics` rendering and the JSON error body shared by the HTTP services.
 //! - `cli.rs`: command-line helpers (durations such as `5s`).
@@ -17,7 +21,9 @@
 //! topic can be written by anyone.
 
 pub mod cli;
+pub mod config;
 pub mod contract;
+pub mod feed;
 pub mod http;
 pub mod kafka;
 pub mod prediction;

@@ -5,10 +5,9 @@
 //! an operator can fix a config file without reading code.
 
 use chrono_tz::Tz;
+pub use prefetch_common::config::{parse_hour_weights, ConfigError};
+use prefetch_common::config::{hour_table, LiveConfig};
 use serde::{Deserialize, Serialize};
-
-/// Hours of the market day with no configured range get this weight.
-pub const DEFAULT_HOUR_WEIGHT: f64 = 1.0;
 
 /// What the analyzer's model is asked to do. Every field has a default, so `{}` is a valid config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,7 +21,7 @@ pub struct ModelConfig {
     pub enabled: bool,
     /// Intensity multipliers by market hour, as ordered `("a-b", weight)` pairs. A range is the
     /// half-open interval of hours `[a, b)` in market time; `"21-9"` wraps past midnight.
-    /// Ranges must not overlap; hours no range covers get [`DEFAULT_HOUR_WEIGHT`].
+    /// Ranges must not overlap; hours no range covers weigh 1.
     pub hour_weights: Vec<(String, f64)>,
     /// IANA name of the market's time zone; hours and weekdays are read in it, DST included.
     pub market_tz: String,
@@ -62,22 +61,6 @@ impl Default for ModelConfig {
     }
 }
 
-/// A config value the model cannot run with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConfigError {
-    /// The field at fault, e.g. `min_confidence` or `hour_weights[2]`.
-    pub field: String,
-    /// What is wrong and what would be accepted.
-    pub message: String,
-}
-
-impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
-    }
-}
-
 /// The validated configuration, in the units the model computes with.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -99,6 +82,21 @@ pub(crate) struct Settings {
 }
 
 impl ModelConfig {
+    /// This config with the fields the live config sets (the `prefetch.config` topic) taken
+    /// from `live`; the rest (retention, buckets, session gap, late bound) are deployment
+    /// settings and stay.
+    pub fn with_live(&self, live: &LiveConfig) -> ModelConfig {
+        ModelConfig {
+            top_n: live.top_n,
+            min_confidence: live.min_confidence,
+            enabled: live.enabled,
+            hour_weights: live.hour_weights.clone(),
+            market_tz: live.market_tz.clone(),
+            horizon_s: live.horizon_s,
+            ..self.clone()
+        }
+    }
+
     /// Checks every field and returns the form the model runs on, or the first field at fault.
     pub(crate) fn validate(&self) -> Result<Settings, ConfigError> {
         if self.top_n == 0 || self.top_n > 100_000 {
@@ -146,66 +144,6 @@ fn secs(field: &str, v: u64, min: u64, max: u64) -> Result<u32, ConfigError> {
     }
     // max is at most 31 days, well inside u32.
     Ok(v as u32)
-}
-
-/// Parses `"a-b"` into the hours it covers, in order.
-fn parse_range(field: &str, raw: &str) -> Result<Vec<usize>, ConfigError> {
-    let bad = |why: &str| ConfigError::new(field, format!("range {raw:?} {why}; expected \"a-b\" with hours 0-24, e.g. \"9-11\" or \"21-9\""));
-    let (a, b) = raw.trim().split_once('-').ok_or_else(|| bad("has no '-'"))?;
-    let a: usize = a.trim().parse().map_err(|_| bad("does not start with an hour"))?;
-    let b: usize = b.trim().parse().map_err(|_| bad("does not end with an hour"))?;
-    if a > 23 || b > 24 {
-        return Err(bad("is out of range"));
-    }
-    let b = b % 24;
-    if a == b {
-        return Err(bad("is empty (start equals end)"));
-    }
-    let len = (b + 24 - a) % 24;
-    Ok((0..len).map(|i| (a + i) % 24).collect())
-}
-
-fn hour_table(ranges: &[(String, f64)]) -> Result<([f64; 24], [u8; 24]), ConfigError> {
-    if ranges.len() > 24 {
-        return Err(ConfigError::new("hour_weights", format!("has {} ranges; at most 24 fit in a day", ranges.len())));
-    }
-    let mut weight = [DEFAULT_HOUR_WEIGHT; 24];
-    // Class `ranges.len()` means "no range": hours at the default weight share one table.
-    let mut class = [ranges.len() as u8; 24];
-    let mut owner: [Option<usize>; 24] = [None; 24];
-    for (i, (range, w)) in ranges.iter().enumerate() {
-        let field = format!("hour_weights[{i}]");
-        if !w.is_finite() || *w < 0.0 || *w > 100.0 {
-            return Err(ConfigError::new(field, format!("weight {w} for {range:?} must be a number between 0 and 100")));
-        }
-        for h in parse_range(&field, range)? {
-            if let Some(j) = owner[h] {
-                return Err(ConfigError::new(field, format!("range {range:?} overlaps hour_weights[{j}] ({:?}) at hour {h}", ranges[j].0)));
-            }
-            owner[h] = Some(i);
-            weight[h] = *w;
-            class[h] = i as u8;
-        }
-    }
-    Ok((weight, class))
-}
-
-/// Parses the command-line form `"9-11=1.5,11-15=1.2,21-9=0.3"` into `hour_weights` pairs.
-/// Ranges are checked later, by validation, like any other config.
-pub fn parse_hour_weights(spec: &str) -> Result<Vec<(String, f64)>, ConfigError> {
-    spec.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .enumerate()
-        .map(|(i, part)| {
-            let (range, w) = part.split_once('=').ok_or_else(|| {
-                ConfigError::new(format!("hour_weights[{i}]"), format!("{part:?} is not \"a-b=weight\""))
-            })?;
-            let w: f64 = w.trim().parse().map_err(|_| {
-                ConfigError::new(format!("hour_weights[{i}]"), format!("weight {:?} is not a number", w.trim()))
-            })?;
-            Ok((range.trim().to_owned(), w))
-        })
-        .collect()
 }
 
 #[cfg(test)]

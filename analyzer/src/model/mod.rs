@@ -182,9 +182,44 @@ impl Model {
         })
     }
 
-    /// The configuration the model was built with.
+    /// The configuration the model runs with.
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// Applies a changed configuration (the live config topic) to the running model, keeping
+    /// what it learned. Settings that shape the stored history (retention, bucket width, session
+    /// gap, late bound) cannot change live and are refused by name. A new market time zone
+    /// re-derives market time; new hour ranges restart calibration (it keeps one table per
+    /// range); a new horizon re-scales the decays from the next event on.
+    pub fn reconfigure(&mut self, cfg: ModelConfig) -> Result<(), ConfigError> {
+        let s = cfg.validate()?;
+        let fixed = [
+            ("retention_s", s.retention, self.s.retention),
+            ("bucket_s", s.bucket, self.s.bucket),
+            ("session_gap_s", s.session_gap, self.s.session_gap),
+            ("late_bound_s", s.late_bound, self.s.late_bound),
+        ];
+        if let Some((field, _, now)) = fixed.iter().find(|(_, new, old)| new != old) {
+            return Err(ConfigError::new(*field, format!("cannot change while the analyzer runs (it is {now} s); restart it with the new value")));
+        }
+        if s.tz != self.s.tz {
+            self.calendar = Calendar::new(s.tz, s.bucket, s.retention);
+            self.season = None;
+        }
+        if s.hour_class != self.s.hour_class || s.classes != self.s.classes {
+            self.calibrator = Calibrator::new(s.classes);
+            self.grid = None;
+        }
+        if s.horizon != self.s.horizon {
+            self.tau_fast = s.horizon as f32;
+            self.tau_slow = (s.horizon as f32 * 12.0).max(3_600.0);
+            self.sequences.set_horizon(s.horizon);
+            self.season = None;
+        }
+        self.s = s;
+        self.cfg = cfg;
+        Ok(())
     }
 
     /// Folds one event into the state and returns the event-driven predictions it triggers.

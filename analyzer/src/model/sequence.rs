@@ -133,6 +133,11 @@ impl Sequences {
         }
     }
 
+    /// Changes the horizon follow-ups are predicted within (a live config change).
+    pub fn set_horizon(&mut self, horizon: u32) {
+        self.horizon = horizon;
+    }
+
     /// Learns from `client` querying `(ticker, module)` at `t` and returns the follow-ups whose
     /// probability within the horizon is at least `min_p`. An event older than the client's
     /// last one teaches nothing (its successor is unknown) and predicts nothing.

@@ -340,3 +340,32 @@ fn forgetting_tickers_removes_their_keys_only() {
     m.record(&ev("AAPL", "price", t + Duration::seconds(2), None));
     assert_eq!(m.footprint().keys, 2);
 }
+
+#[test]
+fn a_live_reconfiguration_keeps_what_was_learned() {
+    let mut m = Model::new(publish_all()).unwrap();
+    let start = utc(2026, 1, 6, 15, 0);
+    for minute in 0..=30 {
+        let t = start + Duration::minutes(minute);
+        m.record(&ev("AAPL", "price", t, None));
+        m.record(&ev("MSFT", "news", t, None));
+    }
+    let now = start + Duration::minutes(30) + Duration::seconds(5);
+    assert_eq!(m.tick(now).len(), 2);
+    // top_n 1 and a threshold: the next tick publishes one key, learned before the change.
+    m.reconfigure(ModelConfig { top_n: 1, min_confidence: 0.5, ..publish_all() }).unwrap();
+    let preds = m.tick(now + Duration::seconds(5));
+    assert_eq!(preds.len(), 1, "{preds:?}");
+    assert!(preds[0].confidence > 0.9, "the rates survived the change: {preds:?}");
+    // Disabled: still learning, publishing nothing.
+    m.reconfigure(ModelConfig { enabled: false, ..publish_all() }).unwrap();
+    assert!(m.tick(now + Duration::seconds(10)).is_empty());
+    // Settings that shape stored history are refused by name, and the model keeps its config.
+    let err = m.reconfigure(ModelConfig { retention_s: 86_400, ..publish_all() }).unwrap_err();
+    assert_eq!(err.field, "retention_s");
+    assert!(!m.config().enabled);
+    // A new time zone and horizon apply; predictions carry the new horizon.
+    m.reconfigure(ModelConfig { market_tz: "Europe/London".into(), horizon_s: 60, ..publish_all() }).unwrap();
+    let preds = m.tick(now + Duration::seconds(15));
+    assert!(!preds.is_empty() && preds.iter().all(|p| p.horizon_s == 60), "{preds:?}");
+}
