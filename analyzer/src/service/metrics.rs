@@ -16,6 +16,7 @@ pub struct Metrics {
     live_keys: IntGauge,
     lag: IntGaugeVec,
     rebuilt: IntCounter,
+    confidence: Histogram,
 }
 
 fn reason_label(r: Reason) -> &'static str {
@@ -58,6 +59,14 @@ impl Metrics {
             "Events re-read from the topic to rebuild state after a restart or a rebalance.",
         )
         .unwrap();
+        let confidence = Histogram::with_opts(
+            HistogramOpts::new(
+                "smart_prefetch_analyzer_prediction_confidence_ratio",
+                "Confidence (0-1) of the predictions of each tick (event-driven sequence predictions are not included).",
+            )
+            .buckets(vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]),
+        )
+        .unwrap();
         let event_counters = ["on_time", "late", "dropped"].map(|a| events.with_label_values(&[a]));
         for r in [Reason::Popularity, Reason::TimeOfDay, Reason::Burst, Reason::Sequence] {
             predictions.with_label_values(&[reason_label(r)]);
@@ -70,10 +79,11 @@ impl Metrics {
             Box::new(live_keys.clone()),
             Box::new(lag.clone()),
             Box::new(rebuilt.clone()),
+            Box::new(confidence.clone()),
         ] {
             registry.register(c).unwrap();
         }
-        Self { registry, events: event_counters, dlq, predictions, tick_seconds, live_keys, lag, rebuilt }
+        Self { registry, events: event_counters, dlq, predictions, tick_seconds, live_keys, lag, rebuilt, confidence }
     }
 
     /// The registry to expose on `/metrics`.
@@ -110,6 +120,13 @@ impl Metrics {
     /// Partition `partition` is `lag` messages behind its end.
     pub fn lag(&self, partition: i32, lag: i64) {
         self.lag.with_label_values(&[&partition.to_string()]).set(lag);
+    }
+
+    /// A tick made predictions of these confidences.
+    pub fn confidences(&self, confidences: impl IntoIterator<Item = f64>) {
+        for c in confidences {
+            self.confidence.observe(c);
+        }
     }
 
     /// `n` events were re-read to rebuild state.

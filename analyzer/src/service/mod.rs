@@ -4,6 +4,7 @@
 //! - `config.rs`: flags and environment ([`Config`]).
 //! - `pipeline.rs`: the consume loop (fold, produce, settle offsets, tick, stats).
 //! - `consumer.rs`: the group consumer's context (rebalances, lag).
+//! - `live.rs`: applying the live config topic to the running model.
 //! - `rebuild.rs`: re-reading a partition's retained window after a restart or rebalance.
 //! - `http.rs`: `/v1/stats`, `/v1/predictions`, `/healthz`, `/readyz`, `/metrics`.
 //! - `metrics.rs`: the Prometheus collectors.
@@ -11,6 +12,7 @@
 pub mod config;
 pub mod consumer;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod rebuild;
@@ -21,6 +23,7 @@ use crate::Model;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use prefetch_common::contract::{QueryEvent, Ticker};
+use prefetch_common::feed::ConfigFeed;
 use prefetch_common::kafka::{ensure_topics, TopicSpec};
 use prefetch_common::prediction::Prediction;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -102,6 +105,7 @@ impl Shared {
 
     /// Replaces the last tick's predictions.
     pub fn set_predictions(&self, ps: Vec<Prediction>) {
+        self.metrics.confidences(ps.iter().map(|p| p.confidence));
         *lock(&self.predictions) = ps;
     }
 
@@ -120,16 +124,28 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 
 /// Runs the analyzer with its admin HTTP on a bound `listener` (tests bind port 0).
 pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let model = Model::new(cfg.model_config()?).context("invalid model configuration")?;
+    let base = cfg.model_config()?;
+    let model = Model::new(base.clone()).context("invalid model configuration")?;
     let specs = [
         TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.dlq_topic.clone(), compacted: false },
         TopicSpec { name: cfg.stats_topic.clone(), compacted: true },
+        TopicSpec { name: cfg.topics.config_topic.clone(), compacted: true },
     ];
     ensure_topics(&cfg.kafka, &specs, cfg.startup_timeout).await?;
     let metrics = metrics::Metrics::new();
     let shared = Arc::new(Shared::new(model, metrics.clone()));
+    // The live config applies before the first event is folded, then on every change.
+    let mut feed = ConfigFeed::start(&cfg.kafka, &cfg.topics.config_topic, shutdown.clone())?;
+    if !feed.wait_caught_up(cfg.startup_timeout).await {
+        tracing::warn!(topic = %cfg.topics.config_topic, "Config topic not read to its end in time; starting with the flags' config.");
+    }
+    let current = feed.config.borrow_and_update().clone();
+    if let Some(live) = current {
+        live::apply(&shared, &base, &live);
+    }
+    tokio::spawn(live::follow(shared.clone(), base, feed.config, shutdown.clone()));
     let producer = cfg.kafka.producer(Duration::from_secs(30))?;
     let mut cc = cfg.kafka.consumer_config(&cfg.group_id)?;
     cc.set("statistics.interval.ms", "5000");

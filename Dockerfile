@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# One image with every Smart Prefetch binary (ingest, analyzer, warmer, prefetch); the compose
+# file runs each service from it with its own command. Needs BuildKit (the default builder of
+# Docker 23+ and of `docker compose`).
+#
+#   docker build -t smart-prefetch .
+#   docker run --rm smart-prefetch ingest --help
+#
+# Dependencies are cached between builds in BuildKit cache mounts (the cargo registry and the
+# target directory), so after the first build only the workspace's own crates recompile.
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
+# librdkafka is compiled from source by rdkafka-sys (cmake, make, a C/C++ compiler); zlib is
+# linked dynamically (the runtime image has libz1).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends cmake make g++ zlib1g-dev pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --release --locked -p ingest -p analyzer -p warmer -p prefetch \
+ && mkdir -p /out \
+ && cp target/release/ingest target/release/analyzer target/release/warmer target/release/prefetch /out/
+
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# ca-certificates for TLS upstreams and brokers configured by the operator; curl for the
+# compose health checks.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl tzdata \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/smart-prefetch --create-home smart-prefetch
+COPY --from=build /out/ /usr/local/bin/
+USER smart-prefetch
+WORKDIR /var/lib/smart-prefetch
+ENV LOG_FORMAT=json
+# ingest, analyzer admin, warmer admin, demo upstream
+EXPOSE 8080 8081 8082 8000
+CMD ["prefetch", "--help"]
