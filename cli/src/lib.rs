@@ -5,12 +5,16 @@
 //! - `lib.rs`: [`Cli`] and its [`Command`]s.
 //! - `main.rs`: parses the command line, runs the command, reports how it ended.
 //! - `demo/`: `demo-traffic`, the deterministic generator of realistic query events and its
-//!   outputs (JSON lines, or NDJSON batches to an ingest). See [`demo`].
+//!   outputs (JSON lines, or NDJSON batches to an ingest); the demo upstream data API
+//!   (`demo-upstream`). See [`demo`].
+//! - `up/`: `up`, the three services in one process, with an embedded Kafka and `--demo`.
+//!   See [`up`].
 //!
 //! More commands (cache-status, prefetch-stats, prefetch-warmup, prefetch-config, predictions,
 //! up, backtest, tune) arrive with issues #5, #6 and #7 as further [`Command`] variants.
 
 pub mod demo;
+pub mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -29,4 +33,12 @@ pub enum Command {
     /// Generate realistic, reproducible query traffic to a JSON-lines file or an ingest.
     #[command(name = "demo-traffic")]
     DemoTraffic(demo::DemoArgs),
+
+    /// Run ingest, analyzer and warmer in one process (embedded Kafka unless --brokers);
+    /// `--demo` adds a demo data API and app traffic and shows the hit rate rising.
+    Up(up::UpArgs),
+
+    /// Run the demo upstream data API alone (what `up --demo` runs for the warmer to fetch).
+    #[command(name = "demo-upstream")]
+    DemoUpstream(demo::UpstreamArgs),
 }

@@ -2,6 +2,7 @@
 use clap::Parser;
 use prefetch::demo::{self, DemoError};
 use prefetch::{Cli, Command};
+use prefetch_common::telemetry;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -13,7 +14,7 @@ fn main() -> ExitCode {
                     (Some(path), _) if path.as_os_str() == "-" => "standard output".to_owned(),
                     (Some(path), _) => path.display().to_string(),
                     (_, Some(url)) => format!("{url}/v1/events"),
-                    _ => String::new(),
+                    _ => format!("asked of {}/v1/cache", args.via_cache.as_deref().unwrap_or_default()),
                 };
                 eprintln!("demo-traffic: {summary}\nwritten to {dest}");
                 ExitCode::SUCCESS
@@ -28,5 +29,62 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Up(args) => up(args),
+        Command::DemoUpstream(args) => demo_upstream(args),
+    }
+}
+
+/// `prefetch up`: the services' logs go to stderr (quiet by default), the progress to stdout.
+fn up(args: prefetch::up::UpArgs) -> ExitCode {
+    let log = telemetry::LogArgs { log_format: telemetry::LogFormat::Text, log_level: Some(args.log_level.clone()) };
+    telemetry::init(&log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("up: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = telemetry::cancel_on_signal();
+        prefetch::up::run(args, shutdown, |_| {}).await
+    });
+    // The services detach their Kafka consumers (they are never waited for); do not wait for
+    // their threads here either.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("up: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `prefetch demo-upstream`: serves until ctrl-c or SIGTERM.
+fn demo_upstream(args: demo::UpstreamArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("demo-upstream: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        eprintln!("demo-upstream: listening on http://{}/{{module}}/{{ticker}}", listener.local_addr()?);
+        let counters = std::sync::Arc::new(demo::UpstreamCounters::default());
+        demo::serve_upstream(listener, args.behaviour, counters, telemetry::cancel_on_signal()).await?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo-upstream: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

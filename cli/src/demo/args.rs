@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// price → chart → news, and news bursts. Writes canonical JSON lines (`--out`) or posts them
 /// to an ingest (`--to`). The same flags and `--seed` give the same events.
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("sink").required(true).args(["out", "to"])))]
+#[command(group(clap::ArgGroup::new("sink").required(true).args(["out", "to", "via_cache"])))]
 pub struct DemoArgs {
     /// Write the events as canonical JSON lines to FILE (`-` for standard output); a summary
     /// goes to standard error.
@@ -23,6 +23,14 @@ pub struct DemoArgs {
     /// batches of --batch-size), as fast as it accepts them unless --realtime.
     #[arg(long, value_name = "URL", value_parser = parse_url)]
     pub to: Option<String>,
+
+    /// Behave as the app against a warmer's read-through cache at URL (e.g.
+    /// `http://warmer:8082`): ask `GET URL/v1/cache/{module}/{ticker}` for each event when its
+    /// time comes (on the wall clock, as --realtime), so the warmer answers from its cache or the
+    /// upstream and publishes each query with the true hit or miss. The summary on standard
+    /// error includes the hit rate the app saw; ctrl-c ends the run early.
+    #[arg(long, value_name = "URL", value_parser = parse_url, conflicts_with = "realtime")]
+    pub via_cache: Option<String>,
 
     /// With --to: move the trace onto the wall clock (its start becomes now) and send each
     /// event when its time comes. Without --start the trace then starts now, so the traffic
@@ -87,6 +95,7 @@ impl DemoArgs {
         let start = match (self.start, self.realtime) {
             (Some(start), _) => start,
             (None, true) => now,
+            (None, false) if self.via_cache.is_some() => now,
             (None, false) => calendar::default_start(now, self.duration),
         };
         Params {

@@ -18,12 +18,16 @@
 //! - `args.rs`: [`DemoArgs`], the flags.
 //! - `output.rs`: JSON lines to a file or stdout, and the run's [`Summary`].
 //! - `send.rs`: NDJSON batches to `POST {URL}/v1/events`.
+//! - `app.rs`: `--via-cache`, behaving as the app against a warmer's read-through cache (the
+//!   warmer publishes each query with the true hit or miss); also drives `prefetch up --demo`.
+//! - `upstream.rs`: the demo upstream data API (`prefetch demo-upstream`, and in `up --demo`).
 //!
 //! One event: the generator pops the source due first (say a session at 14:31:07.250), the
 //! source emits `(ticker, module, client)` and schedules its next firing (chart, 20 s later),
 //! the generator wraps the emission in a `QueryEvent` stamped with the popped time, and `run`
 //! writes its `to_json` line or adds it to the next batch.
 
+mod app;
 mod args;
 mod calendar;
 mod generator;
@@ -34,14 +38,17 @@ mod send;
 mod sources;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
+pub use app::{ask_cache, AppCounters, Clock, MAX_IN_FLIGHT};
 pub use args::{parse_span, parse_start, DemoArgs};
 pub use calendar::{default_start, market_intensity, MARKET_TZ};
 pub use generator::{Generator, Origin};
-pub use output::{write_lines, Summary};
+pub use output::{write_lines, CacheAnswers, Summary};
 pub use params::{Budget, Params, ParamsError, MAX_DURATION_DAYS, MAX_TICKERS};
 pub use send::{send, Pace, SendError};
 pub use sources::{dashboard_period, MODULES};
+pub use upstream::{body as upstream_body, serve_upstream, upstream_router, UpstreamArgs, UpstreamBehaviour, UpstreamCounters};
 
 use chrono::Utc;
 use prefetch_common::contract::QueryEvent;
@@ -107,7 +114,24 @@ pub fn run(args: &DemoArgs) -> Result<Summary, DemoError> {
                 send(events, url, args.batch_size as usize, pace, &mut summary).await
             })?;
         }
-        (None, None) => unreachable!("clap requires --out or --to"),
+        (None, None) => {
+            let url = args.via_cache.as_deref().expect("clap requires --out, --to or --via-cache");
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DemoError::Runtime)?;
+            let counters = std::sync::Arc::new(AppCounters::default());
+            runtime.block_on(async {
+                let stop = tokio_util::sync::CancellationToken::new();
+                let on_signal = stop.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    on_signal.cancel();
+                });
+                let clock = Clock { origin: params.start, at: tokio::time::Instant::now(), speed: 1.0 };
+                ask_cache(events, url, clock, counters.clone(), &mut summary, stop).await
+            })?;
+            let (hits, misses, errors) = counters.snapshot();
+            summary.cache = Some(CacheAnswers { hits, misses, errors });
+        }
     }
     summary.elapsed = started.elapsed();
     Ok(summary)

@@ -24,6 +24,8 @@ pub struct Summary {
     pub batches: u64,
     /// Wall time the run took.
     pub elapsed: Duration,
+    /// With --via-cache: how the read-through answered.
+    pub cache: Option<CacheAnswers>,
     // Hashes rather than strings: a million events must not mean a million allocations here,
     // and a 64-bit collision among thousands of keys is not a concern for a summary.
     tickers: HashSet<u64>,
@@ -95,8 +97,30 @@ impl fmt::Display for Summary {
         if self.batches > 0 {
             write!(f, " in {} batches", self.batches)?;
         }
+        if let Some(c) = self.cache {
+            let answered = (c.hits + c.misses).max(1) as f64;
+            write!(
+                f,
+                "\ncache: {} hits, {} misses ({:.1}% hit rate), {} errors",
+                c.hits,
+                c.misses,
+                100.0 * c.hits as f64 / answered,
+                c.errors
+            )?;
+        }
         Ok(())
     }
+}
+
+/// How a warmer's read-through answered the queries of a `--via-cache` run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheAnswers {
+    /// Answered from the cache.
+    pub hits: u64,
+    /// Fetched from the upstream.
+    pub misses: u64,
+    /// Not answered 200.
+    pub errors: u64,
 }
 
 /// Writes every event as a canonical JSON line. A closed pipe (`| head`) ends the run quietly.

@@ -171,7 +171,7 @@ impl Batch {
 }
 
 /// An error and its causes, `: `-separated (reqwest's own message omits the OS error).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {
