@@ -79,7 +79,6 @@ async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: u
     cfg.kafka = kafka.clone();
     cfg.topics = topics.clone();
     cfg.group_id = group.to_owned();
-    cfg.stats_topic = format!("{}.stats", topics.query_events_topic);
     cfg.tick_interval = Duration::from_secs(3600);
     cfg.stats_interval = Duration::from_secs(3600);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -168,6 +168,10 @@ pub struct TopicArgs {
     /// Compacted topic holding the live configuration.
     #[arg(long, env = "TOPIC_CONFIG", default_value = "prefetch.config")]
     pub config_topic: String,
+    /// Compacted topic of the analyzers' patterns snapshots (key = analyzer instance), read by
+    /// the API front door for `action=stats`.
+    #[arg(long, env = "TOPIC_STATS", default_value = "prefetch.stats")]
+    pub stats_topic: String,
     /// Dead-letter topic for messages that could not be processed.
     #[arg(long, env = "TOPIC_DLQ", default_value = "prefetch.dlq")]
     pub dlq_topic: String,
@@ -179,6 +183,7 @@ impl Default for TopicArgs {
             query_events_topic: "prefetch.query-events".into(),
             predictions_topic: "prefetch.predictions".into(),
             config_topic: "prefetch.config".into(),
+            stats_topic: "prefetch.stats".into(),
             dlq_topic: "prefetch.dlq".into(),
         }
     }
@@ -192,6 +197,7 @@ impl TopicArgs {
             query_events_topic: format!("{prefix}{}", d.query_events_topic),
             predictions_topic: format!("{prefix}{}", d.predictions_topic),
             config_topic: format!("{prefix}{}", d.config_topic),
+            stats_topic: format!("{prefix}{}", d.stats_topic),
             dlq_topic: format!("{prefix}{}", d.dlq_topic),
         }
     }

@@ -33,6 +33,21 @@ pub struct Config {
     #[arg(long, env = "INGEST_PRODUCE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub produce_timeout: Duration,
 
+    /// Base URL of the warmer's admin API, which answers `action=status` (cache counters and
+    /// size) and `action=warmup`.
+    #[arg(long, env = "INGEST_WARMER_URL", default_value = "http://127.0.0.1:8082")]
+    pub warmer_url: String,
+
+    /// Bearer token required by the mutating API actions (`config` changes, `warmup`); unset,
+    /// they are open. Clients send `Authorization: Bearer <token>`.
+    #[arg(long, env = "PREFETCH_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Snapshots older than this are left out of `action=stats` (analyzers that stopped or
+    /// restarted under a new id).
+    #[arg(long, env = "INGEST_STATS_MAX_AGE", default_value = "5m", value_parser = parse_duration)]
+    pub stats_max_age: Duration,
+
     /// How long to wait for Kafka at start-up before giving up with an error.
     #[arg(long, env = "INGEST_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub startup_timeout: Duration,

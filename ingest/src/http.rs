@@ -1,5 +1,7 @@
-//! The HTTP API: batch ingest, the original `action=record` endpoint, health and metrics.
+//! The HTTP API: batch ingest, the original API's actions (`record` here, the others in
+//! `api/`), health and metrics.
 
+use crate::api::Api;
 use crate::batch::{parse_body, Framing, Problem, Refusal};
 use crate::metrics::{Metrics, Rejection};
 use crate::sink::EventSink;
@@ -27,6 +29,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Largest accepted body in bytes.
     pub max_body_bytes: usize,
+    /// The original API's other actions.
+    pub api: Api,
 }
 
 /// Seconds a client is asked to wait (`Retry-After`) after a 503.
@@ -69,6 +73,8 @@ async fn post_events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: B
 #[derive(Deserialize)]
 struct ActionQuery {
     action: Option<String>,
+    /// `action=predictions`: how many (default: the live config's top_n).
+    limit: Option<usize>,
 }
 
 async fn original_api(
@@ -78,23 +84,47 @@ async fn original_api(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match (q.action.as_deref(), method.as_str()) {
-        (Some("record"), "POST") => record(s, headers, body).await,
-        (Some(a), _) if ACTIONS.contains(&a) && a != "record" => error_response(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            format!("action {a:?} is answered once the analyzer and warmer are connected to the front door"),
-        ),
-        (Some("record"), m) => error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("action \"record\" takes POST, not {m}")),
-        (a, _) => (
+    let Some(action) = q.action.as_deref().filter(|a| ACTIONS.contains(a)) else {
+        return (
             StatusCode::BAD_REQUEST,
             Json(json!({
                 "error": "unknown_action",
-                "message": format!("unknown action {:?}; available: {}", a.unwrap_or(""), ACTIONS.join(", ")),
+                "message": format!("unknown action {:?}; available: {}", q.action.as_deref().unwrap_or(""), ACTIONS.join(", ")),
                 "available": ACTIONS,
             })),
         )
-            .into_response(),
+            .into_response();
+    };
+    let api = &s.api;
+    match (action, method.as_str()) {
+        ("record", "POST") => record(s, headers, body).await,
+        ("status", "GET") => api.status().await,
+        ("stats", "GET") => api.stats(),
+        ("predictions", "GET") => api.predictions(q.limit),
+        ("config", "GET") => api.get_config(),
+        ("config", "POST") => {
+            if let Some(refused) = api.authorize(&headers) {
+                return refused;
+            }
+            let only_json = |f| (f == Framing::Json).then_some(f);
+            match read_body(&s, &headers, body, only_json, "application/json").await {
+                Ok((_, body)) => s.api.set_config(&body).await,
+                Err(resp) => resp,
+            }
+        }
+        ("warmup", "GET" | "POST") => match api.authorize(&headers) {
+            Some(refused) => refused,
+            None => api.warmup().await,
+        },
+        (a, m) => {
+            let allowed = match a {
+                "record" => "POST",
+                "config" => "GET or POST",
+                "warmup" => "GET or POST",
+                _ => "GET",
+            };
+            error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("action {a:?} takes {allowed}, not {m}"))
+        }
     }
 }
 

@@ -5,8 +5,11 @@
 //! - `config.rs`: flags and environment ([`Config`]).
 //! - `batch.rs`: a request body → events, all or nothing, problems located by index or line.
 //! - `sink.rs`: [`sink::EventSink`], which answers only when Kafka acknowledged every event.
-//! - `http.rs`: the routes (`/v1/events`, `/api/v1/smart-prefetch?action=record`, `/healthz`,
+//! - `http.rs`: the routes (`/v1/events`, `/api/v1/smart-prefetch?action=…`, `/healthz`,
 //!   `/readyz`, `/metrics`).
+//! - `api/`: the original API's actions besides `record` — status (with the learning stage and
+//!   hints), stats, predictions, config, warmup — fed by the config, stats and predictions
+//!   topics (`api/views.rs`) and the warmer's admin API.
 //! - `replay.rs`: `--from FILE|-`.
 //! - `metrics.rs`: the Prometheus collectors.
 //!
@@ -16,6 +19,7 @@
 //! `acks=all` producer and waits for every acknowledgement, and only then does the client get
 //! 2xx; if Kafka does not acknowledge within `--produce-timeout`, 503 with `Retry-After`.
 
+pub mod api;
 pub mod batch;
 pub mod config;
 pub mod http;
@@ -35,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long shutdown waits for the producer to deliver what it still holds.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an API action waits for the warmer's admin API (a warmup warms, so it may take a while).
+const WARMER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs ingest as configured: a replay when `--from` is given (returns its summary), otherwise
 /// the HTTP service on `--listen` until `shutdown` is cancelled.
@@ -54,7 +60,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<Opt
 /// in-flight requests and flushes the producer. Tests bind port 0 and pass the listener.
 pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let sink = connect(&cfg, cfg.produce_timeout).await?;
-    let state = Arc::new(http::AppState { sink: sink.clone(), metrics: metrics::Metrics::new(), max_body_bytes: cfg.max_body_bytes });
+    let api = connect_api(&cfg, &sink, shutdown.clone()).await?;
+    let state = Arc::new(http::AppState { sink: sink.clone(), metrics: metrics::Metrics::new(), max_body_bytes: cfg.max_body_bytes, api });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, topic = %cfg.topics.query_events_topic, "Ingest listening.");
     axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
@@ -69,4 +76,25 @@ async fn connect(cfg: &Config, delivery_timeout: Duration) -> anyhow::Result<Eve
     ensure_topics(&cfg.kafka, &[spec], cfg.startup_timeout).await?;
     let producer = cfg.kafka.producer(delivery_timeout)?;
     Ok(EventSink::new(producer, cfg.topics.query_events_topic.clone(), delivery_timeout))
+}
+
+/// Creates the topics the API reads and writes if missing, and starts following them.
+async fn connect_api(cfg: &Config, sink: &EventSink, stop: CancellationToken) -> anyhow::Result<api::Api> {
+    let specs = [
+        TopicSpec { name: cfg.topics.config_topic.clone(), compacted: true },
+        TopicSpec { name: cfg.topics.stats_topic.clone(), compacted: true },
+        TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
+    ];
+    ensure_topics(&cfg.kafka, &specs, cfg.startup_timeout).await?;
+    let topics = api::views::ViewTopics { config: &cfg.topics.config_topic, stats: &cfg.topics.stats_topic, predictions: &cfg.topics.predictions_topic };
+    let views = api::views::Views::start(&cfg.kafka, topics, cfg.stats_max_age, cfg.startup_timeout, stop).await?;
+    Ok(api::Api {
+        views,
+        producer: sink.producer().clone(),
+        config_topic: cfg.topics.config_topic.clone(),
+        warmer_url: cfg.warmer_url.trim_end_matches('/').to_owned(),
+        http: reqwest::Client::builder().timeout(WARMER_TIMEOUT).build()?,
+        token: cfg.api_token.clone().filter(|t| !t.is_empty()),
+        produce_timeout: cfg.produce_timeout,
+    })
 }

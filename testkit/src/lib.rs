@@ -58,7 +58,9 @@ impl TestKafka {
             for t in [&topics.query_events_topic, &topics.predictions_topic, &topics.dlq_topic] {
                 m.create_topic(t, 3, 1).expect("mock create_topic");
             }
-            m.create_topic(&topics.config_topic, 1, 1).expect("mock create_topic");
+            for t in [&topics.config_topic, &topics.stats_topic] {
+                m.create_topic(t, 1, 1).expect("mock create_topic");
+            }
         }
     }
 

@@ -11,7 +11,6 @@ fn config(kafka: &TestKafka, test: &str) -> analyzer::service::Config {
     let mut cfg = analyzer::service::Config::new(kafka.bootstrap());
     cfg.kafka = kafka.kafka_args();
     cfg.topics = unique_topics(test);
-    cfg.stats_topic = format!("{}stats", cfg.topics.query_events_topic);
     cfg.group_id = format!("{}analyzer", cfg.topics.query_events_topic);
     cfg.tick_interval = Duration::from_millis(500);
     // Uniform hour weights: these scenarios use events of the last hour, and must not depend on
@@ -19,7 +18,6 @@ fn config(kafka: &TestKafka, test: &str) -> analyzer::service::Config {
     cfg.hour_weights = Some(String::new());
     cfg.stats_interval = Duration::from_secs(1);
     kafka.prepare(&cfg.topics);
-    kafka.prepare_topic(&cfg.stats_topic, 1);
     cfg
 }
 
@@ -39,7 +37,7 @@ async fn a_polling_dashboard_is_predicted_and_served_on_the_admin_api() {
     let kafka = TestKafka::start();
     let cfg = config(&kafka, "an-dash");
     let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
-    let stats_topic = cfg.stats_topic.clone();
+    let stats_topic = cfg.topics.stats_topic.clone();
     kafka.precreate(&events).await;
     produce_json(&kafka.bootstrap(), &events, &dashboard("AAPL", "price", Utc::now())).await;
     let an = spawn_analyzer(cfg).await;

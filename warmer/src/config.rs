@@ -29,14 +29,17 @@ pub struct Config {
     pub group: String,
 
     /// Whether warming fetches at all (off: predictions are consumed and committed only).
+    /// Start-up value: once the live config topic holds a config, its `enabled` applies.
     #[arg(long, env = "WARMER_ENABLED", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
     pub enabled: bool,
 
     /// Most keys warmed per batch of predictions read together, highest confidence first.
-    #[arg(long, env = "WARMER_TOP_N", default_value_t = 50)]
+    /// Start-up value: once the live config topic holds a config, its `top_n` applies.
+    #[arg(long, env = "WARMER_TOP_N", default_value_t = 10)]
     pub top_n: usize,
 
-    /// Predictions below this confidence (0–1) are not warmed.
+    /// Predictions below this confidence (0–1) are not warmed. Start-up value: once the live
+    /// config topic holds a config, its `min_confidence` applies.
     #[arg(long, env = "WARMER_MIN_CONFIDENCE", default_value_t = 0.5, value_parser = parse_share)]
     pub min_confidence: f64,
 
@@ -56,6 +59,7 @@ pub struct Config {
     pub active_days: Option<Weekdays>,
 
     /// Time zone of the market whose hours and weekdays the schedule follows (IANA name).
+    /// Start-up value: once the live config topic holds a config, its `market_tz` applies.
     #[arg(long, env = "MARKET_TZ", default_value = "America/New_York", value_parser = parse_tz)]
     pub market_tz: Tz,
 
@@ -69,11 +73,13 @@ pub struct Config {
     pub redis_prefix: String,
 
     /// Time to live of one module's entries, as MODULE=SECONDS (repeatable). Built in:
-    /// price=60, news=300, fundamentals=86400; a flag overrides that module only.
+    /// price=60, news=300, fundamentals=86400; a flag overrides that module only. Start-up
+    /// values: once the live config topic holds a config, its `ttl_s` table applies.
     #[arg(long = "ttl", env = "WARMER_TTL", value_delimiter = ',', value_parser = parse_ttl, value_name = "MODULE=SECONDS")]
     pub ttls: Vec<(Module, Duration)>,
 
-    /// Time to live of entries of modules without a `--ttl`.
+    /// Time to live of entries of modules without a `--ttl` (start-up value; the live
+    /// config's `default_ttl_s` replaces it).
     #[arg(long, env = "WARMER_DEFAULT_TTL", default_value = "300s", value_parser = parse_duration)]
     pub default_ttl: Duration,
 

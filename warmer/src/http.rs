@@ -76,7 +76,7 @@ async fn fetch_and_store(s: &Shared, key: &Key) -> Response {
         Ok(b) => b,
         Err(e) => return error_response(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string()),
     };
-    let entry = Entry::fetched(key, Source::Demand, None, body, &s.ttls);
+    let entry = Entry::fetched(key, Source::Demand, None, body, &s.ttls());
     match s.cache.put(&entry).await {
         Ok(removed) => {
             s.metrics.removed(removed);
@@ -129,7 +129,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         Default::default()
     });
     let policy = s.policy();
-    let ttls: serde_json::Map<String, serde_json::Value> = s.ttls.per_module.iter().map(|(m, d)| (m.clone(), json!(d.as_secs()))).collect();
+    let table = s.ttls();
+    let ttls: serde_json::Map<String, serde_json::Value> = table.per_module.iter().map(|(m, d)| (m.clone(), json!(d.as_secs()))).collect();
     Json(json!({
         "enabled": policy.enabled,
         "total_queries": total,
@@ -146,7 +147,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
             "schedule": policy.schedule,
             "cache_backend": s.cache.kind(),
             "ttl_seconds": ttls,
-            "default_ttl_seconds": s.ttls.default.as_secs(),
+            "default_ttl_seconds": table.default.as_secs(),
         },
     }))
     .into_response()

@@ -12,6 +12,7 @@
 //! - `warm.rs`: the predictions consume loop and the warm executor.
 //! - `queries.rs`: the query-events consume loop (hit-rate metrics, useful warms).
 //! - `consume.rs`: consumer construction, the lag gauge, commit-and-leak on shutdown.
+//! - `live.rs`: applying the live config topic (policy and TTLs) without a restart.
 //! - `state.rs`: what loops and handlers share (live policy behind a watch channel, ledger).
 //! - `http.rs`: `/v1/cache/{module}/{ticker}`, `/v1/status`, `/v1/warmup`, health, metrics.
 //! - `metrics.rs`: the Prometheus collectors.
@@ -30,6 +31,7 @@ pub mod cache;
 pub mod config;
 pub mod consume;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod pacing;
 pub mod policy;
@@ -43,6 +45,7 @@ pub use config::Config;
 use anyhow::Context;
 use cache::{Cache, Limits};
 use chrono::Utc;
+use prefetch_common::feed::ConfigFeed;
 use prefetch_common::kafka::{ensure_topics, TopicSpec};
 use state::Shared;
 use std::sync::Arc;
@@ -69,6 +72,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
     let topics = [
         TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },
+        TopicSpec { name: cfg.topics.config_topic.clone(), compacted: true },
     ];
     ensure_topics(&cfg.kafka, &topics, cfg.startup_timeout).await?;
     let limits = Limits { max_entries: cfg.max_entries, max_bytes: cfg.max_bytes };
@@ -102,6 +106,15 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
         cfg.topics.query_events_topic.clone(),
         cfg.topics.predictions_topic.clone(),
     ));
+    // The live config applies before the first prediction is read, then on every change.
+    let mut feed = ConfigFeed::start(&cfg.kafka, &cfg.topics.config_topic, shutdown.clone())?;
+    if !feed.wait_caught_up(cfg.startup_timeout).await {
+        tracing::warn!(topic = %cfg.topics.config_topic, "Config topic not read to its end in time; starting with the flags' config.");
+    }
+    let current = feed.config.borrow_and_update().clone();
+    if let Some(live) = current {
+        live::apply(&shared, &live);
+    }
     let predictions = consume::subscribe(&cfg.kafka, &cfg.group, &cfg.topics.predictions_topic, "predictions", metrics.clone())?;
     let queries = consume::subscribe(&cfg.kafka, &format!("{}.queries", cfg.group), &cfg.topics.query_events_topic, "queries", metrics.clone())?;
 
@@ -111,6 +124,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
         tokio::spawn(warm::run(shared.clone(), predictions, stop.clone())),
         tokio::spawn(queries::run(shared.clone(), queries, stop.clone())),
         tokio::spawn(sweep_loop(shared.clone(), cfg.sweep_interval, stop.clone())),
+        tokio::spawn(live::follow(shared.clone(), feed.config, stop.clone())),
     ];
     let addr = listener.local_addr()?;
     tracing::info!(%addr, cache = shared.cache.kind(), predictions = %cfg.topics.predictions_topic, "Warmer listening.");

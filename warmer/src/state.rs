@@ -27,11 +27,11 @@ pub struct Shared {
     pub upstream: Upstream,
     /// Collectors for `/metrics`.
     pub metrics: Metrics,
-    /// The live policy. A later config topic swaps it with `send_replace`; readers take a copy
-    /// with `borrow().clone()` so one decision sees one policy.
+    /// The live policy. The config topic swaps it (`live.rs`); readers take a copy with
+    /// [`Shared::policy`] so one decision sees one policy.
     pub policy: watch::Sender<WarmPolicy>,
-    /// TTL per module.
-    pub ttls: Ttls,
+    /// TTL per module, live like the policy (the config topic swaps it).
+    pub ttls: watch::Sender<Ttls>,
     /// The window over which one batch's warms are spread.
     pub spread: Duration,
     /// Producer of read-through query events.
@@ -71,7 +71,7 @@ impl Shared {
             upstream,
             metrics,
             policy: watch::Sender::new(policy),
-            ttls,
+            ttls: watch::Sender::new(ttls),
             spread,
             producer,
             query_topic,
@@ -85,6 +85,11 @@ impl Shared {
     /// A consistent copy of the live policy.
     pub fn policy(&self) -> WarmPolicy {
         self.policy.borrow().clone()
+    }
+
+    /// A copy of the live TTL table.
+    pub fn ttls(&self) -> Ttls {
+        self.ttls.borrow().clone()
     }
 
     /// Remembers the newest prediction of each key.

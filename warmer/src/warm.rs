@@ -83,7 +83,7 @@ async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
         Err(FetchError::RateLimited(_)) => return Outcome::DroppedRateLimit,
         Err(_) => return Outcome::Failed,
     };
-    let entry = Entry::fetched(&key, Source::Warm, Some(p.confidence), body, &shared.ttls);
+    let entry = Entry::fetched(&key, Source::Warm, Some(p.confidence), body, &shared.ttls());
     match shared.cache.put(&entry).await {
         Ok(removed) => {
             shared.metrics.removed(removed);

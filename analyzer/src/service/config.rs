@@ -31,16 +31,14 @@ pub struct Config {
     #[arg(long, env = "ANALYZER_STATS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub stats_interval: Duration,
 
-    /// Compacted topic the patterns snapshot is published to (key = this instance's id).
-    #[arg(long, env = "TOPIC_STATS", default_value = "prefetch.stats")]
-    pub stats_topic: String,
-
     /// Id of this instance in the stats topic (default: host name and process id).
     #[arg(long, env = "ANALYZER_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
     /// Model configuration as a JSON file (fields of the model config; absent fields keep their
-    /// defaults). The flags below override it.
+    /// defaults). The flags below override it. These are start-up values: once the live config
+    /// topic (`--config-topic`) holds a config, its top_n, min_confidence, enabled,
+    /// hour_weights, market_tz and horizon_s apply, and change without a restart.
     #[arg(long, env = "ANALYZER_MODEL_CONFIG", value_name = "FILE")]
     pub model_config: Option<PathBuf>,
 

@@ -130,7 +130,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
         TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.dlq_topic.clone(), compacted: false },
-        TopicSpec { name: cfg.stats_topic.clone(), compacted: true },
+        TopicSpec { name: cfg.topics.stats_topic.clone(), compacted: true },
         TopicSpec { name: cfg.topics.config_topic.clone(), compacted: true },
     ];
     ensure_topics(&cfg.kafka, &specs, cfg.startup_timeout).await?;
@@ -164,7 +164,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
         producer: producer.clone(),
         consumer: consumer.clone(),
         topics: cfg.topics.clone(),
-        stats_topic: cfg.stats_topic.clone(),
+        stats_topic: cfg.topics.stats_topic.clone(),
         instance_id: cfg.instance_id(),
         tick_interval: cfg.tick_interval,
         stats_interval: cfg.stats_interval,

@@ -12,6 +12,7 @@ pub mod redis;
 
 use crate::policy::Key;
 use chrono::{DateTime, Utc};
+use prefetch_common::config::LiveConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -93,13 +94,16 @@ pub struct Ttls {
 }
 
 impl Ttls {
-    /// price 60 s, news 5 min, fundamentals 1 day; `default` for the rest.
+    /// The live config's default module TTLs (price 60 s, news 5 min, fundamentals 1 day);
+    /// `default` for the rest.
     pub fn builtin(default: Duration) -> Self {
-        let per_module = [("price", 60), ("news", 300), ("fundamentals", 86_400)]
-            .into_iter()
-            .map(|(m, s)| (m.to_owned(), Duration::from_secs(s)))
-            .collect();
-        Self { default, per_module }
+        Self { default, ..Self::of(&LiveConfig::default()) }
+    }
+
+    /// The TTL table a live config sets.
+    pub fn of(cfg: &LiveConfig) -> Self {
+        let per_module = cfg.ttl_s.iter().map(|(m, s)| (m.clone(), Duration::from_secs(*s))).collect();
+        Self { default: Duration::from_secs(cfg.default_ttl_s), per_module }
     }
 
     /// The TTL of `module`'s entries.
