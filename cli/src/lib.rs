@@ -9,11 +9,16 @@
 //!   (`demo-upstream`). See [`demo`].
 //! - `up/`: `up`, the three services in one process, with an embedded Kafka and `--demo`.
 //!   See [`up`].
+//! - `sim/`: the offline replay of a log through the model and the warmer policy against a
+//!   simulated cache, and its baselines; `backtest/` and `tune/` are its two commands.
 //!
 //! More commands (cache-status, prefetch-stats, prefetch-warmup, prefetch-config, predictions,
 //! up, backtest, tune) arrive with issues #5, #6 and #7 as further [`Command`] variants.
 
+pub mod backtest;
 pub mod demo;
+pub mod sim;
+pub mod tune;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -41,4 +46,12 @@ pub enum Command {
     /// Run the demo upstream data API alone (what `up --demo` runs for the warmer to fetch).
     #[command(name = "demo-upstream")]
     DemoUpstream(demo::UpstreamArgs),
+
+    /// Replay a recorded log through the model and warmer policy against a simulated cache;
+    /// report hit rate and upstream fetches next to no warming, the original and an oracle.
+    Backtest(backtest::BacktestArgs),
+
+    /// Replay a log over a grid of top_n × min_confidence × horizon and recommend a setting
+    /// for a fetch budget.
+    Tune(tune::TuneArgs),
 }

@@ -31,6 +31,48 @@ fn main() -> ExitCode {
         },
         Command::Up(args) => up(args),
         Command::DemoUpstream(args) => demo_upstream(args),
+        Command::Backtest(args) => backtest(&args),
+        Command::Tune(args) => tune(&args),
+    }
+}
+
+/// Exit code and message of a failed backtest or tune: a bad config or flag is a usage error
+/// (2, like clap's), anything else 1.
+fn sim_failure(command: &str, e: &prefetch::backtest::BacktestError) -> ExitCode {
+    eprintln!("{command}: error: {e}");
+    match e {
+        prefetch::backtest::BacktestError::Config(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// `prefetch backtest`: the report on stdout (a table, or JSON with --json).
+fn backtest(args: &prefetch::backtest::BacktestArgs) -> ExitCode {
+    match prefetch::backtest::run(args) {
+        Ok(report) if args.json => {
+            println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => sim_failure("backtest", &e),
+    }
+}
+
+/// `prefetch tune`: the grid and the recommendation on stdout.
+fn tune(args: &prefetch::tune::TuneArgs) -> ExitCode {
+    match prefetch::tune::run(args) {
+        Ok(report) if args.json => {
+            println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", report.text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => sim_failure("tune", &e),
     }
 }
 
