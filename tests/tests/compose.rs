@@ -171,7 +171,15 @@ fn every_flag_and_variable_exists_and_parses() {
     assert_eq!(bins, BTreeSet::from(["analyzer", "ingest", "prefetch", "warmer"]), "the stack runs every binary");
     for s in ours {
         assert!(s.raw.contains_key("build"), "{}: runs {IMAGE}, so compose must be able to build it", s.name);
-        parse(s);
+        // Defaults included: in a container, loopback is the container itself, so a default
+        // such as `--warmer-url http://127.0.0.1:8082` must be overridden with a service name.
+        let m = parse(s);
+        for id in m.ids() {
+            for v in m.try_get_raw(id.as_str()).ok().flatten().into_iter().flatten() {
+                let v = v.to_string_lossy();
+                assert!(!["127.0.0.1", "localhost", "[::1]"].iter().any(|l| v.contains(l)), "{}: --{} is {v}, a loopback address inside its container", s.name, id.as_str().replace('_', "-"));
+            }
+        }
     }
 }
 
