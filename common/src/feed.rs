@@ -29,19 +29,59 @@ pub enum Start {
 /// Reads every partition of `topic` from `start` until `stop`, calling `on_message(key,
 /// payload)` for each message in order per partition. The returned channel turns `true` once
 /// the follower has reached the end each partition had when it started.
+///
+/// Everything blocking (metadata, watermarks, polling) happens on the follower's own thread, so
+/// this returns at once; a topic that is not readable yet (e.g. its partition leader is still
+/// being elected right after creation) is retried with a warning until it is, or until `stop`.
 pub fn follow<F>(kafka: &KafkaArgs, topic: &str, start: Start, stop: CancellationToken, mut on_message: F) -> Result<watch::Receiver<bool>, KafkaSetupError>
 where
     F: FnMut(Option<&[u8]>, Option<&[u8]>) + Send + 'static,
 {
     let consumer: BaseConsumer = kafka.reader_config()?.create().map_err(KafkaSetupError::Client)?;
+    let (caught_up, rx) = watch::channel(false);
+    let topic = topic.to_owned();
+    std::thread::Builder::new().name(format!("follow-{topic}")).spawn(move || {
+        let mut pending = loop {
+            match assign(&consumer, &topic, start) {
+                Ok(pending) => break pending,
+                Err(e) if stop.is_cancelled() => return tracing::debug!(%topic, error = %e, "Stopped before the topic was readable."),
+                Err(e) => {
+                    tracing::warn!(%topic, error = %e, "Cannot read the topic yet; retrying.");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        };
+        if pending.is_empty() {
+            caught_up.send_replace(true);
+        }
+        while !stop.is_cancelled() {
+            let Some(r) = consumer.poll(Duration::from_millis(200)) else { continue };
+            match r {
+                Ok(m) => {
+                    on_message(m.key(), m.payload());
+                    if pending.get(&m.partition()).is_some_and(|&high| m.offset() + 1 >= high) {
+                        pending.remove(&m.partition());
+                        if pending.is_empty() {
+                            caught_up.send_replace(true);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%topic, error = %e, "Reading the topic failed; retrying."),
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
+/// Assigns every partition of `topic` at `start`; returns where each non-empty partition ends
+/// now (the follower is caught up once it has read to there).
+fn assign(consumer: &BaseConsumer, topic: &str, start: Start) -> Result<HashMap<i32, i64>, KafkaSetupError> {
     let failed = |source| KafkaSetupError::Follow { topic: topic.to_owned(), source };
     let timeout = Duration::from_secs(10);
     let md = consumer.fetch_metadata(Some(topic), timeout).map_err(failed)?;
-    let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     let mut tpl = TopicPartitionList::new();
-    // Where each partition ended at start-up: caught up once every position reaches it.
-    let mut pending: HashMap<i32, i64> = HashMap::new();
-    for &p in &partitions {
+    let mut pending = HashMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
         let offset = match start {
             Start::Beginning => Offset::Beginning,
             Start::Tail(n) => Offset::OffsetTail(n),
@@ -52,29 +92,11 @@ where
             pending.insert(p, high);
         }
     }
+    if tpl.count() == 0 {
+        return Err(failed(rdkafka::error::KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)));
+    }
     consumer.assign(&tpl).map_err(failed)?;
-    let (caught_up, rx) = watch::channel(pending.is_empty());
-    let topic = topic.to_owned();
-    std::thread::Builder::new()
-        .name(format!("follow-{topic}"))
-        .spawn(move || {
-            while !stop.is_cancelled() {
-                let Some(r) = consumer.poll(Duration::from_millis(200)) else { continue };
-                match r {
-                    Ok(m) => {
-                        on_message(m.key(), m.payload());
-                        if pending.get(&m.partition()).is_some_and(|&high| m.offset() + 1 >= high) {
-                            pending.remove(&m.partition());
-                            if pending.is_empty() {
-                                caught_up.send_replace(true);
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(%topic, error = %e, "Reading the topic failed; retrying."),
-                }
-            }
-        })?;
-    Ok(rx)
+    Ok(pending)
 }
 
 /// The live config as a follower of the config topic sees it: `None` until the topic holds a

@@ -4,9 +4,13 @@
 //! - `lib.rs` (this file): everything of `prefetch-testkit` (the broker, topics, polling),
 //!   plus [`spawn_ingest`] and [`spawn_analyzer`] (entry points on port 0, ready when they
 //!   return) and [`bin_path`] for the real binaries.
+//! - `stack.rs`: the whole pipeline in one test ([`spawn_stack`]) with a local upstream.
 //! - `tests/*.rs`: the scenarios.
 
 pub use prefetch_testkit::*;
+pub use stack::{spawn_stack, spawn_upstream, spawn_warmer, Stack, StackOptions};
+
+mod stack;
 
 use std::path::PathBuf;
 

@@ -83,6 +83,13 @@ impl Api {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5u32));
             return resp;
         }
+        // Read your write: answer once this instance's view of the topic shows the change, so
+        // a `GET ?action=config` right after sees it.
+        let mut view = self.views.config_receiver();
+        let shown = tokio::time::timeout(self.produce_timeout, view.wait_for(|c| c.as_ref() == Some(&next))).await;
+        if !matches!(shown, Ok(Ok(_))) {
+            tracing::warn!("Config change stored but not yet read back from the topic.");
+        }
         tracing::info!(top_n = next.top_n, min_confidence = next.min_confidence, enabled = next.enabled, "Config changed.");
         Json(json!({"status": "ok", "config": next})).into_response()
     }

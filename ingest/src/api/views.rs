@@ -76,6 +76,11 @@ impl Views {
         self.config.borrow().clone().unwrap_or_default()
     }
 
+    /// A receiver of the live config, to wait for a change.
+    pub fn config_receiver(&self) -> watch::Receiver<Option<LiveConfig>> {
+        self.config.clone()
+    }
+
     /// Whether the config topic holds a config (else [`Views::config`] is the defaults).
     pub fn config_is_set(&self) -> bool {
         self.config.borrow().is_some()
