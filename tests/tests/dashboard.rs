@@ -4,7 +4,8 @@
 //! requests), a real Prometheus server (Debian's binary) scrapes the three services with the
 //! production scrape jobs and alert rules, and EVERY PromQL expression of
 //! deploy/grafana/dashboards/smart-prefetch.json must return a finite value. The alert rules
-//! must evaluate without error against the same data.
+//! must evaluate without error against the same data, and each exposition pass
+//! `promtool check metrics`.
 
 use chrono::{Duration as CDuration, Utc};
 use prefetch_e2e::*;
@@ -179,6 +180,11 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
     let log = prom.log();
     let log_tail: Vec<&str> = log.lines().rev().take(20).collect();
     assert!(pending.is_empty(), "dashboard queries without data after 120 s of traffic:\n{pending:#?}\nprometheus log (last lines, newest first):\n{}", log_tail.join("\n"));
+
+    // What Prometheus scraped passes its own lint, histograms filled by the traffic included.
+    for svc in [&ingest, &analyzer, &warmer] {
+        promtool_check_metrics(&svc.metrics().await);
+    }
 
     // The alert rules evaluate against the same series without error.
     let rules: Value = http().get(format!("{}/api/v1/rules", prom.base)).send().await.unwrap().json().await.unwrap();
