@@ -12,9 +12,10 @@
 //! - `sim/`: the offline replay of a log through the model and the warmer policy against a
 //!   simulated cache, and its baselines; `backtest/` and `tune/` are its two commands.
 //!
-//! More commands (cache-status, prefetch-stats, prefetch-warmup, prefetch-config, predictions,
-//! up, backtest, tune) arrive with issues #5, #6 and #7 as further [`Command`] variants.
+//! - `api/`: the original tool's commands (`cache-status`, `prefetch-stats`, `prefetch-warmup`,
+//!   `prefetch-config`, `predictions`, `record-query`), clients of the front door's HTTP API.
 
+pub mod api;
 pub mod backtest;
 pub mod demo;
 pub mod sim;
@@ -35,6 +36,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The original tool's commands, against a running pipeline's API.
+    #[command(flatten)]
+    Api(api::ApiCommand),
     /// Generate realistic, reproducible query traffic to a JSON-lines file or an ingest.
     #[command(name = "demo-traffic")]
     DemoTraffic(demo::DemoArgs),

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Api(cmd) => api(&cmd),
         Command::Up(args) => up(args),
         Command::DemoUpstream(args) => demo_upstream(args),
         Command::Backtest(args) => backtest(&args),
@@ -73,6 +74,28 @@ fn tune(args: &prefetch::tune::TuneArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => sim_failure("tune", &e),
+    }
+}
+
+/// The original tool's commands: the answer on stdout, a failure on stderr with its exit code
+/// (1 refused, 2 usage, 3 unreachable).
+fn api(cmd: &prefetch::api::ApiCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(prefetch::api::run(cmd)) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
     }
 }
 
