@@ -18,6 +18,8 @@
 //!   cache, and seasonal rates read off a key's buckets (hour of day × weekday factor).
 //! - `model/sequence.rs`: per-client last query and the learned transition tables
 //!   (module → module on one ticker, ticker → ticker:module).
+//! - `model/refresh.rs`: refresh-ahead — the model's view of when cached copies expire, so a
+//!   tick ranks keys by what a warm now would serve ([`Model::set_cache_ttls`]).
 //! - `model/calibration.rs`: event-time online calibration (binned outcomes, isotonic fit).
 //! - `model/tick.rs`: [`Model::tick`] — intensity blend, ranking, samples, expiry — and
 //!   [`Model::explain`].
@@ -45,4 +47,4 @@ pub mod service;
 
 pub use model::config::{parse_hour_weights, ConfigError, ModelConfig};
 pub use model::stats::{KeyCount, NameCount, SequenceKind, SequenceStat, Stats, StatsError};
-pub use model::{Admission, Counters, Explanation, Footprint, Model, Recorded};
+pub use model::{Admission, CacheTtls, Counters, Explanation, Footprint, Model, Recorded};

@@ -11,6 +11,7 @@ mod calibration;
 pub mod config;
 mod keys;
 mod profile;
+mod refresh;
 mod sequence;
 pub mod stats;
 mod tick;
@@ -28,6 +29,8 @@ use keys::{Interner, KeyTable};
 use prefetch_common::contract::{ClientId, Module, QueryEvent, Ticker};
 use prefetch_common::prediction::{Prediction, Reason};
 use profile::{to_secs, Calendar, SeasonFrame, Slot};
+use refresh::CacheView;
+pub use refresh::CacheTtls;
 use sequence::Sequences;
 use serde::Serialize;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -148,6 +151,10 @@ pub struct Model {
     grid: Option<u32>,
     housekept_at: Option<u32>,
     counters: Counters,
+    /// Refresh-ahead's view of the cache, once TTLs are known ([`Model::set_cache_ttls`]).
+    cache: Option<CacheView>,
+    /// Slot and copy expiry of the key the event being recorded hit near its expiry.
+    hit_refresh: Option<(u32, u32)>,
 }
 
 fn client_key(c: &ClientId) -> u64 {
@@ -177,6 +184,8 @@ impl Model {
             grid: None,
             housekept_at: None,
             counters: Counters::default(),
+            cache: None,
+            hit_refresh: None,
             cfg,
             s,
         })
@@ -242,7 +251,13 @@ impl Model {
             Admission::Late => self.counters.events_late += 1,
             Admission::OnTime => self.counters.events_on_time += 1,
         }
-        let predictions = self.fold(event, t, true);
+        let mut predictions = self.fold(event, t, true);
+        if !predictions.is_empty() && self.cache.is_some() {
+            predictions = self.refresh_follow_ups(predictions, t);
+        }
+        if let Some((slot, expires)) = self.hit_refresh.take() {
+            predictions.extend(self.refresh_on_hit(slot, t, expires, event.ts));
+        }
         Recorded { admission, predictions }
     }
 
@@ -254,6 +269,7 @@ impl Model {
         let Some(t) = to_secs(event.ts) else { return false };
         self.counters.events_rebuilt += 1;
         self.fold(event, t, false);
+        self.hit_refresh = None;
         true
     }
 
@@ -295,6 +311,9 @@ impl Model {
         }
         let k = self.keys.slot_mut(slot);
         k.record(t, bucket, self.tau_fast, self.tau_slow);
+        if let Some(view) = self.cache.as_mut() {
+            self.hit_refresh = view.observe(tid, mid, &event.module, t, event.hit).map(|e| (slot, e));
+        }
         if k.sample_at != NO_SAMPLE && t > k.sample_at && t - k.sample_at <= self.s.horizon {
             self.calibrator.resolve(k.sample_cell, true);
             k.sample_at = NO_SAMPLE;

@@ -9,6 +9,7 @@
 use super::calibration::Calibrator;
 use super::keys::DEAD;
 use super::profile::{to_secs, SeasonFrame};
+use super::refresh;
 use super::window::NO_SAMPLE;
 use super::{Explanation, Model, Season};
 use chrono::{DateTime, Utc};
@@ -129,6 +130,10 @@ impl Model {
         self.grid = Some(grid);
         let (epoch, season) = (self.season_epoch, self.season.map(|s| s.frame));
         let has_season = season.is_some_and(|f| f.observed());
+        if let Some(view) = self.cache.as_mut() {
+            view.tick(wm);
+        }
+        let cache = self.cache.as_ref();
 
         let mut heap: BinaryHeap<Reverse<Candidate>> = BinaryHeap::with_capacity(self.s.top_n + 1);
         let mut expired = Vec::new();
@@ -157,7 +162,16 @@ impl Model {
                 k.sample_at = wm;
                 k.sample_cell = Calibrator::encode(class, raw);
             }
-            let c = Candidate { raw, slot: slot as u32, reason };
+            // With refresh-ahead the rank is what a warm now would serve (already calibrated);
+            // a key whose copy outlives the next tick waits for a later tick.
+            let rank = match cache {
+                None => raw,
+                Some(view) => match view.window(k.ticker, k.module, wm) {
+                    None => continue,
+                    Some(window) => refresh::within(self.calibrator.map(class, raw), horizon, window),
+                },
+            };
+            let c = Candidate { raw: rank, slot: slot as u32, reason };
             if heap.len() < self.s.top_n {
                 heap.push(Reverse(c));
             } else if heap.peek().is_some_and(|Reverse(min)| c > *min) {
@@ -182,13 +196,16 @@ impl Model {
         }
 
         let ranked = heap.into_sorted_vec(); // ascending Reverse = best first
+        let calibrated = self.cache.is_some();
+        let mut warmed = Vec::new();
         let out: Vec<Prediction> = ranked
             .into_iter()
             .map(|Reverse(c)| c)
-            .map(|c| (c, self.calibrator.map(class, c.raw)))
+            .map(|c| (c, if calibrated { c.raw } else { self.calibrator.map(class, c.raw) }))
             .take_while(|&(_, p)| p >= self.s.min_confidence)
             .filter_map(|(c, p)| {
                 let k = self.keys.slot(c.slot)?;
+                warmed.push((k.ticker, k.module));
                 Some(Prediction {
                     ticker: self.tickers.name(k.ticker)?.clone(),
                     module: self.modules.name(k.module)?.clone(),
@@ -199,6 +216,11 @@ impl Model {
                 })
             })
             .collect();
+        if let Some(view) = self.cache.as_mut() {
+            for (t, m) in warmed {
+                view.warmed(t, m, wm);
+            }
+        }
         self.counters.predictions_tick += out.len() as u64;
         out
     }
@@ -231,6 +253,9 @@ impl Model {
         let freed_tickers = self.tickers.sweep();
         let freed_modules = self.modules.sweep();
         self.sequences.sweep(wm, &freed_tickers, &freed_modules);
+        if let Some(view) = self.cache.as_mut() {
+            view.sweep(wm, &freed_tickers, &freed_modules);
+        }
         self.keys.compact_if_sparse();
         self.housekept_at = Some(wm);
     }

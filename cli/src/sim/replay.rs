@@ -11,7 +11,7 @@ use super::cache::{SimCache, Tally};
 use super::oracle::Oracle;
 use super::original::Original;
 use super::trace::Trace;
-use analyzer::{ConfigError, Model, ModelConfig};
+use analyzer::{CacheTtls, ConfigError, Model, ModelConfig};
 use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
 use prefetch_common::config::{hour_table, LiveConfig};
@@ -161,7 +161,11 @@ pub fn replay(
         })
         .collect();
     let mut driver = match strategy {
-        Strategy::Model => Driver::Model(Box::new(Model::new(cfg.model_config())?), cfg.policy()),
+        Strategy::Model => {
+            let mut model = Model::new(cfg.model_config())?;
+            model.set_cache_ttls(CacheTtls { per_module: cfg.live.ttl_s.clone(), default_s: cfg.live.default_ttl_s });
+            Driver::Model(Box::new(model), cfg.policy())
+        }
         Strategy::NoWarming => Driver::NoWarming,
         Strategy::Original => {
             let (weights, _) = hour_table(&cfg.live.hour_weights).map_err(|e| ConfigError { field: e.field, message: e.message })?;

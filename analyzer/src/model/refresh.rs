@@ -1,0 +1,275 @@
+//! Refresh-ahead: the model's view of the cache, so that a tick spends its `top_n` on the keys a
+//! warm would actually help, at the moment it helps most.
+//!
+//! Without it a tick ranks keys by how likely they are to be queried, and the most popular keys
+//! — cached already, most of the time — take every slot. With cache TTLs
+//! ([`Model::set_cache_ttls`]) the model also tracks when each key's cached copy expires:
+//! a query with `hit: false` is a demand fetch (the copy now expires a TTL later), and every
+//! prediction the model publishes is assumed warmed when published. A tick then only considers
+//! keys whose copy is gone or expires before the next tick (a later tick can still refresh the
+//! others, with fresher evidence, at no loss), and ranks them by the probability that the copy a
+//! warm stores now serves a query: a query between the current expiry (or now) and now + TTL.
+//! With `p` the calibrated probability of a query within the horizon `H`, a Poisson arrival
+//! gives `1 − (1 − p)^(window / H)` for a window of `window` seconds.
+//!
+//! Event-driven follow-ups get the same treatment: one whose key the view holds fresh for a
+//! while yet is not published (a refresh now would only shorten the copy's useful life).
+//!
+//! A view that drifts from the real cache corrects itself: a miss resets the key's expiry, and a
+//! hit on a key the view believed gone marks it live, to be reconsidered at the next tick.
+
+use super::keys::IdHash;
+use super::tick::{intensity, Rates};
+use super::Model;
+use chrono::{DateTime, Utc};
+use prefetch_common::contract::Module;
+use prefetch_common::prediction::Prediction;
+use std::collections::{BTreeMap, HashMap};
+
+/// A hit on a copy expiring within this many seconds refreshes it at once (when likely to be
+/// used), so busy keys renew on their own traffic and leave the tick's `top_n` to the others.
+pub(crate) const HIT_LEAD_S: u32 = 10;
+/// A follow-up whose key is believed fresh for longer than this many seconds is not published.
+pub(crate) const FOLLOW_UP_LEAD_S: u32 = 30;
+/// Most seconds between ticks the refresh lead follows (a longer pause is a gap in the stream,
+/// not a slower tick).
+const MAX_LEAD_S: u32 = 60;
+
+/// How long the cache keeps each module's entries, as the warmer is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheTtls {
+    /// TTL by module name, seconds.
+    pub per_module: BTreeMap<String, u64>,
+    /// TTL of other modules, seconds.
+    pub default_s: u64,
+}
+
+impl CacheTtls {
+    /// The TTL of `module`, seconds (at least 1).
+    pub fn for_module(&self, module: &str) -> u32 {
+        self.per_module.get(module).copied().unwrap_or(self.default_s).clamp(1, u64::from(u32::MAX / 2)) as u32
+    }
+}
+
+fn pack(ticker: u32, module: u32) -> u64 {
+    (u64::from(ticker) << 32) | u64::from(module)
+}
+
+/// The model's belief about the cache: when each key's copy expires.
+#[derive(Debug)]
+pub(crate) struct CacheView {
+    ttls: CacheTtls,
+    /// TTL by module id (0: not resolved yet); cleared when module ids are recycled.
+    by_module: Vec<u32>,
+    /// Believed expiry (internal seconds) of keys fetched or warmed.
+    expiry: HashMap<u64, u32, IdHash>,
+    /// The previous tick, for the refresh lead.
+    last_tick: Option<u32>,
+    /// Seconds until the next tick, as the last two ticks were apart.
+    pub lead: u32,
+}
+
+impl CacheView {
+    pub fn new(ttls: CacheTtls) -> Self {
+        Self { ttls, by_module: Vec::new(), expiry: HashMap::default(), last_tick: None, lead: 5 }
+    }
+
+    /// Resolves (and remembers) the TTL of module id `mid` named `name`.
+    pub fn resolve(&mut self, mid: u32, name: &Module) -> u32 {
+        let i = mid as usize;
+        if self.by_module.len() <= i {
+            self.by_module.resize(i + 1, 0);
+        }
+        if self.by_module[i] == 0 {
+            self.by_module[i] = self.ttls.for_module(name.as_str());
+        }
+        self.by_module[i]
+    }
+
+    /// The TTL of a module id already resolved (the default otherwise).
+    pub fn ttl(&self, mid: u32) -> u32 {
+        match self.by_module.get(mid as usize) {
+            Some(&t) if t > 0 => t,
+            _ => self.ttls.default_s.clamp(1, u64::from(u32::MAX / 2)) as u32,
+        }
+    }
+
+    /// A query of the key at `t`: a miss was fetched on demand; a hit on a key believed gone
+    /// shows the view missed a fetch. Returns the copy's expiry when the query hit a copy that
+    /// expires within [`HIT_LEAD_S`]: a candidate for refresh on hit.
+    pub fn observe(&mut self, tid: u32, mid: u32, module: &Module, t: u32, hit: bool) -> Option<u32> {
+        let ttl = self.resolve(mid, module);
+        let e = self.expiry.entry(pack(tid, mid)).or_insert(0);
+        if !hit {
+            *e = (*e).max(t.saturating_add(ttl));
+            None
+        } else if *e <= t {
+            *e = t.saturating_add(1);
+            None
+        } else {
+            (*e - t <= HIT_LEAD_S).then_some(*e)
+        }
+    }
+
+    /// The key was (assumed) warmed at `t`.
+    pub fn warmed(&mut self, tid: u32, mid: u32, t: u32) {
+        let ttl = self.ttl(mid);
+        self.expiry.insert(pack(tid, mid), t.saturating_add(ttl));
+    }
+
+    /// Believed expiry of the key, if it was ever fetched.
+    pub fn expires(&self, tid: u32, mid: u32) -> Option<u32> {
+        self.expiry.get(&pack(tid, mid)).copied()
+    }
+
+    /// Starts a tick at `now`: updates the lead from the spacing of ticks.
+    pub fn tick(&mut self, now: u32) {
+        if let Some(prev) = self.last_tick {
+            if now > prev {
+                self.lead = (now - prev).min(MAX_LEAD_S);
+            }
+        }
+        self.last_tick = Some(now);
+    }
+
+    /// For a key due for a warm at `now` — no copy, or one expiring before the next tick — the
+    /// seconds a copy stored now would serve that the current one does not; `None` when the
+    /// current copy outlives the next tick.
+    pub fn window(&self, tid: u32, mid: u32, now: u32) -> Option<u32> {
+        let ttl = self.ttl(mid);
+        match self.expires(tid, mid) {
+            Some(e) if e > now.saturating_add(self.lead) => None,
+            Some(e) if e > now => Some(now.saturating_add(ttl).saturating_sub(e).max(1)),
+            _ => Some(ttl),
+        }
+    }
+
+    /// Forgets expiries long past and everything about recycled ids.
+    pub fn sweep(&mut self, now: u32, freed_tickers: &[bool], freed_modules: &[bool]) {
+        let freed = |v: &[bool], id: u32| v.get(id as usize).copied().unwrap_or(false);
+        self.expiry.retain(|&k, &mut e| e > now && !freed(freed_tickers, (k >> 32) as u32) && !freed(freed_modules, k as u32));
+        if freed_modules.iter().any(|&f| f) {
+            self.by_module.clear();
+        }
+    }
+}
+
+/// Probability of a query within `window` seconds, from the probability `p` of one within
+/// `horizon` seconds (a Poisson arrival).
+pub(crate) fn within(p: f64, horizon: u32, window: u32) -> f64 {
+    let p = p.clamp(0.0, 1.0);
+    if p >= 1.0 {
+        return 1.0;
+    }
+    1.0 - (1.0 - p).powf(f64::from(window) / f64::from(horizon.max(1)))
+}
+
+impl Model {
+    /// The refresh-on-hit prediction for the key in `slot`, just hit at `t` (event time `ts`)
+    /// on a copy expiring at `expires`: published when a copy stored now would likely serve a
+    /// query after the current one expires, and noted as warmed.
+    pub(crate) fn refresh_on_hit(&mut self, slot: u32, t: u32, expires: u32, ts: DateTime<Utc>) -> Option<Prediction> {
+        if !self.s.enabled {
+            return None;
+        }
+        let k = self.keys.slot(slot)?;
+        let view = self.cache.as_ref()?;
+        let horizon = self.s.horizon;
+        let window = t.saturating_add(view.ttl(k.module)).saturating_sub(expires).max(1);
+        let (_, weight, class) = self.hour_context(t);
+        let has_season = self.season.is_some_and(|s| s.frame.observed()) && k.season_epoch == self.season_epoch;
+        let (recent, popular) = k.rates(t, self.tau_fast, self.tau_slow);
+        let rates = Rates { recent, popular, seasonal: has_season.then_some(f64::from(k.season)), idle: 1.0, window: f64::from(self.tau_fast) };
+        let (lambda, reason) = intensity(rates, weight);
+        let raw = -(-lambda * f64::from(horizon)).exp_m1();
+        let p = within(self.calibrator.map(class, raw), horizon, window);
+        if p < self.s.min_confidence {
+            return None;
+        }
+        let (tid, mid) = (k.ticker, k.module);
+        let prediction = Prediction {
+            ticker: self.tickers.name(tid)?.clone(),
+            module: self.modules.name(mid)?.clone(),
+            confidence: p,
+            horizon_s: u64::from(horizon),
+            generated_at: ts,
+            reason,
+        };
+        self.cache.as_mut()?.warmed(tid, mid, t);
+        self.counters.predictions_sequence += 1;
+        Some(prediction)
+    }
+
+    /// Turns on refresh-ahead with the cache's TTLs (see the module docs of `refresh.rs`): from
+    /// now on a tick publishes the keys whose warm now is most likely to serve a query — no
+    /// cached copy, or one expiring before the next tick — with that probability as the
+    /// confidence, and follow-ups of keys believed fresh are held back. Call it again when the
+    /// TTLs change; the view of the cache is kept.
+    pub fn set_cache_ttls(&mut self, ttls: CacheTtls) {
+        match &mut self.cache {
+            Some(view) => {
+                view.ttls = ttls;
+                view.by_module.clear();
+            }
+            None => self.cache = Some(CacheView::new(ttls)),
+        }
+    }
+
+    /// Drops follow-ups whose key the cache view holds fresh beyond [`FOLLOW_UP_LEAD_S`], and
+    /// notes the others as warmed.
+    pub(crate) fn refresh_follow_ups(&mut self, mut predictions: Vec<Prediction>, t: u32) -> Vec<Prediction> {
+        let Some(view) = self.cache.as_mut() else { return predictions };
+        let before = predictions.len();
+        predictions.retain(|p| {
+            let (Some(tid), Some(mid)) = (self.tickers.id(&p.ticker), self.modules.id(&p.module)) else { return true };
+            if view.expires(tid, mid).is_some_and(|e| e > t.saturating_add(FOLLOW_UP_LEAD_S)) {
+                return false;
+            }
+            view.warmed(tid, mid, t);
+            true
+        });
+        self.counters.predictions_sequence -= (before - predictions.len()) as u64;
+        predictions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> CacheView {
+        let mut v = CacheView::new(CacheTtls { per_module: [("price".to_owned(), 60)].into_iter().collect(), default_s: 300 });
+        v.resolve(0, &Module::parse("price").unwrap());
+        v.resolve(1, &Module::parse("chart").unwrap());
+        v
+    }
+
+    #[test]
+    fn a_copy_is_due_only_when_it_expires_before_the_next_tick() {
+        let mut v = view();
+        let price = Module::parse("price").unwrap();
+        v.tick(1_000);
+        v.tick(1_005);
+        assert_eq!(v.lead, 5);
+        assert_eq!(v.window(7, 0, 1_005), Some(60), "never fetched: a warm serves a whole TTL");
+        v.observe(7, 0, &price, 1_000, false);
+        assert_eq!(v.window(7, 0, 1_030), None, "fresh until 1 060, beyond the next tick");
+        assert_eq!(v.window(7, 0, 1_056), Some(56), "expires at 1 060: a refresh adds 1 116 − 1 060");
+        assert_eq!(v.window(7, 0, 1_060), Some(60), "expired");
+        // A hit on a key believed gone: live now, reconsidered at once.
+        v.observe(7, 0, &price, 2_000, true);
+        assert_eq!(v.expires(7, 0), Some(2_001));
+        v.warmed(7, 1, 2_000);
+        assert_eq!(v.expires(7, 1), Some(2_300), "chart uses the default TTL");
+        v.sweep(2_100, &[], &[]);
+        assert_eq!((v.expires(7, 0), v.expires(7, 1)), (None, Some(2_300)));
+    }
+
+    #[test]
+    fn probability_scales_with_the_window() {
+        assert!((within(0.75, 300, 150) - 0.5).abs() < 1e-12);
+        assert!((within(0.75, 300, 600) - 0.9375).abs() < 1e-12);
+        assert_eq!(within(1.0, 300, 1), 1.0);
+        assert_eq!(within(0.0, 300, 1_000), 0.0);
+    }
+}
