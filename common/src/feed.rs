@@ -137,3 +137,18 @@ impl ConfigFeed {
         tokio::time::timeout(timeout, self.caught_up.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
     }
 }
+
+/// Calls `apply` with every config `config` receives from now on, until `stop` (the value
+/// current at the call is the caller's to apply, before it starts work).
+pub async fn on_change(mut config: watch::Receiver<Option<LiveConfig>>, stop: CancellationToken, mut apply: impl FnMut(&LiveConfig)) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = config.changed() => if changed.is_err() { return },
+        }
+        let live = config.borrow_and_update().clone();
+        if let Some(live) = live {
+            apply(&live);
+        }
+    }
+}

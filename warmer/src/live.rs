@@ -9,23 +9,15 @@
 use crate::cache::Ttls;
 use crate::state::Shared;
 use prefetch_common::config::LiveConfig;
+use prefetch_common::feed::on_change;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Applies every change of `config` from now on, until `stop` (the value current at the call
 /// is the caller's to apply).
-pub async fn follow(shared: Arc<Shared>, mut config: watch::Receiver<Option<LiveConfig>>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            changed = config.changed() => if changed.is_err() { return },
-        }
-        let live = config.borrow_and_update().clone();
-        if let Some(live) = live {
-            apply(&shared, &live);
-        }
-    }
+pub async fn follow(shared: Arc<Shared>, config: watch::Receiver<Option<LiveConfig>>, stop: CancellationToken) {
+    on_change(config, stop, |live| apply(&shared, live)).await
 }
 
 /// Applies one live config now.

@@ -42,22 +42,21 @@ pub struct ModelConfig {
 }
 
 impl Default for ModelConfig {
+    /// The live config's defaults (the original tool's), and a week of hourly buckets.
     fn default() -> Self {
-        Self {
-            top_n: 10,
-            min_confidence: 0.5,
-            enabled: true,
-            hour_weights: [("9-11", 1.5), ("11-15", 1.2), ("15-17", 1.3), ("17-21", 0.8), ("21-9", 0.3)]
-                .into_iter()
-                .map(|(r, w)| (r.to_owned(), w))
-                .collect(),
-            market_tz: "America/New_York".to_owned(),
-            horizon_s: 300,
+        let base = ModelConfig {
+            top_n: 0,
+            min_confidence: 0.0,
+            enabled: false,
+            hour_weights: Vec::new(),
+            market_tz: String::new(),
+            horizon_s: 0,
             retention_s: 7 * 86_400,
             bucket_s: 3_600,
             session_gap_s: 30 * 60,
             late_bound_s: 5 * 60,
-        }
+        };
+        base.with_live(&LiveConfig::default())
     }
 }
 

@@ -9,24 +9,15 @@
 use super::Shared;
 use crate::ModelConfig;
 use prefetch_common::config::LiveConfig;
+use prefetch_common::feed::on_change;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Applies every change of `config` from now on, until `stop` (the value current at the call
-/// is the caller's to apply). `base` holds the deployment settings the live config does not
-/// set (retention, buckets…).
-pub async fn follow(shared: Arc<Shared>, base: ModelConfig, mut config: watch::Receiver<Option<LiveConfig>>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            changed = config.changed() => if changed.is_err() { return },
-        }
-        let live = config.borrow_and_update().clone();
-        if let Some(live) = live {
-            apply(&shared, &base, &live);
-        }
-    }
+/// is the caller's to apply).
+pub async fn follow(shared: Arc<Shared>, base: ModelConfig, config: watch::Receiver<Option<LiveConfig>>, stop: CancellationToken) {
+    on_change(config, stop, |live| apply(&shared, &base, live)).await
 }
 
 /// Applies one live config to the model now.
