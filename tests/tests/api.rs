@@ -202,3 +202,26 @@ async fn an_invalid_config_is_refused_by_field_and_the_old_one_stays() {
     assert_eq!(records[0].value["min_confidence"], 0.7);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_warmer_or_analyzer_is_named_in_the_answer() {
+    let kafka = TestKafka::start();
+    let mut cfg = ingest::Config::new(kafka.bootstrap());
+    cfg.kafka = kafka.kafka_args();
+    cfg.topics = unique_topics("api-alone");
+    kafka.prepare(&cfg.topics);
+    cfg.warmer_url = "http://127.0.0.1:1".into();
+    let ingest = spawn_ingest(cfg).await;
+    let url = |q: &str| ingest.url(&format!("/api/v1/smart-prefetch?{q}"));
+    for action in ["status", "warmup"] {
+        let (code, body) = get(&url(&format!("action={action}"))).await;
+        assert_eq!((code, body["error"].as_str()), (502, Some("warmer_unreachable")), "{action}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("http://127.0.0.1:1"), "{body}");
+    }
+    // No analyzer has published a snapshot: stats says so; predictions are simply none yet.
+    let (code, body) = get(&url("action=stats")).await;
+    assert_eq!((code, body["error"].as_str()), (503, Some("no_stats")), "{body}");
+    let (code, body) = get(&url("action=predictions")).await;
+    assert_eq!((code, body["count"].as_u64()), (200, Some(0)));
+    ingest.stop().await;
+}
