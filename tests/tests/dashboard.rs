@@ -145,7 +145,7 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
                 let batch: Vec<Value> = keys
                     .iter()
                     .enumerate()
-                    .map(|(i, (t, m))| json!({"ticker": t, "module": m, "hit": (n + i as u64) % 3 != 0, "client": "app"}))
+                    .map(|(i, (t, m))| json!({"ticker": t, "module": m, "hit": (n + i as u64) % 3 > 0, "client": "app"}))
                     .collect();
                 let r = http().post(&ingest_url).json(&batch).send().await.expect("POST /v1/events");
                 assert_eq!(r.status(), 200);
