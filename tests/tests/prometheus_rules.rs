@@ -52,7 +52,7 @@ fn every_alert_passes_its_unit_tests() {
 #[test]
 fn every_alert_has_a_case_that_fires_and_one_that_does_not() {
     let alerts = alert_names();
-    for wanted in ["SmartPrefetchHitRatioLow", "SmartPrefetchUpstreamErrors", "SmartPrefetchConsumerLagGrowing", "SmartPrefetchNoPredictions"] {
+    for wanted in ["SmartPrefetchHitRatioLow", "SmartPrefetchUpstreamErrors", "SmartPrefetchConsumerLagGrowing", "SmartPrefetchNoPredictions", "SmartPrefetchServiceDown"] {
         assert!(alerts.contains(wanted), "rules.yml lost {wanted}: {alerts:?}");
     }
     let tests = yaml("deploy/prometheus/rules_test.yml");
