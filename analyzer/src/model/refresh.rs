@@ -9,8 +9,10 @@
 //! keys whose copy is gone or expires before the next tick (a later tick can still refresh the
 //! others, with fresher evidence, at no loss), and ranks them by the probability that the copy a
 //! warm stores now serves a query: a query between the current expiry (or now) and now + TTL.
-//! With `p` the calibrated probability of a query within the horizon `H`, a Poisson arrival
-//! gives `1 − (1 − p)^(window / H)` for a window of `window` seconds.
+//! With `p` the calibrated probability of a query within the horizon `H`, the key's rate
+//! `−ln(1 − p) / H` is a gamma prior updated with its own recent evidence — the queries its
+//! current copy saw over the copy's age, the scale of its TTL — and a Poisson arrival gives the
+//! probability of a query within the window.
 //!
 //! Event-driven follow-ups get the same treatment: one whose key the view holds fresh for a
 //! while yet is not published (a refresh now would only shorten the copy's useful life).
@@ -51,6 +53,29 @@ impl CacheTtls {
     }
 }
 
+/// What the view believes about one key's cached copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Copy {
+    /// When it was fetched (internal seconds).
+    pub fetched: u32,
+    /// When it expires.
+    pub expires: u32,
+    /// Queries of the key since the fetch (the one that fetched it included).
+    pub queries: u32,
+}
+
+/// A key due for a warm: how long a copy stored now would serve beyond the current one, and
+/// the key's recent evidence (the current copy's age and the queries it saw).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Due {
+    pub window: u32,
+    pub age: u32,
+    pub queries: u32,
+}
+
+/// Pseudo-events of the model's rate when updated with the queries a copy saw.
+const PRIOR_EVENTS: f64 = 1.0;
+
 fn pack(ticker: u32, module: u32) -> u64 {
     (u64::from(ticker) << 32) | u64::from(module)
 }
@@ -61,8 +86,8 @@ pub(crate) struct CacheView {
     ttls: CacheTtls,
     /// TTL by module id (0: not resolved yet); cleared when module ids are recycled.
     by_module: Vec<u32>,
-    /// Believed expiry (internal seconds) of keys fetched or warmed.
-    expiry: HashMap<u64, u32, IdHash>,
+    /// Believed copies of keys fetched or warmed.
+    copies: HashMap<u64, Copy, IdHash>,
     /// The previous tick, for the refresh lead.
     last_tick: Option<u32>,
     /// Seconds until the next tick, as the last two ticks were apart.
@@ -71,7 +96,7 @@ pub(crate) struct CacheView {
 
 impl CacheView {
     pub fn new(ttls: CacheTtls) -> Self {
-        Self { ttls, by_module: Vec::new(), expiry: HashMap::default(), last_tick: None, lead: 5 }
+        Self { ttls, by_module: Vec::new(), copies: HashMap::default(), last_tick: None, lead: 5 }
     }
 
     /// Resolves (and remembers) the TTL of module id `mid` named `name`.
@@ -99,27 +124,35 @@ impl CacheView {
     /// expires within [`HIT_LEAD_S`]: a candidate for refresh on hit.
     pub fn observe(&mut self, tid: u32, mid: u32, module: &Module, t: u32, hit: bool) -> Option<u32> {
         let ttl = self.resolve(mid, module);
-        let e = self.expiry.entry(pack(tid, mid)).or_insert(0);
+        let c = self.copies.entry(pack(tid, mid)).or_default();
         if !hit {
-            *e = (*e).max(t.saturating_add(ttl));
+            if t.saturating_add(ttl) > c.expires {
+                *c = Copy { fetched: t, expires: t.saturating_add(ttl), queries: 1 };
+            }
             None
-        } else if *e <= t {
-            *e = t.saturating_add(1);
+        } else if c.expires <= t {
+            *c = Copy { fetched: t, expires: t.saturating_add(1), queries: 1 };
             None
         } else {
-            (*e - t <= HIT_LEAD_S).then_some(*e)
+            c.queries = c.queries.saturating_add(1);
+            (c.expires - t <= HIT_LEAD_S).then_some(c.expires)
         }
     }
 
     /// The key was (assumed) warmed at `t`.
     pub fn warmed(&mut self, tid: u32, mid: u32, t: u32) {
         let ttl = self.ttl(mid);
-        self.expiry.insert(pack(tid, mid), t.saturating_add(ttl));
+        self.copies.insert(pack(tid, mid), Copy { fetched: t, expires: t.saturating_add(ttl), queries: 0 });
+    }
+
+    /// Believed copy of the key, if it was ever fetched.
+    pub fn copy(&self, tid: u32, mid: u32) -> Option<Copy> {
+        self.copies.get(&pack(tid, mid)).copied()
     }
 
     /// Believed expiry of the key, if it was ever fetched.
     pub fn expires(&self, tid: u32, mid: u32) -> Option<u32> {
-        self.expiry.get(&pack(tid, mid)).copied()
+        self.copy(tid, mid).map(|c| c.expires)
     }
 
     /// Starts a tick at `now`: updates the lead from the spacing of ticks.
@@ -135,19 +168,26 @@ impl CacheView {
     /// For a key due for a warm at `now` — no copy, or one expiring before the next tick — the
     /// seconds a copy stored now would serve that the current one does not; `None` when the
     /// current copy outlives the next tick.
-    pub fn window(&self, tid: u32, mid: u32, now: u32) -> Option<u32> {
+    pub fn due(&self, tid: u32, mid: u32, now: u32) -> Option<Due> {
         let ttl = self.ttl(mid);
-        match self.expires(tid, mid) {
-            Some(e) if e > now.saturating_add(self.lead) => None,
-            Some(e) if e > now => Some(now.saturating_add(ttl).saturating_sub(e).max(1)),
-            _ => Some(ttl),
+        match self.copy(tid, mid) {
+            Some(c) if c.expires > now.saturating_add(self.lead) => None,
+            Some(c) => Some(Due {
+                window: now.saturating_add(ttl).saturating_sub(c.expires.max(now)).max(1),
+                age: now.saturating_sub(c.fetched),
+                queries: c.queries,
+            }),
+            None => Some(Due { window: ttl, age: 0, queries: 0 }),
         }
     }
 
     /// Forgets expiries long past and everything about recycled ids.
     pub fn sweep(&mut self, now: u32, freed_tickers: &[bool], freed_modules: &[bool]) {
         let freed = |v: &[bool], id: u32| v.get(id as usize).copied().unwrap_or(false);
-        self.expiry.retain(|&k, &mut e| e > now && !freed(freed_tickers, (k >> 32) as u32) && !freed(freed_modules, k as u32));
+        // A copy long gone still carries evidence (its queries over its age) until a day passes.
+        self.copies.retain(|&k, c| {
+            c.expires.saturating_add(86_400) > now && !freed(freed_tickers, (k >> 32) as u32) && !freed(freed_modules, k as u32)
+        });
         if freed_modules.iter().any(|&f| f) {
             self.by_module.clear();
         }
@@ -156,12 +196,24 @@ impl CacheView {
 
 /// Probability of a query within `window` seconds, from the probability `p` of one within
 /// `horizon` seconds (a Poisson arrival).
-pub(crate) fn within(p: f64, horizon: u32, window: u32) -> f64 {
+#[cfg(test)]
+fn within(p: f64, horizon: u32, window: u32) -> f64 {
     let p = p.clamp(0.0, 1.0);
     if p >= 1.0 {
         return 1.0;
     }
     1.0 - (1.0 - p).powf(f64::from(window) / f64::from(horizon.max(1)))
+}
+
+/// Probability that a copy stored now serves a query: the model's rate (from `p` within
+/// `horizon`) as a gamma prior worth [`PRIOR_EVENTS`], updated with the queries the current copy
+/// saw over its age — the key's own evidence at the scale of its TTL — then a Poisson arrival
+/// within the window.
+pub(crate) fn serve_probability(p: f64, horizon: u32, due: Due) -> f64 {
+    let p = p.clamp(0.0, 1.0 - 1e-9);
+    let prior = (-(1.0 - p).ln() / f64::from(horizon.max(1))).max(1e-9);
+    let rate = (PRIOR_EVENTS + f64::from(due.queries)) / (PRIOR_EVENTS / prior + f64::from(due.age));
+    -(-rate * f64::from(due.window)).exp_m1()
 }
 
 impl Model {
@@ -175,14 +227,19 @@ impl Model {
         let k = self.keys.slot(slot)?;
         let view = self.cache.as_ref()?;
         let horizon = self.s.horizon;
-        let window = t.saturating_add(view.ttl(k.module)).saturating_sub(expires).max(1);
+        let copy = view.copy(k.ticker, k.module).unwrap_or_default();
+        let due = Due {
+            window: t.saturating_add(view.ttl(k.module)).saturating_sub(expires).max(1),
+            age: t.saturating_sub(copy.fetched),
+            queries: copy.queries,
+        };
         let (_, weight, class) = self.hour_context(t);
         let has_season = self.season.is_some_and(|s| s.frame.observed()) && k.season_epoch == self.season_epoch;
         let (recent, popular) = k.rates(t, self.tau_fast, self.tau_slow);
         let rates = Rates { recent, popular, seasonal: has_season.then_some(f64::from(k.season)), idle: 1.0, window: f64::from(self.tau_fast) };
         let (lambda, reason) = intensity(rates, weight);
         let raw = -(-lambda * f64::from(horizon)).exp_m1();
-        let p = within(self.calibrator.map(class, raw), horizon, window);
+        let p = serve_probability(self.calibrator.map(class, raw), horizon, due);
         if p < self.s.min_confidence {
             return None;
         }
@@ -251,23 +308,34 @@ mod tests {
         v.tick(1_000);
         v.tick(1_005);
         assert_eq!(v.lead, 5);
-        assert_eq!(v.window(7, 0, 1_005), Some(60), "never fetched: a warm serves a whole TTL");
+        let window = |v: &CacheView, now| v.due(7, 0, now).map(|d| d.window);
+        assert_eq!(window(&v, 1_005), Some(60), "never fetched: a warm serves a whole TTL");
         v.observe(7, 0, &price, 1_000, false);
-        assert_eq!(v.window(7, 0, 1_030), None, "fresh until 1 060, beyond the next tick");
-        assert_eq!(v.window(7, 0, 1_056), Some(56), "expires at 1 060: a refresh adds 1 116 − 1 060");
-        assert_eq!(v.window(7, 0, 1_060), Some(60), "expired");
+        assert_eq!(v.observe(7, 0, &price, 1_020, true), None, "a hit far from the expiry");
+        assert_eq!(window(&v, 1_030), None, "fresh until 1 060, beyond the next tick");
+        assert_eq!(window(&v, 1_056), Some(56), "expires at 1 060: a refresh adds 1 116 − 1 060");
+        assert_eq!(v.due(7, 0, 1_056), Some(Due { window: 56, age: 56, queries: 2 }));
+        assert_eq!(v.observe(7, 0, &price, 1_055, true), Some(1_060), "a hit near the expiry");
+        assert_eq!(window(&v, 1_060), Some(60), "expired");
         // A hit on a key believed gone: live now, reconsidered at once.
         v.observe(7, 0, &price, 2_000, true);
         assert_eq!(v.expires(7, 0), Some(2_001));
         v.warmed(7, 1, 2_000);
         assert_eq!(v.expires(7, 1), Some(2_300), "chart uses the default TTL");
-        v.sweep(2_100, &[], &[]);
+        v.sweep(2_001 + 86_400, &[], &[]);
         assert_eq!((v.expires(7, 0), v.expires(7, 1)), (None, Some(2_300)));
     }
 
     #[test]
-    fn probability_scales_with_the_window() {
+    fn probability_scales_with_the_window_and_the_copys_evidence() {
         assert!((within(0.75, 300, 150) - 0.5).abs() < 1e-12);
+        // No evidence of its own: the model's rate as is.
+        let cold = serve_probability(0.75, 300, Due { window: 150, age: 0, queries: 0 });
+        assert!((cold - 0.5).abs() < 1e-9, "{cold}");
+        // A copy that served nothing in a minute lowers it; one queried ten times raises it.
+        let quiet = serve_probability(0.75, 300, Due { window: 150, age: 60, queries: 0 });
+        let busy = serve_probability(0.75, 300, Due { window: 150, age: 60, queries: 10 });
+        assert!(quiet < 0.4 && busy > 0.95, "{quiet} {busy}");
         assert!((within(0.75, 300, 600) - 0.9375).abs() < 1e-12);
         assert_eq!(within(1.0, 300, 1), 1.0);
         assert_eq!(within(0.0, 300, 1_000), 0.0);

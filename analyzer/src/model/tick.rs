@@ -166,9 +166,9 @@ impl Model {
             // a key whose copy outlives the next tick waits for a later tick.
             let rank = match cache {
                 None => raw,
-                Some(view) => match view.window(k.ticker, k.module, wm) {
+                Some(view) => match view.due(k.ticker, k.module, wm) {
                     None => continue,
-                    Some(window) => refresh::within(self.calibrator.map(class, raw), horizon, window),
+                    Some(due) => refresh::serve_probability(self.calibrator.map(class, raw), horizon, due),
                 },
             };
             let c = Candidate { raw: rank, slot: slot as u32, reason };
