@@ -32,6 +32,13 @@ pub struct ThroughputArgs {
     /// per event (isolates the cost of event-driven predictions).
     #[arg(long)]
     no_clients: bool,
+    /// Extra librdkafka option (key=value, repeatable) for every client of the run — the plain
+    /// consumer's and the analyzer's alike, so they keep the same settings.
+    #[arg(short = 'X', long = "kafka-option")]
+    kafka_option: Vec<String>,
+    /// Only time the per-event CPU breakdown (no Kafka) and exit.
+    #[arg(long)]
+    cpu_only: bool,
 }
 
 /// Flags of `analyzer-keys`.
@@ -55,26 +62,48 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-async fn drain_raw(kafka: &KafkaArgs, topic: &str, group: &str, n: usize) -> anyhow::Result<f64> {
+/// CPU seconds this process has used so far (all threads, librdkafka's included).
+fn cpu_seconds() -> f64 {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the `(comm)`; utime and stime are the 14th and 15th of the line.
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    ticks as f64 / 100.0
+}
+
+/// One drain: events/s, and this process's CPU time per event over the timed span.
+struct Drain {
+    rate: f64,
+    cpu_us: f64,
+}
+
+async fn drain_raw(kafka: &KafkaArgs, topic: &str, group: &str, n: usize) -> anyhow::Result<Drain> {
     let consumer: StreamConsumer = kafka.consumer_config(group)?.create()?;
     consumer.subscribe(&[topic])?;
     let mut started = None;
     let mut seen = 0usize;
     while seen < n {
         let m = consumer.recv().await?;
-        started.get_or_insert_with(Instant::now);
+        started.get_or_insert_with(|| (Instant::now(), cpu_seconds()));
         // The raw limit: receive and store the offset, nothing else.
         std::hint::black_box(rdkafka::Message::payload(&m));
         consumer.store_offset_from_message(&m)?;
         seen += 1;
     }
-    let secs = started.context("no message")?.elapsed().as_secs_f64();
+    let (t0, cpu0) = started.context("no message")?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_us = (cpu_seconds() - cpu0) * 1e6 / n as f64;
     // See the analyzer service: never wait on a subscribed consumer's drop.
     std::thread::spawn(move || drop(consumer));
-    Ok(n as f64 / secs)
+    Ok(Drain { rate: n as f64 / secs, cpu_us })
 }
 
-async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: usize) -> anyhow::Result<f64> {
+async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: usize) -> anyhow::Result<Drain> {
     let mut cfg = analyzer::service::Config::new(kafka.brokers.clone());
     cfg.kafka = kafka.clone();
     cfg.topics = topics.clone();
@@ -100,15 +129,16 @@ async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: u
         };
         let k = folded(&text);
         if k > 0 && started.is_none() {
-            started = Some((Instant::now(), k));
+            started = Some((Instant::now(), k, cpu_seconds()));
         }
         if k >= n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (t0, k0) = started.context("no event folded")?;
+    let (t0, k0, cpu0) = started.context("no event folded")?;
     let rate = (n - k0) as f64 / t0.elapsed().as_secs_f64();
+    let cpu_us = (cpu_seconds() - cpu0) * 1e6 / (n - k0) as f64;
     let text = http.get(&url).send().await?.text().await?;
     let predictions: f64 = text
         .lines()
@@ -118,13 +148,51 @@ async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: u
     eprintln!("analyzer round: {n} events folded, {predictions} event-driven predictions published");
     shutdown.cancel();
     task.await??;
-    Ok(rate)
+    Ok(Drain { rate, cpu_us })
+}
+
+/// Times the analyzer's per-event work on one thread with no Kafka — parse and validate, fold,
+/// serialise the predictions it returns — so the fold rate can be read against its parts.
+fn cpu_breakdown(evs: &[QueryEvent]) {
+    let bodies: Vec<Vec<u8>> = evs.iter().map(QueryEvent::to_json).collect();
+    let now = Utc::now() + CDuration::seconds(1);
+    let started = Instant::now();
+    let parsed: Vec<QueryEvent> = bodies.iter().filter_map(|b| QueryEvent::from_json(b, now).ok()).collect();
+    let parse = started.elapsed().as_secs_f64();
+    let mut model = analyzer::Model::new(analyzer::ModelConfig::default()).expect("default config");
+    let started = Instant::now();
+    let mut predictions = Vec::new();
+    for e in &parsed {
+        predictions.extend(model.record(e).predictions);
+    }
+    let record = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let bytes: usize = predictions.iter().map(|p| serde_json::to_vec(p).map_or(0, |b| b.len())).sum();
+    let serialise = started.elapsed().as_secs_f64();
+    std::hint::black_box(bytes);
+    let us = |s: f64| s * 1e6 / evs.len() as f64;
+    println!(
+        "CPU per event, one thread, no Kafka: parse+validate {:.3} µs, record {:.3} µs, serialise {} predictions {:.3} µs",
+        us(parse),
+        us(record),
+        predictions.len(),
+        us(serialise)
+    );
 }
 
 /// Runs `analyzer-throughput`.
 pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
+    if args.cpu_only {
+        let mut evs = crate::ingest::events(args.events);
+        if args.no_clients {
+            evs.iter_mut().for_each(|e| e.client = None);
+        }
+        cpu_breakdown(&evs);
+        return Ok(());
+    }
     let mut kafka = KafkaArgs::new(&args.brokers);
     kafka.topic_partitions = 6;
+    kafka.options = args.kafka_option.clone();
     let run = std::process::id();
     let topics = TopicArgs::prefixed(&format!("bench-an-{run}."));
     let specs = [TopicSpec { name: topics.query_events_topic.clone(), compacted: false }];
@@ -150,20 +218,21 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     }
     producer.flush(Duration::from_secs(30))?;
     println!("pre-filled {} events into {} (6 partitions)", args.events, topics.query_events_topic);
-    println!("| round | plain consumer events/s | analyzer events/s | analyzer / raw |");
-    println!("|---|---|---|---|");
+    cpu_breakdown(&evs);
+    println!("| round | plain consumer events/s | analyzer events/s | analyzer / raw | CPU µs/event raw | CPU µs/event analyzer |");
+    println!("|---|---|---|---|---|---|");
     let (mut raws, mut ans) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         let raw = drain_raw(&kafka, &topics.query_events_topic, &format!("bench-raw-{run}-{round}"), args.events).await?;
         let an = drain_analyzer(&kafka, &topics, &format!("bench-an-{run}-{round}"), args.events).await?;
-        println!("| {round} | {raw:.0} | {an:.0} | {:.2} |", an / raw);
-        raws.push(raw);
-        ans.push(an);
+        println!("| {round} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |", raw.rate, an.rate, an.rate / raw.rate, raw.cpu_us, an.cpu_us);
+        raws.push(raw.rate);
+        ans.push(an.rate);
     }
     raws.sort_by(f64::total_cmp);
     ans.sort_by(f64::total_cmp);
     let (r, a) = (raws[raws.len() / 2], ans[ans.len() / 2]);
-    println!("| median | {r:.0} | {a:.0} | {:.2} |", a / r);
+    println!("| median | {r:.0} | {a:.0} | **{:.2}** | | |", a / r);
     Ok(())
 }
 

@@ -1,34 +1,45 @@
 //! The consume loop: events in, state folded, predictions out, offsets stored only after what
 //! they caused is durable.
 //!
-//! One `tokio::select!` over shutdown, the publish tick, the stats tick and the next message.
-//! Messages are folded as they come; the predictions they cause (event-driven sequence
-//! predictions, dead letters) are produced at once, and their offsets join a batch. Every
+//! One `tokio::select!` over shutdown, the publish tick, the stats tick, folded chunks coming
+//! back and the next message. The loop itself only receives: each message, with every other one
+//! already waiting in the consumer's queue (up to [`fold::CHUNK`]), is copied into a chunk that
+//! the fold thread (`fold.rs`) parses, folds into the model and publishes from, in order. Each
+//! folded chunk comes back with its delivery futures and offsets and joins the open batch. Every
 //! `BATCH` messages and at each tick the batch is sealed: its deliveries are awaited on a task
 //! of their own while consumption goes on, and its offsets are stored and committed once it and
-//! every earlier batch are durable. A rebalance and shutdown wait for all of them. A rebalance is acted on before the
-//! next message is folded: revoked partitions' keys are forgotten, assigned ones are rebuilt.
+//! every earlier batch are durable. A rebalance and shutdown first wait for every chunk handed
+//! over to be folded, then for all batches. A rebalance is acted on before the next chunk is
+//! handed over: revoked partitions' keys are forgotten, assigned ones are rebuilt.
+
+#[path = "fold.rs"]
+mod fold;
 
 use super::consumer::GroupContext;
 use super::rebuild;
 use super::Shared;
 use chrono::{DateTime, Utc};
+use fold::{Chunk, Folded, Folder};
+pub use fold::Recent;
 use futures::future::join_all;
-use prefetch_common::contract::{Module, QueryEvent, Ticker};
+use futures::FutureExt;
 use prefetch_common::prediction::Prediction;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 /// Messages folded before their offsets are settled (a tick settles a smaller batch).
 const BATCH: usize = 2_000;
+
+/// Chunks handed to the fold thread and not yet back; the loop stops receiving at this many.
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// What the loop needs besides the consumer.
 pub struct Pipeline {
@@ -54,42 +65,22 @@ pub struct Pipeline {
     pub recent: Recent,
 }
 
-/// Event-driven predictions published lately, by key. A key is published again only when the
-/// last one is older than a fifth of its horizon (event time) or was less confident: every
-/// analyst opening `price` would otherwise re-publish the same `chart` prediction, and the
-/// warmer would only skip it as fresh. Measured: 16% of the benchmark's events caused a
-/// prediction, and publishing them cost 30% of the fold rate.
-#[derive(Default)]
-pub struct Recent(std::sync::Mutex<HashMap<(Ticker, Module), (DateTime<Utc>, f64)>>);
-
-impl Recent {
-    /// Whether `p` should be published now; remembers it if so.
-    fn fresh(&self, p: &Prediction) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (p.ticker.clone(), p.module.clone());
-        let again_after = chrono::Duration::seconds((p.horizon_s / 5) as i64);
-        if let Some((at, conf)) = map.get(&key) {
-            if p.generated_at < *at + again_after && p.confidence <= *conf {
-                return false;
-            }
-        }
-        map.insert(key, (p.generated_at, p.confidence));
-        true
-    }
-
-    /// Forgets entries older than `horizon` before `now` (called on each tick: memory follows
-    /// the keys predicted within one horizon).
-    fn prune(&self, now: DateTime<Utc>, horizon: chrono::Duration) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (at, _)| *at + horizon > now);
-    }
-}
-
 /// The open batch: offsets folded since the last seal, and the deliveries they caused.
 #[derive(Default)]
 struct Batch {
     deliveries: Vec<DeliveryFuture>,
     offsets: HashMap<i32, i64>,
     messages: usize,
+}
+
+impl Batch {
+    /// Takes a folded chunk's deliveries and offsets; returns the emptied chunk.
+    fn absorb(&mut self, f: Folded) -> Chunk {
+        self.deliveries.extend(f.deliveries);
+        self.offsets.extend(f.offsets);
+        self.messages += f.messages;
+        f.spare
+    }
 }
 
 /// A sealed batch: its deliveries are awaited on their own task while consumption goes on.
@@ -107,6 +98,68 @@ struct Progress {
     committed_at: Option<Instant>,
 }
 
+/// The fold stage's two ends: chunks out to the parse thread, folded chunks back from the fold
+/// thread (in the order sent).
+struct Stage {
+    chunks: Option<mpsc::Sender<Chunk>>,
+    folded: UnboundedReceiver<Folded>,
+    in_flight: usize,
+    /// The parse and fold threads (each stops when the one before it does).
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Emptied chunks back from the fold thread, to fill again.
+    spare: Vec<Chunk>,
+}
+
+impl Stage {
+    fn send(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        let tx = self.chunks.as_ref().ok_or_else(|| anyhow::anyhow!("the fold thread is stopped"))?;
+        tx.send(chunk).map_err(|_| anyhow::anyhow!("the fold thread stopped"))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// The next folded chunk (cancel-safe: a chunk not taken stays in the channel).
+    async fn next(&mut self) -> anyhow::Result<Folded> {
+        let f = self.folded.recv().await.ok_or_else(|| anyhow::anyhow!("the fold thread stopped"))?;
+        self.in_flight -= 1;
+        Ok(f)
+    }
+
+    /// Waits until every chunk handed over is folded, adding each to the open batch.
+    async fn drain(&mut self, progress: &mut Progress) -> anyhow::Result<()> {
+        while self.in_flight > 0 {
+            let spare = progress.open.absorb(self.next().await?);
+            self.spare.push(spare);
+        }
+        Ok(())
+    }
+
+    /// Drains, then stops the thread.
+    async fn stop(&mut self, progress: &mut Progress) -> anyhow::Result<()> {
+        self.drain(progress).await?;
+        self.chunks = None;
+        for t in std::mem::take(&mut self.threads) {
+            tokio::task::spawn_blocking(move || t.join()).await?.map_err(|_| anyhow::anyhow!("a fold stage thread panicked"))?;
+        }
+        Ok(())
+    }
+}
+
+/// How long the fold thread's producer lets event-driven predictions gather into one request.
+/// Measured (BENCHMARKS.md, analyzer): with the project's default of 0, the predictions of a
+/// busy fold went out in many small requests, and producing them cost the analyzer about
+/// 0.45 µs of CPU per consumed event; 5 ms cut that to a small share (and adds at most 5 ms to
+/// a prediction whose horizon is minutes).
+const FOLD_LINGER: &str = "linger.ms=5";
+
+/// The producer of event-driven predictions and dead letters: the common one, with
+/// [`FOLD_LINGER`] unless the operator set `linger.ms` (their `-X` options are applied after).
+fn fold_producer(kafka: &prefetch_common::kafka::KafkaArgs) -> anyhow::Result<FutureProducer> {
+    let mut k = kafka.clone();
+    k.options.insert(0, FOLD_LINGER.to_owned());
+    Ok(k.producer(Duration::from_secs(30))?)
+}
+
 /// Least time between two commits of stored offsets (rebalance and shutdown commit at once).
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
@@ -114,38 +167,24 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 const MAX_SEALED: usize = 16;
 
 impl Pipeline {
-    /// Runs until `shutdown`; then settles the open batch and commits synchronously.
+    /// Runs until `shutdown`; then folds what was handed over, settles and commits synchronously.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(self.tick_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(self.stats_interval);
         stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut progress = Progress::default();
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {
-                    self.apply_rebalances(&mut progress).await?;
-                    self.settle(&mut progress, false).await?;
-                    self.publish_tick().await?;
-                }
-                _ = stats.tick() => self.publish_stats().await,
-                // `recv` is cancel-safe: a message not taken stays in the consumer's queue.
-                r = self.consumer.recv() => {
-                    self.apply_rebalances(&mut progress).await?;
-                    match r {
-                        Err(e) => tracing::warn!(error = %e, "Consumer error."),
-                        Ok(m) => {
-                            self.fold(&m, &mut progress.open);
-                            if progress.open.messages >= BATCH {
-                                self.settle(&mut progress, false).await?;
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let folder = Folder { shared: self.shared.clone(), producer: fold_producer(&self.kafka)?, topics: self.topics.clone(), recent: self.recent.clone() };
+        let (chunks_tx, chunks_rx) = mpsc::channel();
+        let (parsed_tx, parsed_rx) = mpsc::channel();
+        let (folded_tx, folded_rx) = tokio::sync::mpsc::unbounded_channel();
+        let parse = std::thread::Builder::new().name("analyzer-parse".into()).spawn(move || fold::parse_all(chunks_rx, parsed_tx))?;
+        let fold = std::thread::Builder::new().name("analyzer-fold".into()).spawn(move || folder.run(parsed_rx, folded_tx))?;
+        let mut stage = Stage { chunks: Some(chunks_tx), folded: folded_rx, in_flight: 0, threads: vec![parse, fold], spare: Vec::new() };
+        let result = self.consume(&shutdown, &mut stage, &mut progress, &mut tick, &mut stats).await;
+        // Even after an error, what was handed over is folded and settled before returning.
+        stage.stop(&mut progress).await?;
+        result?;
         self.settle(&mut progress, true).await?;
         let c = self.consumer.clone();
         tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await?.or_else(|e| {
@@ -156,50 +195,52 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Folds one message: a valid event into the model (producing what it causes), anything
-    /// else to the dead-letter topic.
-    fn fold(&self, m: &BorrowedMessage<'_>, batch: &mut Batch) {
-        batch.messages += 1;
-        batch.offsets.insert(m.partition(), m.offset());
-        let payload = m.payload().unwrap_or_default();
-        let event = match QueryEvent::from_json(payload, Utc::now()) {
-            Ok(e) => e,
-            Err(e) => {
-                self.shared.metrics.dead_letter();
-                tracing::warn!(partition = m.partition(), offset = m.offset(), problems = %e, "Dead-lettering a bad message.");
-                let dl = json!({
-                    "stage": "analyzer",
-                    "reason": e.to_string(),
-                    "topic": m.topic(),
-                    "partition": m.partition(),
-                    "offset": m.offset(),
-                    "payload": String::from_utf8_lossy(payload),
-                })
-                .to_string();
-                let key = m.key().unwrap_or_default();
-                self.enqueue(&self.topics.dlq_topic, key, dl.as_bytes(), batch);
-                return;
+    async fn consume(
+        &self,
+        shutdown: &CancellationToken,
+        stage: &mut Stage,
+        progress: &mut Progress,
+        tick: &mut tokio::time::Interval,
+        stats: &mut tokio::time::Interval,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                f = stage.next(), if stage.in_flight > 0 => {
+                    let spare = progress.open.absorb(f?);
+                    stage.spare.push(spare);
+                    if progress.open.messages >= BATCH {
+                        self.settle(progress, false).await?;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.apply_rebalances(stage, progress).await?;
+                    self.settle(progress, false).await?;
+                    self.publish_tick().await?;
+                }
+                _ = stats.tick() => self.publish_stats().await,
+                // `recv` is cancel-safe: a message not taken stays in the consumer's queue.
+                r = self.consumer.recv(), if stage.in_flight < CHUNKS_IN_FLIGHT => {
+                    let mut chunk = stage.spare.pop().unwrap_or_default();
+                    match r {
+                        Err(e) => tracing::warn!(error = %e, "Consumer error."),
+                        Ok(m) => chunk.push(&m),
+                    }
+                    // Whatever else is already waiting joins the chunk; one poll each, no wait.
+                    while chunk.len() < fold::CHUNK {
+                        match self.consumer.recv().now_or_never() {
+                            Some(Ok(m)) => chunk.push(&m),
+                            Some(Err(e)) => tracing::warn!(error = %e, "Consumer error."),
+                            None => break,
+                        }
+                    }
+                    self.apply_rebalances(stage, progress).await?;
+                    if chunk.len() > 0 {
+                        stage.send(chunk)?;
+                    }
+                }
             }
-        };
-        self.shared.note_partition(&event, m.partition());
-        let recorded = self.shared.model().record(&event);
-        self.shared.metrics.event(recorded.admission);
-        for p in &recorded.predictions {
-            if !self.recent.fresh(p) {
-                continue;
-            }
-            self.shared.metrics.published(p.reason);
-            let body = serde_json::to_vec(p).expect("a Prediction serialises");
-            self.enqueue(&self.topics.predictions_topic, p.ticker.as_str().as_bytes(), &body, batch);
-        }
-    }
-
-    fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8], batch: &mut Batch) {
-        match self.producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
-            Ok(f) => batch.deliveries.push(f),
-            // A full local queue: settle what is in flight, then the loop goes on (the message
-            // is re-read after a restart because its offset is not stored). Rare enough to log.
-            Err((e, _)) => tracing::warn!(error = %e, topic, "Could not enqueue; will retry after a restart."),
         }
     }
 
@@ -258,7 +299,16 @@ impl Pipeline {
     }
 
     /// Forgets revoked partitions' keys and rebuilds newly assigned ones from the topic.
-    async fn apply_rebalances(&self, progress: &mut Progress) -> anyhow::Result<()> {
+    /// Every chunk handed over is folded first.
+    async fn apply_rebalances(&self, stage: &mut Stage, progress: &mut Progress) -> anyhow::Result<()> {
+        let pending = {
+            let c = self.consumer.context().changes.lock().unwrap_or_else(|p| p.into_inner());
+            !c.assigned.is_empty() || !c.revoked.is_empty()
+        };
+        if !pending {
+            return Ok(());
+        }
+        stage.drain(progress).await?;
         let (assigned, revoked) = {
             let mut c = self.consumer.context().changes.lock().unwrap_or_else(|p| p.into_inner());
             (std::mem::take(&mut c.assigned), std::mem::take(&mut c.revoked))
@@ -326,35 +376,4 @@ impl Pipeline {
 /// Serialises a prediction list for `/v1/predictions`.
 pub fn predictions_json(ps: &[Prediction], watermark: Option<DateTime<Utc>>) -> serde_json::Value {
     json!({ "watermark": watermark, "predictions": ps })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use prefetch_common::prediction::Reason;
-
-    fn p(secs: i64, confidence: f64) -> Prediction {
-        Prediction {
-            ticker: Ticker::parse("MSFT").unwrap(),
-            module: Module::parse("chart").unwrap(),
-            confidence,
-            horizon_s: 300,
-            generated_at: DateTime::from_timestamp(1_773_066_600 + secs, 0).unwrap(),
-            reason: Reason::Sequence,
-        }
-    }
-
-    #[test]
-    fn a_sequence_prediction_is_republished_only_when_stale_or_more_confident() {
-        let r = Recent::default();
-        assert!(r.fresh(&p(0, 0.6)));
-        assert!(!r.fresh(&p(30, 0.6)), "same key, same confidence, within a fifth of the horizon");
-        assert!(r.fresh(&p(31, 0.7)), "more confident: published");
-        assert!(!r.fresh(&p(80, 0.7)));
-        assert!(r.fresh(&p(91, 0.5)), "a fifth of the horizon (60 s) after the last: published again");
-        r.prune(p(391, 0.5).generated_at, chrono::Duration::seconds(300));
-        assert!(r.0.lock().unwrap().is_empty(), "pruned after one horizon");
-        let other = Prediction { module: Module::parse("news").unwrap(), ..p(0, 0.6) };
-        assert!(r.fresh(&other) && r.fresh(&p(392, 0.1)));
-    }
 }

@@ -1,0 +1,351 @@
+//! The fold stage: two threads of their own between the consume loop and the model.
+//!
+//! The consume loop only receives: it copies each ready message's key and payload into a
+//! [`Chunk`] and hands the chunk over. This thread parses and validates the chunk's events
+//! (outside the model's lock), folds them into the model in consume order under one lock, and
+//! enqueues what they caused — event-driven predictions that are new enough to publish, dead
+//! letters for bad messages — then hands the loop back a [`Folded`]: the delivery futures and
+//! the last offset of each partition. The loop stores those offsets only once the deliveries
+//! are acknowledged, so at-least-once holds as before; chunks are folded one at a time in the
+//! order they were received, so events stay in order per partition.
+//!
+//! Measured (BENCHMARKS.md, analyzer): parse and validate cost more than the fold itself, and
+//! both ran on the consume loop's thread; here they overlap with receiving.
+
+use crate::service::Shared;
+use chrono::{DateTime, Utc};
+use prefetch_common::contract::{EventError, Module, QueryEvent, Ticker};
+use prefetch_common::kafka::TopicArgs;
+use prefetch_common::prediction::Prediction;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use serde_json::json;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Range;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+
+/// Most messages in one chunk (the loop hands a chunk over sooner when no message is ready).
+pub(crate) const CHUNK: usize = 512;
+
+/// Consumed messages, copied out of the consumer's buffers, in consume order.
+#[derive(Default)]
+pub(crate) struct Chunk {
+    bytes: Vec<u8>,
+    messages: Vec<Raw>,
+}
+
+struct Raw {
+    partition: i32,
+    offset: i64,
+    key: Range<usize>,
+    payload: Range<usize>,
+}
+
+impl Chunk {
+    /// Copies one message in.
+    pub fn push(&mut self, m: &BorrowedMessage<'_>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(m.key().unwrap_or_default());
+        let mid = self.bytes.len();
+        self.bytes.extend_from_slice(m.payload().unwrap_or_default());
+        self.messages.push(Raw { partition: m.partition(), offset: m.offset(), key: start..mid, payload: mid..self.bytes.len() });
+    }
+
+    /// Messages in the chunk.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Empties the chunk, keeping its buffers for the next one.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.messages.clear();
+    }
+}
+
+/// What folding a chunk produced: deliveries to await before its offsets may be stored.
+#[derive(Default)]
+pub(crate) struct Folded {
+    /// Producer acknowledgements of the predictions and dead letters the chunk caused.
+    pub deliveries: Vec<DeliveryFuture>,
+    /// The last offset folded per partition (a handful of partitions: a vector beats a map).
+    pub offsets: Vec<(i32, i64)>,
+    /// Messages in the chunk.
+    pub messages: usize,
+    /// The chunk itself, emptied, for the loop to fill again (its buffers are not reallocated
+    /// for every chunk).
+    pub spare: Chunk,
+}
+
+/// Event-driven predictions published lately, by key. A key is published again only when the
+/// last one is older than a fifth of its horizon (event time) or was less confident: every
+/// analyst opening `price` would otherwise re-publish the same `chart` prediction, and the
+/// warmer would only skip it as fresh. Measured: 16% of the benchmark's events caused a
+/// prediction, and publishing them cost 30% of the fold rate.
+///
+/// Nearly every event's follow-up was published moments ago, so the check must not allocate:
+/// entries are found by a hash of the names and confirmed by comparing them; the names are
+/// cloned only when an entry is written.
+#[derive(Default, Clone)]
+pub struct Recent(Arc<Mutex<HashMap<u64, Seen, PassThrough>>>);
+
+struct Seen {
+    ticker: Ticker,
+    module: Module,
+    at: DateTime<Utc>,
+    confidence: f64,
+}
+
+/// The map's keys are already hashes: use them as they are.
+#[derive(Default, Clone, Copy)]
+struct PassThrough;
+
+struct PassThroughHasher(u64);
+
+impl BuildHasher for PassThrough {
+    type Hasher = PassThroughHasher;
+    fn build_hasher(&self) -> PassThroughHasher {
+        PassThroughHasher(0)
+    }
+}
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x;
+    }
+}
+
+/// FNV-1a over `ticker \xff module`, finished with MurmurHash3's fmix64 so both halves of the
+/// hash vary. Collisions are harmless: the names are compared, and a mismatch publishes.
+fn key_hash(ticker: &str, module: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in ticker.as_bytes().iter().chain(&[0xff]).chain(module.as_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The locked table, for one chunk's worth of checks.
+pub(crate) struct RecentGuard<'a>(MutexGuard<'a, HashMap<u64, Seen, PassThrough>>);
+
+impl RecentGuard<'_> {
+    /// Whether `p` should be published now; remembers it if so.
+    pub fn fresh(&mut self, p: &Prediction) -> bool {
+        let again_after = chrono::Duration::seconds((p.horizon_s / 5) as i64);
+        let h = key_hash(p.ticker.as_str(), p.module.as_str());
+        if let Some(seen) = self.0.get_mut(&h) {
+            if seen.ticker == p.ticker && seen.module == p.module {
+                if p.generated_at < seen.at + again_after && p.confidence <= seen.confidence {
+                    return false;
+                }
+                (seen.at, seen.confidence) = (p.generated_at, p.confidence);
+                return true;
+            }
+        }
+        self.0.insert(h, Seen { ticker: p.ticker.clone(), module: p.module.clone(), at: p.generated_at, confidence: p.confidence });
+        true
+    }
+}
+
+impl Recent {
+    /// The table, locked.
+    pub(crate) fn lock(&self) -> RecentGuard<'_> {
+        RecentGuard(self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether `p` should be published now; remembers it if so.
+    pub fn fresh(&self, p: &Prediction) -> bool {
+        self.lock().fresh(p)
+    }
+
+    /// Forgets entries older than `horizon` before `now` (called on each tick: memory follows
+    /// the keys predicted within one horizon).
+    pub fn prune(&self, now: DateTime<Utc>, horizon: chrono::Duration) {
+        self.lock().0.retain(|_, s| s.at + horizon > now);
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.lock().0.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A chunk parsed and validated, ready to fold.
+pub(crate) struct Parsed {
+    chunk: Chunk,
+    /// `(message index, event)` of the valid messages, in order.
+    events: Vec<(usize, QueryEvent)>,
+    /// `(message index, why)` of the others.
+    bad: Vec<(usize, EventError)>,
+}
+
+/// The parse thread: runs until the loop drops its end of `chunks`; passes each chunk on to
+/// the fold thread, parsed, in order.
+pub(crate) fn parse_all(chunks: mpsc::Receiver<Chunk>, parsed: mpsc::Sender<Parsed>) {
+    while let Ok(chunk) = chunks.recv() {
+        // One clock read per chunk: the future-skew check does not need better.
+        let now = Utc::now();
+        let (mut events, mut bad) = (Vec::with_capacity(chunk.len()), Vec::new());
+        for (i, m) in chunk.messages.iter().enumerate() {
+            match QueryEvent::from_json(&chunk.bytes[m.payload.clone()], now) {
+                Ok(e) => events.push((i, e)),
+                Err(e) => bad.push((i, e)),
+            }
+        }
+        if parsed.send(Parsed { chunk, events, bad }).is_err() {
+            break;
+        }
+    }
+}
+
+/// What the fold thread needs.
+pub(crate) struct Folder {
+    pub shared: Arc<Shared>,
+    pub producer: FutureProducer,
+    pub topics: TopicArgs,
+    pub recent: Recent,
+}
+
+impl Folder {
+    /// Runs until the parse thread stops; answers each chunk on `folded`, in order.
+    pub fn run(self, parsed: mpsc::Receiver<Parsed>, folded: tokio::sync::mpsc::UnboundedSender<Folded>) {
+        let mut body = Vec::with_capacity(256);
+        while let Ok(p) = parsed.recv() {
+            let mut f = self.fold(&p, &mut body);
+            let mut chunk = p.chunk;
+            chunk.clear();
+            f.spare = chunk;
+            if folded.send(f).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Folds one parsed chunk and publishes what it caused.
+    fn fold(&self, p: &Parsed, body: &mut Vec<u8>) -> Folded {
+        let chunk = &p.chunk;
+        let mut out = Folded { messages: chunk.len(), ..Folded::default() };
+        for m in &chunk.messages {
+            match out.offsets.iter_mut().find(|(p, _)| *p == m.partition) {
+                Some(o) => o.1 = m.offset,
+                None => out.offsets.push((m.partition, m.offset)),
+            }
+        }
+        for (i, e) in &p.bad {
+            let m = &chunk.messages[*i];
+            let payload = &chunk.bytes[m.payload.clone()];
+            self.shared.metrics.dead_letter();
+            tracing::warn!(partition = m.partition, offset = m.offset, problems = %e, "Dead-lettering a bad message.");
+            let dl = json!({
+                "stage": "analyzer",
+                "reason": e.to_string(),
+                "topic": self.topics.query_events_topic,
+                "partition": m.partition,
+                "offset": m.offset,
+                "payload": String::from_utf8_lossy(payload),
+            })
+            .to_string();
+            self.enqueue(&self.topics.dlq_topic, &chunk.bytes[m.key.clone()], dl.as_bytes(), &mut out);
+        }
+        // One lock for the chunk. The watermark is advanced event by event, as the events are
+        // folded, so a tick in between sees exactly what was folded before it.
+        let recorded: Vec<_> = {
+            let mut model = self.shared.model();
+            p.events
+                .iter()
+                .map(|(i, e)| {
+                    self.shared.note_partition(e, chunk.messages[*i].partition);
+                    model.record(e)
+                })
+                .collect()
+        };
+        let mut recent = self.recent.lock();
+        for r in recorded {
+            self.shared.metrics.event(r.admission);
+            for p in &r.predictions {
+                if !recent.fresh(p) {
+                    continue;
+                }
+                self.shared.metrics.published(p.reason);
+                body.clear();
+                serde_json::to_writer(&mut *body, p).expect("a Prediction serialises");
+                self.enqueue(&self.topics.predictions_topic, p.ticker.as_str().as_bytes(), body, &mut out);
+            }
+        }
+        out
+    }
+
+    fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8], out: &mut Folded) {
+        match self.producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+            Ok(f) => out.deliveries.push(f),
+            // A full local queue: the loop goes on (the message is re-read after a restart
+            // because its offset is not stored). Rare enough to log.
+            Err((e, _)) => tracing::warn!(error = %e, topic, "Could not enqueue; will retry after a restart."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prefetch_common::prediction::Reason;
+
+    fn p(secs: i64, confidence: f64) -> Prediction {
+        Prediction {
+            ticker: Ticker::parse("MSFT").unwrap(),
+            module: Module::parse("chart").unwrap(),
+            confidence,
+            horizon_s: 300,
+            generated_at: DateTime::from_timestamp(1_773_066_600 + secs, 0).unwrap(),
+            reason: Reason::Sequence,
+        }
+    }
+
+    #[test]
+    fn a_sequence_prediction_is_republished_only_when_stale_or_more_confident() {
+        let r = Recent::default();
+        assert!(r.fresh(&p(0, 0.6)));
+        assert!(!r.fresh(&p(30, 0.6)), "same key, same confidence, within a fifth of the horizon");
+        assert!(r.fresh(&p(31, 0.7)), "more confident: published");
+        assert!(!r.fresh(&p(80, 0.7)));
+        assert!(r.fresh(&p(91, 0.5)), "a fifth of the horizon (60 s) after the last: published again");
+        r.prune(p(391, 0.5).generated_at, chrono::Duration::seconds(300));
+        assert!(r.is_empty(), "pruned after one horizon");
+        let other = Prediction { module: Module::parse("news").unwrap(), ..p(0, 0.6) };
+        assert!(r.fresh(&other) && r.fresh(&p(392, 0.1)));
+        assert!(!r.fresh(&other), "each key has its own entry");
+    }
+
+    #[test]
+    fn a_hash_collision_publishes_rather_than_suppresses() {
+        let r = Recent::default();
+        let a = p(0, 0.6);
+        // Plant an entry for another key under `a`'s hash, as a collision would.
+        let h = key_hash(a.ticker.as_str(), a.module.as_str());
+        r.lock().0.insert(h, Seen { ticker: Ticker::parse("AAPL").unwrap(), module: a.module.clone(), at: a.generated_at, confidence: 1.0 });
+        assert!(r.fresh(&a), "a different key's entry must not suppress this one");
+        assert!(!r.fresh(&p(10, 0.6)), "and this key is remembered from now on");
+    }
+
+    #[test]
+    fn names_are_hashed_apart() {
+        // `AB`+`C` and `A`+`BC` must not meet: the separator is not a name byte.
+        assert_ne!(key_hash("AB", "c"), key_hash("A", "bc"));
+    }
+}
