@@ -6,6 +6,12 @@
 //!   learned on AAPL applies to MSFT;
 //! - ticker → (ticker, module) (`AAPL` → `MSFT:price`), at most [`MAX_EDGES`] per source.
 //!
+//! Same-ticker follow-ups are predicted from a third table, the module table split by where the
+//! client is in its session: its first query, a query on the same ticker as its previous one, or
+//! on another. An analyst who has looked at AAPL's price and then its chart will likely read its
+//! news; someone whose one-off lookups happen to land twice on AAPL will not — and a first-order
+//! table cannot tell them apart.
+//!
 //! Every client event is an opportunity (the denominator); an edge counts how often the next
 //! event came within the session gap and, separately, within the horizon. The probability a
 //! follow-up happens within the horizon is `within_horizon / (opportunities + 1)`: an empirical
@@ -53,6 +59,20 @@ struct Last {
     ticker: u32,
     module: u32,
     at: u32,
+    /// Where in its session this query was ([`FIRST`], [`SAME`] or [`OTHER`]).
+    ctx: u32,
+}
+
+/// The client's first query within a session gap.
+const FIRST: u32 = 0;
+/// A query on the same ticker as the client's previous one.
+const SAME: u32 = 1;
+/// A query on another ticker than the client's previous one.
+const OTHER: u32 = 2;
+
+/// Key of the contextual module table: a module id and a session position.
+fn ctx_key(module: u32, ctx: u32) -> u32 {
+    (module << 2) | ctx
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +116,9 @@ pub(crate) struct Sequences {
     module_out: HashMap<u32, Decayed, IdHash>,
     ticker_edges: HashMap<u32, Vec<Edge>, IdHash>,
     ticker_out: HashMap<u32, Decayed, IdHash>,
+    /// Module → module on the same ticker, by session position of the source ([`ctx_key`]).
+    ctx_edges: HashMap<u32, Vec<Edge>, IdHash>,
+    ctx_out: HashMap<u32, Decayed, IdHash>,
     gap: u32,
     horizon: u32,
     tau: f32,
@@ -127,6 +150,8 @@ impl Sequences {
             module_out: HashMap::default(),
             ticker_edges: HashMap::default(),
             ticker_out: HashMap::default(),
+            ctx_edges: HashMap::default(),
+            ctx_out: HashMap::default(),
             gap,
             horizon,
             tau: retention as f32 / 3.0,
@@ -143,6 +168,7 @@ impl Sequences {
     /// last one teaches nothing (its successor is unknown) and predicts nothing.
     pub fn observe(&mut self, client: u64, ticker: u32, module: u32, t: u32, min_p: f64) -> Vec<Follow> {
         let tau = self.tau;
+        let mut ctx = FIRST;
         if let Some(prev) = self.clients.get(&client).copied() {
             if t < prev.at {
                 return Vec::new();
@@ -151,15 +177,19 @@ impl Sequences {
             if dt <= self.gap {
                 let within = dt <= self.horizon;
                 if prev.ticker == ticker {
+                    ctx = SAME;
                     learn(self.module_edges.entry(prev.module).or_default(), DEAD, module, t, within, tau);
+                    learn(self.ctx_edges.entry(ctx_key(prev.module, prev.ctx)).or_default(), DEAD, module, t, within, tau);
                 } else {
+                    ctx = OTHER;
                     learn(self.ticker_edges.entry(prev.ticker).or_default(), ticker, module, t, within, tau);
                 }
             }
         }
         self.module_out.entry(module).or_default().add(t, tau);
+        self.ctx_out.entry(ctx_key(module, ctx)).or_default().add(t, tau);
         self.ticker_out.entry(ticker).or_default().add(t, tau);
-        self.clients.insert(client, Last { ticker, module, at: t });
+        self.clients.insert(client, Last { ticker, module, at: t, ctx });
 
         let mut out = Vec::new();
         let mut push = |edges: Option<&Vec<Edge>>, out_count: f32, same_ticker: bool| {
@@ -174,8 +204,9 @@ impl Sequences {
                 }
             }
         };
-        let m_out = self.module_out.get(&module).map_or(0.0, |d| d.get(t, tau));
-        push(self.module_edges.get(&module), m_out, true);
+        let key = ctx_key(module, ctx);
+        let m_out = self.ctx_out.get(&key).map_or(0.0, |d| d.get(t, tau));
+        push(self.ctx_edges.get(&key), m_out, true);
         let t_out = self.ticker_out.get(&ticker).map_or(0.0, |d| d.get(t, tau));
         push(self.ticker_edges.get(&ticker), t_out, false);
         out
@@ -197,6 +228,8 @@ impl Sequences {
         self.module_edges.retain(|&m, edges| !dead_m(m) && keep_edges(edges));
         self.ticker_edges.retain(|&t, edges| !dead_t(t) && keep_edges(edges));
         self.module_out.retain(|&m, d| !dead_m(m) && d.get(now, tau) >= FORGET);
+        self.ctx_edges.retain(|&k, edges| !dead_m(k >> 2) && keep_edges(edges));
+        self.ctx_out.retain(|&k, d| !dead_m(k >> 2) && d.get(now, tau) >= FORGET);
         self.ticker_out.retain(|&t, d| !dead_t(t) && d.get(now, tau) >= FORGET);
     }
 
@@ -251,6 +284,27 @@ mod tests {
         // Chart never led anywhere; news has no history.
         assert!(s.observe(98, 43, CHART, 5_000, 0.1).is_empty());
         assert!(s.observe(97, 44, NEWS, 5_000, 0.0).is_empty());
+    }
+
+    #[test]
+    fn the_session_position_separates_analysts_from_one_off_lookups() {
+        let mut s = Sequences::new(1_800, 300, 7 * 86_400);
+        // Ten analysts: a first query on price, then the chart of the same ticker.
+        for c in 0..10u32 {
+            s.observe(u64::from(c), c, PRICE, 1_000 + c * 10, 0.5);
+            s.observe(u64::from(c), c, CHART, 1_020 + c * 10, 0.5);
+        }
+        // A user's one-off lookups: price of another ticker each minute, never a chart.
+        for i in 0..30u32 {
+            s.observe(500, 100 + i, PRICE, 2_000 + i * 60, 0.5);
+        }
+        // A newcomer's price predicts its chart (10 in 12 first-query opportunities); the user's
+        // next lookup does not, and neither would a table blind to the session position
+        // (10 in 42).
+        let f = s.observe(600, 7, PRICE, 5_000, 0.5);
+        assert_eq!(f.iter().map(|f| (f.ticker, f.module)).collect::<Vec<_>>(), vec![(7, CHART)]);
+        assert!((f[0].probability - 10.0 / 13.0).abs() < 0.01, "{}", f[0].probability);
+        assert!(s.observe(500, 300, PRICE, 5_000, 0.5).is_empty());
     }
 
     #[test]
