@@ -203,7 +203,7 @@ pub(crate) fn parse_all(chunks: mpsc::Receiver<Chunk>, parsed: mpsc::Sender<Pars
         let now = Utc::now();
         let (mut events, mut bad) = (Vec::with_capacity(chunk.len()), Vec::new());
         for (i, m) in chunk.messages.iter().enumerate() {
-            match QueryEvent::from_json(&chunk.bytes[m.payload.clone()], now) {
+            match super::parse::event(&chunk.bytes[m.payload.clone()], now) {
                 Ok(e) => events.push((i, e)),
                 Err(e) => bad.push((i, e)),
             }

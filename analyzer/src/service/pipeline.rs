@@ -14,6 +14,8 @@
 
 #[path = "fold.rs"]
 mod fold;
+#[path = "parse.rs"]
+pub mod parse;
 
 use super::consumer::GroupContext;
 use super::rebuild;

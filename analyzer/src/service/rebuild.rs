@@ -9,7 +9,6 @@
 use super::consumer::GroupContext;
 use super::Shared;
 use chrono::Utc;
-use prefetch_common::contract::QueryEvent;
 use prefetch_common::kafka::KafkaArgs;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -69,7 +68,7 @@ pub fn partition(shared: &Shared, consumer: &StreamConsumer<GroupContext>, kafka
             break;
         }
         // Bad messages were dead-lettered when first read; skip them silently here.
-        if let Ok(event) = QueryEvent::from_json(m.payload().unwrap_or_default(), Utc::now()) {
+        if let Ok(event) = super::pipeline::parse::event(m.payload().unwrap_or_default(), Utc::now()) {
             shared.note_partition(&event, partition);
             shared.model().record_history(&event);
             folded += 1;

@@ -1,0 +1,198 @@
+//! Reading the canonical form of an event without serde, for the consume path.
+//!
+//! The query-events topic carries the canonical JSON that [`QueryEvent::to_json`] writes: the
+//! fields in one order, no whitespace, `ts` as UTC RFC 3339 with milliseconds. [`event`] reads
+//! exactly that shape with a byte scanner and validates each field with the contract's own
+//! newtype parsers ([`Ticker::parse`] and the others); anything else — another field order,
+//! whitespace, an escaped string, a number it cannot read exactly, an invalid field —
+//! goes to [`QueryEvent::from_json`], which stays the one definition of what is valid and the
+//! one source of error messages. The tests check that both agree on every shape.
+//!
+//! Why: serde's generic path (struct visitor, the untagged `ts`, chrono's RFC 3339 parser) was
+//! measured at ~0.5 µs an event, the largest single cost of the analyzer's consume path
+//! (BENCHMARKS.md, analyzer). This belongs next to `from_json` in `prefetch_common::contract`,
+//! where every consumer would gain from it; it lives here until that crate's owner moves it.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use prefetch_common::contract::{ClientId, EventError, Module, QueryEvent, Ticker, MAX_FUTURE_SKEW};
+
+/// Parses and validates one message payload, as [`QueryEvent::from_json`] does.
+pub fn event(bytes: &[u8], now: DateTime<Utc>) -> Result<QueryEvent, EventError> {
+    match canonical(bytes, now) {
+        Some(e) => Ok(e),
+        None => QueryEvent::from_json(bytes, now),
+    }
+}
+
+/// A cursor over the payload; every method returns `None` on anything unexpected.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn lit(&mut self, s: &[u8]) -> Option<()> {
+        let end = self.i.checked_add(s.len())?;
+        (self.b.get(self.i..end)? == s).then(|| self.i = end)
+    }
+
+    /// A string with no escapes and no control characters (both are left to serde).
+    fn string(&mut self) -> Option<&'a str> {
+        self.lit(b"\"")?;
+        let rest = self.b.get(self.i..)?;
+        let len = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        self.i += len + 1;
+        std::str::from_utf8(&rest[..len]).ok()
+    }
+
+    /// A plain decimal (`123`, `12.5`): short enough that its digits and power of ten are exact
+    /// in an f64, so every correct parser reads the same value.
+    fn number(&mut self) -> Option<f64> {
+        let rest = self.b.get(self.i..)?;
+        let len = rest.iter().position(|c| !(c.is_ascii_digit() || *c == b'.'))?;
+        let s = std::str::from_utf8(&rest[..len]).ok()?;
+        let (int, frac) = s.split_once('.').unwrap_or((s, "1"));
+        let plain = !int.is_empty() && !frac.is_empty() && !frac.contains('.') && (int == "0" || !int.starts_with('0'));
+        if !plain || int.len() + frac.len() > 15 {
+            return None;
+        }
+        self.i += len;
+        s.parse().ok()
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    fn ts(&mut self) -> Option<DateTime<Utc>> {
+        let s = self.string()?.as_bytes();
+        if s.len() != 24 || s[4] != b'-' || s[7] != b'-' || s[10] != b'T' || s[13] != b':' || s[16] != b':' || s[19] != b'.' || s[23] != b'Z' {
+            return None;
+        }
+        let n = |r: std::ops::Range<usize>| -> Option<u32> {
+            s[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+        };
+        let date = NaiveDate::from_ymd_opt(n(0..4)? as i32, n(5..7)?, n(8..10)?)?;
+        // A leap second (`:60`) is left to chrono's parser.
+        (n(17..19)? < 60).then_some(())?;
+        Some(date.and_hms_milli_opt(n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?)?.and_utc())
+    }
+}
+
+/// The canonical shape, valid; `None` for anything else (the caller falls back to serde).
+fn canonical(bytes: &[u8], now: DateTime<Utc>) -> Option<QueryEvent> {
+    let mut s = Scan { b: bytes, i: 0 };
+    s.lit(b"{\"ticker\":")?;
+    let ticker = Ticker::parse(s.string()?).ok()?;
+    s.lit(b",\"module\":")?;
+    let module = Module::parse(s.string()?).ok()?;
+    s.lit(b",\"hit\":")?;
+    let hit = if s.lit(b"true").is_some() {
+        true
+    } else {
+        s.lit(b"false")?;
+        false
+    };
+    s.lit(b",\"ts\":")?;
+    let ts = s.ts()?;
+    if ts > now + MAX_FUTURE_SKEW {
+        return None;
+    }
+    let client = match s.lit(b",\"client\":") {
+        Some(()) => Some(ClientId::parse(s.string()?).ok()?),
+        None => None,
+    };
+    let latency_ms = match s.lit(b",\"latency_ms\":") {
+        Some(()) => Some(s.number()?),
+        None => None,
+    };
+    s.lit(b"}")?;
+    (s.i == bytes.len()).then_some(QueryEvent { ticker, module, hit, ts, client, latency_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-09T14:30:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    /// Both parsers agree, and the fast one did the work when `fast` says so.
+    fn agree(json: &str, fast: bool) {
+        let want = QueryEvent::from_json(json.as_bytes(), now());
+        assert_eq!(event(json.as_bytes(), now()), want, "{json}");
+        assert_eq!(canonical(json.as_bytes(), now()).is_some(), fast, "fast path taken for {json}? {want:?}");
+    }
+
+    #[test]
+    fn canonical_events_are_read_without_serde_and_agree_with_it() {
+        let base = QueryEvent {
+            ticker: Ticker::parse("BRK.B").unwrap(),
+            module: Module::parse("price").unwrap(),
+            hit: true,
+            ts: now() - chrono::Duration::milliseconds(1_234),
+            client: Some(ClientId::parse("analyst-7 é").unwrap()),
+            latency_ms: Some(12.5),
+        };
+        let variants = [
+            base.clone(),
+            QueryEvent { client: None, latency_ms: None, hit: false, ..base.clone() },
+            QueryEvent { latency_ms: Some(0.0), ..base.clone() },
+            QueryEvent { latency_ms: Some(1e-7), ..base.clone() },
+            QueryEvent { latency_ms: Some(123456.789), ..base.clone() },
+            QueryEvent { client: None, ..base.clone() },
+            QueryEvent { ticker: Ticker::parse("^GSPC").unwrap(), module: Module::parse("fundamentals_q-2").unwrap(), ..base.clone() },
+            QueryEvent { ts: now() + chrono::Duration::minutes(5), ..base.clone() },
+            QueryEvent { ts: DateTime::parse_from_rfc3339("2000-02-29T23:59:59.999Z").unwrap().with_timezone(&Utc), ..base.clone() },
+        ];
+        for e in variants {
+            let json = String::from_utf8(e.to_json()).unwrap();
+            // 1e-7 serialises in exponent form, which is left to serde.
+            let fast = e.latency_ms != Some(1e-7);
+            agree(&json, fast);
+            assert_eq!(event(json.as_bytes(), now()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn every_other_shape_falls_back_to_the_contract_parser() {
+        let ok = r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","client":"c1","latency_ms":3}"#;
+        agree(ok, true);
+        for (json, why) in [
+            (r#"{"ticker":"aapl ","module":" Price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "normalised names: fast and same"),
+            (r#"{"module":"price","ticker":"AAPL","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "field order"),
+            (r#"{ "ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "whitespace"),
+            (r#"{"ticker":"AA\u0050L","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "escape"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59Z"}"#, "ts without millis"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T16:29:59.000+02:00"}"#, "ts offset"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":1773066599000}"#, "epoch millis"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false}"#, "no ts: stamped now"),
+            (r#"{"ticker":"AAPL","module":"price","hit":null,"ts":"2026-03-09T14:29:59.000Z"}"#, "null hit"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","latency_ms":1.5e2}"#, "exponent"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","extra":1}"#, "unknown field"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"} "#, "trailing space"),
+        ] {
+            let fast = why.starts_with("normalised");
+            agree(json, fast);
+            assert!(event(json.as_bytes(), now()).is_ok(), "{why}: still a valid event");
+        }
+        for (json, why) in [
+            (r#"{"ticker":"","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "empty ticker"),
+            (r#"{"ticker":"AA PL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "bad ticker"),
+            ("{\"ticker\":\"\tAAPL\",\"module\":\"price\",\"hit\":false,\"ts\":\"2026-03-09T14:29:59.000Z\"}", "raw control character"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:40:00.000Z"}"#, "ten minutes ahead"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-02-30T14:29:59.000Z"}"#, "no such day"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T24:29:59.000Z"}"#, "no such hour"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","latency_ms":-1}"#, "negative latency"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","client":""}"#, "empty client"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z""#, "truncated"),
+            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","latency_ms":01}"#, "leading zero"),
+            ("not json", "not JSON"),
+            ("", "empty"),
+        ] {
+            agree(json, false);
+            assert!(event(json.as_bytes(), now()).is_err(), "{why}: refused");
+        }
+    }
+}
