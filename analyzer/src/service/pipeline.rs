@@ -110,10 +110,13 @@ struct Stage {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Emptied chunks back from the fold thread, to fill again.
     spare: Vec<Chunk>,
+    /// Bumped by every rebalance acted on; chunks carry it to the fold thread.
+    epoch: u64,
 }
 
 impl Stage {
-    fn send(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+    fn send(&mut self, mut chunk: Chunk) -> anyhow::Result<()> {
+        chunk.epoch = self.epoch;
         let tx = self.chunks.as_ref().ok_or_else(|| anyhow::anyhow!("the fold thread is stopped"))?;
         tx.send(chunk).map_err(|_| anyhow::anyhow!("the fold thread stopped"))?;
         self.in_flight += 1;
@@ -176,13 +179,13 @@ impl Pipeline {
         let mut stats = tokio::time::interval(self.stats_interval);
         stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut progress = Progress::default();
-        let folder = Folder { shared: self.shared.clone(), producer: fold_producer(&self.kafka)?, topics: self.topics.clone(), recent: self.recent.clone() };
+        let folder = Folder { shared: self.shared.clone(), producer: fold_producer(&self.kafka)?, topics: self.topics.clone(), recent: self.recent.clone(), noted: Default::default(), epoch: 0 };
         let (chunks_tx, chunks_rx) = mpsc::channel();
         let (parsed_tx, parsed_rx) = mpsc::channel();
         let (folded_tx, folded_rx) = tokio::sync::mpsc::unbounded_channel();
         let parse = std::thread::Builder::new().name("analyzer-parse".into()).spawn(move || fold::parse_all(chunks_rx, parsed_tx))?;
         let fold = std::thread::Builder::new().name("analyzer-fold".into()).spawn(move || folder.run(parsed_rx, folded_tx))?;
-        let mut stage = Stage { chunks: Some(chunks_tx), folded: folded_rx, in_flight: 0, threads: vec![parse, fold], spare: Vec::new() };
+        let mut stage = Stage { chunks: Some(chunks_tx), folded: folded_rx, in_flight: 0, threads: vec![parse, fold], spare: Vec::new(), epoch: 0 };
         let result = self.consume(&shutdown, &mut stage, &mut progress, &mut tick, &mut stats).await;
         // Even after an error, what was handed over is folded and settled before returning.
         stage.stop(&mut progress).await?;
@@ -311,6 +314,7 @@ impl Pipeline {
             return Ok(());
         }
         stage.drain(progress).await?;
+        stage.epoch += 1;
         let (assigned, revoked) = {
             let mut c = self.consumer.context().changes.lock().unwrap_or_else(|p| p.into_inner());
             (std::mem::take(&mut c.assigned), std::mem::take(&mut c.revoked))
