@@ -27,8 +27,8 @@ use super::consumer::GroupContext;
 use super::rebuild;
 use super::Shared;
 use chrono::{DateTime, Utc};
-use fold::{Chunk, Folded, Folder};
 pub use fold::Recent;
+use fold::{Chunk, Folded, Folder};
 use futures::future::join_all;
 use futures::FutureExt;
 use prefetch_common::prediction::Prediction;
@@ -185,7 +185,14 @@ impl Pipeline {
         let mut stats = tokio::time::interval(self.stats_interval);
         stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut progress = Progress::default();
-        let folder = Folder { shared: self.shared.clone(), producer: fold_producer(&self.kafka)?, topics: self.topics.clone(), recent: self.recent.clone(), noted: Default::default(), epoch: 0 };
+        let folder = Folder {
+            shared: self.shared.clone(),
+            producer: fold_producer(&self.kafka)?,
+            topics: self.topics.clone(),
+            recent: self.recent.clone(),
+            noted: Default::default(),
+            epoch: 0,
+        };
         let (chunks_tx, chunks_rx) = mpsc::channel();
         let (parsed_tx, parsed_rx) = mpsc::channel();
         let (folded_tx, folded_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -193,9 +200,11 @@ impl Pipeline {
         let fold = std::thread::Builder::new().name("analyzer-fold".into()).spawn(move || folder.run(parsed_rx, folded_tx))?;
         let mut stage = Stage { chunks: Some(chunks_tx), folded: folded_rx, in_flight: 0, threads: vec![parse, fold], spare: Vec::new(), epoch: 0 };
         let result = self.consume(&shutdown, &mut stage, &mut progress, &mut tick, &mut stats).await;
-        // Even after an error, what was handed over is folded and settled before returning.
-        stage.stop(&mut progress).await?;
+        // Even after an error, the threads are stopped (what was handed over is folded first);
+        // the loop's own error is the one reported.
+        let stopped = stage.stop(&mut progress).await;
         result?;
+        stopped?;
         self.settle(&mut progress, true).await?;
         let c = self.consumer.clone();
         tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await?.or_else(|e| {
