@@ -53,9 +53,21 @@ pub enum Command {
 
     /// Replay a recorded log through the model and warmer policy against a simulated cache;
     /// report hit rate and upstream fetches next to no warming, the original and an oracle.
+    ///
+    /// The same analyzer model and warmer policy code as the live services run in event time:
+    /// ticks every --tick-seconds, event-driven predictions at each event. Simulation: a key is
+    /// (ticker, module); a fetch stores it until fetch time + the module's TTL; a query at t hits
+    /// when its key is stored with expiry > t, else it misses and fetches on demand; a warm
+    /// fetches at its time, also when the key is still stored (a refresh). upstream_fetches =
+    /// misses + warms; warm_precision = warms whose copy served a hit / warms. A decision at t
+    /// sees only events up to t (the oracle excepted: it is the upper bound).
     Backtest(backtest::BacktestArgs),
 
     /// Replay a log over a grid of top_n × min_confidence × horizon and recommend a setting
     /// for a fetch budget.
+    ///
+    /// Prints hit rate against upstream fetches for every setting (the model, as `backtest`
+    /// replays it), marks the frontier (no other setting has a better hit rate for as few
+    /// fetches), and recommends the best hit rate within the budget, with the config patch.
     Tune(tune::TuneArgs),
 }

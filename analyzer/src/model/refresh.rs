@@ -24,6 +24,7 @@ use super::keys::IdHash;
 use super::tick::{intensity, Rates};
 use super::Model;
 use chrono::{DateTime, Utc};
+use prefetch_common::config::LiveConfig;
 use prefetch_common::contract::Module;
 use prefetch_common::prediction::Prediction;
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +48,11 @@ pub struct CacheTtls {
 }
 
 impl CacheTtls {
+    /// The TTLs of a live config (`ttl_s`, `default_ttl_s`).
+    pub fn of_live(live: &LiveConfig) -> Self {
+        Self { per_module: live.ttl_s.clone(), default_s: live.default_ttl_s }
+    }
+
     /// The TTL of `module`, seconds (at least 1).
     pub fn for_module(&self, module: &str) -> u32 {
         self.per_module.get(module).copied().unwrap_or(self.default_s).clamp(1, u64::from(u32::MAX / 2)) as u32

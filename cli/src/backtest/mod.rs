@@ -46,15 +46,7 @@ pub struct ReplayArgs {
     pub default_ttl: Option<u64>,
 }
 
-/// Replay a recorded log of queries through the analyzer's model and the warmer's policy
-/// against a simulated cache, and report what the cache would have done: hit rate, warms,
-/// upstream fetches and warm precision — next to no warming, the original algorithm and an
-/// oracle that sees the future, on the same log with the same semantics.
-///
-/// Semantics: a key is (ticker, module); a fetch stores it until fetch time + the module's TTL;
-/// a query at t hits when its key is stored with expiry > t, else it misses and fetches; a warm
-/// fetches at its time, also when the key is still stored. Decisions at t see only events up
-/// to t (the oracle excepted).
+/// The flags of `prefetch backtest` (its help text is the `Backtest` command's doc).
 #[derive(Debug, Clone, Args)]
 pub struct BacktestArgs {
     #[command(flatten)]

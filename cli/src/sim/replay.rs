@@ -34,15 +34,7 @@ pub struct SimConfig {
 impl SimConfig {
     /// The analyzer model's configuration for this config (its other fields at their defaults).
     pub fn model_config(&self) -> ModelConfig {
-        ModelConfig {
-            top_n: self.live.top_n,
-            min_confidence: self.live.min_confidence,
-            enabled: self.live.enabled,
-            hour_weights: self.live.hour_weights.clone(),
-            market_tz: self.live.market_tz.clone(),
-            horizon_s: self.live.horizon_s,
-            ..ModelConfig::default()
-        }
+        ModelConfig::default().with_live(&self.live)
     }
 
     /// The warmer's policy for this config: no holdback (every key may be warmed), no schedule.
@@ -163,7 +155,7 @@ pub fn replay(
     let mut driver = match strategy {
         Strategy::Model => {
             let mut model = Model::new(cfg.model_config())?;
-            model.set_cache_ttls(CacheTtls { per_module: cfg.live.ttl_s.clone(), default_s: cfg.live.default_ttl_s });
+            model.set_cache_ttls(CacheTtls::of_live(&cfg.live));
             Driver::Model(Box::new(model), cfg.policy())
         }
         Strategy::NoWarming => Driver::NoWarming,

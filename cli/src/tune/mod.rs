@@ -13,8 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Replay a log over a grid of top_n × min_confidence × horizon and print hit rate against
-/// upstream fetches for each setting; recommend the best hit rate within a fetch budget.
+/// The flags of `prefetch tune` (its help text is the `Tune` command's doc).
 #[derive(Debug, Clone, Args)]
 pub struct TuneArgs {
     #[command(flatten)]
