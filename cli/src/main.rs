@@ -112,6 +112,13 @@ fn up(args: prefetch::up::UpArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = telemetry::cancel_on_signal();
+        // The first ctrl-c stops everything cleanly; a second one does not wait for that.
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("up: second ctrl-c; exiting without waiting");
+            std::process::exit(130);
+        });
         prefetch::up::run(args, shutdown, |_| {}).await
     });
     // The services detach their Kafka consumers (they are never waited for); do not wait for

@@ -368,7 +368,7 @@ fn help_explains_every_flag() {
     assert_help_explains(
         "up",
         &[
-            "--demo", "--speed", "--duration", "--brokers", "--kafka-option", "--cache", "--port-base", "--ingest-listen",
+            "--demo", "--speed", "--no-warming", "--duration", "--brokers", "--kafka-option", "--cache", "--port-base", "--ingest-listen",
             "--analyzer-listen", "--warmer-listen", "--upstream-listen", "--upstream-url", "--rate", "--tickers", "--seed",
             "--log-level",
         ],

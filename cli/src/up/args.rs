@@ -20,11 +20,28 @@ pub struct UpArgs {
     pub demo: bool,
 
     /// With --demo: run the demo's world N times faster than real time (1–60). The traffic
-    /// comes N times as fast, and the cache TTLs, the prediction horizon, the analyzer's tick
-    /// and the warm spread are divided by N, so the learning shows N times sooner while every
-    /// event keeps the wall-clock time the warmer stamps it with.
+    /// comes N times as fast, the cache TTLs, the prediction horizon, the analyzer's tick and
+    /// the warm spread are divided by N and the warm rate limit multiplied by N, so the learning
+    /// shows N times sooner while every event keeps the wall-clock time the warmer stamps it
+    /// with.
     #[arg(long, value_name = "N", default_value_t = 1.0, requires = "demo", value_parser = parse_speed)]
     pub speed: f64,
+
+    /// Most predictions the analyzer publishes per tick, and most keys the warmer warms per
+    /// batch of them. Default: the services' own defaults (10 and 50), or 100 with --demo.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub top_n: Option<u32>,
+
+    /// How far ahead a prediction looks: its confidence is the probability of a query within
+    /// this long, and an entry that outlives it is not warmed again (e.g. `60s`; divided by
+    /// --speed). Default: the analyzer's own (300 s), or 60 s with --demo.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub horizon: Option<Duration>,
+
+    /// Let the warmer serve the read-through but never warm (predictions are still made): the
+    /// baseline hit rate that caching on demand alone gets, to compare a normal run with.
+    #[arg(long)]
+    pub no_warming: bool,
 
     /// Stop after this long (e.g. `90s`, `5m`); default: run until ctrl-c.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]

@@ -14,7 +14,8 @@ use std::sync::mpsc;
 /// in one process and keep the mock's work small).
 const PARTITIONS: i32 = 3;
 
-/// A running embedded cluster; dropping it shuts the cluster down in the background.
+/// A running embedded cluster; dropping it shuts the cluster down in the background (`up`
+/// keeps it for the life of the process instead, see `run`).
 pub struct Embedded {
     bootstrap: String,
     _stop: mpsc::Sender<()>,

@@ -163,7 +163,8 @@ pub async fn show(scraper: Scraper, stop: CancellationToken) -> Totals {
         n += 1;
         let _ = if !tty {
             writeln!(out, "{line}")
-        } else if n % KEEP_EVERY == 0 {
+        } else if n == KEEP_EVERY {
+            n = 0;
             write!(out, "\r\x1b[2K{line}\n")
         } else {
             write!(out, "\r\x1b[2K{line}")
