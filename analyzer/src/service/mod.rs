@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //! - `config.rs`: flags and environment ([`Config`]).
-//! - `pipeline.rs`: the consume loop (fold, produce, settle offsets, tick, stats).
+//! - `pipeline.rs`: the consume loop (receive, settle offsets, tick, stats); it declares:
+//!   - `fold.rs`: the parse and fold threads the loop hands chunks of messages to (fold into
+//!     the model, publish event-driven predictions and dead letters);
+//!   - `parse.rs`: reading the canonical event form without serde (`from_json` for the rest).
 //! - `consumer.rs`: the group consumer's context (rebalances, lag).
 //! - `live.rs`: applying the live config topic to the running model.
 //! - `rebuild.rs`: re-reading a partition's retained window after a restart or rebalance.
