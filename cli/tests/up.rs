@@ -107,7 +107,8 @@ async fn up_demo_answers_the_api_learns_and_warms_then_stops_cleanly() {
     })
     .await;
     assert!(cache_files(&cache) > 10, "cache files under {}", cache.display());
-    let status: Value = client.get(format!("http://{}/v1/status", e.warmer)).send().await.unwrap().json().await.unwrap();
+    let status: Value =
+        client.get(format!("http://{}/v1/status", e.warmer)).send().await.unwrap().json().await.unwrap();
     assert!(status["total_queries"].as_u64().unwrap() > 0, "{status}");
     assert!(status["cache_hits"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(status["config"]["cache_backend"], "fs", "{status}");
@@ -126,7 +127,11 @@ async fn up_demo_answers_the_api_learns_and_warms_then_stops_cleanly() {
 
     // Stopping ends every part cleanly and reports what happened.
     shutdown.cancel();
-    let report = tokio::time::timeout(Duration::from_secs(60), done_rx).await.expect("stops within 60 s").unwrap().expect("a clean stop");
+    let report = tokio::time::timeout(Duration::from_secs(60), done_rx)
+        .await
+        .expect("stops within 60 s")
+        .unwrap()
+        .expect("a clean stop");
     let app = report.app.expect("the demo app ran");
     assert!(app.hits > 0 && app.misses > 0, "{report}");
     assert!(report.totals.warms > 0.0, "{report}");
@@ -139,7 +144,14 @@ async fn a_taken_port_is_named() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let cache = temp_dir("taken");
-    let args = up_args(&["--port-base", "0", "--warmer-listen", &format!("127.0.0.1:{port}"), "--cache", cache.to_str().unwrap()]);
+    let args = up_args(&[
+        "--port-base",
+        "0",
+        "--warmer-listen",
+        &format!("127.0.0.1:{port}"),
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
     let err = up::run(args, CancellationToken::new(), |_| {}).await.unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("warmer") && msg.contains(&port), "{msg}");
@@ -159,7 +171,13 @@ async fn the_demo_upstream_answers_plausible_json_after_a_delay() {
     let calm = UpstreamBehaviour { error_rate: 0.0, ..UpstreamBehaviour::default() };
     let (base, counters, stop) = start_upstream(calm).await;
     let client = http();
-    for (module, field) in [("price", "price"), ("chart", "points"), ("news", "items"), ("fundamentals", "market_cap"), ("options", "calls")] {
+    for (module, field) in [
+        ("price", "price"),
+        ("chart", "points"),
+        ("news", "items"),
+        ("fundamentals", "market_cap"),
+        ("options", "calls"),
+    ] {
         let started = Instant::now();
         let r = client.get(format!("{base}/{module}/BRK.B")).send().await.unwrap();
         let took = started.elapsed();
@@ -179,7 +197,8 @@ async fn the_demo_upstream_answers_plausible_json_after_a_delay() {
     stop.cancel();
 
     // A failing data API answers 503, which the warmer retries.
-    let (base, counters, stop) = start_upstream(UpstreamBehaviour { error_rate: 1.0, ..UpstreamBehaviour::default() }).await;
+    let (base, counters, stop) =
+        start_upstream(UpstreamBehaviour { error_rate: 1.0, ..UpstreamBehaviour::default() }).await;
     let r = client.get(format!("{base}/price/AAPL")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(counters.failed.load(std::sync::atomic::Ordering::Relaxed), 1);
@@ -226,7 +245,18 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::Ex
 fn the_binary_shows_progress_and_ctrl_c_stops_it_cleanly() {
     let cache = temp_dir("binary");
     let mut child = std::process::Command::new(bin())
-        .args(["up", "--demo", "--port-base", "0", "--speed", "5", "--duration", "5m", "--cache", cache.to_str().unwrap()])
+        .args([
+            "up",
+            "--demo",
+            "--port-base",
+            "0",
+            "--speed",
+            "5",
+            "--duration",
+            "5m",
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -280,7 +310,8 @@ fn the_standalone_demo_upstream_serves_until_sigterm() {
     let line = read_until(&mut err, Duration::from_secs(30), "the listening address", |l| l.contains("listening on"));
     let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).expect("an address").to_owned();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let body: Value = rt.block_on(async { http().get(format!("http://{addr}/news/TSLA")).send().await.unwrap().json().await.unwrap() });
+    let body: Value = rt
+        .block_on(async { http().get(format!("http://{addr}/news/TSLA")).send().await.unwrap().json().await.unwrap() });
     assert_eq!(body["ticker"], "TSLA");
     assert!(body["items"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
     signal(&child, "-TERM");
@@ -294,7 +325,11 @@ struct FakeCache {
     asked: Mutex<Vec<(String, String, Option<String>)>>,
 }
 
-async fn fake_read_through(State(s): State<Arc<FakeCache>>, Path((module, ticker)): Path<(String, String)>, headers: HeaderMap) -> impl IntoResponse {
+async fn fake_read_through(
+    State(s): State<Arc<FakeCache>>,
+    Path((module, ticker)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
     let client = headers.get("x-client-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let n = {
         let mut asked = s.asked.lock().unwrap();
@@ -320,7 +355,15 @@ fn demo_traffic_via_cache_asks_the_read_through_in_real_time() {
 
     let started = Instant::now();
     let out = std::process::Command::new(bin())
-        .args(["demo-traffic", "--via-cache", &format!("http://{addr}"), "--start", "2026-03-10T10:00:00-04:00", "--duration", "3s"])
+        .args([
+            "demo-traffic",
+            "--via-cache",
+            &format!("http://{addr}"),
+            "--start",
+            "2026-03-10T10:00:00-04:00",
+            "--duration",
+            "3s",
+        ])
         .output()
         .unwrap();
     let took = started.elapsed();
@@ -330,14 +373,20 @@ fn demo_traffic_via_cache_asks_the_read_through_in_real_time() {
     assert!(took >= Duration::from_millis(2500), "took {took:?}");
     let asked = fake.asked.lock().unwrap().clone();
     assert!(asked.len() > 20, "{} queries: {stderr}", asked.len());
-    assert!(asked.iter().all(|(m, t, c)| demo::MODULES.contains(&m.as_str()) && !t.is_empty() && c.is_some()), "{asked:?}");
+    assert!(
+        asked.iter().all(|(m, t, c)| demo::MODULES.contains(&m.as_str()) && !t.is_empty() && c.is_some()),
+        "{asked:?}"
+    );
     let hits = asked.len() / 2;
     let expected = format!("cache: {hits} hits, {} misses", asked.len() - hits);
     assert!(stderr.contains(&expected), "want {expected:?} in {stderr}");
     assert!(stderr.contains(&format!("demo-traffic: {} events", asked.len())), "{stderr}");
 
     // Nothing listening: a clear error, not a silent run.
-    let out = std::process::Command::new(bin()).args(["demo-traffic", "--via-cache", "http://127.0.0.1:1", "--duration", "1s"]).output().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["demo-traffic", "--via-cache", "http://127.0.0.1:1", "--duration", "1s"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -359,7 +408,10 @@ fn assert_help_explains(command: &str, flags: &[&str]) {
             .skip_while(|w| w.starts_with('<'))
             .collect();
         let explanation = if rest.is_empty() { lines[at + 1].trim().to_owned() } else { rest.join(" ") };
-        assert!(!explanation.starts_with('-') && explanation.split_whitespace().count() >= 4, "{flag} is not explained:\n{help}");
+        assert!(
+            !explanation.starts_with('-') && explanation.split_whitespace().count() >= 4,
+            "{flag} is not explained:\n{help}"
+        );
     }
 }
 
@@ -368,11 +420,28 @@ fn help_explains_every_flag() {
     assert_help_explains(
         "up",
         &[
-            "--demo", "--speed", "--no-warming", "--duration", "--brokers", "--kafka-option", "--cache", "--port-base", "--ingest-listen",
-            "--analyzer-listen", "--warmer-listen", "--upstream-listen", "--upstream-url", "--rate", "--tickers", "--seed",
+            "--demo",
+            "--speed",
+            "--no-warming",
+            "--duration",
+            "--brokers",
+            "--kafka-option",
+            "--cache",
+            "--port-base",
+            "--ingest-listen",
+            "--analyzer-listen",
+            "--warmer-listen",
+            "--upstream-listen",
+            "--upstream-url",
+            "--rate",
+            "--tickers",
+            "--seed",
             "--log-level",
         ],
     );
-    assert_help_explains("demo-upstream", &["--listen", "--min-delay", "--max-delay", "--error-rate", "--upstream-seed"]);
+    assert_help_explains(
+        "demo-upstream",
+        &["--listen", "--min-delay", "--max-delay", "--error-rate", "--upstream-seed"],
+    );
     assert_help_explains("demo-traffic", &["--via-cache"]);
 }

@@ -115,7 +115,11 @@ pub async fn ask_cache(
                     let hit = r.headers().get(CACHE_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"hit"));
                     // Read the body as an app would, so the connection goes back to the pool.
                     let _ = r.bytes().await;
-                    if hit { &counters.hits } else { &counters.misses }
+                    if hit {
+                        &counters.hits
+                    } else {
+                        &counters.misses
+                    }
                 }
                 _ => &counters.errors,
             };

@@ -48,7 +48,9 @@ pub use output::{write_lines, CacheAnswers, Summary};
 pub use params::{Budget, Params, ParamsError, MAX_DURATION_DAYS, MAX_TICKERS};
 pub use send::{send, Pace, SendError};
 pub use sources::{dashboard_period, MODULES};
-pub use upstream::{body as upstream_body, serve_upstream, upstream_router, UpstreamArgs, UpstreamBehaviour, UpstreamCounters};
+pub use upstream::{
+    body as upstream_body, serve_upstream, upstream_router, UpstreamArgs, UpstreamBehaviour, UpstreamCounters,
+};
 
 use chrono::Utc;
 use prefetch_common::contract::QueryEvent;

@@ -86,10 +86,7 @@ struct UpstreamState {
 pub fn upstream_router(behaviour: UpstreamBehaviour, counters: Arc<UpstreamCounters>) -> Router {
     let rng = Mutex::new(Rng::new(behaviour.seed, 0x0075_7073));
     let state = Arc::new(UpstreamState { behaviour, rng, counters });
-    Router::new()
-        .route("/{module}/{ticker}", get(answer))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
+    Router::new().route("/{module}/{ticker}", get(answer)).route("/healthz", get(|| async { "ok\n" })).with_state(state)
 }
 
 /// Serves the demo upstream on a bound `listener` until `shutdown` is cancelled.
@@ -106,7 +103,8 @@ async fn answer(State(s): State<Arc<UpstreamState>>, Path((module, ticker)): Pat
     let (module, ticker) = match (Module::parse(&module), Ticker::parse(&ticker)) {
         (Ok(m), Ok(t)) => (m, t),
         (Err(e), _) | (_, Err(e)) => {
-            return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": e.to_string()}))).into_response()
+            return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": e.to_string()})))
+                .into_response()
         }
     };
     let (delay, fail, noise) = {
@@ -177,7 +175,8 @@ pub fn body(module: &str, ticker: &str, noise: u64) -> Value {
             json!({"ticker": ticker, "items": items, "as_of": as_of})
         }
         "fundamentals" => {
-            let sectors = ["Technology", "Financials", "Health Care", "Energy", "Consumer Discretionary", "Industrials"];
+            let sectors =
+                ["Technology", "Financials", "Health Care", "Energy", "Consumer Discretionary", "Industrials"];
             let shares = 1e8 + stable(ticker, "shares") * 1.5e10;
             let pe = 8.0 + stable(ticker, "pe") * 60.0;
             json!({

@@ -29,13 +29,15 @@ impl Embedded {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         std::thread::Builder::new().name("embedded-kafka".into()).spawn(move || {
-            let started = MockCluster::new(1).map_err(|e| format!("cannot start the embedded Kafka: {e}")).and_then(|mock| {
-                for (topic, compacted) in &topics {
-                    let partitions = if *compacted { 1 } else { PARTITIONS };
-                    mock.create_topic(topic, partitions, 1).map_err(|e| format!("embedded Kafka: cannot create {topic}: {e}"))?;
-                }
-                Ok(mock)
-            });
+            let started =
+                MockCluster::new(1).map_err(|e| format!("cannot start the embedded Kafka: {e}")).and_then(|mock| {
+                    for (topic, compacted) in &topics {
+                        let partitions = if *compacted { 1 } else { PARTITIONS };
+                        mock.create_topic(topic, partitions, 1)
+                            .map_err(|e| format!("embedded Kafka: cannot create {topic}: {e}"))?;
+                    }
+                    Ok(mock)
+                });
             match started {
                 Ok(mock) => {
                     let _ = ready_tx.send(Ok(mock.bootstrap_servers()));
@@ -48,7 +50,10 @@ impl Embedded {
                 }
             }
         })?;
-        let bootstrap = ready_rx.recv().map_err(|_| anyhow::anyhow!("the embedded Kafka thread died"))?.map_err(anyhow::Error::msg)?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the embedded Kafka thread died"))?
+            .map_err(anyhow::Error::msg)?;
         Ok(Self { bootstrap, _stop: stop_tx })
     }
 

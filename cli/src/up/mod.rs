@@ -10,6 +10,7 @@
 //! - `args.rs`: [`UpArgs`], the flags.
 //! - `kafka.rs`: the embedded Kafka (rdkafka's `MockCluster` on a thread of its own).
 //! - `progress.rs`: the once-a-second progress line, read off the services' `/metrics`.
+//! - `settings.rs`: each service's settings under `up`, and the demo traffic.
 //! - `mod.rs` (this file): [`run`] — bind, start, wait until ready, run until stopped, stop.
 //!
 //! # Time in the demo
@@ -32,15 +33,15 @@
 mod args;
 mod kafka;
 mod progress;
+mod settings;
 
 pub use args::UpArgs;
 pub use progress::{metric_sum, Totals};
 
-use crate::demo::{self, AppCounters, CacheAnswers, Clock, Generator, Origin, Params, UpstreamBehaviour, UpstreamCounters};
+use crate::demo::{self, AppCounters, CacheAnswers, Clock, UpstreamBehaviour, UpstreamCounters};
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use prefetch_common::contract::{Module, QueryEvent};
 use prefetch_common::kafka::{KafkaArgs, TopicArgs};
+use settings::{analyzer_config, demo_events, demo_start, warmer_config};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -54,12 +55,6 @@ use tokio_util::sync::CancellationToken;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the services may take to stop (drain, commit, flush) before `up` gives up on them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// The demo trace: a Tuesday from 10:00 New York, six market hours long, asked over and over.
-const DEMO_START: &str = "2026-03-10T10:00:00-04:00";
-const DEMO_SPAN_HOURS: i64 = 6;
-/// The demo's `--top-n` and `--horizon` defaults.
-const DEMO_TOP_N: u32 = 100;
-const DEMO_HORIZON: Duration = Duration::from_secs(60);
 /// The analyzer's stats topic (its default name), created up front on the embedded Kafka.
 const STATS_TOPIC: &str = "prefetch.stats";
 
@@ -127,7 +122,15 @@ impl fmt::Display for Report {
         )?;
         if let Some(a) = self.app {
             let n = (a.hits + a.misses).max(1) as f64;
-            write!(f, "\n  the demo app asked {} queries: {} hits ({:.1}%), {} misses, {} errors", a.hits + a.misses + a.errors, a.hits, 100.0 * a.hits as f64 / n, a.misses, a.errors)?;
+            write!(
+                f,
+                "\n  the demo app asked {} queries: {} hits ({:.1}%), {} misses, {} errors",
+                a.hits + a.misses + a.errors,
+                a.hits,
+                100.0 * a.hits as f64 / n,
+                a.misses,
+                a.errors
+            )?;
         }
         if let Some((ok, failed)) = self.upstream {
             write!(f, "\n  the demo upstream answered {ok} requests and failed {failed} on purpose")?;
@@ -139,11 +142,17 @@ impl fmt::Display for Report {
 /// Runs the pipeline until `shutdown` is cancelled or `--duration` passes; `on_ready` is called
 /// once every service answers `/readyz` (tests learn the ports from it). Fails if a port cannot
 /// be bound, Kafka cannot be reached, or a service stops on its own.
-pub async fn run(args: UpArgs, shutdown: CancellationToken, on_ready: impl FnOnce(&Endpoints)) -> anyhow::Result<Report> {
+pub async fn run(
+    args: UpArgs,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&Endpoints),
+) -> anyhow::Result<Report> {
     let started = Instant::now();
     let [ingest_addr, analyzer_addr, warmer_addr, upstream_addr] = args.addrs();
     let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr).await.with_context(|| format!("{what}: cannot listen on {addr} (is it in use? see --port-base)"))
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("{what}: cannot listen on {addr} (is it in use? see --port-base)"))
     };
     let ingest_l = bind(ingest_addr, "ingest").await?;
     let analyzer_l = bind(analyzer_addr, "analyzer").await?;
@@ -195,7 +204,10 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken, on_ready: impl FnOnc
     if let Some(l) = upstream_l {
         let (counters, stop) = (upstream_counters.clone(), services_stop.clone());
         services.spawn(async move {
-            ("demo upstream", demo::serve_upstream(l, UpstreamBehaviour::default(), counters, stop).await.map_err(Into::into))
+            (
+                "demo upstream",
+                demo::serve_upstream(l, UpstreamBehaviour::default(), counters, stop).await.map_err(Into::into),
+            )
         });
     }
     let mut ingest_cfg = ingest::Config::new(&brokers);
@@ -245,7 +257,8 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken, on_ready: impl FnOnc
         None
     };
     let progress = args.demo.then(|| {
-        let scraper = progress::Scraper::new(&format!("http://{}", endpoints.analyzer), &format!("http://{}", endpoints.warmer));
+        let scraper =
+            progress::Scraper::new(&format!("http://{}", endpoints.analyzer), &format!("http://{}", endpoints.warmer));
         tokio::spawn(progress::show(scraper, progress_stop.clone()))
     });
 
@@ -269,7 +282,11 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken, on_ready: impl FnOnc
     progress_stop.cancel();
     let totals = match progress {
         Some(p) => p.await.unwrap_or_default(),
-        None => progress::Scraper::new(&format!("http://{}", endpoints.analyzer), &format!("http://{}", endpoints.warmer)).totals().await,
+        None => {
+            progress::Scraper::new(&format!("http://{}", endpoints.analyzer), &format!("http://{}", endpoints.warmer))
+                .totals()
+                .await
+        }
     };
     services_stop.cancel();
     let stop_errors = stop_all(&mut services).await;
@@ -302,7 +319,10 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken, on_ready: impl FnOnc
     })
 }
 
-async fn named(name: &'static str, f: impl std::future::Future<Output = anyhow::Result<()>>) -> (&'static str, anyhow::Result<()>) {
+async fn named(
+    name: &'static str,
+    f: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> (&'static str, anyhow::Result<()>) {
     (name, f.await)
 }
 
@@ -345,95 +365,4 @@ async fn wait_ready(e: &Endpoints) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `d` divided by the demo's speed, but not below `floor`.
-fn compress(d: Duration, speed: f64, floor: Duration) -> Duration {
-    d.div_f64(speed).max(floor)
-}
-
-/// `--top-n`, or the demo's: enough predictions per tick to cover the keys a busy app repeats.
-fn top_n(args: &UpArgs) -> Option<u32> {
-    args.top_n.or(args.demo.then_some(DEMO_TOP_N))
-}
-
-/// `--horizon`, or the demo's (at 1×; [`compress`]ed by the caller): about the TTL of a price,
-/// so an entry is warmed again only when it would expire before the next expected query.
-fn horizon(args: &UpArgs) -> Option<Duration> {
-    args.horizon.or(args.demo.then_some(DEMO_HORIZON))
-}
-
-fn analyzer_config(args: &UpArgs, brokers: &str, kafka: &KafkaArgs, listen: SocketAddr) -> analyzer::service::Config {
-    let mut cfg = analyzer::service::Config::new(brokers);
-    cfg.kafka = kafka.clone();
-    cfg.listen = listen;
-    cfg.instance_id = Some("prefetch-up".to_owned());
-    cfg.top_n = top_n(args).map(|n| n as usize);
-    if let Some(h) = horizon(args) {
-        cfg.horizon_s = Some(compress(h, args.speed, Duration::from_secs(1)).as_secs());
-    }
-    if args.demo {
-        // The demo's market hours are shifted onto the wall clock: the real hour means nothing.
-        cfg.hour_weights = Some(String::new());
-        cfg.tick_interval = compress(cfg.tick_interval, args.speed, Duration::from_millis(200));
-    }
-    cfg
-}
-
-fn warmer_config(args: &UpArgs, brokers: &str, kafka: &KafkaArgs, listen: SocketAddr, upstream_url: String) -> warmer::Config {
-    let mut cfg = warmer::Config::new(brokers);
-    cfg.kafka = kafka.clone();
-    cfg.listen = listen;
-    cfg.cache = args.cache.clone();
-    cfg.upstream_url = upstream_url;
-    cfg.enabled = !args.no_warming;
-    if let Some(n) = top_n(args) {
-        cfg.top_n = n as usize;
-    }
-    if args.demo && args.speed > 1.0 {
-        let one_second = Duration::from_secs(1);
-        let ttls = cfg.ttls();
-        cfg.ttls = ttls
-            .per_module
-            .iter()
-            .filter_map(|(m, d)| Some((Module::parse(m).ok()?, compress(*d, args.speed, one_second))))
-            .collect();
-        cfg.default_ttl = compress(ttls.default, args.speed, one_second);
-        cfg.spread = compress(cfg.spread, args.speed, Duration::from_millis(10));
-        // The warm budget is per second of the demo's world too.
-        cfg.rate_limit *= args.speed;
-        cfg.rate_burst = (f64::from(cfg.rate_burst) * args.speed).round() as u32;
-    }
-    cfg
-}
-
-fn demo_start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(DEMO_START).expect("a valid constant").with_timezone(&Utc)
-}
-
-/// The demo traffic: the trace of [`DEMO_START`], repeated end to end for as long as `up` runs.
-/// Dashboards and sessions scale with `--rate` (their defaults at 20 events/s), so any rate
-/// leaves room for the one-off lookups.
-fn demo_events(args: &UpArgs) -> anyhow::Result<impl Iterator<Item = (QueryEvent, Origin)> + Send + 'static> {
-    let scale = args.rate / 20.0;
-    let params = Params {
-        start: demo_start(),
-        duration: chrono::Duration::hours(DEMO_SPAN_HOURS),
-        seed: args.seed,
-        tickers: args.tickers,
-        rate: args.rate,
-        dashboards: (20.0 * scale).round() as usize,
-        sessions_per_hour: 600.0 * scale,
-        ..Params::default()
-    };
-    Generator::new(&params).map_err(|e| anyhow::anyhow!("demo traffic: {e}"))?;
-    let span = params.duration;
-    Ok((0..).flat_map(move |lap: i32| {
-        let mut g = Generator::new(&params).expect("checked above");
-        let shift = span * lap;
-        std::iter::from_fn(move || g.next_with_origin()).map(move |(mut e, o)| {
-            e.ts += shift;
-            (e, o)
-        })
-    }))
 }
