@@ -112,6 +112,10 @@ async fn up_demo_answers_the_api_learns_and_warms_then_stops_cleanly() {
     assert!(status["total_queries"].as_u64().unwrap() > 0, "{status}");
     assert!(status["cache_hits"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(status["config"]["cache_backend"], "fs", "{status}");
+    // The original API on the front door answers from the same warmer (on its free port).
+    let api = format!("http://{}/api/v1/smart-prefetch?action=status", e.ingest);
+    let original: Value = client.get(&api).send().await.unwrap().json().await.unwrap();
+    assert!(original["total_queries"].as_u64().unwrap() > 0 && original["learning_stage"]["stage"].is_string(), "{original}");
 
     // The demo upstream is reachable on its own address too.
     let upstream = e.upstream.expect("--demo runs the demo upstream");

@@ -55,8 +55,6 @@ use tokio_util::sync::CancellationToken;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the services may take to stop (drain, commit, flush) before `up` gives up on them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// The analyzer's stats topic (its default name), created up front on the embedded Kafka.
-const STATS_TOPIC: &str = "prefetch.stats";
 
 /// Where the parts of a running `up` answer.
 #[derive(Debug, Clone)]
@@ -167,7 +165,7 @@ pub async fn run(
             (topics.predictions_topic.as_str(), false),
             (topics.dlq_topic.as_str(), false),
             (topics.config_topic.as_str(), true),
-            (STATS_TOPIC, true),
+            (topics.stats_topic.as_str(), true),
         ])?),
     };
     let brokers = match (&args.brokers, &embedded) {
@@ -213,6 +211,8 @@ pub async fn run(
     let mut ingest_cfg = ingest::Config::new(&brokers);
     ingest_cfg.kafka = kafka.clone();
     ingest_cfg.listen = endpoints.ingest;
+    // The original API's status and warmup go to the warmer's admin API, wherever it listens.
+    ingest_cfg.warmer_url = format!("http://{}", endpoints.warmer);
     services.spawn(named("ingest", ingest::serve(ingest_cfg, ingest_l, services_stop.clone())));
     let analyzer_cfg = analyzer_config(&args, &brokers, &kafka, endpoints.analyzer);
     services.spawn(named("analyzer", analyzer::service::serve(analyzer_cfg, analyzer_l, services_stop.clone())));
