@@ -258,7 +258,7 @@ pub fn chart(report: &Report) -> String {
         .filter_map(|n| report.strategies.get(n).map(|r| Series { name: n.replace('_', " "), points: &r.timeline }))
         .collect();
     svg::timeline(
-        &format!("Hit rate per {bucket_min} min, {} .. {}", report.from, report.to),
+        &format!("Hit rate per {bucket_min} min, {} .. {} (UTC)", report.from, report.to),
         &series,
         bucket_min / 60.0,
         20,

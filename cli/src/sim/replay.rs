@@ -117,15 +117,15 @@ pub struct Run {
     pub bucket_ms: i64,
 }
 
-/// Width of one point of the hit-rate timeline: about 100 points over the trace, at least five
-/// minutes, a whole number of minutes.
+/// Width of one point of the hit-rate timeline: the first of 5, 10, 15, 30 minutes, 1, 2, 4, 6,
+/// 12 hours or a day that gives at most about 100 points over the trace.
 pub fn timeline_bucket_ms(trace: &Trace) -> i64 {
     let span = match (trace.events.first(), trace.events.last()) {
         (Some(a), Some(b)) => b.ts - a.ts,
         _ => 0,
     };
-    let raw = (span / 100).max(300_000);
-    (raw + 59_999) / 60_000 * 60_000
+    const MIN: i64 = 60_000;
+    [5, 10, 15, 30, 60, 120, 240, 360, 720, 1_440].iter().map(|m| m * MIN).find(|&w| span / w <= 100).unwrap_or(1_440 * MIN)
 }
 
 /// What a replay keeps of its strategy.

@@ -131,6 +131,15 @@ impl Trace {
         b.finish()
     }
 
+    /// A trace of a stream of events, without holding them (a generator's, say).
+    pub fn collect(events: impl IntoIterator<Item = QueryEvent>) -> Trace {
+        let mut b = Builder::default();
+        for e in events {
+            b.push(&e);
+        }
+        b.finish()
+    }
+
     /// Reads a JSON-lines log of query events (`hit` is read but not used). Blank lines are
     /// skipped; any other line that is not a valid event stops the read with its line number.
     /// `bar`, when given, counts bytes read.
