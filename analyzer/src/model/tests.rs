@@ -277,26 +277,6 @@ fn stats_report_top_lists_profiles_and_serialise() {
     assert_eq!(back, s);
 }
 
-/// Sizing probe for the benchmark: `cargo test -p analyzer --release -- --ignored --nocapture`.
-#[test]
-#[ignore = "sizing probe, prints numbers"]
-fn footprint_and_tick_time_at_many_keys() {
-    let keys = 200_000;
-    let mut m = Model::new(ModelConfig::default()).unwrap();
-    let start = utc(2026, 1, 6, 15, 0);
-    for i in 0..keys {
-        let t = start + Duration::milliseconds(i as i64 * 10);
-        m.record(&ev(&format!("T{}", i / 8), ["price", "chart", "news", "quote", "fundamentals", "options", "holders", "profile"][i % 8], t, None));
-    }
-    let now = start + Duration::seconds(keys as i64 / 100 + 1);
-    let t0 = std::time::Instant::now();
-    let out = m.tick(now);
-    let took = t0.elapsed();
-    let f = m.footprint();
-    println!("{keys} keys: tick {took:?}, {} predictions, key table {} B ({} B/key), {f:?}", out.len(), f.key_bytes, f.key_bytes / keys);
-    assert_eq!(f.keys, keys);
-}
-
 #[test]
 fn history_is_folded_past_the_late_bound_without_predictions_and_rebuilds_the_same_confidence() {
     // The live instance: a dashboard key, then a tick far past its history.
