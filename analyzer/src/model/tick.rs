@@ -153,23 +153,35 @@ impl Model {
             let seasonal = has_season.then_some(f64::from(k.season));
             let rates = Rates { recent, popular, seasonal, idle: f64::from(k.idle(wm)), window: f64::from(self.tau_fast) };
             let (lambda, reason) = intensity(rates, weight);
-            let raw = probability(lambda, horizon);
             if k.sample_at != NO_SAMPLE && u64::from(wm) >= u64::from(k.sample_at) + u64::from(horizon) {
                 self.calibrator.resolve(k.sample_cell, false);
                 k.sample_at = NO_SAMPLE;
             }
-            if open_samples && k.sample_at == NO_SAMPLE {
+            let opens = open_samples && k.sample_at == NO_SAMPLE;
+            // With refresh-ahead the rank is what a warm now would serve (already calibrated);
+            // a key whose copy outlives the next tick waits for a later tick, and one whose
+            // upper bound cannot make the cut is dropped before any `exp` or `ln`.
+            let due = match cache.map(|view| view.due(k.ticker, k.module, wm)) {
+                Some(None) if !opens => continue,
+                due => due,
+            };
+            if let Some(Some(d)) = due {
+                let full = heap.len() >= self.s.top_n;
+                let floor = heap.peek().filter(|_| full).map_or(self.s.min_confidence, |Reverse(min)| min.raw.max(self.s.min_confidence));
+                let bound = refresh::serve_bound(self.calibrator.map(class, (lambda * f64::from(horizon)).min(1.0)), horizon, d);
+                if bound < floor && !opens {
+                    continue;
+                }
+            }
+            let raw = probability(lambda, horizon);
+            if opens {
                 k.sample_at = wm;
                 k.sample_cell = Calibrator::encode(class, raw);
             }
-            // With refresh-ahead the rank is what a warm now would serve (already calibrated);
-            // a key whose copy outlives the next tick waits for a later tick.
-            let rank = match cache {
+            let rank = match due {
                 None => raw,
-                Some(view) => match view.due(k.ticker, k.module, wm) {
-                    None => continue,
-                    Some(due) => refresh::serve_probability(self.calibrator.map(class, raw), horizon, due),
-                },
+                Some(None) => continue,
+                Some(Some(d)) => refresh::serve_probability(self.calibrator.map(class, raw), horizon, d),
             };
             let c = Candidate { raw: rank, slot: slot as u32, reason };
             if heap.len() < self.s.top_n {
