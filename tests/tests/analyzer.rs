@@ -16,6 +16,10 @@ fn config(kafka: &TestKafka, test: &str) -> analyzer::service::Config {
     // Uniform hour weights: these scenarios use events of the last hour, and must not depend on
     // the time of day they run at (the weights themselves are unit-tested on fixed timestamps).
     cfg.hour_weights = Some(String::new());
+    // These scenarios are about what the service does with the model's predictions (publish,
+    // rebuild, hand over); refresh-ahead, which holds back keys whose cached copy is fresh, has
+    // its own scenario below.
+    cfg.refresh_ahead = false;
     cfg.stats_interval = Duration::from_secs(1);
     kafka.prepare(&cfg.topics);
     cfg
@@ -187,4 +191,46 @@ async fn a_rebalance_hands_keys_over_between_instances() {
     b.stop().await;
     eventually(Duration::from_secs(90), "A predicting every key again", || async { (predicted(&a).await? == all).then_some(()) }).await;
     a.stop().await;
+}
+
+/// Ticks the analyzer has run so far (the tick-duration histogram's count).
+async fn ticks(an: &Service) -> u64 {
+    let metrics = http().get(an.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    metrics.lines().find_map(|l| l.strip_prefix("smart_prefetch_analyzer_tick_duration_seconds_count ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_warms_a_key_when_its_cached_copy_is_about_to_expire() {
+    let kafka = TestKafka::start();
+    let mut cfg = config(&kafka, "an-refresh");
+    cfg.refresh_ahead = true;
+    let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
+    kafka.precreate(&events).await;
+    // A dashboard polling AAPL/price every 60 s, each query a miss the app fetched: the last
+    // copy was fetched at `end - 60 s` and lives for the price TTL (60 s), until `end`.
+    let end = Utc::now();
+    produce_json(&kafka.bootstrap(), &events, &dashboard("AAPL", "price", end)).await;
+    let an = spawn_analyzer(cfg).await;
+    let folded = eventually(Duration::from_secs(60), "the hour folded", || async {
+        let listed: Value = http().get(an.url("/v1/predictions")).send().await.ok()?.json().await.ok()?;
+        (listed["watermark"].as_str()? == (end - CDuration::seconds(60)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).then_some(())
+    });
+    folded.await;
+    // Ticks at that event time find the copy fresh: nothing to warm.
+    let before = ticks(&an).await;
+    eventually(Duration::from_secs(30), "three more ticks", || async { (ticks(&an).await >= before + 3).then_some(()) }).await;
+    let listed: Value = http().get(an.url("/v1/predictions")).send().await.unwrap().json().await.unwrap();
+    assert!(!listed["predictions"].as_array().unwrap().iter().any(|v| is_prediction_for(v, "AAPL", "price")), "fresh copy predicted: {listed}");
+
+    // Event time moves past the copy's expiry (another key's query): the dashboard key is due.
+    let clock = end + CDuration::seconds(5);
+    produce_json(&kafka.bootstrap(), &events, &[json!({"ticker": "SPY", "module": "quote", "ts": clock.to_rfc3339(), "hit": true})]).await;
+    let got = read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(60), |r| is_prediction_for(&r.value, "AAPL", "price")).await;
+    let aapl: Vec<&Value> = got.iter().map(|r| &r.value).filter(|v| is_prediction_for(v, "AAPL", "price")).collect();
+    for p in &aapl {
+        let at = DateTime::parse_from_rfc3339(p["generated_at"].as_str().unwrap()).unwrap();
+        assert!(at >= clock - CDuration::seconds(1), "published while its copy was fresh: {p}");
+    }
+    assert!(aapl[0]["confidence"].as_f64().unwrap() >= 0.5, "{}", aapl[0]);
+    an.stop().await;
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 fn ingest_cmd(kafka: &TestKafka, topics: &prefetch_common::kafka::TopicArgs) -> Command {
     let mut c = Command::new(bin_path("ingest"));
-    c.args(["--brokers", &kafka.bootstrap(), "--query-events-topic", &topics.query_events_topic, "--topic-partitions", "3"])
+    c.args(["--brokers", &kafka.bootstrap(), "--topic-partitions", "3"])
+        .args(["--query-events-topic", &topics.query_events_topic, "--predictions-topic", &topics.predictions_topic])
+        .args(["--config-topic", &topics.config_topic, "--stats-topic", &topics.stats_topic])
         .env("LOG_FORMAT", "text")
         .env_remove("RUST_LOG");
     c

@@ -27,6 +27,13 @@ pub struct Config {
     #[arg(long, env = "ANALYZER_TICK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub tick_interval: Duration,
 
+    /// Refresh-ahead: track when the cache's copies expire (from the queries' hit flags, its own
+    /// predictions and the live config's TTLs) and publish the keys whose warm now is most
+    /// likely to serve a query, instead of the most popular keys, which are mostly cached
+    /// already. `false` publishes the plain top keys by probability of a query.
+    #[arg(long, env = "ANALYZER_REFRESH_AHEAD", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh_ahead: bool,
+
     /// How often the patterns snapshot is published to the stats topic.
     #[arg(long, env = "ANALYZER_STATS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub stats_interval: Duration,

@@ -127,8 +127,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 
 /// Runs the analyzer with its admin HTTP on a bound `listener` (tests bind port 0).
 pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let base = cfg.model_config()?;
-    let model = Model::new(base.clone()).context("invalid model configuration")?;
+    let base = live::Base { model: cfg.model_config()?, refresh_ahead: cfg.refresh_ahead };
+    let mut model = Model::new(base.model.clone()).context("invalid model configuration")?;
+    if base.refresh_ahead {
+        // The TTLs the warmer starts with until the config topic says otherwise.
+        model.set_cache_ttls(crate::CacheTtls::of_live(&prefetch_common::config::LiveConfig::default()));
+    }
     let specs = [
         TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
