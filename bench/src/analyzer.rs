@@ -39,6 +39,10 @@ pub struct ThroughputArgs {
     /// Only time the per-event CPU breakdown (no Kafka) and exit.
     #[arg(long)]
     cpu_only: bool,
+    /// The analyzer's `--refresh-ahead` (its default is on; off publishes every likely
+    /// follow-up, the heavier path for the same events).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    refresh_ahead: bool,
 }
 
 /// Flags of `analyzer-keys`.
@@ -103,8 +107,9 @@ async fn drain_raw(kafka: &KafkaArgs, topic: &str, group: &str, n: usize) -> any
     Ok(Drain { rate: n as f64 / secs, cpu_us })
 }
 
-async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: usize) -> anyhow::Result<Drain> {
+async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: usize, refresh_ahead: bool) -> anyhow::Result<Drain> {
     let mut cfg = analyzer::service::Config::new(kafka.brokers.clone());
+    cfg.refresh_ahead = refresh_ahead;
     cfg.kafka = kafka.clone();
     cfg.topics = topics.clone();
     cfg.group_id = group.to_owned();
@@ -229,7 +234,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     let (mut raws, mut ans) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         let raw = drain_raw(&kafka, &topics.query_events_topic, &format!("bench-raw-{run}-{round}"), args.events).await?;
-        let an = drain_analyzer(&kafka, &topics, &format!("bench-an-{run}-{round}"), args.events).await?;
+        let an = drain_analyzer(&kafka, &topics, &format!("bench-an-{run}-{round}"), args.events, args.refresh_ahead).await?;
         println!("| {round} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |", raw.rate, an.rate, an.rate / raw.rate, raw.cpu_us, an.cpu_us);
         raws.push(raw.rate);
         ans.push(an.rate);
