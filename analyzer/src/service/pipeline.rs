@@ -426,6 +426,9 @@ mod tests {
         cfg.group_id = format!("{}analyzer", cfg.topics.query_events_topic);
         cfg.tick_interval = Duration::from_secs(3600);
         cfg.stats_interval = Duration::from_secs(3600);
+        // Every likely follow-up is published (refresh-ahead would hold back follow-ups of keys
+        // whose copies these misses keep fresh, and this scenario needs produced messages).
+        cfg.refresh_ahead = false;
         kafka.prepare(&cfg.topics);
         kafka.precreate(&cfg.topics.query_events_topic).await;
         // Twenty clients each walk the same ten tickers in order, a second apart: from the
