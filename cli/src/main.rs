@@ -49,31 +49,26 @@ fn sim_failure(command: &str, e: &prefetch::backtest::BacktestError) -> ExitCode
 
 /// `prefetch backtest`: the report on stdout (a table, or JSON with --json).
 fn backtest(args: &prefetch::backtest::BacktestArgs) -> ExitCode {
-    match prefetch::backtest::run(args) {
-        Ok(report) if args.json => {
-            println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{}", report.text());
-            ExitCode::SUCCESS
-        }
-        Err(e) => sim_failure("backtest", &e),
-    }
+    print_report("backtest", prefetch::backtest::run(args).map(|r| (r.text(), r)), args.json)
 }
 
 /// `prefetch tune`: the grid and the recommendation on stdout.
 fn tune(args: &prefetch::tune::TuneArgs) -> ExitCode {
-    match prefetch::tune::run(args) {
-        Ok(report) if args.json => {
+    print_report("tune", prefetch::tune::run(args).map(|r| (r.text(), r)), args.json)
+}
+
+/// Prints a simulation's report as its table, or as JSON with `json`; or reports its failure.
+fn print_report<R: serde::Serialize>(command: &str, result: Result<(String, R), prefetch::backtest::BacktestError>, json: bool) -> ExitCode {
+    match result {
+        Ok((_, report)) if json => {
             println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
             ExitCode::SUCCESS
         }
-        Ok(report) => {
-            print!("{}", report.text());
+        Ok((text, _)) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(e) => sim_failure("tune", &e),
+        Err(e) => sim_failure(command, &e),
     }
 }
 

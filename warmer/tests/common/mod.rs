@@ -207,6 +207,9 @@ pub fn config(kafka: &TestKafka, test: &str, upstream: &TestUpstream, cache: &st
     cfg.spread = Duration::ZERO;
     cfg.holdback = 0.0;
     cfg.min_confidence = 0.0;
+    // Room for every prediction a test sends in one batch (the default, the original's 10,
+    // would cut them); the top_n test sets its own.
+    cfg.top_n = 1_000;
     cfg.rate_limit = 0.0;
     cfg.retry_backoff = Duration::from_millis(10);
     cfg.upstream_timeout = Duration::from_secs(2);
