@@ -34,6 +34,17 @@ pub struct Config {
     #[arg(long, env = "ANALYZER_REFRESH_AHEAD", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub refresh_ahead: bool,
 
+    /// TTL of the warmer's cached copies of one module, as MODULE=SECONDS (repeatable), for
+    /// refresh-ahead until the live config's `ttl_s` applies. Set it like the warmer's `--ttl`.
+    /// Default: the live config's defaults (price 60, news 300, fundamentals 86400).
+    #[arg(long = "cache-ttl", env = "ANALYZER_CACHE_TTL", value_delimiter = ',', value_name = "MODULE=SECONDS")]
+    pub cache_ttls: Vec<String>,
+
+    /// TTL of other modules' cached copies in seconds, like the warmer's `--default-ttl`
+    /// (start-up value; the live config's `default_ttl_s` replaces it).
+    #[arg(long = "cache-default-ttl", env = "ANALYZER_CACHE_DEFAULT_TTL", value_name = "SECONDS")]
+    pub cache_default_ttl: Option<u64>,
+
     /// How often the patterns snapshot is published to the stats topic.
     #[arg(long, env = "ANALYZER_STATS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub stats_interval: Duration,
@@ -132,6 +143,22 @@ impl Config {
             m.retention_s = v;
         }
         Ok(m)
+    }
+
+    /// The cache TTLs refresh-ahead starts with: the live config's defaults with
+    /// `--cache-ttl` and `--cache-default-ttl` applied, validated like a config change.
+    pub fn start_ttls(&self) -> anyhow::Result<prefetch_common::config::LiveConfig> {
+        let mut ttls = serde_json::Map::new();
+        for t in &self.cache_ttls {
+            let (m, s) = t.split_once('=').ok_or_else(|| anyhow::anyhow!("--cache-ttl {t:?} is not MODULE=SECONDS"))?;
+            let s: u64 = s.trim().parse().map_err(|_| anyhow::anyhow!("--cache-ttl {t:?}: {:?} is not a number of seconds", s.trim()))?;
+            ttls.insert(m.trim().to_owned(), s.into());
+        }
+        let mut patch = serde_json::json!({ "ttl_s": ttls });
+        if let Some(d) = self.cache_default_ttl {
+            patch["default_ttl_s"] = d.into();
+        }
+        Ok(prefetch_common::config::LiveConfig::default().patched(&patch)?)
     }
 
     /// This instance's id in the stats topic.

@@ -131,7 +131,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
     let mut model = Model::new(base.model.clone()).context("invalid model configuration")?;
     if base.refresh_ahead {
         // The TTLs the warmer starts with until the config topic says otherwise.
-        model.set_cache_ttls(crate::CacheTtls::of_live(&prefetch_common::config::LiveConfig::default()));
+        model.set_cache_ttls(crate::CacheTtls::of_live(&cfg.start_ttls()?));
     }
     let specs = [
         TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },

@@ -280,14 +280,14 @@ pub async fn run(
         None => None,
     };
     progress_stop.cancel();
-    let totals = match progress {
+    let shown = match progress {
         Some(p) => p.await.unwrap_or_default(),
-        None => {
-            progress::Scraper::new(&format!("http://{}", endpoints.analyzer), &format!("http://{}", endpoints.warmer))
-                .totals()
-                .await
-        }
+        None => progress::Totals::default(),
     };
+    // A last scrape while the services still run; the progress line's last figures stand in
+    // when it fails (a scrape that times out reads as zeros).
+    let last = progress::Scraper::new(&format!("http://{}", endpoints.analyzer), &format!("http://{}", endpoints.warmer)).totals().await;
+    let totals = if last.events >= shown.events { last } else { shown };
     services_stop.cancel();
     let stop_errors = stop_all(&mut services).await;
     // The services' consumers are detached, not waited for (rust-rdkafka #453, #509, #611), so

@@ -51,6 +51,10 @@ pub(super) fn analyzer_config(
         cfg.hour_weights = Some(String::new());
         cfg.tick_interval = compress(cfg.tick_interval, args.speed, Duration::from_millis(200));
     }
+    // Refresh-ahead must know the TTLs the warmer stores with (compressed by --speed).
+    let warmer = warmer_config(args, brokers, kafka, listen, String::new());
+    cfg.cache_ttls = warmer.ttls().per_module.iter().map(|(m, d)| format!("{m}={}", d.as_secs().max(1))).collect();
+    cfg.cache_default_ttl = Some(warmer.default_ttl.as_secs().max(1));
     cfg
 }
 
