@@ -230,6 +230,14 @@ pub fn hour_table(ranges: &[(String, f64)]) -> Result<([f64; 24], [u8; 24]), Con
     Ok((weight, class))
 }
 
+/// Parses the command-line form `MODULE=SECONDS` of one TTL (`chart=120`). The module and the
+/// range are checked by validation, like any other config.
+pub fn parse_ttl_spec(spec: &str) -> Result<(String, u64), String> {
+    let (m, s) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not MODULE=SECONDS"))?;
+    let s = s.trim().parse().map_err(|_| format!("{spec:?}: {:?} is not a number of seconds", s.trim()))?;
+    Ok((m.trim().to_owned(), s))
+}
+
 /// Parses the command-line form `"9-11=1.5,11-15=1.2,21-9=0.3"` into `hour_weights` pairs.
 /// The ranges themselves are checked by validation, like any other config.
 pub fn parse_hour_weights(spec: &str) -> Result<Vec<(String, f64)>, ConfigError> {

@@ -35,3 +35,17 @@ pub struct Prediction {
     /// What drove it.
     pub reason: Reason,
 }
+
+impl Prediction {
+    /// The horizon as a duration (capped at ten years, so a hostile `horizon_s` cannot overflow
+    /// the date arithmetic).
+    pub fn horizon(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::try_from(self.horizon_s).unwrap_or(i64::MAX / 1000).min(10 * 365 * 86_400))
+    }
+
+    /// Whether the horizon has passed at `now`: the prediction says nothing about the future
+    /// any more (warming for it would be too late).
+    pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
+        self.generated_at + self.horizon() < now
+    }
+}

@@ -199,17 +199,13 @@ pub fn group_of(ticker: &Ticker, module: &Module, holdback: f64) -> Group {
 /// Whether a cached entry expiring at `expires_at` still serves `p`'s whole horizon, counted
 /// from `now` or from when the prediction was made, whichever is later.
 pub fn fresh_beyond_horizon(expires_at: Option<DateTime<Utc>>, p: &Prediction, now: DateTime<Utc>) -> bool {
-    let horizon_end = now.max(p.generated_at) + horizon(p);
+    let horizon_end = now.max(p.generated_at) + p.horizon();
     expires_at.is_some_and(|e| e >= horizon_end)
 }
 
 /// Whether the prediction's horizon has passed: warming for it now would be too late.
 pub fn is_stale(p: &Prediction, now: DateTime<Utc>) -> bool {
-    p.generated_at + horizon(p) < now
-}
-
-fn horizon(p: &Prediction) -> chrono::Duration {
-    chrono::Duration::seconds(i64::try_from(p.horizon_s).unwrap_or(i64::MAX / 1000).min(10 * 365 * 86_400))
+    p.is_stale(now)
 }
 
 /// What to do with one prediction.

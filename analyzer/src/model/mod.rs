@@ -25,6 +25,7 @@ mod trace_tests;
 use calibration::Calibrator;
 use chrono::{DateTime, Utc};
 use config::{ConfigError, ModelConfig, Settings};
+pub(crate) use keys::IdHash;
 use keys::{Interner, KeyTable};
 use prefetch_common::contract::{ClientId, Module, QueryEvent, Ticker};
 use prefetch_common::prediction::{Prediction, Reason};

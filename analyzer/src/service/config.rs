@@ -150,9 +150,8 @@ impl Config {
     pub fn start_ttls(&self) -> anyhow::Result<prefetch_common::config::LiveConfig> {
         let mut ttls = serde_json::Map::new();
         for t in &self.cache_ttls {
-            let (m, s) = t.split_once('=').ok_or_else(|| anyhow::anyhow!("--cache-ttl {t:?} is not MODULE=SECONDS"))?;
-            let s: u64 = s.trim().parse().map_err(|_| anyhow::anyhow!("--cache-ttl {t:?}: {:?} is not a number of seconds", s.trim()))?;
-            ttls.insert(m.trim().to_owned(), s.into());
+            let (m, s) = prefetch_common::config::parse_ttl_spec(t).map_err(|e| anyhow::anyhow!("--cache-ttl {e}"))?;
+            ttls.insert(m, s.into());
         }
         let mut patch = serde_json::json!({ "ttl_s": ttls });
         if let Some(d) = self.cache_default_ttl {

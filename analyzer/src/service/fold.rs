@@ -12,6 +12,7 @@
 //! Measured (BENCHMARKS.md, analyzer): parse and validate cost more than the fold itself, and
 //! both ran on the consume loop's thread; here they overlap with receiving.
 
+use crate::model::IdHash;
 use crate::service::Shared;
 use chrono::{DateTime, Utc};
 use prefetch_common::contract::{EventError, Module, QueryEvent, Ticker};
@@ -128,7 +129,7 @@ impl Hasher for PassThroughHasher {
 /// The hash of `ticker \xff module`. Collisions are harmless: the names are compared, and a
 /// mismatch publishes.
 fn key_hash(ticker: &str, module: &str) -> u64 {
-    let mut h = NameHash.build_hasher();
+    let mut h = IdHash.build_hasher();
     h.write(ticker.as_bytes());
     h.write(&[0xff]);
     h.write(module.as_bytes());
@@ -222,38 +223,8 @@ pub(crate) struct Folder {
     /// Tickers already noted in [`Shared`]'s ticker → partition map by this thread, so each
     /// event need not lock and look it up again (it was a tenth of the fold thread's time).
     /// Forgotten when the chunks' epoch changes: a rebalance may have removed entries.
-    pub noted: HashMap<Ticker, i32, NameHash>,
+    pub noted: HashMap<Ticker, i32, IdHash>,
     pub epoch: u64,
-}
-
-/// FNV-1a over the bytes, finished with fmix64: for short validated names, where SipHash's
-/// flooding resistance buys nothing and costs a visible share of the fold.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct NameHash;
-
-pub(crate) struct NameHasher(u64);
-
-impl BuildHasher for NameHash {
-    type Hasher = NameHasher;
-    fn build_hasher(&self) -> NameHasher {
-        NameHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for NameHasher {
-    fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
 }
 
 impl Folder {

@@ -13,7 +13,7 @@
 mod render;
 
 use clap::{ArgAction, Args, Subcommand};
-use prefetch_common::config::parse_hour_weights;
+use prefetch_common::config::{parse_hour_weights, parse_ttl_spec};
 use reqwest::header::AUTHORIZATION;
 use serde_json::{json, Map, Value};
 use std::process::ExitCode;
@@ -169,9 +169,8 @@ impl ConfigChange {
         if !self.ttl.is_empty() {
             let mut ttls = Map::new();
             for t in &self.ttl {
-                let (m, s) = t.split_once('=').ok_or_else(|| format!("--ttl {t:?} is not MODULE=SECONDS"))?;
-                let s: u64 = s.trim().parse().map_err(|_| format!("--ttl {t:?}: {:?} is not a number of seconds", s.trim()))?;
-                ttls.insert(m.trim().to_owned(), json!(s));
+                let (m, s) = parse_ttl_spec(t).map_err(|e| format!("--ttl {e}"))?;
+                ttls.insert(m, json!(s));
             }
             put("ttl_s", Value::Object(ttls));
         }

@@ -52,10 +52,23 @@ pub(super) fn analyzer_config(
         cfg.tick_interval = compress(cfg.tick_interval, args.speed, Duration::from_millis(200));
     }
     // Refresh-ahead must know the TTLs the warmer stores with (compressed by --speed).
-    let warmer = warmer_config(args, brokers, kafka, listen, String::new());
-    cfg.cache_ttls = warmer.ttls().per_module.iter().map(|(m, d)| format!("{m}={}", d.as_secs().max(1))).collect();
-    cfg.cache_default_ttl = Some(warmer.default_ttl.as_secs().max(1));
+    let ttls = cache_ttls(args, brokers);
+    cfg.cache_ttls = ttls.per_module.iter().map(|(m, d)| format!("{m}={}", d.as_secs().max(1))).collect();
+    cfg.cache_default_ttl = Some(ttls.default.as_secs().max(1));
     cfg
+}
+
+/// The warmer's TTL table: its defaults, divided by `--speed` in the demo (at least 1 s).
+fn cache_ttls(args: &UpArgs, brokers: &str) -> warmer::cache::Ttls {
+    let ttls = warmer::Config::new(brokers).ttls();
+    if !(args.demo && args.speed > 1.0) {
+        return ttls;
+    }
+    let one_second = Duration::from_secs(1);
+    warmer::cache::Ttls {
+        default: compress(ttls.default, args.speed, one_second),
+        per_module: ttls.per_module.iter().map(|(m, d)| (m.clone(), compress(*d, args.speed, one_second))).collect(),
+    }
 }
 
 pub(super) fn warmer_config(
@@ -75,14 +88,9 @@ pub(super) fn warmer_config(
         cfg.top_n = n as usize;
     }
     if args.demo && args.speed > 1.0 {
-        let one_second = Duration::from_secs(1);
-        let ttls = cfg.ttls();
-        cfg.ttls = ttls
-            .per_module
-            .iter()
-            .filter_map(|(m, d)| Some((Module::parse(m).ok()?, compress(*d, args.speed, one_second))))
-            .collect();
-        cfg.default_ttl = compress(ttls.default, args.speed, one_second);
+        let ttls = cache_ttls(args, brokers);
+        cfg.ttls = ttls.per_module.iter().filter_map(|(m, d)| Some((Module::parse(m).ok()?, *d))).collect();
+        cfg.default_ttl = ttls.default;
         cfg.spread = compress(cfg.spread, args.speed, Duration::from_millis(10));
         // The warm budget is per second of the demo's world too.
         cfg.rate_limit *= args.speed;

@@ -105,14 +105,14 @@ impl Views {
         }
         if preds.len() > MAX_PREDICTION_KEYS {
             let now = Utc::now();
-            preds.retain(|_, p| !is_stale(p, now));
+            preds.retain(|_, p| !p.is_stale(now));
         }
     }
 
     /// The predictions whose horizon has not passed at `now`, most confident first, at most `n`.
     pub fn predictions(&self, now: DateTime<Utc>, n: usize) -> Vec<Prediction> {
         let mut preds = lock(&self.predictions);
-        preds.retain(|_, p| !is_stale(p, now));
+        preds.retain(|_, p| !p.is_stale(now));
         let mut out: Vec<Prediction> = preds.values().cloned().collect();
         out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then_with(|| (&a.ticker, &a.module).cmp(&(&b.ticker, &b.module))));
         out.truncate(n);
@@ -126,10 +126,6 @@ impl Views {
         let fresh: Vec<&Value> = stats.values().filter(|(seen, _)| now - *seen <= self.max_age).map(|(_, v)| v).collect();
         (!fresh.is_empty()).then(|| merge_stats(&fresh))
     }
-}
-
-fn is_stale(p: &Prediction, now: DateTime<Utc>) -> bool {
-    p.generated_at + chrono::Duration::seconds(p.horizon_s as i64) < now
 }
 
 /// Merges analyzer snapshots (each over the tickers its instance owns): totals and profiles
