@@ -9,12 +9,32 @@ fn analyzer() -> Command {
 
 #[test]
 fn help_explains_every_flag() {
-    prefetch_testkit::assert_help_explains(env!("CARGO_BIN_EXE_analyzer"), &[
-        "--listen", "--group-id", "--tick-interval", "--stats-interval", "--stats-topic", "--instance-id", "--model-config",
-        "--top-n", "--min-confidence", "--enabled", "--hour-weights", "--market-tz", "--horizon-s", "--retention-s",
-        "--startup-timeout", "--brokers", "--kafka-option", "--query-events-topic", "--predictions-topic", "--dlq-topic",
-        "--log-format",
-    ]);
+    prefetch_testkit::assert_help_explains(
+        env!("CARGO_BIN_EXE_analyzer"),
+        &[
+            "--listen",
+            "--group-id",
+            "--tick-interval",
+            "--stats-interval",
+            "--stats-topic",
+            "--instance-id",
+            "--model-config",
+            "--top-n",
+            "--min-confidence",
+            "--enabled",
+            "--hour-weights",
+            "--market-tz",
+            "--horizon-s",
+            "--retention-s",
+            "--startup-timeout",
+            "--brokers",
+            "--kafka-option",
+            "--query-events-topic",
+            "--predictions-topic",
+            "--dlq-topic",
+            "--log-format",
+        ],
+    );
 }
 
 #[test]
@@ -25,7 +45,12 @@ fn a_bad_model_configuration_names_the_field() {
         (vec!["--hour-weights", "9-11=1.5,10-12=2"], "hour_weights"),
         (vec!["--top-n", "0"], "top_n"),
     ] {
-        let out = analyzer().args(&args).args(["--brokers", "127.0.0.1:1", "--listen", "127.0.0.1:0"]).env("LOG_LEVEL", "off").output().unwrap();
+        let out = analyzer()
+            .args(&args)
+            .args(["--brokers", "127.0.0.1:1", "--listen", "127.0.0.1:0"])
+            .env("LOG_LEVEL", "off")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");

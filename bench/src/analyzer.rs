@@ -62,7 +62,11 @@ pub struct KeysArgs {
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -107,7 +111,13 @@ async fn drain_raw(kafka: &KafkaArgs, topic: &str, group: &str, n: usize) -> any
     Ok(Drain { rate: n as f64 / secs, cpu_us })
 }
 
-async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: usize, refresh_ahead: bool) -> anyhow::Result<Drain> {
+async fn drain_analyzer(
+    kafka: &KafkaArgs,
+    topics: &TopicArgs,
+    group: &str,
+    n: usize,
+    refresh_ahead: bool,
+) -> anyhow::Result<Drain> {
     let mut cfg = analyzer::service::Config::new(kafka.brokers.clone());
     cfg.refresh_ahead = refresh_ahead;
     cfg.kafka = kafka.clone();
@@ -150,7 +160,9 @@ async fn drain_analyzer(kafka: &KafkaArgs, topics: &TopicArgs, group: &str, n: u
         .filter(|l| l.starts_with("smart_prefetch_analyzer_predictions_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    eprintln!("analyzer round: {n} events folded, {predictions} event-driven predictions published");
+    eprintln!(
+        "analyzer round: {n} events folded, {predictions} event-driven predictions published"
+    );
     shutdown.cancel();
     task.await??;
     Ok(Drain { rate, cpu_us })
@@ -162,10 +174,12 @@ fn cpu_breakdown(evs: &[QueryEvent]) {
     let bodies: Vec<Vec<u8>> = evs.iter().map(QueryEvent::to_json).collect();
     let now = Utc::now() + CDuration::seconds(1);
     let started = Instant::now();
-    let parsed: Vec<QueryEvent> = bodies.iter().filter_map(|b| QueryEvent::from_json(b, now).ok()).collect();
+    let parsed: Vec<QueryEvent> =
+        bodies.iter().filter_map(|b| QueryEvent::from_json(b, now).ok()).collect();
     let parse = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let fast = bodies.iter().filter(|b| analyzer::service::pipeline::parse::event(b, now).is_ok()).count();
+    let fast =
+        bodies.iter().filter(|b| analyzer::service::pipeline::parse::event(b, now).is_ok()).count();
     let parse_fast = started.elapsed().as_secs_f64();
     assert_eq!(fast, parsed.len(), "the analyzer's parser and the contract's agree");
     let mut model = analyzer::Model::new(analyzer::ModelConfig::default()).expect("default config");
@@ -176,7 +190,8 @@ fn cpu_breakdown(evs: &[QueryEvent]) {
     }
     let record = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let bytes: usize = predictions.iter().map(|p| serde_json::to_vec(p).map_or(0, |b| b.len())).sum();
+    let bytes: usize =
+        predictions.iter().map(|p| serde_json::to_vec(p).map_or(0, |b| b.len())).sum();
     let serialise = started.elapsed().as_secs_f64();
     std::hint::black_box(bytes);
     let us = |s: f64| s * 1e6 / evs.len() as f64;
@@ -218,7 +233,9 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
             .map(|e| {
                 let body = e.to_json();
                 let key = e.ticker.as_str().to_owned();
-                let f = producer.send_result(FutureRecord::to(&topics.query_events_topic).key(&key).payload(&body));
+                let f = producer.send_result(
+                    FutureRecord::to(&topics.query_events_topic).key(&key).payload(&body),
+                );
                 f.map_err(|(e, _)| e)
             })
             .collect::<Result<_, _>>()?;
@@ -233,9 +250,29 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|");
     let (mut raws, mut ans) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
-        let raw = drain_raw(&kafka, &topics.query_events_topic, &format!("bench-raw-{run}-{round}"), args.events).await?;
-        let an = drain_analyzer(&kafka, &topics, &format!("bench-an-{run}-{round}"), args.events, args.refresh_ahead).await?;
-        println!("| {round} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |", raw.rate, an.rate, an.rate / raw.rate, raw.cpu_us, an.cpu_us);
+        let raw = drain_raw(
+            &kafka,
+            &topics.query_events_topic,
+            &format!("bench-raw-{run}-{round}"),
+            args.events,
+        )
+        .await?;
+        let an = drain_analyzer(
+            &kafka,
+            &topics,
+            &format!("bench-an-{run}-{round}"),
+            args.events,
+            args.refresh_ahead,
+        )
+        .await?;
+        println!(
+            "| {round} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            raw.rate,
+            an.rate,
+            an.rate / raw.rate,
+            raw.cpu_us,
+            an.cpu_us
+        );
         raws.push(raw.rate);
         ans.push(an.rate);
     }
@@ -255,15 +292,26 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
         let rss0 = rss_bytes();
         let mut model = analyzer::Model::new(analyzer::ModelConfig::default())?;
         let now = Utc::now();
-        let tickers: Vec<Ticker> = (0..k.div_ceil(5)).map(|i| Ticker::parse(&format!("T{i}")).unwrap()).collect();
+        let tickers: Vec<Ticker> =
+            (0..k.div_ceil(5)).map(|i| Ticker::parse(&format!("T{i}")).unwrap()).collect();
         let modules: Vec<Module> = MODULES.iter().map(|m| Module::parse(m).unwrap()).collect();
         let started = Instant::now();
         let mut n = 0u64;
         for round in 0..args.events_per_key {
             // Oldest round first, so event time moves forward as it would live.
-            let ts = now - CDuration::seconds((86_400 / args.events_per_key.max(1) * (args.events_per_key - round)) as i64);
+            let ts = now
+                - CDuration::seconds(
+                    (86_400 / args.events_per_key.max(1) * (args.events_per_key - round)) as i64,
+                );
             for i in 0..k {
-                let e = QueryEvent { ticker: tickers[i / 5].clone(), module: modules[i % 5].clone(), hit: false, ts, client: None, latency_ms: None };
+                let e = QueryEvent {
+                    ticker: tickers[i / 5].clone(),
+                    module: modules[i % 5].clone(),
+                    hit: false,
+                    ts,
+                    client: None,
+                    latency_ms: None,
+                };
                 model.record(&e);
                 n += 1;
             }

@@ -76,7 +76,11 @@ async fn raw_round(kafka: &KafkaArgs, topic: &str, evs: &[QueryEvent]) -> anyhow
                 }
                 Err((_, r)) => {
                     rec = r;
-                    in_flight.pop_front().context("queue full with nothing in flight")?.await?.map_err(|(e, _)| e)?;
+                    in_flight
+                        .pop_front()
+                        .context("queue full with nothing in flight")?
+                        .await?
+                        .map_err(|(e, _)| e)?;
                 }
             }
         }
@@ -88,14 +92,23 @@ async fn raw_round(kafka: &KafkaArgs, topic: &str, evs: &[QueryEvent]) -> anyhow
     Ok(evs.len() as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn ingest_round(url: &str, bodies: &[String], clients: usize, n: usize) -> anyhow::Result<f64> {
+async fn ingest_round(
+    url: &str,
+    bodies: &[String],
+    clients: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut next = 0;
     let mut running = FuturesUnordered::new();
     while next < bodies.len() || !running.is_empty() {
         while running.len() < clients && next < bodies.len() {
-            let req = http.post(url).header("content-type", "application/x-ndjson").body(bodies[next].clone()).send();
+            let req = http
+                .post(url)
+                .header("content-type", "application/x-ndjson")
+                .body(bodies[next].clone())
+                .send();
             running.push(req);
             next += 1;
         }
@@ -163,7 +176,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(ingest::serve(cfg, listener, shutdown.clone()));
     let http = reqwest::Client::new();
-    while http.get(format!("{url}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+    while http.get(format!("{url}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -176,7 +190,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mut raws, mut ings) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         let raw = raw_round(&kafka, &raw_topic, &evs).await?;
-        let ing = ingest_round(&format!("{url}/v1/events"), &bodies, args.clients, evs.len()).await?;
+        let ing =
+            ingest_round(&format!("{url}/v1/events"), &bodies, args.clients, evs.len()).await?;
         println!("| {round} | {raw:.0} | {ing:.0} | {:.2} |", ing / raw);
         raws.push(raw);
         ings.push(ing);
@@ -188,7 +203,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mr, mi) = (median(&mut raws), median(&mut ings));
     println!("| median | {mr:.0} | {mi:.0} | {:.2} |", mi / mr);
 
-    let (p50, p99, max, n) = latency(&format!("{url}/api/v1/smart-prefetch?action=record"), args.rate, args.latency_seconds).await?;
+    let (p50, p99, max, n) = latency(
+        &format!("{url}/api/v1/smart-prefetch?action=record"),
+        args.rate,
+        args.latency_seconds,
+    )
+    .await?;
     println!("\nsingle-event action=record at {} req/s for {} s ({n} requests): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms", args.rate, args.latency_seconds);
     shutdown.cancel();
     server.await??;

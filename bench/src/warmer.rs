@@ -118,7 +118,12 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-async fn raw_round(upstream: &str, n: usize, concurrency: usize, dir: &Path) -> anyhow::Result<Round> {
+async fn raw_round(
+    upstream: &str,
+    n: usize,
+    concurrency: usize,
+    dir: &Path,
+) -> anyhow::Result<Round> {
     let dir = dir.join("price");
     std::fs::create_dir_all(&dir)?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
@@ -127,7 +132,12 @@ async fn raw_round(upstream: &str, n: usize, concurrency: usize, dir: &Path) -> 
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
-        let (http, permits, path, url) = (http.clone(), permits.clone(), dir.join(format!("RAW{i}.json")), format!("{upstream}/price/RAW{i}"));
+        let (http, permits, path, url) = (
+            http.clone(),
+            permits.clone(),
+            dir.join(format!("RAW{i}.json")),
+            format!("{upstream}/price/RAW{i}"),
+        );
         tasks.spawn(async move {
             let (started, body) = {
                 let _permit = permits.acquire().await?;
@@ -177,7 +187,8 @@ impl Warmer {
         cfg.group = format!("bench-wa-{}-{name}", std::process::id());
         cfg.upstream_url = format!("{upstream}/{{module}}/{{ticker}}");
         cfg.upstream_concurrency = args.concurrency;
-        let cache = args.dir.join(format!("prefetch-bench-warmer-{}", std::process::id())).join(name);
+        let cache =
+            args.dir.join(format!("prefetch-bench-warmer-{}", std::process::id())).join(name);
         prefill(&cache, args.prefill)?;
         cfg.cache = cache.display().to_string();
         // Nothing but the upstream and the cache may bind: every key is warmed, at once.
@@ -195,7 +206,13 @@ impl Warmer {
         let task = tokio::spawn(warmer::serve(cfg, listener, shutdown.clone()));
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while http.get(format!("{url}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        while http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
             ensure!(!task.is_finished(), "the warmer stopped during start-up");
             ensure!(Instant::now() < deadline, "the warmer was not ready within 60 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -215,11 +232,17 @@ impl Warmer {
             let handled = sum(&text, "smart_prefetch_warmer_warms_total{", "");
             if handled >= n as f64 {
                 let stored = sum(&text, "smart_prefetch_warmer_warms_total{", "outcome=\"stored\"");
-                let outcomes: Vec<&str> = text.lines().filter(|l| l.starts_with("smart_prefetch_warmer_warms_total{")).collect();
+                let outcomes: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.starts_with("smart_prefetch_warmer_warms_total{"))
+                    .collect();
                 ensure!(stored == n as f64, "{stored} of {n} predictions stored: {outcomes:?}");
                 return Ok(text);
             }
-            ensure!(Instant::now() < deadline, "only {handled} of {n} predictions handled within {timeout:?}");
+            ensure!(
+                Instant::now() < deadline,
+                "only {handled} of {n} predictions handled within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -227,15 +250,19 @@ impl Warmer {
     /// When `ticker`'s entry became visible: max(file ctime, entry fetched_at).
     fn stored_at(&self, ticker: &str) -> anyhow::Result<DateTime<Utc>> {
         let path = self.cache.join("price").join(format!("{ticker}.json"));
-        let meta = std::fs::metadata(&path).with_context(|| format!("{} missing", path.display()))?;
-        let ctime = DateTime::from_timestamp(meta.ctime(), meta.ctime_nsec() as u32).context("ctime")?;
+        let meta =
+            std::fs::metadata(&path).with_context(|| format!("{} missing", path.display()))?;
+        let ctime =
+            DateTime::from_timestamp(meta.ctime(), meta.ctime_nsec() as u32).context("ctime")?;
         let entry: warmer::cache::Entry = serde_json::from_slice(&std::fs::read(&path)?)?;
         Ok(ctime.max(entry.fetched_at))
     }
 
     async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task).await.context("the warmer did not stop within 30 s")???;
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .context("the warmer did not stop within 30 s")???;
         Ok(())
     }
 }
@@ -277,7 +304,9 @@ fn sum(text: &str, prefix: &str, label: &str) -> f64 {
 /// Cumulative buckets `(le, count)` of the prediction → cache histogram.
 fn buckets(text: &str) -> Vec<(f64, f64)> {
     text.lines()
-        .filter_map(|l| l.strip_prefix("smart_prefetch_warmer_prediction_to_cache_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            l.strip_prefix("smart_prefetch_warmer_prediction_to_cache_seconds_bucket{le=\"")
+        })
         .filter_map(|l| {
             let (le, rest) = l.split_once('"')?;
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
@@ -289,7 +318,10 @@ fn buckets(text: &str) -> Vec<(f64, f64)> {
 /// Quantile `q` (in ms) of the observations between two scrapes, interpolated linearly within
 /// the bucket it falls in (`histogram_quantile`).
 fn hist_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
-    let cum: Vec<(f64, f64)> = after.iter().map(|&(le, c)| (le, c - before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1))).collect();
+    let cum: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, c)| (le, c - before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1)))
+        .collect();
     let total = cum.last().map_or(0.0, |b| b.1);
     let rank = q * total;
     let (mut lo, mut below) = (0.0, 0.0);
@@ -317,9 +349,15 @@ fn prediction(ticker: &str) -> anyhow::Result<Prediction> {
 }
 
 /// Sends `p` (generated now) without waiting for its acknowledgement.
-fn send(producer: &FutureProducer, topic: &str, p: &Prediction) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    p: &Prediction,
+) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
     let payload = serde_json::to_vec(p)?;
-    producer.send_result(FutureRecord::to(topic).key(p.ticker.as_str()).payload(&payload)).map_err(|(e, _)| e.into())
+    producer
+        .send_result(FutureRecord::to(topic).key(p.ticker.as_str()).payload(&payload))
+        .map_err(|(e, _)| e.into())
 }
 
 async fn acked(futs: Vec<rdkafka::producer::DeliveryFuture>) -> anyhow::Result<()> {
@@ -337,7 +375,10 @@ async fn warm_up(w: &Warmer, producer: &FutureProducer) -> anyhow::Result<String
 }
 
 /// Latencies (ms, sorted) and first/last done times of `preds` in `w`'s cache.
-fn done_times(w: &Warmer, preds: &[Prediction]) -> anyhow::Result<(Vec<f64>, DateTime<Utc>, DateTime<Utc>)> {
+fn done_times(
+    w: &Warmer,
+    preds: &[Prediction],
+) -> anyhow::Result<(Vec<f64>, DateTime<Utc>, DateTime<Utc>)> {
     let mut ms = Vec::with_capacity(preds.len());
     let (mut first, mut last) = (DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC);
     for p in preds {
@@ -349,7 +390,12 @@ fn done_times(w: &Warmer, preds: &[Prediction]) -> anyhow::Result<(Vec<f64>, Dat
     Ok((ms, first, last))
 }
 
-async fn warmer_round(args: &Args, upstream: &str, producer: &FutureProducer, round: usize) -> anyhow::Result<Round> {
+async fn warmer_round(
+    args: &Args,
+    upstream: &str,
+    producer: &FutureProducer,
+    round: usize,
+) -> anyhow::Result<Round> {
     let w = Warmer::start(args, upstream, &format!("r{round}")).await?;
     let before = buckets(&warm_up(&w, producer).await?);
     let mut preds = Vec::with_capacity(args.warms);
@@ -360,7 +406,8 @@ async fn warmer_round(args: &Args, upstream: &str, producer: &FutureProducer, ro
         preds.push(p);
     }
     acked(futs).await?;
-    let bound = args.warms as f64 * args.upstream_latency_ms as f64 / 1000.0 / args.concurrency as f64;
+    let bound =
+        args.warms as f64 * args.upstream_latency_ms as f64 / 1000.0 / args.concurrency as f64;
     let text = w.wait_handled(args.warms + 1, Duration::from_secs_f64(60.0 + 10.0 * bound)).await?;
     let after = buckets(&text);
     let (ms, first, last) = done_times(&w, &preds)?;
@@ -409,7 +456,10 @@ async fn steady(args: &Args, upstream: &str, producer: &FutureProducer) -> anyho
 
 /// Runs the benchmark and prints its tables.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    ensure!(args.warms >= 2 && args.concurrency >= 1 && args.rounds >= 1, "need --warms ≥ 2, --concurrency ≥ 1, --rounds ≥ 1");
+    ensure!(
+        args.warms >= 2 && args.concurrency >= 1 && args.rounds >= 1,
+        "need --warms ≥ 2, --concurrency ≥ 1, --rounds ≥ 1"
+    );
     let latency = Duration::from_millis(args.upstream_latency_ms);
     let upstream = start_upstream(latency).await?;
     let producer = KafkaArgs::new(&args.brokers).producer(Duration::from_secs(60))?;
@@ -436,7 +486,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let wr = warmer_round(&args, &upstream, &producer, round).await?;
         let _ = std::fs::remove_dir_all(base.join(format!("r{round}")));
         let h = wr.hist.unwrap_or((f64::NAN, f64::NAN));
-        let row = [raw.rate, wr.rate, wr.rate / raw.rate, raw.get_p50.unwrap_or(f64::NAN), raw.p50, raw.p99, wr.p50, wr.p99, h.0, h.1];
+        let row = [
+            raw.rate,
+            wr.rate,
+            wr.rate / raw.rate,
+            raw.get_p50.unwrap_or(f64::NAN),
+            raw.p50,
+            raw.p99,
+            wr.p50,
+            wr.p99,
+            h.0,
+            h.1,
+        ];
         println!("| {round} | {}", fmt_row(&row));
         rows.push(row);
     }

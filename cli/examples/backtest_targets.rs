@@ -21,22 +21,43 @@ use prefetch_common::config::LiveConfig;
 /// The traces of BENCHMARKS.md: (name, knobs), each two days from Monday 2026-03-09 00:00 New York.
 fn traces() -> Vec<(&'static str, Params)> {
     let base = Params {
-        start: DateTime::parse_from_rfc3339("2026-03-09T00:00:00-04:00").unwrap().with_timezone(&Utc),
+        start: DateTime::parse_from_rfc3339("2026-03-09T00:00:00-04:00")
+            .unwrap()
+            .with_timezone(&Utc),
         duration: Duration::days(2),
         ..Params::default()
     };
     vec![
         ("A default", Params { seed: 1, ..base.clone() }),
-        ("B flat skew, 2k tickers", Params { seed: 2, zipf_s: 0.7, tickers: 2_000, ..base.clone() }),
-        ("C steep skew, 60 dashboards", Params { seed: 3, zipf_s: 1.4, tickers: 200, dashboards: 60, ..base.clone() }),
-        ("D sessions", Params { seed: 4, sessions_per_hour: 2_000.0, dashboards: 5, tickers: 1_000, ..base.clone() }),
-        ("E bursts, 5k tickers", Params { seed: 5, bursts_per_day: 30.0, zipf_s: 1.0, tickers: 5_000, ..base }),
+        (
+            "B flat skew, 2k tickers",
+            Params { seed: 2, zipf_s: 0.7, tickers: 2_000, ..base.clone() },
+        ),
+        (
+            "C steep skew, 60 dashboards",
+            Params { seed: 3, zipf_s: 1.4, tickers: 200, dashboards: 60, ..base.clone() },
+        ),
+        (
+            "D sessions",
+            Params {
+                seed: 4,
+                sessions_per_hour: 2_000.0,
+                dashboards: 5,
+                tickers: 1_000,
+                ..base.clone()
+            },
+        ),
+        (
+            "E bursts, 5k tickers",
+            Params { seed: 5, bursts_per_day: 30.0, zipf_s: 1.0, tickers: 5_000, ..base },
+        ),
     ]
 }
 
 fn main() {
     // One setting for every trace (not tuned to any): the defaults with a 120 s horizon.
-    let cfg = SimConfig { live: LiveConfig { horizon_s: 120, ..LiveConfig::default() }, tick_ms: 5_000 };
+    let cfg =
+        SimConfig { live: LiveConfig { horizon_s: 120, ..LiveConfig::default() }, tick_ms: 5_000 };
     println!("| trace | events | no warming | original | oracle | model | model/oracle gain | fetches/no warming |");
     println!("|---|---:|---|---|---|---|---:|---:|");
     let mut missed = Vec::new();

@@ -14,14 +14,19 @@ fn main() -> ExitCode {
                     (Some(path), _) if path.as_os_str() == "-" => "standard output".to_owned(),
                     (Some(path), _) => path.display().to_string(),
                     (_, Some(url)) => format!("{url}/v1/events"),
-                    _ => format!("asked of {}/v1/cache", args.via_cache.as_deref().unwrap_or_default()),
+                    _ => format!(
+                        "asked of {}/v1/cache",
+                        args.via_cache.as_deref().unwrap_or_default()
+                    ),
                 };
                 eprintln!("demo-traffic: {summary}\nwritten to {dest}");
                 ExitCode::SUCCESS
             }
             // A trace the flags cannot describe is a usage error, reported like clap's (exit 2).
             Err(DemoError::Params(e)) => {
-                eprintln!("error: {e}\n\nFor more information, try 'prefetch demo-traffic --help'.");
+                eprintln!(
+                    "error: {e}\n\nFor more information, try 'prefetch demo-traffic --help'."
+                );
                 ExitCode::from(2)
             }
             Err(e) => {
@@ -58,7 +63,11 @@ fn tune(args: &prefetch::tune::TuneArgs) -> ExitCode {
 }
 
 /// Prints a simulation's report as its table, or as JSON with `json`; or reports its failure.
-fn print_report<R: serde::Serialize>(command: &str, result: Result<(String, R), prefetch::backtest::BacktestError>, json: bool) -> ExitCode {
+fn print_report<R: serde::Serialize>(
+    command: &str,
+    result: Result<(String, R), prefetch::backtest::BacktestError>,
+    json: bool,
+) -> ExitCode {
     match result {
         Ok((_, report)) if json => {
             println!("{}", serde_json::to_string_pretty(&report).expect("a report serialises"));
@@ -96,7 +105,10 @@ fn api(cmd: &prefetch::api::ApiCommand) -> ExitCode {
 
 /// `prefetch up`: the services' logs go to stderr (quiet by default), the progress to stdout.
 fn up(args: prefetch::up::UpArgs) -> ExitCode {
-    let log = telemetry::LogArgs { log_format: telemetry::LogFormat::Text, log_level: Some(args.log_level.clone()) };
+    let log = telemetry::LogArgs {
+        log_format: telemetry::LogFormat::Text,
+        log_level: Some(args.log_level.clone()),
+    };
     telemetry::init(&log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -141,10 +153,16 @@ fn demo_upstream(args: demo::UpstreamArgs) -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        eprintln!("demo-upstream: listening on http://{}/{{module}}/{{ticker}}", listener.local_addr()?);
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        eprintln!(
+            "demo-upstream: listening on http://{}/{{module}}/{{ticker}}",
+            listener.local_addr()?
+        );
         let counters = std::sync::Arc::new(demo::UpstreamCounters::default());
-        demo::serve_upstream(listener, args.behaviour, counters, telemetry::cancel_on_signal()).await?;
+        demo::serve_upstream(listener, args.behaviour, counters, telemetry::cancel_on_signal())
+            .await?;
         Ok(())
     });
     match result {

@@ -26,14 +26,22 @@ fn far_future() -> DateTime<Utc> {
 fn parse_lines(text: &str, now: DateTime<Utc>) -> Vec<QueryEvent> {
     text.lines()
         .enumerate()
-        .map(|(i, l)| QueryEvent::from_json(l.as_bytes(), now).unwrap_or_else(|e| panic!("line {}: {e}: {l}", i + 1)))
+        .map(|(i, l)| {
+            QueryEvent::from_json(l.as_bytes(), now)
+                .unwrap_or_else(|e| panic!("line {}: {e}: {l}", i + 1))
+        })
         .collect()
 }
 
 /// The number after "demo-traffic: " in the summary.
 fn summary_events(stderr: &str) -> usize {
-    let rest = stderr.split("demo-traffic: ").nth(1).unwrap_or_else(|| panic!("no summary in {stderr:?}"));
-    rest.split(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("no event count in {stderr:?}"))
+    let rest =
+        stderr.split("demo-traffic: ").nth(1).unwrap_or_else(|| panic!("no summary in {stderr:?}"));
+    rest.split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("no event count in {stderr:?}"))
 }
 
 #[test]
@@ -41,7 +49,15 @@ fn writes_canonical_json_lines_and_a_summary() {
     let dir = std::env::temp_dir().join(format!("prefetch-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("six-hours.jsonl");
-    let out = prefetch(&["demo-traffic", "--out", file.to_str().unwrap(), "--duration", "6h", "--seed", "7"]);
+    let out = prefetch(&[
+        "demo-traffic",
+        "--out",
+        file.to_str().unwrap(),
+        "--duration",
+        "6h",
+        "--seed",
+        "7",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&file).unwrap();
     // The default start lies in the past, so an ingest would accept every event now.
@@ -122,8 +138,10 @@ fn help_explains_every_flag() {
             .position(|l| l.trim_start().split([' ', '=']).next() == Some(flag))
             .unwrap_or_else(|| panic!("{flag} is not in the help:\n{help}"));
         // The explanation follows the flag and its value name, on the same line or the next.
-        let rest: Vec<&str> = lines[at].split_whitespace().skip(1).skip_while(|w| w.starts_with('<')).collect();
-        let explanation = if rest.is_empty() { lines[at + 1].trim().to_owned() } else { rest.join(" ") };
+        let rest: Vec<&str> =
+            lines[at].split_whitespace().skip(1).skip_while(|w| w.starts_with('<')).collect();
+        let explanation =
+            if rest.is_empty() { lines[at + 1].trim().to_owned() } else { rest.join(" ") };
         assert!(
             !explanation.starts_with('-') && explanation.split_whitespace().count() >= 4,
             "{flag} is not explained:\n{help}"
@@ -140,7 +158,8 @@ fn help_explains_every_flag() {
 
 #[test]
 fn bad_flags_exit_2_with_the_reason() {
-    let file = std::env::temp_dir().join(format!("prefetch-bad-flags-{}.jsonl", std::process::id()));
+    let file =
+        std::env::temp_dir().join(format!("prefetch-bad-flags-{}.jsonl", std::process::id()));
     let x = file.to_str().unwrap();
     for (args, says) in [
         (&["demo-traffic", "--out", x, "--bogus"][..], "--bogus"),
@@ -208,11 +227,13 @@ async fn record(
     headers: HeaderMap,
     body: String,
 ) -> (StatusCode, Json<Value>) {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let ct =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let n = body.lines().filter(|l| !l.trim().is_empty()).count();
     requests.lock().unwrap().push((ct, body));
     if refuse {
-        let problems = [json!({"line": 1, "field": "ticker", "message": "character ';' is not allowed"})];
+        let problems =
+            [json!({"line": 1, "field": "ticker", "message": "character ';' is not allowed"})];
         let message = "1 event(s) refused; nothing of this request was recorded";
         return (
             StatusCode::BAD_REQUEST,
@@ -226,7 +247,9 @@ async fn record(
 fn posts_the_same_events_as_ndjson_batches() {
     let ingest = fake_ingest(false);
     let flags = ["--start", "2026-03-09T14:00:00Z", "--duration", "20m", "--seed", "5"];
-    let out = prefetch(&[&["demo-traffic", "--to", &ingest.url, "--batch-size", "500"][..], &flags].concat());
+    let out = prefetch(
+        &[&["demo-traffic", "--to", &ingest.url, "--batch-size", "500"][..], &flags].concat(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let file = prefetch(&[&["demo-traffic", "--out", "-"][..], &flags].concat());
     assert!(file.status.success());
@@ -249,10 +272,21 @@ fn posts_the_same_events_as_ndjson_batches() {
 #[test]
 fn a_refused_batch_prints_ingests_error_and_fails() {
     let ingest = fake_ingest(true);
-    let out = prefetch(&["demo-traffic", "--to", &ingest.url, "--start", "2026-03-09T14:00:00Z", "--duration", "1h"]);
+    let out = prefetch(&[
+        "demo-traffic",
+        "--to",
+        &ingest.url,
+        "--start",
+        "2026-03-09T14:00:00Z",
+        "--duration",
+        "1h",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("400 Bad Request") && err.contains(r#""error":"invalid_events""#), "{err}");
+    assert!(
+        err.contains("400 Bad Request") && err.contains(r#""error":"invalid_events""#),
+        "{err}"
+    );
     assert_eq!(ingest.requests.lock().unwrap().len(), 1, "nothing is sent after a refusal");
 }
 
@@ -287,7 +321,12 @@ fn realtime_moves_the_trace_onto_the_wall_clock_and_paces_it() {
     let events = parse_lines(&body, after);
     assert!(events.len() > 50, "{} events", events.len());
     // Events due close together share a request rather than one request each.
-    assert!(requests.len() * 5 < events.len(), "{} requests for {} events", requests.len(), events.len());
+    assert!(
+        requests.len() * 5 < events.len(),
+        "{} requests for {} events",
+        requests.len(),
+        events.len()
+    );
     for e in &events {
         assert!(e.ts >= before && e.ts <= after, "{} is not between {before} and {after}", e.ts);
     }

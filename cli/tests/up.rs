@@ -54,7 +54,15 @@ fn cache_files(dir: &std::path::Path) -> usize {
 async fn up_demo_answers_the_api_learns_and_warms_then_stops_cleanly() {
     prefetch_testkit::init_logs();
     let cache = temp_dir("demo");
-    let args = up_args(&["--demo", "--port-base", "0", "--speed", "10", "--cache", cache.to_str().unwrap()]);
+    let args = up_args(&[
+        "--demo",
+        "--port-base",
+        "0",
+        "--speed",
+        "10",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<Endpoints>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -69,7 +77,10 @@ async fn up_demo_answers_the_api_learns_and_warms_then_stops_cleanly() {
         let _ = done_tx.send(report);
         rt.shutdown_background();
     });
-    let e = tokio::time::timeout(Duration::from_secs(90), rx).await.expect("ready within 90 s").expect("up started");
+    let e = tokio::time::timeout(Duration::from_secs(90), rx)
+        .await
+        .expect("ready within 90 s")
+        .expect("up started");
     let client = http();
 
     // Ingest answers and takes events.
@@ -107,26 +118,37 @@ async fn up_demo_answers_the_api_learns_and_warms_then_stops_cleanly() {
     })
     .await;
     assert!(cache_files(&cache) > 10, "cache files under {}", cache.display());
-    let status: Value =
-        client.get(format!("http://{}/v1/status", e.warmer)).send().await.unwrap().json().await.unwrap();
+    let status: Value = client
+        .get(format!("http://{}/v1/status", e.warmer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(status["total_queries"].as_u64().unwrap() > 0, "{status}");
     assert!(status["cache_hits"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(status["config"]["cache_backend"], "fs", "{status}");
     // The original API on the front door answers from the same warmer (on its free port).
     let api = format!("http://{}/api/v1/smart-prefetch?action=status", e.ingest);
     let original: Value = client.get(&api).send().await.unwrap().json().await.unwrap();
-    assert!(original["total_queries"].as_u64().unwrap() > 0 && original["learning_stage"]["stage"].is_string(), "{original}");
+    assert!(
+        original["total_queries"].as_u64().unwrap() > 0
+            && original["learning_stage"]["stage"].is_string(),
+        "{original}"
+    );
 
     // The demo upstream is reachable on its own address too.
     let upstream = e.upstream.expect("--demo runs the demo upstream");
-    let quote: Value = eventually(Duration::from_secs(10), "a 200 from the demo upstream", || async {
-        let r = client.get(format!("http://{upstream}/price/AAPL")).send().await.ok()?;
-        if r.status() != 200 {
-            return None; // one of its deliberate 503s
-        }
-        r.json().await.ok()
-    })
-    .await;
+    let quote: Value =
+        eventually(Duration::from_secs(10), "a 200 from the demo upstream", || async {
+            let r = client.get(format!("http://{upstream}/price/AAPL")).send().await.ok()?;
+            if r.status() != 200 {
+                return None; // one of its deliberate 503s
+            }
+            r.json().await.ok()
+        })
+        .await;
     assert_eq!(quote["ticker"], "AAPL");
 
     // Stopping ends every part cleanly and reports what happened.
@@ -161,7 +183,9 @@ async fn a_taken_port_is_named() {
     assert!(msg.contains("warmer") && msg.contains(&port), "{msg}");
 }
 
-async fn start_upstream(behaviour: UpstreamBehaviour) -> (String, Arc<UpstreamCounters>, CancellationToken) {
+async fn start_upstream(
+    behaviour: UpstreamBehaviour,
+) -> (String, Arc<UpstreamCounters>, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let counters = Arc::new(UpstreamCounters::default());
@@ -186,15 +210,20 @@ async fn the_demo_upstream_answers_plausible_json_after_a_delay() {
         let r = client.get(format!("{base}/{module}/BRK.B")).send().await.unwrap();
         let took = started.elapsed();
         assert_eq!(r.status(), 200, "{module}");
-        assert!(took >= Duration::from_millis(20), "{module} answered in {took:?}, faster than a data API");
+        assert!(
+            took >= Duration::from_millis(20),
+            "{module} answered in {took:?}, faster than a data API"
+        );
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["ticker"], "BRK.B", "{module}: {body}");
         assert!(!body[field].is_null(), "{module} has no {field}: {body}");
     }
     // A ticker keeps its price level from one answer to the next (within the wiggle).
     let price = |b: Value| b["price"].as_f64().unwrap();
-    let a = price(client.get(format!("{base}/price/NVDA")).send().await.unwrap().json().await.unwrap());
-    let b = price(client.get(format!("{base}/price/NVDA")).send().await.unwrap().json().await.unwrap());
+    let a =
+        price(client.get(format!("{base}/price/NVDA")).send().await.unwrap().json().await.unwrap());
+    let b =
+        price(client.get(format!("{base}/price/NVDA")).send().await.unwrap().json().await.unwrap());
     assert!((a - b).abs() <= 0.011 * a, "{a} vs {b}");
     assert_eq!(client.get(format!("{base}/price/not;valid")).send().await.unwrap().status(), 404);
     assert_eq!(counters.ok.load(std::sync::atomic::Ordering::Relaxed), 7);
@@ -210,7 +239,12 @@ async fn the_demo_upstream_answers_plausible_json_after_a_delay() {
 }
 
 /// Reads `child`'s stdout or stderr lines until one satisfies `pred`; panics after `deadline`.
-fn read_until(reader: &mut impl BufRead, deadline: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
+fn read_until(
+    reader: &mut impl BufRead,
+    deadline: Duration,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
     let end = Instant::now() + deadline;
     let mut seen = String::new();
     loop {
@@ -227,7 +261,11 @@ fn read_until(reader: &mut impl BufRead, deadline: Duration, what: &str, pred: i
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill {sig}");
 }
 
@@ -266,13 +304,19 @@ fn the_binary_shows_progress_and_ctrl_c_stops_it_cleanly() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    read_until(&mut out, Duration::from_secs(90), "the warmer's address", |l| l.trim_start().starts_with("warmer"));
+    read_until(&mut out, Duration::from_secs(90), "the warmer's address", |l| {
+        l.trim_start().starts_with("warmer")
+    });
     // Not a terminal: one plain line per second, with every figure.
-    let line = read_until(&mut out, Duration::from_secs(30), "a progress line", |l| l.starts_with("[ 0:0"));
+    let line = read_until(&mut out, Duration::from_secs(30), "a progress line", |l| {
+        l.starts_with("[ 0:0")
+    });
     for part in ["events/s", "hit rate", "warms", "useful warms", "predictions"] {
         assert!(line.contains(part), "{part} missing from {line:?}");
     }
-    read_until(&mut out, Duration::from_secs(30), "a later progress line", |l| l.starts_with("[ 0:03]"));
+    read_until(&mut out, Duration::from_secs(30), "a later progress line", |l| {
+        l.starts_with("[ 0:03]")
+    });
     signal(&child, "-INT");
     let rest = {
         let mut s = String::new();
@@ -311,11 +355,19 @@ fn the_standalone_demo_upstream_serves_until_sigterm() {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let line = read_until(&mut err, Duration::from_secs(30), "the listening address", |l| l.contains("listening on"));
-    let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).expect("an address").to_owned();
+    let line = read_until(&mut err, Duration::from_secs(30), "the listening address", |l| {
+        l.contains("listening on")
+    });
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("an address")
+        .to_owned();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let body: Value = rt
-        .block_on(async { http().get(format!("http://{addr}/news/TSLA")).send().await.unwrap().json().await.unwrap() });
+    let body: Value = rt.block_on(async {
+        http().get(format!("http://{addr}/news/TSLA")).send().await.unwrap().json().await.unwrap()
+    });
     assert_eq!(body["ticker"], "TSLA");
     assert!(body["items"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
     signal(&child, "-TERM");
@@ -341,7 +393,8 @@ async fn fake_read_through(
         asked.len()
     };
     let mut r = Json(json!({"ok": true})).into_response();
-    r.headers_mut().insert("x-cache", HeaderValue::from_static(if n % 2 == 0 { "HIT" } else { "MISS" }));
+    r.headers_mut()
+        .insert("x-cache", HeaderValue::from_static(if n % 2 == 0 { "HIT" } else { "MISS" }));
     r
 }
 
@@ -378,7 +431,9 @@ fn demo_traffic_via_cache_asks_the_read_through_in_real_time() {
     let asked = fake.asked.lock().unwrap().clone();
     assert!(asked.len() > 20, "{} queries: {stderr}", asked.len());
     assert!(
-        asked.iter().all(|(m, t, c)| demo::MODULES.contains(&m.as_str()) && !t.is_empty() && c.is_some()),
+        asked
+            .iter()
+            .all(|(m, t, c)| demo::MODULES.contains(&m.as_str()) && !t.is_empty() && c.is_some()),
         "{asked:?}"
     );
     let hits = asked.len() / 2;
@@ -392,7 +447,11 @@ fn demo_traffic_via_cache_asks_the_read_through_in_real_time() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Every flag of `prefetch <command>` is listed with an explanation on its line or the next.
@@ -411,7 +470,8 @@ fn assert_help_explains(command: &str, flags: &[&str]) {
             .skip_while(|w| w.starts_with('-'))
             .skip_while(|w| w.starts_with('<'))
             .collect();
-        let explanation = if rest.is_empty() { lines[at + 1].trim().to_owned() } else { rest.join(" ") };
+        let explanation =
+            if rest.is_empty() { lines[at + 1].trim().to_owned() } else { rest.join(" ") };
         assert!(
             !explanation.starts_with('-') && explanation.split_whitespace().count() >= 4,
             "{flag} is not explained:\n{help}"

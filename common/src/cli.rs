@@ -5,8 +5,10 @@ use std::time::Duration;
 /// Parses `250ms`, `5s`, `2m`, `1h` or a bare number of seconds (`1.5` is 1.5 s).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 5s, 2m)"))?;
+    let (num, unit) =
+        s.find(|c: char| !(c.is_ascii_digit() || c == '.')).map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 =
+        num.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 5s, 2m)"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,

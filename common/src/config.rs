@@ -60,13 +60,22 @@ impl Default for LiveConfig {
             enabled: true,
             top_n: 10,
             min_confidence: 0.5,
-            hour_weights: [("9-11", 1.5), ("11-15", 1.2), ("15-17", 1.3), ("17-21", 0.8), ("21-9", 0.3)]
-                .into_iter()
-                .map(|(r, w)| (r.to_owned(), w))
-                .collect(),
+            hour_weights: [
+                ("9-11", 1.5),
+                ("11-15", 1.2),
+                ("15-17", 1.3),
+                ("17-21", 0.8),
+                ("21-9", 0.3),
+            ]
+            .into_iter()
+            .map(|(r, w)| (r.to_owned(), w))
+            .collect(),
             market_tz: "America/New_York".to_owned(),
             horizon_s: 300,
-            ttl_s: [("price", 60), ("news", 300), ("fundamentals", 86_400)].into_iter().map(|(m, s)| (m.to_owned(), s)).collect(),
+            ttl_s: [("price", 60), ("news", 300), ("fundamentals", 86_400)]
+                .into_iter()
+                .map(|(m, s)| (m.to_owned(), s))
+                .collect(),
             default_ttl_s: 300,
         }
     }
@@ -93,21 +102,34 @@ impl LiveConfig {
     /// Checks every field; the error names the first one at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.top_n == 0 || self.top_n > 100_000 {
-            return Err(ConfigError::new("top_n", format!("is {}; must be between 1 and 100000", self.top_n)));
+            return Err(ConfigError::new(
+                "top_n",
+                format!("is {}; must be between 1 and 100000", self.top_n),
+            ));
         }
         if !(0.0..=1.0).contains(&self.min_confidence) {
-            return Err(ConfigError::new("min_confidence", format!("is {}; must be a probability in [0, 1]", self.min_confidence)));
+            return Err(ConfigError::new(
+                "min_confidence",
+                format!("is {}; must be a probability in [0, 1]", self.min_confidence),
+            ));
         }
         hour_table(&self.hour_weights)?;
         self.tz()?;
         if self.horizon_s == 0 || self.horizon_s > MAX_HORIZON_S {
-            return Err(ConfigError::new("horizon_s", format!("is {}; must be between 1 and {MAX_HORIZON_S} s", self.horizon_s)));
+            return Err(ConfigError::new(
+                "horizon_s",
+                format!("is {}; must be between 1 and {MAX_HORIZON_S} s", self.horizon_s),
+            ));
         }
         for (module, ttl) in &self.ttl_s {
             let field = format!("ttl_s.{module}");
-            let parsed = Module::parse(module).map_err(|e| ConfigError::new(&field, e.to_string()))?;
+            let parsed =
+                Module::parse(module).map_err(|e| ConfigError::new(&field, e.to_string()))?;
             if parsed.as_str() != module {
-                return Err(ConfigError::new(&field, format!("module names are lower case: write {:?}", parsed.as_str())));
+                return Err(ConfigError::new(
+                    &field,
+                    format!("module names are lower case: write {:?}", parsed.as_str()),
+                ));
             }
             check_ttl(&field, *ttl)?;
         }
@@ -116,9 +138,15 @@ impl LiveConfig {
 
     /// The market time zone.
     pub fn tz(&self) -> Result<Tz, ConfigError> {
-        self.market_tz
-            .parse()
-            .map_err(|_| ConfigError::new("market_tz", format!("{:?} is not an IANA time zone name (e.g. America/New_York)", self.market_tz)))
+        self.market_tz.parse().map_err(|_| {
+            ConfigError::new(
+                "market_tz",
+                format!(
+                    "{:?} is not an IANA time zone name (e.g. America/New_York)",
+                    self.market_tz
+                ),
+            )
+        })
     }
 
     /// The TTL of `module`'s entries, in seconds.
@@ -130,7 +158,10 @@ impl LiveConfig {
     /// merged module by module; every other field is replaced whole.
     pub fn patched(&self, patch: &Value) -> Result<LiveConfig, ConfigError> {
         let Value::Object(changes) = patch else {
-            return Err(ConfigError::new("config", "must be a JSON object of the fields to change"));
+            return Err(ConfigError::new(
+                "config",
+                "must be a JSON object of the fields to change",
+            ));
         };
         let Ok(Value::Object(mut merged)) = serde_json::to_value(self) else {
             unreachable!("a LiveConfig serialises to an object")
@@ -157,14 +188,18 @@ impl LiveConfig {
 
     /// Reads a config document from JSON bytes (a topic message, a file) and validates it.
     pub fn from_json(bytes: &[u8]) -> Result<LiveConfig, ConfigError> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| ConfigError::new("config", format!("is not JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ConfigError::new("config", format!("is not JSON: {e}")))?;
         LiveConfig::from_value(v)
     }
 }
 
 fn check_ttl(field: &str, ttl: u64) -> Result<(), ConfigError> {
     if ttl == 0 || ttl > MAX_TTL_S {
-        return Err(ConfigError::new(field, format!("is {ttl}; must be between 1 and {MAX_TTL_S} s")));
+        return Err(ConfigError::new(
+            field,
+            format!("is {ttl}; must be between 1 and {MAX_TTL_S} s"),
+        ));
     }
     Ok(())
 }
@@ -188,7 +223,14 @@ fn type_error(msg: &str) -> ConfigError {
 /// Parses `"a-b"` into the market hours it covers, in order (`"21-9"` wraps past midnight;
 /// `"20-24"` ends at midnight).
 pub fn parse_hour_range(field: &str, raw: &str) -> Result<Vec<usize>, ConfigError> {
-    let bad = |why: &str| ConfigError::new(field, format!("range {raw:?} {why}; expected \"a-b\" with hours 0-24, e.g. \"9-11\" or \"21-9\""));
+    let bad = |why: &str| {
+        ConfigError::new(
+            field,
+            format!(
+                "range {raw:?} {why}; expected \"a-b\" with hours 0-24, e.g. \"9-11\" or \"21-9\""
+            ),
+        )
+    };
     let (a, b) = raw.trim().split_once('-').ok_or_else(|| bad("has no '-'"))?;
     let a: usize = a.trim().parse().map_err(|_| bad("does not start with an hour"))?;
     let b: usize = b.trim().parse().map_err(|_| bad("does not end with an hour"))?;
@@ -208,7 +250,10 @@ pub fn parse_hour_range(field: &str, raw: &str) -> Result<Vec<usize>, ConfigErro
 /// [0, 100], naming the range's index.
 pub fn hour_table(ranges: &[(String, f64)]) -> Result<([f64; 24], [u8; 24]), ConfigError> {
     if ranges.len() > 24 {
-        return Err(ConfigError::new("hour_weights", format!("has {} ranges; at most 24 fit in a day", ranges.len())));
+        return Err(ConfigError::new(
+            "hour_weights",
+            format!("has {} ranges; at most 24 fit in a day", ranges.len()),
+        ));
     }
     let mut weight = [1.0; 24];
     let mut class = [ranges.len() as u8; 24];
@@ -216,11 +261,20 @@ pub fn hour_table(ranges: &[(String, f64)]) -> Result<([f64; 24], [u8; 24]), Con
     for (i, (range, w)) in ranges.iter().enumerate() {
         let field = format!("hour_weights[{i}]");
         if !w.is_finite() || *w < 0.0 || *w > 100.0 {
-            return Err(ConfigError::new(field, format!("weight {w} for {range:?} must be a number between 0 and 100")));
+            return Err(ConfigError::new(
+                field,
+                format!("weight {w} for {range:?} must be a number between 0 and 100"),
+            ));
         }
         for h in parse_hour_range(&field, range)? {
             if let Some(j) = owner[h] {
-                return Err(ConfigError::new(field, format!("range {range:?} overlaps hour_weights[{j}] ({:?}) at hour {h}", ranges[j].0)));
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "range {range:?} overlaps hour_weights[{j}] ({:?}) at hour {h}",
+                        ranges[j].0
+                    ),
+                ));
             }
             owner[h] = Some(i);
             weight[h] = *w;
@@ -234,7 +288,10 @@ pub fn hour_table(ranges: &[(String, f64)]) -> Result<([f64; 24], [u8; 24]), Con
 /// range are checked by validation, like any other config.
 pub fn parse_ttl_spec(spec: &str) -> Result<(String, u64), String> {
     let (m, s) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not MODULE=SECONDS"))?;
-    let s = s.trim().parse().map_err(|_| format!("{spec:?}: {:?} is not a number of seconds", s.trim()))?;
+    let s = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{spec:?}: {:?} is not a number of seconds", s.trim()))?;
     Ok((m.trim().to_owned(), s))
 }
 
@@ -246,8 +303,12 @@ pub fn parse_hour_weights(spec: &str) -> Result<Vec<(String, f64)>, ConfigError>
         .enumerate()
         .map(|(i, part)| {
             let field = || format!("hour_weights[{i}]");
-            let (range, w) = part.split_once('=').ok_or_else(|| ConfigError::new(field(), format!("{part:?} is not \"a-b=weight\"")))?;
-            let w: f64 = w.trim().parse().map_err(|_| ConfigError::new(field(), format!("weight {:?} is not a number", w.trim())))?;
+            let (range, w) = part.split_once('=').ok_or_else(|| {
+                ConfigError::new(field(), format!("{part:?} is not \"a-b=weight\""))
+            })?;
+            let w: f64 = w.trim().parse().map_err(|_| {
+                ConfigError::new(field(), format!("weight {:?} is not a number", w.trim()))
+            })?;
             Ok((range.trim().to_owned(), w))
         })
         .collect()
@@ -287,7 +348,9 @@ fn hour_weights_in<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, f64)>
     // JSON objects have no order: keep the ranges in order of their start hour, so one config
     // reads the same whichever way it was written (ranges that do not parse go last and are
     // refused by validation).
-    ranges.sort_by_key(|(r, _)| r.split_once('-').and_then(|(a, _)| a.trim().parse::<u32>().ok()).unwrap_or(u32::MAX));
+    ranges.sort_by_key(|(r, _)| {
+        r.split_once('-').and_then(|(a, _)| a.trim().parse::<u32>().ok()).unwrap_or(u32::MAX)
+    });
     Ok(ranges)
 }
 
@@ -322,7 +385,8 @@ mod tests {
 
     #[test]
     fn a_patch_changes_only_its_fields_and_merges_ttls() {
-        let cfg = LiveConfig::default().patched(&json!({"top_n": 20, "ttl_s": {"chart": 120}})).unwrap();
+        let cfg =
+            LiveConfig::default().patched(&json!({"top_n": 20, "ttl_s": {"chart": 120}})).unwrap();
         assert_eq!(cfg.top_n, 20);
         assert_eq!(cfg.min_confidence, 0.5);
         assert_eq!(cfg.ttl_for("chart"), 120);
@@ -339,7 +403,10 @@ mod tests {
         assert_eq!(field_of(json!({"ttl_s": {"price": 0}})), "ttl_s.price");
         assert_eq!(field_of(json!({"ttl_s": {"bad module!": 5}})), "ttl_s.bad module!");
         assert_eq!(field_of(json!({"default_ttl_s": 40 * 86_400})), "default_ttl_s");
-        assert_eq!(field_of(json!({"hour_weights": {"9-11": 1.0, "10-12": 1.0}})), "hour_weights[1]");
+        assert_eq!(
+            field_of(json!({"hour_weights": {"9-11": 1.0, "10-12": 1.0}})),
+            "hour_weights[1]"
+        );
         assert_eq!(field_of(json!({"hour_weights": {"9-25": 1.0}})), "hour_weights[0]");
         assert_eq!(field_of(json!({"topn": 3})), "topn");
         assert!(LiveConfig::default().patched(&json!([1])).is_err());

@@ -60,8 +60,14 @@ impl Ticker {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let t = raw.trim().to_uppercase();
         check_len("ticker", &t, TICKER_MAX_LEN)?;
-        if let Some(bad) = t.chars().find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || ".-^=".contains(*c))) {
-            return Err(FieldError::new("ticker", format!("character {bad:?} is not allowed (use A-Z 0-9 . - ^ =)")));
+        if let Some(bad) = t
+            .chars()
+            .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || ".-^=".contains(*c)))
+        {
+            return Err(FieldError::new(
+                "ticker",
+                format!("character {bad:?} is not allowed (use A-Z 0-9 . - ^ =)"),
+            ));
         }
         Ok(Self(t))
     }
@@ -83,8 +89,13 @@ impl Module {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let m = raw.trim().to_lowercase();
         check_len("module", &m, MODULE_MAX_LEN)?;
-        if let Some(bad) = m.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(*c))) {
-            return Err(FieldError::new("module", format!("character {bad:?} is not allowed (use a-z 0-9 _ -)")));
+        if let Some(bad) =
+            m.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(*c)))
+        {
+            return Err(FieldError::new(
+                "module",
+                format!("character {bad:?} is not allowed (use a-z 0-9 _ -)"),
+            ));
         }
         Ok(Self(m))
     }
@@ -190,25 +201,38 @@ impl QueryEvent {
     /// timestamps; pass the receiving clock at the boundary.
     pub fn from_value(value: &Value, now: DateTime<Utc>) -> Result<Self, EventError> {
         let Some(obj) = value.as_object() else {
-            return Err(EventError { problems: vec![FieldError::new("event", format!("expected a JSON object, got {}", kind(value)))] });
+            return Err(EventError {
+                problems: vec![FieldError::new(
+                    "event",
+                    format!("expected a JSON object, got {}", kind(value)),
+                )],
+            });
         };
         let mut problems = Vec::new();
-        let ticker = required_str(obj, "ticker").and_then(Ticker::parse).map_err(|e| problems.push(e)).ok();
-        let module = required_str(obj, "module").and_then(Module::parse).map_err(|e| problems.push(e)).ok();
+        let ticker =
+            required_str(obj, "ticker").and_then(Ticker::parse).map_err(|e| problems.push(e)).ok();
+        let module =
+            required_str(obj, "module").and_then(Module::parse).map_err(|e| problems.push(e)).ok();
         let hit = match obj.get("hit") {
             None | Some(Value::Null) => Some(false),
             Some(Value::Bool(b)) => Some(*b),
             Some(v) => {
-                problems.push(FieldError::new("hit", format!("expected true or false, got {}", kind(v))));
+                problems.push(FieldError::new(
+                    "hit",
+                    format!("expected true or false, got {}", kind(v)),
+                ));
                 None
             }
         };
         let ts = parse_ts(obj.get("ts"), now).map_err(|e| problems.push(e)).ok();
         let client = match obj.get("client") {
             None | Some(Value::Null) => Some(None),
-            Some(Value::String(s)) => ClientId::parse(s).map(Some).map_err(|e| problems.push(e)).ok(),
+            Some(Value::String(s)) => {
+                ClientId::parse(s).map(Some).map_err(|e| problems.push(e)).ok()
+            }
             Some(v) => {
-                problems.push(FieldError::new("client", format!("expected a string, got {}", kind(v))));
+                problems
+                    .push(FieldError::new("client", format!("expected a string, got {}", kind(v))));
                 None
             }
         };
@@ -222,12 +246,17 @@ impl QueryEvent {
                 }
             },
             Some(v) => {
-                problems.push(FieldError::new("latency_ms", format!("expected a number, got {}", kind(v))));
+                problems.push(FieldError::new(
+                    "latency_ms",
+                    format!("expected a number, got {}", kind(v)),
+                ));
                 None
             }
         };
         match (ticker, module, hit, ts, client, latency_ms) {
-            (Some(ticker), Some(module), Some(hit), Some(ts), Some(client), Some(latency_ms)) if problems.is_empty() => {
+            (Some(ticker), Some(module), Some(hit), Some(ts), Some(client), Some(latency_ms))
+                if problems.is_empty() =>
+            {
                 Ok(Self { ticker, module, hit, ts, client, latency_ms })
             }
             _ => Err(EventError { problems }),
@@ -239,8 +268,9 @@ impl QueryEvent {
         if let Ok(typed) = serde_json::from_slice::<Typed<'_>>(bytes) {
             return typed.validate(now);
         }
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| EventError { problems: vec![FieldError::new("event", format!("invalid JSON: {e}"))] })?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError {
+            problems: vec![FieldError::new("event", format!("invalid JSON: {e}"))],
+        })?;
         Self::from_value(&value, now)
     }
 
@@ -250,7 +280,10 @@ impl QueryEvent {
     }
 }
 
-fn required_str<'a>(obj: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, FieldError> {
+fn required_str<'a>(
+    obj: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, FieldError> {
     match obj.get(field) {
         None | Some(Value::Null) => Err(FieldError::new(field, "is required")),
         Some(Value::String(s)) => Ok(s),
@@ -263,10 +296,17 @@ fn parse_ts(v: Option<&Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>, Fiel
         None | Some(Value::Null) => return Ok(now),
         Some(Value::String(s)) => ts_from_str(s)?,
         Some(Value::Number(n)) => {
-            let ms = n.as_i64().ok_or_else(|| FieldError::new("ts", format!("{n} is not a whole number of epoch milliseconds")))?;
+            let ms = n.as_i64().ok_or_else(|| {
+                FieldError::new("ts", format!("{n} is not a whole number of epoch milliseconds"))
+            })?;
             ts_from_millis(ms)?
         }
-        Some(v) => return Err(FieldError::new("ts", format!("expected an RFC 3339 string or epoch milliseconds, got {}", kind(v)))),
+        Some(v) => {
+            return Err(FieldError::new(
+                "ts",
+                format!("expected an RFC 3339 string or epoch milliseconds, got {}", kind(v)),
+            ))
+        }
     };
     not_future(ts, now)
 }
@@ -279,14 +319,27 @@ fn ts_from_str(s: &str) -> Result<DateTime<Utc>, FieldError> {
 
 fn ts_from_millis(ms: i64) -> Result<DateTime<Utc>, FieldError> {
     if ms < MIN_EPOCH_MS {
-        return Err(FieldError::new("ts", format!("{ms} is before 2000-01-01 in epoch milliseconds (epoch seconds sent by mistake?)")));
+        return Err(FieldError::new(
+            "ts",
+            format!(
+                "{ms} is before 2000-01-01 in epoch milliseconds (epoch seconds sent by mistake?)"
+            ),
+        ));
     }
-    Utc.timestamp_millis_opt(ms).single().ok_or_else(|| FieldError::new("ts", format!("{ms} is out of range")))
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| FieldError::new("ts", format!("{ms} is out of range")))
 }
 
 fn not_future(ts: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
     if ts > now + MAX_FUTURE_SKEW {
-        return Err(FieldError::new("ts", format!("{} is more than 5 minutes in the future", ts.to_rfc3339_opts(SecondsFormat::Millis, true))));
+        return Err(FieldError::new(
+            "ts",
+            format!(
+                "{} is more than 5 minutes in the future",
+                ts.to_rfc3339_opts(SecondsFormat::Millis, true)
+            ),
+        ));
     }
     Ok(ts)
 }
@@ -324,13 +377,21 @@ impl Typed<'_> {
         }
         .map_err(|e| problems.push(e))
         .ok();
-        let client = self.client.map(ClientId::parse).transpose().map_err(|e| problems.push(e)).ok();
+        let client =
+            self.client.map(ClientId::parse).transpose().map_err(|e| problems.push(e)).ok();
         if self.latency_ms.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
             problems.push(FieldError::new("latency_ms", "must be a non-negative number"));
         }
         match (ticker, module, ts, client) {
             (Some(ticker), Some(module), Some(ts), Some(client)) if problems.is_empty() => {
-                Ok(QueryEvent { ticker, module, hit: self.hit.unwrap_or(false), ts, client, latency_ms: self.latency_ms })
+                Ok(QueryEvent {
+                    ticker,
+                    module,
+                    hit: self.hit.unwrap_or(false),
+                    ts,
+                    client,
+                    latency_ms: self.latency_ms,
+                })
             }
             _ => Err(EventError { problems }),
         }
@@ -363,7 +424,12 @@ pub struct RecordAck {
 
 impl From<&QueryEvent> for RecordAck {
     fn from(e: &QueryEvent) -> Self {
-        Self { status: "recorded".into(), ticker: e.ticker.to_string(), module: e.module.to_string(), hit: e.hit }
+        Self {
+            status: "recorded".into(),
+            ticker: e.ticker.to_string(),
+            module: e.module.to_string(),
+            hit: e.hit,
+        }
     }
 }
 

@@ -13,10 +13,25 @@ fn parse(v: Value) -> Result<QueryEvent, EventError> {
 fn good_events_are_normalised() {
     let table = [
         (json!({"ticker": "aapl", "module": "price"}), "AAPL", "price", false),
-        (json!({"ticker": "  brk.b ", "module": "Fundamentals", "hit": true}), "BRK.B", "fundamentals", true),
+        (
+            json!({"ticker": "  brk.b ", "module": "Fundamentals", "hit": true}),
+            "BRK.B",
+            "fundamentals",
+            true,
+        ),
         (json!({"ticker": "^GSPC", "module": "chart_1d"}), "^GSPC", "chart_1d", false),
-        (json!({"ticker": "EURUSD=X", "module": "fx-rates", "hit": null}), "EURUSD=X", "fx-rates", false),
-        (json!({"ticker": "A".repeat(20), "module": "m".repeat(64)}), "AAAAAAAAAAAAAAAAAAAA", &*"m".repeat(64), false),
+        (
+            json!({"ticker": "EURUSD=X", "module": "fx-rates", "hit": null}),
+            "EURUSD=X",
+            "fx-rates",
+            false,
+        ),
+        (
+            json!({"ticker": "A".repeat(20), "module": "m".repeat(64)}),
+            "AAAAAAAAAAAAAAAAAAAA",
+            &*"m".repeat(64),
+            false,
+        ),
     ];
     for (input, ticker, module, hit) in table {
         let e = parse(input.clone()).unwrap_or_else(|err| panic!("{input} refused: {err}"));
@@ -27,7 +42,8 @@ fn good_events_are_normalised() {
 
 #[test]
 fn timestamps_accept_rfc3339_and_epoch_millis() {
-    let e = parse(json!({"ticker": "X", "module": "m", "ts": "2026-03-09T10:30:00-04:00"})).unwrap();
+    let e =
+        parse(json!({"ticker": "X", "module": "m", "ts": "2026-03-09T10:30:00-04:00"})).unwrap();
     assert_eq!(e.ts, now());
     let e = parse(json!({"ticker": "X", "module": "m", "ts": now().timestamp_millis()})).unwrap();
     assert_eq!(e.ts, now());
@@ -75,24 +91,64 @@ fn bad_events_name_the_field() {
         (json!({"ticker": "AAPL", "module": "pri ce"}), "module", "' ' is not allowed"),
         (json!({"ticker": "AAPL", "module": "m".repeat(65)}), "module", "limit is 64"),
         (json!({"ticker": "AAPL", "module": ["price"]}), "module", "got an array"),
-        (json!({"ticker": "AAPL", "module": "price", "hit": "true"}), "hit", "expected true or false, got a string"),
+        (
+            json!({"ticker": "AAPL", "module": "price", "hit": "true"}),
+            "hit",
+            "expected true or false, got a string",
+        ),
         (json!({"ticker": "AAPL", "module": "price", "hit": 1}), "hit", "got a number"),
-        (json!({"ticker": "AAPL", "module": "price", "ts": "yesterday"}), "ts", "not an RFC 3339 timestamp"),
-        (json!({"ticker": "AAPL", "module": "price", "ts": "2026-03-09 14:30"}), "ts", "not an RFC 3339"),
-        (json!({"ticker": "AAPL", "module": "price", "ts": "2026-03-09T14:35:01Z"}), "ts", "more than 5 minutes in the future"),
-        (json!({"ticker": "AAPL", "module": "price", "ts": 1773066600}), "ts", "epoch seconds sent by mistake"),
+        (
+            json!({"ticker": "AAPL", "module": "price", "ts": "yesterday"}),
+            "ts",
+            "not an RFC 3339 timestamp",
+        ),
+        (
+            json!({"ticker": "AAPL", "module": "price", "ts": "2026-03-09 14:30"}),
+            "ts",
+            "not an RFC 3339",
+        ),
+        (
+            json!({"ticker": "AAPL", "module": "price", "ts": "2026-03-09T14:35:01Z"}),
+            "ts",
+            "more than 5 minutes in the future",
+        ),
+        (
+            json!({"ticker": "AAPL", "module": "price", "ts": 1773066600}),
+            "ts",
+            "epoch seconds sent by mistake",
+        ),
         (json!({"ticker": "AAPL", "module": "price", "ts": 1.5e12}), "ts", "not a whole number"),
         (json!({"ticker": "AAPL", "module": "price", "ts": true}), "ts", "got a boolean"),
         (json!({"ticker": "AAPL", "module": "price", "client": ""}), "client", "must not be empty"),
-        (json!({"ticker": "AAPL", "module": "price", "client": long_client}), "client", "limit is 128"),
-        (json!({"ticker": "AAPL", "module": "price", "client": "a\u{0}b"}), "client", "control characters"),
+        (
+            json!({"ticker": "AAPL", "module": "price", "client": long_client}),
+            "client",
+            "limit is 128",
+        ),
+        (
+            json!({"ticker": "AAPL", "module": "price", "client": "a\u{0}b"}),
+            "client",
+            "control characters",
+        ),
         (json!({"ticker": "AAPL", "module": "price", "client": 7}), "client", "expected a string"),
-        (json!({"ticker": "AAPL", "module": "price", "latency_ms": -1}), "latency_ms", "non-negative"),
-        (json!({"ticker": "AAPL", "module": "price", "latency_ms": "5"}), "latency_ms", "expected a number"),
+        (
+            json!({"ticker": "AAPL", "module": "price", "latency_ms": -1}),
+            "latency_ms",
+            "non-negative",
+        ),
+        (
+            json!({"ticker": "AAPL", "module": "price", "latency_ms": "5"}),
+            "latency_ms",
+            "expected a number",
+        ),
     ];
     for (input, field, needle) in table {
         let err = parse(input.clone()).expect_err(&format!("{input} was accepted"));
-        let p = err.problems.iter().find(|p| p.field == field).unwrap_or_else(|| panic!("{input}: no problem on {field}: {err}"));
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.field == field)
+            .unwrap_or_else(|| panic!("{input}: no problem on {field}: {err}"));
         assert!(p.message.contains(needle), "{input}: {:?} does not contain {needle:?}", p.message);
     }
 }
@@ -114,7 +170,8 @@ fn invalid_json_is_an_event_error() {
 /// The published JSON Schema describes exactly the canonical form and the same limits.
 #[test]
 fn json_schema_matches_the_contract() {
-    let schema: Value = serde_json::from_str(include_str!("../../docs/query-event.schema.json")).unwrap();
+    let schema: Value =
+        serde_json::from_str(include_str!("../../docs/query-event.schema.json")).unwrap();
     let props = schema["properties"].as_object().unwrap();
     let e = parse(json!({"ticker": "A", "module": "m", "client": "c", "latency_ms": 1})).unwrap();
     let wire: Value = serde_json::from_slice(&e.to_json()).unwrap();
@@ -124,8 +181,14 @@ fn json_schema_matches_the_contract() {
     wire_fields.sort();
     assert_eq!(schema_fields, wire_fields);
     assert_eq!(schema["required"], json!(["ticker", "module"]));
-    assert!(props["ticker"]["pattern"].as_str().unwrap().ends_with(&format!("{{1,{TICKER_MAX_LEN}}}$")));
-    assert!(props["module"]["pattern"].as_str().unwrap().ends_with(&format!("{{1,{MODULE_MAX_LEN}}}$")));
+    assert!(props["ticker"]["pattern"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("{{1,{TICKER_MAX_LEN}}}$")));
+    assert!(props["module"]["pattern"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("{{1,{MODULE_MAX_LEN}}}$")));
     assert_eq!(props["client"]["maxLength"], CLIENT_MAX_LEN);
     assert_eq!(props["ts"]["oneOf"][1]["minimum"], MIN_EPOCH_MS);
 }
@@ -151,9 +214,17 @@ fn the_fast_path_agrees_with_the_tree_parser() {
         assert_eq!(QueryEvent::from_json(&bytes, now()), QueryEvent::from_value(&v, now()), "{v}");
     }
     // Escaped strings cannot be borrowed: the tree parser takes them, with the same result.
-    for raw in [&br#"{"ticker":"A\u00c4","module":"m"}"#[..], br#"{"ticker":"\u0041","module":"m"}"#] {
+    for raw in
+        [&br#"{"ticker":"A\u00c4","module":"m"}"#[..], br#"{"ticker":"\u0041","module":"m"}"#]
+    {
         let v: Value = serde_json::from_slice(raw).unwrap();
         assert_eq!(QueryEvent::from_json(raw, now()), QueryEvent::from_value(&v, now()));
     }
-    assert_eq!(QueryEvent::from_json(br#"{"ticker":"\u0041","module":"m"}"#, now()).unwrap().ticker.as_str(), "A");
+    assert_eq!(
+        QueryEvent::from_json(br#"{"ticker":"\u0041","module":"m"}"#, now())
+            .unwrap()
+            .ticker
+            .as_str(),
+        "A"
+    );
 }

@@ -33,11 +33,18 @@ pub enum Start {
 /// Everything blocking (metadata, watermarks, polling) happens on the follower's own thread, so
 /// this returns at once; a topic that is not readable yet (e.g. its partition leader is still
 /// being elected right after creation) is retried with a warning until it is, or until `stop`.
-pub fn follow<F>(kafka: &KafkaArgs, topic: &str, start: Start, stop: CancellationToken, mut on_message: F) -> Result<watch::Receiver<bool>, KafkaSetupError>
+pub fn follow<F>(
+    kafka: &KafkaArgs,
+    topic: &str,
+    start: Start,
+    stop: CancellationToken,
+    mut on_message: F,
+) -> Result<watch::Receiver<bool>, KafkaSetupError>
 where
     F: FnMut(Option<&[u8]>, Option<&[u8]>) + Send + 'static,
 {
-    let consumer: BaseConsumer = kafka.reader_config()?.create().map_err(KafkaSetupError::Client)?;
+    let consumer: BaseConsumer =
+        kafka.reader_config()?.create().map_err(KafkaSetupError::Client)?;
     let (caught_up, rx) = watch::channel(false);
     let topic = topic.to_owned();
     std::thread::Builder::new().name(format!("follow-{topic}")).spawn(move || {
@@ -75,7 +82,11 @@ where
 
 /// Assigns every partition of `topic` at `start`; returns where each non-empty partition ends
 /// now (the follower is caught up once it has read to there).
-fn assign(consumer: &BaseConsumer, topic: &str, start: Start) -> Result<HashMap<i32, i64>, KafkaSetupError> {
+fn assign(
+    consumer: &BaseConsumer,
+    topic: &str,
+    start: Start,
+) -> Result<HashMap<i32, i64>, KafkaSetupError> {
     let failed = |source| KafkaSetupError::Follow { topic: topic.to_owned(), source };
     let timeout = Duration::from_secs(10);
     let md = consumer.fetch_metadata(Some(topic), timeout).map_err(failed)?;
@@ -93,7 +104,9 @@ fn assign(consumer: &BaseConsumer, topic: &str, start: Start) -> Result<HashMap<
         }
     }
     if tpl.count() == 0 {
-        return Err(failed(rdkafka::error::KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)));
+        return Err(failed(rdkafka::error::KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        )));
     }
     consumer.assign(&tpl).map_err(failed)?;
     Ok(pending)
@@ -110,7 +123,11 @@ pub struct ConfigFeed {
 
 impl ConfigFeed {
     /// Follows `topic` from the beginning until `stop`.
-    pub fn start(kafka: &KafkaArgs, topic: &str, stop: CancellationToken) -> Result<Self, KafkaSetupError> {
+    pub fn start(
+        kafka: &KafkaArgs,
+        topic: &str,
+        stop: CancellationToken,
+    ) -> Result<Self, KafkaSetupError> {
         let (tx, config) = watch::channel(None);
         let name = topic.to_owned();
         let caught_up = follow(kafka, topic, Start::Beginning, stop, move |key, payload| {
@@ -125,7 +142,9 @@ impl ConfigFeed {
                     tracing::info!(topic = %name, top_n = cfg.top_n, min_confidence = cfg.min_confidence, enabled = cfg.enabled, "Live config read.");
                     tx.send_replace(Some(cfg));
                 }
-                Err(e) => tracing::warn!(topic = %name, error = %e, "Invalid config on the topic ignored; keeping the previous one."),
+                Err(e) => {
+                    tracing::warn!(topic = %name, error = %e, "Invalid config on the topic ignored; keeping the previous one.")
+                }
             }
         })?;
         Ok(Self { config, caught_up })
@@ -134,13 +153,19 @@ impl ConfigFeed {
     /// Waits until the topic has been read to its end as of start-up, at most `timeout`.
     /// Returns whether it got there.
     pub async fn wait_caught_up(&mut self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.caught_up.wait_for(|c| *c)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, self.caught_up.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
 /// Calls `apply` with every config `config` receives from now on, until `stop` (the value
 /// current at the call is the caller's to apply, before it starts work).
-pub async fn on_change(mut config: watch::Receiver<Option<LiveConfig>>, stop: CancellationToken, mut apply: impl FnMut(&LiveConfig)) {
+pub async fn on_change(
+    mut config: watch::Receiver<Option<LiveConfig>>,
+    stop: CancellationToken,
+    mut apply: impl FnMut(&LiveConfig),
+) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -13,7 +13,8 @@ pub fn metrics_response(registry: &Registry) -> Response {
         return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
     let mut resp = buf.into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(prometheus::TEXT_FORMAT));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(prometheus::TEXT_FORMAT));
     resp
 }
 
@@ -31,17 +32,27 @@ pub struct ErrorBody<P: Serialize = ()> {
 }
 
 /// A JSON error answer with `status`.
-pub fn error_response(status: StatusCode, error: &'static str, message: impl Into<String>) -> Response {
-    (status, axum::Json(ErrorBody::<()> { error, message: message.into(), problems: Vec::new() })).into_response()
+pub fn error_response(
+    status: StatusCode,
+    error: &'static str,
+    message: impl Into<String>,
+) -> Response {
+    (status, axum::Json(ErrorBody::<()> { error, message: message.into(), problems: Vec::new() }))
+        .into_response()
 }
 
 /// `/readyz` for a service whose readiness is "Kafka answers and `topic` exists": 200, or 503
 /// with the reason. The metadata request blocks, so it runs on a blocking thread.
-pub async fn kafka_readiness(producer: rdkafka::producer::FutureProducer, topic: String) -> Response {
+pub async fn kafka_readiness(
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+) -> Response {
     use rdkafka::producer::Producer;
-    let r = tokio::task::spawn_blocking(move || crate::kafka::topic_ready(producer.client(), &topic, std::time::Duration::from_secs(2)))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    let r = tokio::task::spawn_blocking(move || {
+        crate::kafka::topic_ready(producer.client(), &topic, std::time::Duration::from_secs(2))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
     match r {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why),

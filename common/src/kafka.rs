@@ -59,7 +59,13 @@ pub struct KafkaArgs {
     pub brokers: String,
     /// Extra librdkafka option for every client, as key=value (repeatable). Applied after the
     /// built-in settings, so it can override them (e.g. `-X security.protocol=ssl`).
-    #[arg(short = 'X', long = "kafka-option", value_name = "KEY=VALUE", env = "KAFKA_OPTIONS", value_delimiter = ',')]
+    #[arg(
+        short = 'X',
+        long = "kafka-option",
+        value_name = "KEY=VALUE",
+        env = "KAFKA_OPTIONS",
+        value_delimiter = ','
+    )]
     pub options: Vec<String>,
     /// Partitions for topics this service creates when they are missing.
     #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
@@ -72,7 +78,12 @@ pub struct KafkaArgs {
 impl KafkaArgs {
     /// Connection settings for `brokers`, with defaults for everything else.
     pub fn new(brokers: impl Into<String>) -> Self {
-        Self { brokers: brokers.into(), options: Vec::new(), topic_partitions: 6, topic_replication: 1 }
+        Self {
+            brokers: brokers.into(),
+            options: Vec::new(),
+            topic_partitions: 6,
+            topic_replication: 1,
+        }
     }
 
     fn base_config(&self) -> Result<ClientConfig, KafkaSetupError> {
@@ -86,7 +97,8 @@ impl KafkaArgs {
 
     fn apply_options(&self, c: &mut ClientConfig) -> Result<(), KafkaSetupError> {
         for opt in &self.options {
-            let (k, v) = opt.split_once('=').ok_or_else(|| KafkaSetupError::BadOption(opt.clone()))?;
+            let (k, v) =
+                opt.split_once('=').ok_or_else(|| KafkaSetupError::BadOption(opt.clone()))?;
             c.set(k.trim(), v.trim());
         }
         Ok(())
@@ -214,21 +226,31 @@ pub struct TopicSpec {
 
 /// Waits (up to `timeout`) for the brokers to answer, then creates whichever of `specs` are
 /// missing. Fails with a message that names the topic or the brokers at fault.
-pub async fn ensure_topics(args: &KafkaArgs, specs: &[TopicSpec], timeout: Duration) -> Result<(), KafkaSetupError> {
+pub async fn ensure_topics(
+    args: &KafkaArgs,
+    specs: &[TopicSpec],
+    timeout: Duration,
+) -> Result<(), KafkaSetupError> {
     let admin = std::sync::Arc::new(args.admin()?);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut existing = loop {
         let a = admin.clone();
         // Metadata requests block; keep them off the async workers.
-        let md = tokio::task::spawn_blocking(move || a.inner().fetch_metadata(None, Duration::from_secs(2)).map(|md| {
-            md.topics().iter().map(|t| t.name().to_owned()).collect::<Vec<_>>()
-        }))
+        let md = tokio::task::spawn_blocking(move || {
+            a.inner()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(|md| md.topics().iter().map(|t| t.name().to_owned()).collect::<Vec<_>>())
+        })
         .await
         .expect("metadata task panicked");
         match md {
             Ok(names) => break names,
             Err(source) if tokio::time::Instant::now() >= deadline => {
-                return Err(KafkaSetupError::Unreachable { brokers: args.brokers.clone(), timeout, source })
+                return Err(KafkaSetupError::Unreachable {
+                    brokers: args.brokers.clone(),
+                    timeout,
+                    source,
+                })
             }
             Err(e) => {
                 tracing::warn!(error = %e, brokers = %args.brokers, "Kafka not answering yet; retrying.");
@@ -244,7 +266,8 @@ pub async fn ensure_topics(args: &KafkaArgs, specs: &[TopicSpec], timeout: Durat
         .iter()
         .map(|s| {
             let partitions = if s.compacted { 1 } else { args.topic_partitions };
-            let t = NewTopic::new(&s.name, partitions, TopicReplication::Fixed(args.topic_replication));
+            let t =
+                NewTopic::new(&s.name, partitions, TopicReplication::Fixed(args.topic_replication));
             if s.compacted {
                 t.set("cleanup.policy", "compact")
             } else {
@@ -253,13 +276,15 @@ pub async fn ensure_topics(args: &KafkaArgs, specs: &[TopicSpec], timeout: Durat
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let create_err = |reason: String| KafkaSetupError::CreateTopic { topic: missing[0].name.clone(), reason };
+    let create_err =
+        |reason: String| KafkaSetupError::CreateTopic { topic: missing[0].name.clone(), reason };
     // The future has been seen to never resolve against a broker that lacks CreateTopics
     // (rdkafka's MockCluster); bound it so start-up fails with a message instead of hanging.
-    let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new_topics, &opts))
-        .await
-        .map_err(|_| create_err("the broker did not answer CreateTopics within 15s".into()))?
-        .map_err(|e| create_err(e.to_string()))?;
+    let results =
+        tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new_topics, &opts))
+            .await
+            .map_err(|_| create_err("the broker did not answer CreateTopics within 15s".into()))?
+            .map_err(|e| create_err(e.to_string()))?;
     for r in results {
         match r {
             Ok(name) => {
@@ -267,7 +292,9 @@ pub async fn ensure_topics(args: &KafkaArgs, specs: &[TopicSpec], timeout: Durat
                 existing.push(name);
             }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(KafkaSetupError::CreateTopic { topic, reason: code.to_string() }),
+            Err((topic, code)) => {
+                return Err(KafkaSetupError::CreateTopic { topic, reason: code.to_string() })
+            }
         }
     }
     Ok(())
@@ -275,8 +302,14 @@ pub async fn ensure_topics(args: &KafkaArgs, specs: &[TopicSpec], timeout: Durat
 
 /// Whether the brokers answer and `topic` exists with at least one partition (for `/readyz`).
 /// Blocking: call it from `spawn_blocking`.
-pub fn topic_ready<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, topic: &str, timeout: Duration) -> Result<(), String> {
-    let md = client.fetch_metadata(Some(topic), timeout).map_err(|e| format!("Kafka unreachable: {e}"))?;
+pub fn topic_ready<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let md = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| format!("Kafka unreachable: {e}"))?;
     match md.topics().iter().find(|t| t.name() == topic) {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
         Some(t) => Err(format!("topic {topic:?} not available: {:?}", t.error())),

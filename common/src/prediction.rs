@@ -40,7 +40,9 @@ impl Prediction {
     /// The horizon as a duration (capped at ten years, so a hostile `horizon_s` cannot overflow
     /// the date arithmetic).
     pub fn horizon(&self) -> chrono::Duration {
-        chrono::Duration::seconds(i64::try_from(self.horizon_s).unwrap_or(i64::MAX / 1000).min(10 * 365 * 86_400))
+        chrono::Duration::seconds(
+            i64::try_from(self.horizon_s).unwrap_or(i64::MAX / 1000).min(10 * 365 * 86_400),
+        )
     }
 
     /// Whether the horizon has passed at `now`: the prediction says nothing about the future

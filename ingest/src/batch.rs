@@ -21,7 +21,10 @@ impl Framing {
         let essence = ct?.split(';').next()?.trim().to_ascii_lowercase();
         match essence.as_str() {
             "application/json" => Some(Self::Json),
-            "application/x-ndjson" | "application/ndjson" | "application/jsonlines" | "application/jsonl" => Some(Self::Ndjson),
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonlines"
+            | "application/jsonl" => Some(Self::Ndjson),
             _ => None,
         }
     }
@@ -55,11 +58,17 @@ pub struct Refusal {
 }
 
 /// Parses a whole body. `now` stamps events without a timestamp.
-pub fn parse_body(body: &[u8], framing: Framing, now: DateTime<Utc>) -> Result<Vec<QueryEvent>, Refusal> {
+pub fn parse_body(
+    body: &[u8],
+    framing: Framing,
+    now: DateTime<Utc>,
+) -> Result<Vec<QueryEvent>, Refusal> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     let mut bad = 0;
-    let mut take = |r: Result<QueryEvent, Vec<FieldError>>, index: Option<usize>, line: Option<usize>| match r {
+    let mut take = |r: Result<QueryEvent, Vec<FieldError>>,
+                    index: Option<usize>,
+                    line: Option<usize>| match r {
         Ok(e) => out.push(e),
         Err(errs) => {
             bad += 1;
@@ -78,7 +87,9 @@ pub fn parse_body(body: &[u8], framing: Framing, now: DateTime<Utc>) -> Result<V
                     take(QueryEvent::from_value(item, now).map_err(|e| e.problems), Some(i), None);
                 }
             }
-            Ok(item) => take(QueryEvent::from_value(&item, now).map_err(|e| e.problems), None, None),
+            Ok(item) => {
+                take(QueryEvent::from_value(&item, now).map_err(|e| e.problems), None, None)
+            }
         },
         Framing::Ndjson => {
             for (i, line) in body.split(|b| *b == b'\n').enumerate() {
@@ -112,7 +123,10 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(Framing::from_content_type(Some("application/json; charset=utf-8")), Some(Framing::Json));
+        assert_eq!(
+            Framing::from_content_type(Some("application/json; charset=utf-8")),
+            Some(Framing::Json)
+        );
         assert_eq!(Framing::from_content_type(Some("Application/X-NDJSON")), Some(Framing::Ndjson));
         assert_eq!(Framing::from_content_type(Some("text/plain")), None);
         assert_eq!(Framing::from_content_type(Some("application/x-www-form-urlencoded")), None);

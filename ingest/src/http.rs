@@ -59,7 +59,11 @@ async fn post_events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: B
     let events = match parse_body(&body, framing, Utc::now()) {
         Ok(evs) if evs.is_empty() => {
             s.metrics.rejected(Rejection::Invalid, 0);
-            return error_response(StatusCode::BAD_REQUEST, "empty_batch", "the body holds no events");
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "empty_batch",
+                "the body holds no events",
+            );
         }
         Ok(evs) => evs,
         Err(refusal) => return refused(&s, refusal),
@@ -123,7 +127,11 @@ async fn original_api(
                 "warmup" => "GET or POST",
                 _ => "GET",
             };
-            error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("action {a:?} takes {allowed}, not {m}"))
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("action {a:?} takes {allowed}, not {m}"),
+            )
         }
     }
 }
@@ -138,7 +146,11 @@ async fn record(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
     let event = match QueryEvent::from_json(&body, Utc::now()) {
         Ok(e) => e,
         Err(e) => {
-            let problems = e.problems.into_iter().map(|p| Problem { index: None, line: None, field: p.field, message: p.message }).collect();
+            let problems = e
+                .problems
+                .into_iter()
+                .map(|p| Problem { index: None, line: None, field: p.field, message: p.message })
+                .collect();
             return refused(&s, Refusal { problems, bad_events: 1 });
         }
     };
@@ -200,7 +212,10 @@ fn refused(s: &AppState, refusal: Refusal) -> Response {
     s.metrics.rejected(Rejection::Invalid, refusal.bad_events);
     let body = ErrorBody {
         error: "invalid_events",
-        message: format!("{} event(s) refused; nothing of this request was recorded", refusal.bad_events),
+        message: format!(
+            "{} event(s) refused; nothing of this request was recorded",
+            refusal.bad_events
+        ),
         problems: refusal.problems,
     };
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
@@ -210,9 +225,16 @@ fn refused(s: &AppState, refusal: Refusal) -> Response {
 /// large is still read to its end (up to a bound) so the client gets our answer instead of a
 /// reset connection.
 async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
-    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
-        error_response(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body is larger than the limit of {limit} bytes; split the batch"))
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than the limit of {limit} bytes; split the batch"),
+        )
     };
     if announced.is_some_and(|n| n > limit as u64) {
         drain(body, limit).await;
@@ -220,8 +242,14 @@ async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<B
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(error_response(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the body: {e}"))),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(too_large())
+        }
+        Err(e) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("could not read the body: {e}"),
+        )),
     }
 }
 
@@ -241,5 +269,6 @@ async fn drain(body: Body, limit: usize) {
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    prefetch_common::http::kafka_readiness(s.sink.producer().clone(), s.sink.topic().to_owned()).await
+    prefetch_common::http::kafka_readiness(s.sink.producer().clone(), s.sink.topic().to_owned())
+        .await
 }

@@ -44,29 +44,47 @@ const WARMER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs ingest as configured: a replay when `--from` is given (returns its summary), otherwise
 /// the HTTP service on `--listen` until `shutdown` is cancelled.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<Option<replay::ReplaySummary>> {
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<replay::ReplaySummary>> {
     if let Some(path) = cfg.from.clone() {
         let sink = connect(&cfg, Duration::from_secs(300)).await?;
         let summary = replay::replay_path(&path, &sink).await?;
         sink.flush(FLUSH_TIMEOUT).context("flushing the producer")?;
         return Ok(Some(summary));
     }
-    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     serve(cfg, listener, shutdown).await?;
     Ok(None)
 }
 
 /// Serves the HTTP API on a bound `listener` until `shutdown` is cancelled, then drains
 /// in-flight requests and flushes the producer. Tests bind port 0 and pass the listener.
-pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let sink = connect(&cfg, cfg.produce_timeout).await?;
     let api = connect_api(&cfg, &sink, shutdown.clone()).await?;
-    let state = Arc::new(http::AppState { sink: sink.clone(), metrics: metrics::Metrics::new(), max_body_bytes: cfg.max_body_bytes, api });
+    let state = Arc::new(http::AppState {
+        sink: sink.clone(),
+        metrics: metrics::Metrics::new(),
+        max_body_bytes: cfg.max_body_bytes,
+        api,
+    });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, topic = %cfg.topics.query_events_topic, "Ingest listening.");
-    axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
     tracing::info!("HTTP drained; flushing the producer.");
-    tokio::task::spawn_blocking(move || sink.flush(FLUSH_TIMEOUT)).await?.context("flushing the producer")?;
+    tokio::task::spawn_blocking(move || sink.flush(FLUSH_TIMEOUT))
+        .await?
+        .context("flushing the producer")?;
     Ok(())
 }
 
@@ -79,15 +97,25 @@ async fn connect(cfg: &Config, delivery_timeout: Duration) -> anyhow::Result<Eve
 }
 
 /// Creates the topics the API reads and writes if missing, and starts following them.
-async fn connect_api(cfg: &Config, sink: &EventSink, stop: CancellationToken) -> anyhow::Result<api::Api> {
+async fn connect_api(
+    cfg: &Config,
+    sink: &EventSink,
+    stop: CancellationToken,
+) -> anyhow::Result<api::Api> {
     let specs = [
         TopicSpec { name: cfg.topics.config_topic.clone(), compacted: true },
         TopicSpec { name: cfg.topics.stats_topic.clone(), compacted: true },
         TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
     ];
     ensure_topics(&cfg.kafka, &specs, cfg.startup_timeout).await?;
-    let topics = api::views::ViewTopics { config: &cfg.topics.config_topic, stats: &cfg.topics.stats_topic, predictions: &cfg.topics.predictions_topic };
-    let views = api::views::Views::start(&cfg.kafka, topics, cfg.stats_max_age, cfg.startup_timeout, stop).await?;
+    let topics = api::views::ViewTopics {
+        config: &cfg.topics.config_topic,
+        stats: &cfg.topics.stats_topic,
+        predictions: &cfg.topics.predictions_topic,
+    };
+    let views =
+        api::views::Views::start(&cfg.kafka, topics, cfg.stats_max_age, cfg.startup_timeout, stop)
+            .await?;
     Ok(api::Api {
         views,
         producer: sink.producer().clone(),

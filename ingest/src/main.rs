@@ -18,6 +18,9 @@ async fn main() -> ExitCode {
     if summary.is_clean() {
         return ExitCode::SUCCESS;
     }
-    eprintln!("ingest: {} invalid line(s) skipped, {} event(s) not acknowledged", summary.invalid, summary.failed);
+    eprintln!(
+        "ingest: {} invalid line(s) skipped, {} event(s) not acknowledged",
+        summary.invalid, summary.failed
+    );
     ExitCode::FAILURE
 }

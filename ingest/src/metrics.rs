@@ -48,12 +48,18 @@ impl Metrics {
         )
         .unwrap();
         let events_rejected = IntCounterVec::new(
-            Opts::new("smart_prefetch_ingest_events_rejected_total", "Query events refused, by reason (invalid, kafka_unavailable)."),
+            Opts::new(
+                "smart_prefetch_ingest_events_rejected_total",
+                "Query events refused, by reason (invalid, kafka_unavailable).",
+            ),
             &["reason"],
         )
         .unwrap();
         let requests_rejected = IntCounterVec::new(
-            Opts::new("smart_prefetch_ingest_requests_rejected_total", "HTTP requests refused, by reason."),
+            Opts::new(
+                "smart_prefetch_ingest_requests_rejected_total",
+                "HTTP requests refused, by reason.",
+            ),
             &["reason"],
         )
         .unwrap();
@@ -62,10 +68,17 @@ impl Metrics {
                 "smart_prefetch_ingest_produce_duration_seconds",
                 "Time from enqueueing a request's events to Kafka acknowledging all of them.",
             )
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
         )
         .unwrap();
-        for r in [Rejection::Invalid, Rejection::TooLarge, Rejection::UnsupportedMediaType, Rejection::KafkaUnavailable] {
+        for r in [
+            Rejection::Invalid,
+            Rejection::TooLarge,
+            Rejection::UnsupportedMediaType,
+            Rejection::KafkaUnavailable,
+        ] {
             requests_rejected.with_label_values(&[r.label()]);
         }
         for r in [Rejection::Invalid, Rejection::KafkaUnavailable] {

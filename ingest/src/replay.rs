@@ -48,11 +48,14 @@ pub async fn replay_path(path: &Path, sink: &EventSink) -> anyhow::Result<Replay
         let bar = progress.then(ProgressBar::new_spinner);
         replay(BufReader::new(tokio::io::stdin()), sink, bar).await
     } else {
-        let file = tokio::fs::File::open(path).await.map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
         let len = file.metadata().await?.len();
         let bar = progress.then(|| {
             ProgressBar::new(len).with_style(
-                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})").expect("static template"),
+                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})")
+                    .expect("static template"),
             )
         });
         replay(BufReader::with_capacity(1 << 20, file), sink, bar).await
@@ -60,7 +63,11 @@ pub async fn replay_path(path: &Path, sink: &EventSink) -> anyhow::Result<Replay
 }
 
 /// Replays JSON lines from `reader`; `bar` shows bytes read when given.
-pub async fn replay<R: AsyncBufRead + Unpin>(mut reader: R, sink: &EventSink, bar: Option<ProgressBar>) -> anyhow::Result<ReplaySummary> {
+pub async fn replay<R: AsyncBufRead + Unpin>(
+    mut reader: R,
+    sink: &EventSink,
+    bar: Option<ProgressBar>,
+) -> anyhow::Result<ReplaySummary> {
     let started = Instant::now();
     let mut summary = ReplaySummary::default();
     let mut in_flight: VecDeque<DeliveryFuture> = VecDeque::new();
@@ -113,7 +120,10 @@ pub async fn replay<R: AsyncBufRead + Unpin>(mut reader: R, sink: &EventSink, ba
         b.finish_and_clear();
     }
     if summary.invalid as usize > MAX_LOGGED_INVALID {
-        tracing::warn!(more = summary.invalid as usize - MAX_LOGGED_INVALID, "More invalid lines were skipped.");
+        tracing::warn!(
+            more = summary.invalid as usize - MAX_LOGGED_INVALID,
+            "More invalid lines were skipped."
+        );
     }
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(

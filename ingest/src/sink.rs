@@ -63,7 +63,8 @@ impl EventSink {
         }
         // message.timeout.ms equals our timeout, so librdkafka resolves every future by then;
         // the extra second only guards against a lost callback.
-        let results = tokio::time::timeout_at(deadline + Duration::from_secs(1), join_all(pending)).await;
+        let results =
+            tokio::time::timeout_at(deadline + Duration::from_secs(1), join_all(pending)).await;
         match results {
             Ok(results) => {
                 for r in results {
@@ -78,7 +79,8 @@ impl EventSink {
             }
             Err(_) => {
                 failed = events.len();
-                first_error.get_or_insert_with(|| "timed out waiting for acknowledgements".to_owned());
+                first_error
+                    .get_or_insert_with(|| "timed out waiting for acknowledgements".to_owned());
             }
         }
         match first_error {
@@ -88,13 +90,19 @@ impl EventSink {
     }
 
     /// Enqueues one event, waiting for room while the local queue is full (backpressure).
-    pub async fn enqueue(&self, event: &QueryEvent, deadline: Instant) -> Result<DeliveryFuture, KafkaError> {
+    pub async fn enqueue(
+        &self,
+        event: &QueryEvent,
+        deadline: Instant,
+    ) -> Result<DeliveryFuture, KafkaError> {
         let payload = event.to_json();
         let mut record = FutureRecord::to(&self.topic).key(event.ticker.as_str()).payload(&payload);
         loop {
             match self.producer.send_result(record) {
                 Ok(f) => return Ok(f),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) if Instant::now() < deadline => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if Instant::now() < deadline =>
+                {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }

@@ -10,11 +10,26 @@ fn ingest() -> Command {
 
 #[test]
 fn help_explains_every_flag() {
-    let help = prefetch_testkit::assert_help_explains(env!("CARGO_BIN_EXE_ingest"), &[
-        "--listen", "--from", "--max-body-bytes", "--produce-timeout", "--startup-timeout", "--brokers", "--kafka-option",
-        "--topic-partitions", "--topic-replication", "--query-events-topic", "--predictions-topic", "--config-topic",
-        "--dlq-topic", "--log-format", "--log-level",
-    ]);
+    let help = prefetch_testkit::assert_help_explains(
+        env!("CARGO_BIN_EXE_ingest"),
+        &[
+            "--listen",
+            "--from",
+            "--max-body-bytes",
+            "--produce-timeout",
+            "--startup-timeout",
+            "--brokers",
+            "--kafka-option",
+            "--topic-partitions",
+            "--topic-replication",
+            "--query-events-topic",
+            "--predictions-topic",
+            "--config-topic",
+            "--dlq-topic",
+            "--log-format",
+            "--log-level",
+        ],
+    );
     assert!(help.contains("[env: KAFKA_BROKERS="), "env fallbacks are shown:\n{help}");
 }
 
@@ -34,8 +49,22 @@ fn unreachable_kafka_fails_start_up_with_a_clear_message() {
 
 #[test]
 fn missing_replay_file_is_named() {
-    let out = ingest().args(["--brokers", "127.0.0.1:1", "--startup-timeout", "1s", "--from", "/nonexistent/log.jsonl"]).env("LOG_LEVEL", "off").output().unwrap();
+    let out = ingest()
+        .args([
+            "--brokers",
+            "127.0.0.1:1",
+            "--startup-timeout",
+            "1s",
+            "--from",
+            "/nonexistent/log.jsonl",
+        ])
+        .env("LOG_LEVEL", "off")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("127.0.0.1:1") || stderr.contains("/nonexistent/log.jsonl"), "{stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:1") || stderr.contains("/nonexistent/log.jsonl"),
+        "{stderr}"
+    );
 }

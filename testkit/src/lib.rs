@@ -79,8 +79,15 @@ impl TestKafka {
                 let _ = m.create_topic(topic, 3, 1);
             }
             Self::Real(_) => {
-                let spec = prefetch_common::kafka::TopicSpec { name: topic.to_owned(), compacted: false };
-                prefetch_common::kafka::ensure_topics(&self.kafka_args(), &[spec], Duration::from_secs(30)).await.expect("create topic");
+                let spec =
+                    prefetch_common::kafka::TopicSpec { name: topic.to_owned(), compacted: false };
+                prefetch_common::kafka::ensure_topics(
+                    &self.kafka_args(),
+                    &[spec],
+                    Duration::from_secs(30),
+                )
+                .await
+                .expect("create topic");
             }
         }
     }
@@ -97,7 +104,8 @@ impl TestKafka {
 pub fn init_logs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     });
 }
@@ -105,8 +113,14 @@ pub fn init_logs() {
 /// Topic names no other test (or earlier run on the same broker) uses.
 pub fn unique_topics(test: &str) -> TopicArgs {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
-    TopicArgs::prefixed(&format!("t-{test}-{}-{nanos}-{}.", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            % 1_000_000_000;
+    TopicArgs::prefixed(&format!(
+        "t-{test}-{}-{nanos}-{}.",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// An HTTP client whose requests give up after 10 s (a test must never hang on a socket).
@@ -143,7 +157,12 @@ pub struct Record {
 
 /// Reads `topic` from the beginning of every partition until `expected` messages were seen or
 /// `deadline` passes; returns what was read (in partition order, then offset order).
-pub async fn read_topic(bootstrap: &str, topic: &str, expected: usize, deadline: Duration) -> Vec<Record> {
+pub async fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    deadline: Duration,
+) -> Vec<Record> {
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -166,7 +185,8 @@ pub async fn read_topic(bootstrap: &str, topic: &str, expected: usize, deadline:
                 Some(Ok(m)) => out.push(Record {
                     partition: m.partition(),
                     key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    value: serde_json::from_slice(m.payload().unwrap_or_default()).expect("payload is JSON"),
+                    value: serde_json::from_slice(m.payload().unwrap_or_default())
+                        .expect("payload is JSON"),
                 }),
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
                 None => {}
@@ -184,13 +204,16 @@ pub async fn read_topic(bootstrap: &str, topic: &str, expected: usize, deadline:
 pub async fn topic_count(bootstrap: &str, topic: &str) -> i64 {
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("client");
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("client");
         let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
         md.topics()[0]
             .partitions()
             .iter()
             .map(|p| {
-                let (lo, hi) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10)).expect("watermarks");
+                let (lo, hi) = consumer
+                    .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))
+                    .expect("watermarks");
                 hi - lo
             })
             .sum()
@@ -205,22 +228,38 @@ pub async fn produce_json(bootstrap: &str, topic: &str, values: &[serde_json::Va
     for v in values {
         let key = v["ticker"].as_str().unwrap_or_default().to_uppercase();
         let body = v.to_string();
-        p.send(FutureRecord::to(topic).key(&key).payload(&body), Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+        p.send(FutureRecord::to(topic).key(&key).payload(&body), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
     }
 }
 
 /// Produces one raw message (e.g. a poison message) and waits for its ack.
 pub async fn produce_raw(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
-    producer(bootstrap).send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+    producer(bootstrap)
+        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
 }
 
 fn producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new().set("bootstrap.servers", bootstrap).set("acks", "all").create().expect("producer")
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .create()
+        .expect("producer")
 }
 
 /// Reads `topic` from the beginning until a record satisfies `pred`; returns everything read up
 /// to and including it. Panics after `deadline`.
-pub async fn read_topic_until(bootstrap: &str, topic: &str, deadline: Duration, pred: impl Fn(&Record) -> bool) -> Vec<Record> {
+pub async fn read_topic_until(
+    bootstrap: &str,
+    topic: &str,
+    deadline: Duration,
+    pred: impl Fn(&Record) -> bool,
+) -> Vec<Record> {
     let end = Instant::now() + deadline;
     loop {
         let n = topic_count(bootstrap, topic).await as usize;
@@ -230,7 +269,10 @@ pub async fn read_topic_until(bootstrap: &str, topic: &str, deadline: Duration, 
                 return got[..=i].to_vec();
             }
         }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for a matching record on {topic}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for a matching record on {topic}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -260,7 +302,12 @@ pub fn promtool_check_metrics(text: &str) {
     };
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool check metrics failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A service started in-process on port 0 (any of ingest, analyzer, warmer).
@@ -281,13 +328,24 @@ impl Service {
 
     /// Its `/metrics` exposition.
     pub async fn metrics(&self) -> String {
-        http().get(self.url("/metrics")).send().await.expect("GET /metrics").text().await.expect("metrics body")
+        http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     /// Stops it and checks that it ended cleanly within 30 s (drain, commit, flush).
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle).await.expect("service stops within 30 s").unwrap().expect("service ends cleanly");
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("service stops within 30 s")
+            .unwrap()
+            .expect("service ends cleanly");
     }
 }
 
@@ -389,7 +447,11 @@ impl TestPrometheus {
     pub async fn start(config: &str) -> Option<Self> {
         let bin = ci_tool("prometheus", "prometheus")?;
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!("smart-prefetch-prom-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "smart-prefetch-prom-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let cfg_file = dir.join("prometheus.yml");
@@ -421,7 +483,12 @@ impl TestPrometheus {
     /// The result vector of an instant query (`data.result`); `Err` carries Prometheus's error
     /// (a bad expression), so a test can tell "no data yet" from "never will".
     pub async fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
-        let r = http().get(format!("{}/api/v1/query", self.base)).query(&[("query", promql)]).send().await.map_err(|e| e.to_string())?;
+        let r = http()
+            .get(format!("{}/api/v1/query", self.base))
+            .query(&[("query", promql)])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         let v: serde_json::Value = r.json().await.map_err(|e| e.to_string())?;
         if v["status"] != "success" {
             return Err(format!("{}: {}", v["errorType"], v["error"]));
@@ -437,5 +504,9 @@ impl TestPrometheus {
 
 /// The finite sample values of a query's result vector (NaN and ±Inf left out).
 pub fn finite_values(result: &[serde_json::Value]) -> Vec<f64> {
-    result.iter().filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok()).filter(|x| x.is_finite()).collect()
+    result
+        .iter()
+        .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+        .filter(|x| x.is_finite())
+        .collect()
 }

@@ -30,6 +30,10 @@ pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps/..");
     let p = dir.join(name);
-    assert!(p.exists(), "{} not built; run `cargo build --workspace --bins` (or `cargo test --workspace`)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built; run `cargo build --workspace --bins` (or `cargo test --workspace`)",
+        p.display()
+    );
     p
 }

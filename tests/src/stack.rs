@@ -21,11 +21,15 @@ pub async fn spawn_warmer(cfg: warmer::Config) -> Service {
 pub async fn spawn_upstream(stop: CancellationToken) -> String {
     let app = axum::Router::new().route(
         "/{module}/{ticker}",
-        get(|Path((module, ticker)): Path<(String, String)>| async move { Json(json!({"ticker": ticker, "module": module, "value": 42})) }),
+        get(|Path((module, ticker)): Path<(String, String)>| async move {
+            Json(json!({"ticker": ticker, "module": module, "value": 42}))
+        }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
+    tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+    });
     format!("http://{addr}/{{module}}/{{ticker}}")
 }
 

@@ -40,7 +40,8 @@ fn is_prediction_for(v: &Value, ticker: &str, module: &str) -> bool {
 async fn a_polling_dashboard_is_predicted_and_served_on_the_admin_api() {
     let kafka = TestKafka::start();
     let cfg = config(&kafka, "an-dash");
-    let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
+    let (events, predictions) =
+        (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
     let stats_topic = cfg.topics.stats_topic.clone();
     kafka.precreate(&events).await;
     produce_json(&kafka.bootstrap(), &events, &dashboard("AAPL", "price", Utc::now())).await;
@@ -49,7 +50,8 @@ async fn a_polling_dashboard_is_predicted_and_served_on_the_admin_api() {
     // A tick may run while only part of the hour has been folded (a lower confidence then);
     // once it is all in, a key polled every 60 s is near-certain within the horizon.
     let got = read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(60), |r| {
-        is_prediction_for(&r.value, "AAPL", "price") && r.value["confidence"].as_f64().unwrap() >= 0.8
+        is_prediction_for(&r.value, "AAPL", "price")
+            && r.value["confidence"].as_f64().unwrap() >= 0.8
     })
     .await;
     let p = &got.last().unwrap().value;
@@ -57,14 +59,28 @@ async fn a_polling_dashboard_is_predicted_and_served_on_the_admin_api() {
     for field in ["horizon_s", "generated_at", "reason"] {
         assert!(p.get(field).is_some(), "{field} missing: {p}");
     }
-    let listed: Value = http().get(an.url("/v1/predictions")).send().await.unwrap().json().await.unwrap();
-    assert!(listed["predictions"].as_array().unwrap().iter().any(|v| is_prediction_for(v, "AAPL", "price")), "{listed}");
+    let listed: Value =
+        http().get(an.url("/v1/predictions")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        listed["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| is_prediction_for(v, "AAPL", "price")),
+        "{listed}"
+    );
     let stats: Value = http().get(an.url("/v1/stats")).send().await.unwrap().json().await.unwrap();
     assert!(stats.to_string().contains("AAPL"), "top tickers name AAPL: {stats}");
     let metrics = http().get(an.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 60"), "{metrics}");
+    assert!(
+        metrics.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 60"),
+        "{metrics}"
+    );
     // The patterns snapshot also reaches the compacted stats topic, for the front door.
-    let snap = read_topic_until(&kafka.bootstrap(), &stats_topic, Duration::from_secs(30), |r| r.value["top_tickers"].to_string().contains("AAPL")).await;
+    let snap = read_topic_until(&kafka.bootstrap(), &stats_topic, Duration::from_secs(30), |r| {
+        r.value["top_tickers"].to_string().contains("AAPL")
+    })
+    .await;
     assert!(!snap.last().unwrap().key.is_empty(), "keyed by instance id");
     an.stop().await;
 }
@@ -75,14 +91,17 @@ async fn a_learned_sequence_is_predicted_as_soon_as_its_first_step_arrives() {
     let mut cfg = config(&kafka, "an-seq");
     // No tick during the test: whatever is published comes from the event-driven path.
     cfg.tick_interval = Duration::from_secs(3600);
-    let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
+    let (events, predictions) =
+        (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
     let an = spawn_analyzer(cfg).await;
     let start = Utc::now() - CDuration::minutes(50);
     let mut history = Vec::new();
     for s in 0..20 {
         let t = start + CDuration::minutes(2 * s);
         let client = format!("analyst-{s}");
-        history.push(json!({"ticker": "MSFT", "module": "price", "ts": t.to_rfc3339(), "client": client}));
+        history.push(
+            json!({"ticker": "MSFT", "module": "price", "ts": t.to_rfc3339(), "client": client}),
+        );
         history.push(json!({"ticker": "MSFT", "module": "chart", "ts": (t + CDuration::seconds(5)).to_rfc3339(), "client": client}));
     }
     produce_json(&kafka.bootstrap(), &events, &history).await;
@@ -102,7 +121,8 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_good_events_keep_flowin
     let (events, dlq) = (cfg.topics.query_events_topic.clone(), cfg.topics.dlq_topic.clone());
     let an = spawn_analyzer(cfg).await;
     produce_raw(&kafka.bootstrap(), &events, "X", b"this is not json").await;
-    produce_raw(&kafka.bootstrap(), &events, "X", br#"{"ticker":"BAD TICKER","module":"price"}"#).await;
+    produce_raw(&kafka.bootstrap(), &events, "X", br#"{"ticker":"BAD TICKER","module":"price"}"#)
+        .await;
     produce_json(&kafka.bootstrap(), &events, &dashboard("GOOD", "price", Utc::now())).await;
 
     let dead = read_topic(&kafka.bootstrap(), &dlq, 2, Duration::from_secs(30)).await;
@@ -126,11 +146,15 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_good_events_keep_flowin
 async fn a_restart_rebuilds_state_from_the_topic_and_keeps_predicting() {
     let kafka = TestKafka::start();
     let cfg = config(&kafka, "an-restart");
-    let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
+    let (events, predictions) =
+        (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
     kafka.precreate(&events).await;
     produce_json(&kafka.bootstrap(), &events, &dashboard("NVDA", "price", Utc::now())).await;
     let an = spawn_analyzer(cfg.clone()).await;
-    read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(60), |r| is_prediction_for(&r.value, "NVDA", "price")).await;
+    read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(60), |r| {
+        is_prediction_for(&r.value, "NVDA", "price")
+    })
+    .await;
     an.stop().await;
 
     // Same group: the new instance starts at the committed offset, with nothing new to read.
@@ -145,19 +169,35 @@ async fn a_restart_rebuilds_state_from_the_topic_and_keeps_predicting() {
     let listed_url = an.url("/v1/predictions");
     eventually(Duration::from_secs(30), "the restarted instance predicting NVDA", || async {
         let v: Value = http().get(&listed_url).send().await.ok()?.json().await.ok()?;
-        v["predictions"].as_array()?.iter().any(|p| is_prediction_for(p, "NVDA", "price")).then_some(())
+        v["predictions"]
+            .as_array()?
+            .iter()
+            .any(|p| is_prediction_for(p, "NVDA", "price"))
+            .then_some(())
     })
     .await;
-    assert!(topic_count(&kafka.bootstrap(), &predictions).await > before, "predictions resumed after the restart");
+    assert!(
+        topic_count(&kafka.bootstrap(), &predictions).await > before,
+        "predictions resumed after the restart"
+    );
     let m = http().get(&metrics_url).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 0"), "nothing re-folded as new: {m}");
+    assert!(
+        m.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 0"),
+        "nothing re-folded as new: {m}"
+    );
     an.stop().await;
 }
 
 /// Keys `(ticker, module)` an instance currently predicts.
 async fn predicted(an: &Service) -> Option<std::collections::BTreeSet<String>> {
     let v: Value = http().get(an.url("/v1/predictions")).send().await.ok()?.json().await.ok()?;
-    Some(v["predictions"].as_array()?.iter().map(|p| format!("{}:{}", p["ticker"].as_str().unwrap(), p["module"].as_str().unwrap())).collect())
+    Some(
+        v["predictions"]
+            .as_array()?
+            .iter()
+            .map(|p| format!("{}:{}", p["ticker"].as_str().unwrap(), p["module"].as_str().unwrap()))
+            .collect(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,15 +207,20 @@ async fn a_rebalance_hands_keys_over_between_instances() {
     cfg.top_n = Some(100);
     let events = cfg.topics.query_events_topic.clone();
     kafka.precreate(&events).await;
-    let tickers = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH", "III", "JJJ", "KKK", "LLL"];
+    let tickers =
+        ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG", "HHH", "III", "JJJ", "KKK", "LLL"];
     let now = Utc::now();
     for t in tickers {
         produce_json(&kafka.bootstrap(), &events, &dashboard(t, "price", now)).await;
     }
-    let all: std::collections::BTreeSet<String> = tickers.iter().map(|t| format!("{t}:price")).collect();
+    let all: std::collections::BTreeSet<String> =
+        tickers.iter().map(|t| format!("{t}:price")).collect();
 
     let a = spawn_analyzer(cfg.clone()).await;
-    eventually(Duration::from_secs(60), "A predicting every key", || async { (predicted(&a).await? == all).then_some(()) }).await;
+    eventually(Duration::from_secs(60), "A predicting every key", || async {
+        (predicted(&a).await? == all).then_some(())
+    })
+    .await;
 
     // B joins the group: the partitions split, each key is predicted by exactly one instance.
     let b = spawn_analyzer(cfg.clone()).await;
@@ -189,14 +234,21 @@ async fn a_rebalance_hands_keys_over_between_instances() {
 
     // B leaves: A takes its partitions back, rebuilds them from the topic, predicts them all.
     b.stop().await;
-    eventually(Duration::from_secs(90), "A predicting every key again", || async { (predicted(&a).await? == all).then_some(()) }).await;
+    eventually(Duration::from_secs(90), "A predicting every key again", || async {
+        (predicted(&a).await? == all).then_some(())
+    })
+    .await;
     a.stop().await;
 }
 
 /// Ticks the analyzer has run so far (the tick-duration histogram's count).
 async fn ticks(an: &Service) -> u64 {
     let metrics = http().get(an.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    metrics.lines().find_map(|l| l.strip_prefix("smart_prefetch_analyzer_tick_duration_seconds_count ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("smart_prefetch_analyzer_tick_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +256,8 @@ async fn refresh_ahead_warms_a_key_when_its_cached_copy_is_about_to_expire() {
     let kafka = TestKafka::start();
     let mut cfg = config(&kafka, "an-refresh");
     cfg.refresh_ahead = true;
-    let (events, predictions) = (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
+    let (events, predictions) =
+        (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
     kafka.precreate(&events).await;
     // A dashboard polling AAPL/price every 60 s, each query a miss the app fetched: the last
     // copy was fetched at `end - 60 s` and lives for the price TTL (60 s), until `end`.
@@ -212,21 +265,44 @@ async fn refresh_ahead_warms_a_key_when_its_cached_copy_is_about_to_expire() {
     produce_json(&kafka.bootstrap(), &events, &dashboard("AAPL", "price", end)).await;
     let an = spawn_analyzer(cfg).await;
     let folded = eventually(Duration::from_secs(60), "the hour folded", || async {
-        let listed: Value = http().get(an.url("/v1/predictions")).send().await.ok()?.json().await.ok()?;
-        (listed["watermark"].as_str()? == (end - CDuration::seconds(60)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)).then_some(())
+        let listed: Value =
+            http().get(an.url("/v1/predictions")).send().await.ok()?.json().await.ok()?;
+        (listed["watermark"].as_str()?
+            == (end - CDuration::seconds(60)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .then_some(())
     });
     folded.await;
     // Ticks at that event time find the copy fresh: nothing to warm.
     let before = ticks(&an).await;
-    eventually(Duration::from_secs(30), "three more ticks", || async { (ticks(&an).await >= before + 3).then_some(()) }).await;
-    let listed: Value = http().get(an.url("/v1/predictions")).send().await.unwrap().json().await.unwrap();
-    assert!(!listed["predictions"].as_array().unwrap().iter().any(|v| is_prediction_for(v, "AAPL", "price")), "fresh copy predicted: {listed}");
+    eventually(Duration::from_secs(30), "three more ticks", || async {
+        (ticks(&an).await >= before + 3).then_some(())
+    })
+    .await;
+    let listed: Value =
+        http().get(an.url("/v1/predictions")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        !listed["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| is_prediction_for(v, "AAPL", "price")),
+        "fresh copy predicted: {listed}"
+    );
 
     // Event time moves past the copy's expiry (another key's query): the dashboard key is due.
     let clock = end + CDuration::seconds(5);
-    produce_json(&kafka.bootstrap(), &events, &[json!({"ticker": "SPY", "module": "quote", "ts": clock.to_rfc3339(), "hit": true})]).await;
-    let got = read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(60), |r| is_prediction_for(&r.value, "AAPL", "price")).await;
-    let aapl: Vec<&Value> = got.iter().map(|r| &r.value).filter(|v| is_prediction_for(v, "AAPL", "price")).collect();
+    produce_json(
+        &kafka.bootstrap(),
+        &events,
+        &[json!({"ticker": "SPY", "module": "quote", "ts": clock.to_rfc3339(), "hit": true})],
+    )
+    .await;
+    let got = read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(60), |r| {
+        is_prediction_for(&r.value, "AAPL", "price")
+    })
+    .await;
+    let aapl: Vec<&Value> =
+        got.iter().map(|r| &r.value).filter(|v| is_prediction_for(v, "AAPL", "price")).collect();
     for p in &aapl {
         let at = DateTime::parse_from_rfc3339(p["generated_at"].as_str().unwrap()).unwrap();
         assert!(at >= clock - CDuration::seconds(1), "published while its copy was fresh: {p}");

@@ -11,9 +11,15 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Runs `prefetch args…` off the async runtime.
 async fn prefetch(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || std::process::Command::new(bin_path("prefetch")).args(&args).env_remove("PREFETCH_API_TOKEN").output().unwrap())
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin_path("prefetch"))
+            .args(&args)
+            .env_remove("PREFETCH_API_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -33,7 +39,10 @@ async fn the_original_commands_drive_a_running_pipeline() {
     let events: Vec<Value> = (0..60)
         .map(|i| json!({"ticker": "AAPL", "module": "price", "ts": (end - CDuration::seconds(60 * (60 - i))).to_rfc3339(), "client": "dash", "hit": false}))
         .collect();
-    assert_eq!(http().post(stack.ingest.url("/v1/events")).json(&events).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http().post(stack.ingest.url("/v1/events")).json(&events).send().await.unwrap().status(),
+        200
+    );
 
     let out = prefetch(&["record-query", "aapl", "price", "--hit", "--api", &api]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -48,7 +57,10 @@ async fn the_original_commands_drive_a_running_pipeline() {
     assert_eq!(status["cache_hits"], 1);
     let table = stdout(&prefetch(&["cache-status", "--api", &api]).await);
     assert!(table.contains("Good (50-200 queries)") && table.contains("Hit rate"), "{table}");
-    assert!(table.contains("What to do:") && table.contains("below 40%"), "1 hit in 61 queries needs advice: {table}");
+    assert!(
+        table.contains("What to do:") && table.contains("below 40%"),
+        "1 hit in 61 queries needs advice: {table}"
+    );
 
     let preds = eventually(WAIT, "AAPL in the predictions table", || async {
         let out = stdout(&prefetch(&["predictions", "--api", &api]).await);
@@ -65,18 +77,42 @@ async fn the_original_commands_drive_a_running_pipeline() {
     assert!(stats.contains("Top tickers:") && stats.contains("Top sequences:"), "{stats}");
 
     // Changing the config needs the token; an invalid change names the field and changes nothing.
-    let out = prefetch(&["prefetch-config", "--top", "5", "--confidence", "0.6", "--api", &api]).await;
+    let out =
+        prefetch(&["prefetch-config", "--top", "5", "--confidence", "0.6", "--api", &api]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("token"), "{}", stderr(&out));
-    let out = prefetch(&["prefetch-config", "--top", "5", "--confidence", "0.6", "--enable", "true", "--ttl", "chart=30", "--token", "tok", "--api", &api]).await;
+    let out = prefetch(&[
+        "prefetch-config",
+        "--top",
+        "5",
+        "--confidence",
+        "0.6",
+        "--enable",
+        "true",
+        "--ttl",
+        "chart=30",
+        "--token",
+        "tok",
+        "--api",
+        &api,
+    ])
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("Config changed") && stdout(&out).contains("chart=30"), "{}", stdout(&out));
-    let out = prefetch(&["prefetch-config", "--confidence", "2", "--token", "tok", "--api", &api]).await;
+    assert!(
+        stdout(&out).contains("Config changed") && stdout(&out).contains("chart=30"),
+        "{}",
+        stdout(&out)
+    );
+    let out =
+        prefetch(&["prefetch-config", "--confidence", "2", "--token", "tok", "--api", &api]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("min_confidence"), "{}", stderr(&out));
     let out = prefetch(&["prefetch-config", "--json", "--api", &api]).await;
     let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((cfg["config"]["top_n"].as_u64(), cfg["config"]["min_confidence"].as_f64()), (Some(5), Some(0.6)));
+    assert_eq!(
+        (cfg["config"]["top_n"].as_u64(), cfg["config"]["min_confidence"].as_f64()),
+        (Some(5), Some(0.6))
+    );
 
     let out = prefetch(&["prefetch-warmup", "--token", "tok", "--api", &api]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -86,11 +122,17 @@ async fn the_original_commands_drive_a_running_pipeline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_is_a_clear_error_with_its_own_exit_code() {
-    for cmd in ["cache-status", "prefetch-stats", "predictions", "prefetch-warmup", "prefetch-config"] {
+    for cmd in
+        ["cache-status", "prefetch-stats", "predictions", "prefetch-warmup", "prefetch-config"]
+    {
         let out = prefetch(&[cmd, "--api", "http://127.0.0.1:1"]).await;
         assert_eq!(out.status.code(), Some(3), "{cmd}");
         let err = stderr(&out);
-        assert!(err.contains("cannot reach the Smart Prefetch API at http://127.0.0.1:1") && err.contains("--api"), "{cmd}: {err}");
+        assert!(
+            err.contains("cannot reach the Smart Prefetch API at http://127.0.0.1:1")
+                && err.contains("--api"),
+            "{cmd}: {err}"
+        );
     }
     // A malformed flag value is a usage error (2), found before any request.
     let out = prefetch(&["prefetch-config", "--ttl", "chart", "--api", "http://127.0.0.1:1"]).await;
@@ -105,12 +147,30 @@ fn every_flag_of_the_api_commands_is_explained() {
         ("cache-status", &[][..]),
         ("predictions", &["--limit"][..]),
         ("record-query", &["--hit", "--client"][..]),
-        ("prefetch-config", &["--top", "--confidence", "--enable", "--hour-weights", "--market-tz", "--horizon", "--ttl", "--default-ttl"][..]),
+        (
+            "prefetch-config",
+            &[
+                "--top",
+                "--confidence",
+                "--enable",
+                "--hour-weights",
+                "--market-tz",
+                "--horizon",
+                "--ttl",
+                "--default-ttl",
+            ][..],
+        ),
     ] {
-        let out = std::process::Command::new(bin_path("prefetch")).args([cmd, "--help"]).output().unwrap();
+        let out = std::process::Command::new(bin_path("prefetch"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
         let help = String::from_utf8(out.stdout).unwrap();
         for flag in flags.iter().chain(own) {
-            let line = help.lines().position(|l| l.trim_start().starts_with(&format!("{flag} "))).unwrap_or_else(|| panic!("{cmd}: {flag} missing:\n{help}"));
+            let line = help
+                .lines()
+                .position(|l| l.trim_start().starts_with(&format!("{flag} ")))
+                .unwrap_or_else(|| panic!("{cmd}: {flag} missing:\n{help}"));
             let text: String = help.lines().skip(line).take(2).collect();
             assert!(text.split_whitespace().count() > 3, "{cmd}: {flag} unexplained:\n{help}");
         }

@@ -62,7 +62,16 @@ fn services() -> Vec<Service> {
             };
             let ports = strings(&s["ports"])
                 .iter()
-                .map(|p| p.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap_or_else(|_| panic!("port {p}")))
+                .map(|p| {
+                    p.rsplit(':')
+                        .next()
+                        .unwrap()
+                        .split('/')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("port {p}"))
+                })
                 .collect();
             Service {
                 name: text(name),
@@ -88,11 +97,15 @@ fn clap_of(command: &[String]) -> (clap::Command, Vec<String>) {
             let sub = command.get(1).expect("a prefetch subcommand");
             let cmd = prefetch::Cli::command()
                 .find_subcommand(sub)
-                .unwrap_or_else(|| panic!("compose runs `prefetch {sub}`, which the prefetch CLI does not have"))
+                .unwrap_or_else(|| {
+                    panic!("compose runs `prefetch {sub}`, which the prefetch CLI does not have")
+                })
                 .clone();
             (cmd, command[1..].to_vec())
         }
-        other => panic!("compose runs {other:?} from {IMAGE}, which is not a binary of the workspace"),
+        other => {
+            panic!("compose runs {other:?} from {IMAGE}, which is not a binary of the workspace")
+        }
     }
 }
 
@@ -103,16 +116,25 @@ fn parse(svc: &Service) -> clap::ArgMatches {
     let longs: BTreeSet<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
     for a in argv.iter().filter(|a| a.starts_with("--")) {
         let flag = a.trim_start_matches("--").split('=').next().unwrap();
-        assert!(longs.contains(flag), "{}: --{flag} is not a flag of `{}`", svc.name, svc.command.join(" "));
+        assert!(
+            longs.contains(flag),
+            "{}: --{flag} is not a flag of `{}`",
+            svc.name,
+            svc.command.join(" ")
+        );
     }
     for (var, value) in &svc.env {
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_env().is_some_and(|e| e == var.as_str()))
-            .unwrap_or_else(|| panic!("{}: {var} is read by no flag of `{}`", svc.name, svc.command[0]));
+            .unwrap_or_else(|| {
+                panic!("{}: {var} is read by no flag of `{}`", svc.name, svc.command[0])
+            });
         argv.push(format!("--{}={value}", arg.get_long().expect("env flags are long flags")));
     }
-    cmd.clone().try_get_matches_from(&argv).unwrap_or_else(|e| panic!("{}: `{}` does not parse:\n{e}", svc.name, argv.join(" ")))
+    cmd.clone()
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|e| panic!("{}: `{}` does not parse:\n{e}", svc.name, argv.join(" ")))
 }
 
 /// Port of a `host:port` or `[::]:port` value.
@@ -154,7 +176,8 @@ fn references<'a>(value: &'a str, names: &'a BTreeSet<String>) -> Vec<(&'a str, 
             if before.is_some_and(|c| !matches!(c, '/' | '@' | ',' | ' ' | '"' | '\'')) {
                 continue;
             }
-            let digits: String = value[i + name.len() + 1..].chars().take_while(char::is_ascii_digit).collect();
+            let digits: String =
+                value[i + name.len() + 1..].chars().take_while(char::is_ascii_digit).collect();
             if let Ok(p) = digits.parse() {
                 out.push((name.as_str(), p));
             }
@@ -168,16 +191,29 @@ fn every_flag_and_variable_exists_and_parses() {
     let svcs = services();
     let ours: Vec<&Service> = svcs.iter().filter(|s| s.image == IMAGE).collect();
     let bins: BTreeSet<&str> = ours.iter().map(|s| s.command[0].as_str()).collect();
-    assert_eq!(bins, BTreeSet::from(["analyzer", "ingest", "prefetch", "warmer"]), "the stack runs every binary");
+    assert_eq!(
+        bins,
+        BTreeSet::from(["analyzer", "ingest", "prefetch", "warmer"]),
+        "the stack runs every binary"
+    );
     for s in ours {
-        assert!(s.raw.contains_key("build"), "{}: runs {IMAGE}, so compose must be able to build it", s.name);
+        assert!(
+            s.raw.contains_key("build"),
+            "{}: runs {IMAGE}, so compose must be able to build it",
+            s.name
+        );
         // Defaults included: in a container, loopback is the container itself, so a default
         // such as `--warmer-url http://127.0.0.1:8082` must be overridden with a service name.
         let m = parse(s);
         for id in m.ids() {
             for v in m.try_get_raw(id.as_str()).ok().flatten().into_iter().flatten() {
                 let v = v.to_string_lossy();
-                assert!(!["127.0.0.1", "localhost", "[::1]"].iter().any(|l| v.contains(l)), "{}: --{} is {v}, a loopback address inside its container", s.name, id.as_str().replace('_', "-"));
+                assert!(
+                    !["127.0.0.1", "localhost", "[::1]"].iter().any(|l| v.contains(l)),
+                    "{}: --{} is {v}, a loopback address inside its container",
+                    s.name,
+                    id.as_str().replace('_', "-")
+                );
             }
         }
     }
@@ -188,27 +224,47 @@ fn ports_health_checks_and_references_match_where_services_listen() {
     let svcs = services();
     let listen = listen_ports(&svcs);
     let names: BTreeSet<String> = listen.keys().cloned().collect();
-    let by_name = |n: &str| svcs.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} service"));
+    let by_name =
+        |n: &str| svcs.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} service"));
     for s in &svcs {
         for p in &s.ports {
-            assert!(listen[&s.name].contains(p), "{}: publishes container port {p}, but listens on {:?}", s.name, listen[&s.name]);
+            assert!(
+                listen[&s.name].contains(p),
+                "{}: publishes container port {p}, but listens on {:?}",
+                s.name,
+                listen[&s.name]
+            );
         }
         if let Some(hc) = s.raw.get("healthcheck") {
             for part in strings(&hc["test"]) {
                 if let Some(rest) = part.strip_prefix("http://localhost:") {
                     let p: u16 = rest.split('/').next().unwrap().parse().unwrap();
-                    assert!(listen[&s.name].contains(&p), "{}: health check on port {p}, listens on {:?}", s.name, listen[&s.name]);
+                    assert!(
+                        listen[&s.name].contains(&p),
+                        "{}: health check on port {p}, listens on {:?}",
+                        s.name,
+                        listen[&s.name]
+                    );
                 }
             }
         }
         let values = s.env.values().chain(s.command.iter());
         for v in values {
             for (target, port) in references(v, &names) {
-                assert!(listen[target].contains(&port), "{}: {v:?} names {target}:{port}, but {target} listens on {:?}", s.name, listen[target]);
+                assert!(
+                    listen[target].contains(&port),
+                    "{}: {v:?} names {target}:{port}, but {target} listens on {:?}",
+                    s.name,
+                    listen[target]
+                );
                 if target == "kafka" && s.name != "kafka" {
                     // A client bootstraps there, then uses what the broker advertises for it.
                     let adv = &by_name("kafka").env["KAFKA_ADVERTISED_LISTENERS"];
-                    assert!(adv.contains(&format!("//kafka:{port}")), "{}: kafka:{port} is not advertised as kafka:{port} ({adv})", s.name);
+                    assert!(
+                        adv.contains(&format!("//kafka:{port}")),
+                        "{}: kafka:{port} is not advertised as kafka:{port} ({adv})",
+                        s.name
+                    );
                 }
             }
         }
@@ -221,21 +277,48 @@ fn ports_health_checks_and_references_match_where_services_listen() {
     // Each service reaches the others by the names used: the services' brokers are Kafka's
     // internal listener, the warmer's cache is the redis service, its upstream the demo data-api.
     for n in ["ingest", "analyzer", "warmer"] {
-        assert!(parse(by_name(n)).get_raw("brokers").unwrap().any(|b| b.to_string_lossy().starts_with("kafka:")), "{n} uses the kafka service");
+        assert!(
+            parse(by_name(n))
+                .get_raw("brokers")
+                .unwrap()
+                .any(|b| b.to_string_lossy().starts_with("kafka:")),
+            "{n} uses the kafka service"
+        );
     }
     let warmer = parse(by_name("warmer"));
-    let raw = |m: &clap::ArgMatches, id: &str| m.get_raw(id).unwrap().next().unwrap().to_string_lossy().into_owned();
-    assert!(raw(&warmer, "cache").starts_with("redis://redis:"), "the warmer caches in the redis service");
-    assert!(raw(&warmer, "upstream_url").starts_with("http://data-api:"), "the warmer's upstream is the data-api service");
+    let raw = |m: &clap::ArgMatches, id: &str| {
+        m.get_raw(id).unwrap().next().unwrap().to_string_lossy().into_owned()
+    };
+    assert!(
+        raw(&warmer, "cache").starts_with("redis://redis:"),
+        "the warmer caches in the redis service"
+    );
+    assert!(
+        raw(&warmer, "upstream_url").starts_with("http://data-api:"),
+        "the warmer's upstream is the data-api service"
+    );
     let demo = by_name("demo-traffic");
-    assert!(demo.command.iter().any(|a| a.starts_with("http://warmer:") || a.starts_with("http://ingest:")), "demo traffic goes to the warmer or ingest");
+    assert!(
+        demo.command
+            .iter()
+            .any(|a| a.starts_with("http://warmer:") || a.starts_with("http://ingest:")),
+        "demo traffic goes to the warmer or ingest"
+    );
     for n in ["data-api", "demo-traffic"] {
-        assert_eq!(strings(&by_name(n).raw["profiles"]), vec!["demo"], "{n} is in the demo profile only");
+        assert_eq!(
+            strings(&by_name(n).raw["profiles"]),
+            vec!["demo"],
+            "{n} is in the demo profile only"
+        );
     }
     for s in svcs.iter().filter(|s| !s.raw.contains_key("profiles")) {
         if let Some(Value::Mapping(deps)) = s.raw.get("depends_on") {
             for d in deps.keys() {
-                assert!(!by_name(&text(d)).raw.contains_key("profiles"), "{} (always on) depends on {d:?} (a profile)", s.name);
+                assert!(
+                    !by_name(&text(d)).raw.contains_key("profiles"),
+                    "{} (always on) depends on {d:?} (a profile)",
+                    s.name
+                );
             }
         }
     }
@@ -258,7 +341,9 @@ fn prometheus_scrapes_every_service_where_it_listens() {
                     assert_eq!(port, 9090, "only Prometheus scrapes itself on localhost");
                     continue;
                 }
-                let ports = listen.get(host).unwrap_or_else(|| panic!("scrape target {t} is not a compose service"));
+                let ports = listen
+                    .get(host)
+                    .unwrap_or_else(|| panic!("scrape target {t} is not a compose service"));
                 assert!(ports.contains(&port), "scrape target {t}: {host} listens on {ports:?}");
                 scraped.insert(host.to_owned());
             }
@@ -268,13 +353,23 @@ fn prometheus_scrapes_every_service_where_it_listens() {
         assert!(scraped.contains(&s.name), "Prometheus does not scrape {}", s.name);
     }
     // The prometheus service reads this very file and its rules from the mounted directory.
-    let p = svcs.iter().find(|s| s.image.starts_with("prom/prometheus:")).expect("a prometheus service");
-    let config = p.command.iter().find_map(|a| a.strip_prefix("--config.file=")).expect("--config.file");
+    let p = svcs
+        .iter()
+        .find(|s| s.image.starts_with("prom/prometheus:"))
+        .expect("a prometheus service");
+    let config =
+        p.command.iter().find_map(|a| a.strip_prefix("--config.file=")).expect("--config.file");
     let mounts = strings(&p.raw["volumes"]);
     let dir = config.rsplit_once('/').unwrap().0;
-    assert!(mounts.iter().any(|m| m.starts_with(&format!("./deploy/prometheus:{dir}"))), "{dir} is deploy/prometheus: {mounts:?}");
+    assert!(
+        mounts.iter().any(|m| m.starts_with(&format!("./deploy/prometheus:{dir}"))),
+        "{dir} is deploy/prometheus: {mounts:?}"
+    );
     for f in strings(&prom["rule_files"]) {
-        assert!(!f.starts_with('/'), "rule file {f} relative to the config, so promtool and the container agree");
+        assert!(
+            !f.starts_with('/'),
+            "rule file {f} relative to the config, so promtool and the container agree"
+        );
         assert!(repo_path(&format!("deploy/prometheus/{f}")).is_file(), "rule file {f}");
     }
 }
@@ -287,32 +382,56 @@ fn grafana_reads_prometheus_and_the_dashboard_uses_that_datasource() {
     let ds = &ds["datasources"][0];
     let url = ds["url"].as_str().unwrap();
     let (host, port) = url.strip_prefix("http://").unwrap().split_once(':').unwrap();
-    assert_eq!(listen.get(host).map(|p| p.contains(&port.parse().unwrap())), Some(true), "datasource {url} is the prometheus service");
+    assert_eq!(
+        listen.get(host).map(|p| p.contains(&port.parse().unwrap())),
+        Some(true),
+        "datasource {url} is the prometheus service"
+    );
     assert!(svcs.iter().find(|s| s.name == host).unwrap().image.starts_with("prom/prometheus:"));
     let uid = ds["uid"].as_str().unwrap();
 
-    let g = svcs.iter().find(|s| s.image.starts_with("grafana/grafana")).expect("a grafana service");
+    let g =
+        svcs.iter().find(|s| s.image.starts_with("grafana/grafana")).expect("a grafana service");
     let mounts = strings(&g.raw["volumes"]);
     let mount_of = |src: &str| {
-        mounts.iter().find_map(|m| m.strip_prefix(&format!("{src}:"))).map(|t| t.trim_end_matches(":ro").to_owned()).unwrap_or_else(|| panic!("{src} not mounted: {mounts:?}"))
+        mounts
+            .iter()
+            .find_map(|m| m.strip_prefix(&format!("{src}:")))
+            .map(|t| t.trim_end_matches(":ro").to_owned())
+            .unwrap_or_else(|| panic!("{src} not mounted: {mounts:?}"))
     };
     assert_eq!(mount_of("./deploy/grafana/provisioning"), "/etc/grafana/provisioning");
     let dashboards = mount_of("./deploy/grafana/dashboards");
     let provider = yaml("deploy/grafana/provisioning/dashboards/smart-prefetch.yml");
-    assert_eq!(provider["providers"][0]["options"]["path"].as_str(), Some(dashboards.as_str()), "the provider reads the mounted dashboards");
+    assert_eq!(
+        provider["providers"][0]["options"]["path"].as_str(),
+        Some(dashboards.as_str()),
+        "the provider reads the mounted dashboards"
+    );
     let home = &g.env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"];
-    let file = home.strip_prefix(&format!("{dashboards}/")).expect("home dashboard in the mounted folder");
+    let file =
+        home.strip_prefix(&format!("{dashboards}/")).expect("home dashboard in the mounted folder");
     assert!(repo_path(&format!("deploy/grafana/dashboards/{file}")).is_file(), "{home}");
 
-    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo_path("deploy/grafana/dashboards/smart-prefetch.json")).unwrap()).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("deploy/grafana/dashboards/smart-prefetch.json"))
+            .unwrap(),
+    )
+    .unwrap();
     let mut exprs = 0;
     for p in dash["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
         assert_eq!(p["datasource"]["uid"], uid, "panel {}", p["title"]);
-        let targets = p["targets"].as_array().unwrap_or_else(|| panic!("panel {} has no queries", p["title"]));
+        let targets = p["targets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("panel {} has no queries", p["title"]));
         assert!(!targets.is_empty(), "panel {} has no queries", p["title"]);
         for t in targets {
             assert_eq!(t["datasource"]["uid"], uid, "a query of panel {}", p["title"]);
-            assert!(t["expr"].as_str().is_some_and(|e| e.contains("smart_prefetch_")), "panel {}: {t}", p["title"]);
+            assert!(
+                t["expr"].as_str().is_some_and(|e| e.contains("smart_prefetch_")),
+                "panel {}: {t}",
+                p["title"]
+            );
             exprs += 1;
         }
     }
@@ -323,16 +442,29 @@ fn grafana_reads_prometheus_and_the_dashboard_uses_that_datasource() {
 fn the_dockerfile_builds_every_binary_the_stack_runs() {
     let dockerfile = std::fs::read_to_string(repo_path("Dockerfile")).unwrap();
     let build = dockerfile.lines().find(|l| l.contains("cargo build")).expect("a cargo build");
-    let copy = dockerfile.lines().find(|l| l.contains("cp target/release/")).expect("binaries copied out of the cache mount");
+    let copy = dockerfile
+        .lines()
+        .find(|l| l.contains("cp target/release/"))
+        .expect("binaries copied out of the cache mount");
     for s in services().iter().filter(|s| s.image == IMAGE) {
         let bin = &s.command[0];
-        assert!(build.contains(&format!("-p {bin}")), "{}: the Dockerfile does not build {bin}", s.name);
-        assert!(copy.contains(&format!("target/release/{bin} ")) || copy.contains(&format!("target/release/{bin}\t")), "{}: {bin} is not copied", s.name);
+        assert!(
+            build.contains(&format!("-p {bin}")),
+            "{}: the Dockerfile does not build {bin}",
+            s.name
+        );
+        assert!(
+            copy.contains(&format!("target/release/{bin} "))
+                || copy.contains(&format!("target/release/{bin}\t")),
+            "{}: {bin} is not copied",
+            s.name
+        );
         // The package of that name exists and has a binary of that name.
         let members = ["ingest", "analyzer", "warmer", "cli"];
         let has = members.iter().any(|m| {
             let toml = std::fs::read_to_string(repo_path(&format!("{m}/Cargo.toml"))).unwrap();
-            toml.contains(&format!("name = \"{bin}\"")) && repo_path(&format!("{m}/src/main.rs")).is_file()
+            toml.contains(&format!("name = \"{bin}\""))
+                && repo_path(&format!("{m}/src/main.rs")).is_file()
         });
         assert!(has, "no workspace package builds a binary {bin}");
     }
@@ -341,8 +473,23 @@ fn the_dockerfile_builds_every_binary_the_stack_runs() {
     assert!(runtime.contains(" curl"), "the compose health checks run curl in the image");
     // Nothing the build needs is excluded from the context.
     let ignore = std::fs::read_to_string(repo_path(".dockerignore")).unwrap();
-    for needed in ["Cargo.toml", "Cargo.lock", "common", "ingest", "analyzer", "warmer", "cli", "tests", "testkit", "bench", "docs"] {
-        assert!(!ignore.lines().any(|l| l.trim().trim_end_matches('/') == needed), ".dockerignore drops {needed}");
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "common",
+        "ingest",
+        "analyzer",
+        "warmer",
+        "cli",
+        "tests",
+        "testkit",
+        "bench",
+        "docs",
+    ] {
+        assert!(
+            !ignore.lines().any(|l| l.trim().trim_end_matches('/') == needed),
+            ".dockerignore drops {needed}"
+        );
     }
 }
 
@@ -352,7 +499,11 @@ fn every_mounted_file_is_in_the_repository() {
         if let Some(v) = s.raw.get("volumes") {
             for m in strings(v).iter().filter(|m| m.starts_with("./")) {
                 let src = m.split(':').next().unwrap();
-                assert!(repo_path(src.trim_start_matches("./")).exists(), "{}: mounts missing {src}", s.name);
+                assert!(
+                    repo_path(src.trim_start_matches("./")).exists(),
+                    "{}: mounts missing {src}",
+                    s.name
+                );
             }
         }
     }

@@ -22,17 +22,27 @@ const INTERVAL_S: u64 = 5;
 /// variables replaced the way Grafana replaces them for this scrape interval:
 /// `$__rate_interval = max($__interval + scrape interval, 4 × scrape interval)`.
 fn dashboard_queries() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(repo_path("deploy/grafana/dashboards/smart-prefetch.json")).unwrap();
+    let text = std::fs::read_to_string(repo_path("deploy/grafana/dashboards/smart-prefetch.json"))
+        .unwrap();
     let dash: Value = serde_json::from_str(&text).unwrap();
     let rate_interval = (INTERVAL_S + SCRAPE_S).max(4 * SCRAPE_S);
     let mut out = Vec::new();
     for p in dash["panels"].as_array().unwrap() {
         for t in p["targets"].as_array().into_iter().flatten() {
-            let expr = t["expr"].as_str().unwrap()
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
                 .replace("$__rate_interval", &format!("{rate_interval}s"))
                 .replace("$__interval", &format!("{INTERVAL_S}s"));
-            assert!(!expr.contains('$'), "panel {}: a variable this test does not know how to fill: {expr}", p["title"]);
-            out.push((format!("{} [{}]", p["title"].as_str().unwrap(), t["refId"].as_str().unwrap()), expr));
+            assert!(
+                !expr.contains('$'),
+                "panel {}: a variable this test does not know how to fill: {expr}",
+                p["title"]
+            );
+            out.push((
+                format!("{} [{}]", p["title"].as_str().unwrap(), t["refId"].as_str().unwrap()),
+                expr,
+            ));
         }
     }
     assert!(out.len() >= 20, "{} dashboard queries", out.len());
@@ -46,13 +56,19 @@ fn prometheus_config(targets: &BTreeMap<&str, std::net::SocketAddr>) -> String {
     let mut cfg: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     cfg["global"]["scrape_interval"] = format!("{SCRAPE_S}s").into();
     cfg["global"]["evaluation_interval"] = format!("{SCRAPE_S}s").into();
-    cfg["rule_files"] = serde_yaml::Value::Sequence(vec![repo_path("deploy/prometheus/rules.yml").display().to_string().into()]);
+    cfg["rule_files"] = serde_yaml::Value::Sequence(vec![repo_path("deploy/prometheus/rules.yml")
+        .display()
+        .to_string()
+        .into()]);
     let jobs = cfg["scrape_configs"].as_sequence_mut().unwrap();
     jobs.retain(|j| j["job_name"] != "prometheus");
     for job in jobs.iter_mut() {
         let name = job["job_name"].as_str().unwrap().to_owned();
-        let addr = targets.get(name.as_str()).unwrap_or_else(|| panic!("production scrape job {name} has no service under test"));
-        job["static_configs"] = serde_yaml::from_str(&format!("[{{targets: ['{addr}']}}]")).unwrap();
+        let addr = targets
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("production scrape job {name} has no service under test"));
+        job["static_configs"] =
+            serde_yaml::from_str(&format!("[{{targets: ['{addr}']}}]")).unwrap();
     }
     assert_eq!(jobs.len(), targets.len(), "a production scrape job per service");
     serde_yaml::to_string(&cfg).unwrap()
@@ -60,7 +76,9 @@ fn prometheus_config(targets: &BTreeMap<&str, std::net::SocketAddr>) -> String {
 
 /// A local upstream data API answering every key with a small JSON body.
 async fn upstream() -> std::net::SocketAddr {
-    let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move { axum::Json(json!({"path": uri.path(), "price": 1.0})) });
+    let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+        axum::Json(json!({"path": uri.path(), "price": 1.0}))
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -94,7 +112,8 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
     let topics = unique_topics("dash");
     kafka.prepare(&topics);
     let up = upstream().await;
-    let cache_dir = std::env::temp_dir().join(format!("smart-prefetch-dash-cache-{}", std::process::id()));
+    let cache_dir =
+        std::env::temp_dir().join(format!("smart-prefetch-dash-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache_dir);
 
     let mut icfg = ingest::Config::new(kafka.bootstrap());
@@ -128,16 +147,30 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
     wcfg.sweep_interval = Duration::from_millis(200);
     let warmer = spawn_service("warmer", |l, t| warmer::serve(wcfg, l, t)).await;
 
-    let targets = BTreeMap::from([("ingest", ingest.addr), ("analyzer", analyzer.addr), ("warmer", warmer.addr)]);
-    let prom = TestPrometheus::start(&prometheus_config(&targets)).await.expect("prometheus (checked above)");
-    eventually(Duration::from_secs(60), "prometheus scraping all three services (sum(up) == 3)", || async {
-        (prom.value("sum(up)").await == Some(3.0)).then_some(())
-    })
+    let targets = BTreeMap::from([
+        ("ingest", ingest.addr),
+        ("analyzer", analyzer.addr),
+        ("warmer", warmer.addr),
+    ]);
+    let prom = TestPrometheus::start(&prometheus_config(&targets))
+        .await
+        .expect("prometheus (checked above)");
+    eventually(
+        Duration::from_secs(60),
+        "prometheus scraping all three services (sum(up) == 3)",
+        || async { (prom.value("sum(up)").await == Some(3.0)).then_some(()) },
+    )
     .await;
 
     // An hour of a polling dashboard, so the analyzer predicts those keys with confidence.
     let keys = [("AAPL", "price"), ("MSFT", "price"), ("NVDA", "chart")];
-    let r = http().post(ingest.url("/v1/events")).header("content-type", "application/x-ndjson").body(polled_history(&keys)).send().await.unwrap();
+    let r = http()
+        .post(ingest.url("/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .body(polled_history(&keys))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
     // Live traffic until every query has answered: the app's queries of the predicted keys
@@ -145,7 +178,8 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
     // (a miss for each new key, then hits).
     let stop = tokio_util::sync::CancellationToken::new();
     let traffic = {
-        let (stop, ingest_url, warmer_url) = (stop.clone(), ingest.url("/v1/events"), warmer.url("/v1/cache"));
+        let (stop, ingest_url, warmer_url) =
+            (stop.clone(), ingest.url("/v1/events"), warmer.url("/v1/cache"));
         tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.is_cancelled() {
@@ -155,9 +189,14 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
                     .enumerate()
                     .map(|(i, (t, m))| json!({"ticker": t, "module": m, "hit": (HITS[(n as usize + i) % HITS.len()]), "client": "app"}))
                     .collect();
-                let r = http().post(&ingest_url).json(&batch).send().await.expect("POST /v1/events");
+                let r =
+                    http().post(&ingest_url).json(&batch).send().await.expect("POST /v1/events");
                 assert_eq!(r.status(), 200);
-                let r = http().get(format!("{warmer_url}/news/R{}", n / 4)).send().await.expect("GET read-through");
+                let r = http()
+                    .get(format!("{warmer_url}/news/R{}", n / 4))
+                    .send()
+                    .await
+                    .expect("GET read-through");
                 assert_eq!(r.status(), 200);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -195,9 +234,24 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
     }
 
     // The alert rules evaluate against the same series without error.
-    let rules: Value = http().get(format!("{}/api/v1/rules", prom.base)).send().await.unwrap().json().await.unwrap();
-    let rules: Vec<&Value> = rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
-    let alerts = std::fs::read_to_string(repo_path("deploy/prometheus/rules.yml")).unwrap().matches("- alert:").count();
+    let rules: Value = http()
+        .get(format!("{}/api/v1/rules", prom.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rules: Vec<&Value> = rules["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    let alerts = std::fs::read_to_string(repo_path("deploy/prometheus/rules.yml"))
+        .unwrap()
+        .matches("- alert:")
+        .count();
     assert_eq!(rules.len(), alerts, "the production alert rules are loaded");
     for r in rules {
         assert_eq!(r["health"], "ok", "alert {} does not evaluate: {}", r["name"], r["lastError"]);

@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 fn ingest_cmd(kafka: &TestKafka, topics: &prefetch_common::kafka::TopicArgs) -> Command {
     let mut c = Command::new(bin_path("ingest"));
     c.args(["--brokers", &kafka.bootstrap(), "--topic-partitions", "3"])
-        .args(["--query-events-topic", &topics.query_events_topic, "--predictions-topic", &topics.predictions_topic])
+        .args([
+            "--query-events-topic",
+            &topics.query_events_topic,
+            "--predictions-topic",
+            &topics.predictions_topic,
+        ])
         .args(["--config-topic", &topics.config_topic, "--stats-topic", &topics.stats_topic])
         .env("LOG_FORMAT", "text")
         .env_remove("RUST_LOG");
@@ -43,15 +48,29 @@ async fn replay_from_file_skips_bad_lines_by_number_and_lands_the_rest() {
 
     let out = ingest_cmd(&kafka, &topics).arg("--from").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "skipped lines make the exit code non-zero; stderr:\n{stderr}");
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "skipped lines make the exit code non-zero; stderr:\n{stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(summary, json!({"lines": 299, "produced": good, "invalid": 2, "failed": 0}));
-    assert!(stderr.contains("line=5") && stderr.contains("line=17"), "bad lines named by number:\n{stderr}");
+    assert!(
+        stderr.contains("line=5") && stderr.contains("line=17"),
+        "bad lines named by number:\n{stderr}"
+    );
     assert!(stderr.contains("2 invalid line(s) skipped"), "{stderr}");
 
     assert_eq!(topic_count(&kafka.bootstrap(), &topics.query_events_topic).await, good as i64);
-    let got = read_topic(&kafka.bootstrap(), &topics.query_events_topic, good, Duration::from_secs(20)).await;
-    let aapl: Vec<String> = got.iter().filter(|r| r.key == "AAPL").map(|r| r.value["ts"].as_str().unwrap().to_owned()).collect();
+    let got =
+        read_topic(&kafka.bootstrap(), &topics.query_events_topic, good, Duration::from_secs(20))
+            .await;
+    let aapl: Vec<String> = got
+        .iter()
+        .filter(|r| r.key == "AAPL")
+        .map(|r| r.value["ts"].as_str().unwrap().to_owned())
+        .collect();
     let mut sorted = aapl.clone();
     sorted.sort();
     assert_eq!(aapl, sorted, "a ticker's events keep log order");
@@ -63,7 +82,13 @@ async fn replay_from_stdin() {
     let kafka = TestKafka::start();
     let topics = unique_topics("replay-stdin");
     kafka.prepare(&topics);
-    let mut child = ingest_cmd(&kafka, &topics).args(["--from", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = ingest_cmd(&kafka, &topics)
+        .args(["--from", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     for i in 0..25 {
         writeln!(stdin, "{}", json!({"ticker": format!("T{i}"), "module": "news"})).unwrap();
@@ -82,18 +107,40 @@ async fn sigterm_drains_and_exits_cleanly_with_every_acknowledged_event_on_the_t
     let topics = unique_topics("sigterm");
     kafka.prepare(&topics);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = ingest_cmd(&kafka, &topics).args(["--listen", &format!("127.0.0.1:{port}")]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = ingest_cmd(&kafka, &topics)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     eventually(Duration::from_secs(30), "binary ready", || async {
-        http().get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status() == 200).map(|_| ())
+        http()
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
     })
     .await;
-    let body: String = (0..500).map(|i| format!("{}\n", json!({"ticker": format!("K{}", i % 7), "module": "price"}))).collect();
-    let r = http().post(format!("{base}/v1/events")).header("content-type", "application/x-ndjson").body(body).send().await.unwrap();
+    let body: String = (0..500)
+        .map(|i| format!("{}\n", json!({"ticker": format!("K{}", i % 7), "module": "price"})))
+        .collect();
+    let r = http()
+        .post(format!("{base}/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     let started = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;

@@ -36,16 +36,30 @@ async fn original_record_action_lands_exactly_that_event() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(body, json!({"status": "recorded", "ticker": "AAPL", "module": "price", "hit": true}));
+    assert_eq!(
+        body,
+        json!({"status": "recorded", "ticker": "AAPL", "module": "price", "hit": true})
+    );
 
     let got = read_topic(&kafka.bootstrap(), &topic, 1, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].key, "AAPL");
     let v = &got[0].value;
-    assert_eq!((v["ticker"].as_str(), v["module"].as_str(), v["hit"].as_bool()), (Some("AAPL"), Some("price"), Some(true)));
-    let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap()).expect("ingest stamps an RFC 3339 ts");
-    assert!((chrono::Utc::now() - ts.to_utc()).num_seconds().abs() < 60, "stamped with ingest's clock");
-    assert_eq!(v.as_object().unwrap().len(), 4, "no client or latency was sent, none is invented: {v}");
+    assert_eq!(
+        (v["ticker"].as_str(), v["module"].as_str(), v["hit"].as_bool()),
+        (Some("AAPL"), Some("price"), Some(true))
+    );
+    let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().unwrap())
+        .expect("ingest stamps an RFC 3339 ts");
+    assert!(
+        (chrono::Utc::now() - ts.to_utc()).num_seconds().abs() < 60,
+        "stamped with ingest's clock"
+    );
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        4,
+        "no client or latency was sent, none is invented: {v}"
+    );
     assert_eq!(topic_count(&kafka.bootstrap(), &topic).await, 1, "exactly one message");
     ingest.stop().await;
 }
@@ -92,7 +106,11 @@ async fn batches_as_json_array_and_ndjson_land_whole_and_keyed_by_ticker() {
     let brk: Vec<i64> = got
         .iter()
         .filter(|r| r.key == "BRK.B")
-        .map(|r| chrono::DateTime::parse_from_rfc3339(r.value["ts"].as_str().unwrap()).unwrap().timestamp_millis())
+        .map(|r| {
+            chrono::DateTime::parse_from_rfc3339(r.value["ts"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis()
+        })
         .collect();
     assert_eq!(brk, (0..40).map(|i| 1773066610000i64 + i).collect::<Vec<_>>());
     ingest.stop().await;
@@ -110,55 +128,239 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_reaches_the_topic
     let record = ingest.url("/api/v1/smart-prefetch?action=record");
     let future = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
     let big = "x".repeat(9 * 1024 * 1024);
-    let big_ndjson = format!("{}\n", json!({"ticker": "A", "module": "price"})).repeat(9 * 1024 * 1024 / 28 + 1);
+    let big_ndjson =
+        format!("{}\n", json!({"ticker": "A", "module": "price"})).repeat(9 * 1024 * 1024 / 28 + 1);
 
     // (url, content type, body, status, error code, field expected in problems)
     let cases: Vec<(&str, &str, String, u16, &str, Option<&str>)> = vec![
-        (&events, JSON, json!({"ticker": "AAPL; rm -rf /", "module": "price"}).to_string(), 400, "invalid_events", Some("ticker")),
-        (&events, JSON, json!({"ticker": "$(curl evil)", "module": "price"}).to_string(), 400, "invalid_events", Some("ticker")),
-        (&events, JSON, json!({"ticker": "A`id`", "module": "price"}).to_string(), 400, "invalid_events", Some("ticker")),
-        (&events, JSON, json!({"ticker": "AAPL", "module": "price && reboot"}).to_string(), 400, "invalid_events", Some("module")),
-        (&events, JSON, json!({"ticker": "Ünïcödé", "module": "price"}).to_string(), 400, "invalid_events", Some("ticker")),
-        (&events, JSON, json!({"ticker": "AAPL", "module": "价格"}).to_string(), 400, "invalid_events", Some("module")),
-        (&events, JSON, json!({"ticker": 123, "module": "price"}).to_string(), 400, "invalid_events", Some("ticker")),
-        (&events, JSON, json!({"ticker": "AAPL", "module": "price", "hit": "yes"}).to_string(), 400, "invalid_events", Some("hit")),
-        (&events, JSON, json!({"ticker": "", "module": "price"}).to_string(), 400, "invalid_events", Some("ticker")),
-        (&events, JSON, json!({"ticker": "AAPL", "module": ""}).to_string(), 400, "invalid_events", Some("module")),
-        (&events, JSON, json!({"ticker": "A".repeat(21), "module": "price"}).to_string(), 400, "invalid_events", Some("ticker")),
-        (&events, JSON, json!({"ticker": "AAPL", "module": "m".repeat(65)}).to_string(), 400, "invalid_events", Some("module")),
-        (&events, JSON, json!({"ticker": "AAPL", "module": "price", "client": "c".repeat(129)}).to_string(), 400, "invalid_events", Some("client")),
-        (&events, JSON, json!({"ticker": "AAPL", "module": "price", "ts": "not a time"}).to_string(), 400, "invalid_events", Some("ts")),
-        (&events, JSON, json!({"ticker": "AAPL", "module": "price", "ts": future}).to_string(), 400, "invalid_events", Some("ts")),
-        (&events, JSON, json!({"ticker": "AAPL", "module": "price", "ts": 1773066600}).to_string(), 400, "invalid_events", Some("ts")),
-        (&events, JSON, json!([{"ticker": "GOOD", "module": "price"}, {"ticker": "BAD!", "module": "price"}]).to_string(), 400, "invalid_events", Some("ticker")),
-        (&events, NDJSON, "{\"ticker\":\"GOOD\",\"module\":\"price\"}\n{\"ticker\":\"GOOD\"\n".into(), 400, "invalid_events", Some("event")),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL; rm -rf /", "module": "price"}).to_string(),
+            400,
+            "invalid_events",
+            Some("ticker"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "$(curl evil)", "module": "price"}).to_string(),
+            400,
+            "invalid_events",
+            Some("ticker"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "A`id`", "module": "price"}).to_string(),
+            400,
+            "invalid_events",
+            Some("ticker"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL", "module": "price && reboot"}).to_string(),
+            400,
+            "invalid_events",
+            Some("module"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "Ünïcödé", "module": "price"}).to_string(),
+            400,
+            "invalid_events",
+            Some("ticker"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL", "module": "价格"}).to_string(),
+            400,
+            "invalid_events",
+            Some("module"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": 123, "module": "price"}).to_string(),
+            400,
+            "invalid_events",
+            Some("ticker"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL", "module": "price", "hit": "yes"}).to_string(),
+            400,
+            "invalid_events",
+            Some("hit"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "", "module": "price"}).to_string(),
+            400,
+            "invalid_events",
+            Some("ticker"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL", "module": ""}).to_string(),
+            400,
+            "invalid_events",
+            Some("module"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "A".repeat(21), "module": "price"}).to_string(),
+            400,
+            "invalid_events",
+            Some("ticker"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL", "module": "m".repeat(65)}).to_string(),
+            400,
+            "invalid_events",
+            Some("module"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL", "module": "price", "client": "c".repeat(129)}).to_string(),
+            400,
+            "invalid_events",
+            Some("client"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL", "module": "price", "ts": "not a time"}).to_string(),
+            400,
+            "invalid_events",
+            Some("ts"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL", "module": "price", "ts": future}).to_string(),
+            400,
+            "invalid_events",
+            Some("ts"),
+        ),
+        (
+            &events,
+            JSON,
+            json!({"ticker": "AAPL", "module": "price", "ts": 1773066600}).to_string(),
+            400,
+            "invalid_events",
+            Some("ts"),
+        ),
+        (
+            &events,
+            JSON,
+            json!([{"ticker": "GOOD", "module": "price"}, {"ticker": "BAD!", "module": "price"}])
+                .to_string(),
+            400,
+            "invalid_events",
+            Some("ticker"),
+        ),
+        (
+            &events,
+            NDJSON,
+            "{\"ticker\":\"GOOD\",\"module\":\"price\"}\n{\"ticker\":\"GOOD\"\n".into(),
+            400,
+            "invalid_events",
+            Some("event"),
+        ),
         (&events, JSON, "{not json".into(), 400, "invalid_events", Some("event")),
         (&events, JSON, "[]".into(), 400, "empty_batch", None),
         (&events, JSON, format!("\"{big}\""), 413, "payload_too_large", None),
         (&events, NDJSON, big_ndjson, 413, "payload_too_large", None),
-        (&events, "text/plain", json!({"ticker": "AAPL", "module": "price"}).to_string(), 415, "unsupported_media_type", None),
-        (&events, "application/x-www-form-urlencoded", "ticker=AAPL&module=price".into(), 415, "unsupported_media_type", None),
-        (&record, NDJSON, json!({"ticker": "AAPL", "module": "price"}).to_string(), 415, "unsupported_media_type", None),
-        (&record, JSON, json!({"ticker": "AAPL|cat /etc/passwd", "module": "price", "hit": false}).to_string(), 400, "invalid_events", Some("ticker")),
-        (&record, JSON, json!({"ticker": "AAPL", "hit": 1}).to_string(), 400, "invalid_events", Some("module")),
+        (
+            &events,
+            "text/plain",
+            json!({"ticker": "AAPL", "module": "price"}).to_string(),
+            415,
+            "unsupported_media_type",
+            None,
+        ),
+        (
+            &events,
+            "application/x-www-form-urlencoded",
+            "ticker=AAPL&module=price".into(),
+            415,
+            "unsupported_media_type",
+            None,
+        ),
+        (
+            &record,
+            NDJSON,
+            json!({"ticker": "AAPL", "module": "price"}).to_string(),
+            415,
+            "unsupported_media_type",
+            None,
+        ),
+        (
+            &record,
+            JSON,
+            json!({"ticker": "AAPL|cat /etc/passwd", "module": "price", "hit": false}).to_string(),
+            400,
+            "invalid_events",
+            Some("ticker"),
+        ),
+        (
+            &record,
+            JSON,
+            json!({"ticker": "AAPL", "hit": 1}).to_string(),
+            400,
+            "invalid_events",
+            Some("module"),
+        ),
     ];
     for (url, ct, body, want_status, want_error, want_field) in cases {
         let shown: String = body.chars().take(80).collect();
         let (status, resp) = post(url, ct, body).await;
         assert_eq!(status, want_status, "{ct} {shown}: {resp}");
         assert_eq!(resp["error"], want_error, "{shown}: {resp}");
-        assert!(!resp["message"].as_str().unwrap_or("").is_empty(), "{shown}: a message for people");
+        assert!(
+            !resp["message"].as_str().unwrap_or("").is_empty(),
+            "{shown}: a message for people"
+        );
         if let Some(field) = want_field {
-            let problems = resp["problems"].as_array().unwrap_or_else(|| panic!("{shown}: no problems listed: {resp}"));
-            assert!(problems.iter().any(|p| p["field"] == field), "{shown}: field {field} not named: {resp}");
-            assert!(problems.iter().all(|p| p.get("index").is_some() || p.get("line").is_some() || url == &record || ct == JSON),
-                "{shown}: problems are located: {resp}");
+            let problems = resp["problems"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{shown}: no problems listed: {resp}"));
+            assert!(
+                problems.iter().any(|p| p["field"] == field),
+                "{shown}: field {field} not named: {resp}"
+            );
+            assert!(
+                problems.iter().all(|p| p.get("index").is_some()
+                    || p.get("line").is_some()
+                    || url == &record
+                    || ct == JSON),
+                "{shown}: problems are located: {resp}"
+            );
         }
     }
     // The mixed batch names index 1; the NDJSON one names line 2.
-    let (_, resp) = post(&events, JSON, json!([{"ticker": "GOOD", "module": "price"}, {"ticker": "BAD!", "module": "price"}]).to_string()).await;
+    let (_, resp) = post(
+        &events,
+        JSON,
+        json!([{"ticker": "GOOD", "module": "price"}, {"ticker": "BAD!", "module": "price"}])
+            .to_string(),
+    )
+    .await;
     assert_eq!(resp["problems"][0]["index"], 1, "{resp}");
-    let (_, resp) = post(&events, NDJSON, "{\"ticker\":\"GOOD\",\"module\":\"price\"}\n{\"ticker\":\"GOOD\"\n").await;
+    let (_, resp) =
+        post(&events, NDJSON, "{\"ticker\":\"GOOD\",\"module\":\"price\"}\n{\"ticker\":\"GOOD\"\n")
+            .await;
     assert_eq!(resp["problems"][0]["line"], 2, "{resp}");
     // Unknown actions list the available ones.
     let r = get(ingest.url("/api/v1/smart-prefetch?action=explode")).await.unwrap();
@@ -167,14 +369,18 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_reaches_the_topic
     assert!(v["available"].as_array().unwrap().iter().any(|a| a == "record"), "{v}");
 
     // Nothing of the above was produced: after one good sentinel the topic holds exactly it.
-    let (status, _) = post(&events, JSON, json!({"ticker": "SENTINEL", "module": "price"}).to_string()).await;
+    let (status, _) =
+        post(&events, JSON, json!({"ticker": "SENTINEL", "module": "price"}).to_string()).await;
     assert_eq!(status, 200);
     assert_eq!(topic_count(&kafka.bootstrap(), &topic).await, 1);
     let got = read_topic(&kafka.bootstrap(), &topic, 1, Duration::from_secs(20)).await;
     assert_eq!(got[0].key, "SENTINEL");
 
     let metrics = get(ingest.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("smart_prefetch_ingest_requests_rejected_total{reason=\"too_large\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("smart_prefetch_ingest_requests_rejected_total{reason=\"too_large\"} 2"),
+        "{metrics}"
+    );
     assert!(metrics.contains("smart_prefetch_ingest_events_accepted_total 1"), "{metrics}");
     ingest.stop().await;
 }
@@ -185,7 +391,8 @@ async fn health_readiness_and_metrics_exposition() {
     let ingest = spawn_ingest(config(&kafka, "health")).await;
     assert_eq!(get(ingest.url("/healthz")).await.unwrap().status(), 200);
     assert_eq!(get(ingest.url("/readyz")).await.unwrap().status(), 200);
-    let (status, _) = post(&ingest.url("/v1/events"), JSON, r#"{"ticker":"AAPL","module":"price"}"#).await;
+    let (status, _) =
+        post(&ingest.url("/v1/events"), JSON, r#"{"ticker":"AAPL","module":"price"}"#).await;
     assert_eq!(status, 200);
     let r = get(ingest.url("/metrics")).await.unwrap();
     assert!(r.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));

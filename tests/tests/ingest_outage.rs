@@ -109,7 +109,10 @@ async fn kafka_outage_gives_503_with_retry_after_and_recovers() {
     assert_eq!(r.headers()["retry-after"], "5");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "kafka_unavailable", "{body}");
-    assert!(waited < Duration::from_secs(6), "the wait is bounded by --produce-timeout (2s): took {waited:?}");
+    assert!(
+        waited < Duration::from_secs(6),
+        "the wait is bounded by --produce-timeout (2s): took {waited:?}"
+    );
     let ready = http().get(ingest.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "not ready while Kafka is down");
 

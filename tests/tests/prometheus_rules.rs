@@ -12,7 +12,8 @@ use std::process::Command;
 fn promtool(args: &[&str], dir: &Path) -> Option<String> {
     let bin = ci_tool("promtool", "prometheus")?;
     let out = Command::new(bin).args(args).current_dir(dir).output().expect("run promtool");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool {} failed:\n{text}", args.join(" "));
     Some(text)
 }
@@ -52,16 +53,29 @@ fn every_alert_passes_its_unit_tests() {
 #[test]
 fn every_alert_has_a_case_that_fires_and_one_that_does_not() {
     let alerts = alert_names();
-    for wanted in ["SmartPrefetchHitRatioLow", "SmartPrefetchUpstreamErrors", "SmartPrefetchConsumerLagGrowing", "SmartPrefetchNoPredictions", "SmartPrefetchServiceDown"] {
+    for wanted in [
+        "SmartPrefetchHitRatioLow",
+        "SmartPrefetchUpstreamErrors",
+        "SmartPrefetchConsumerLagGrowing",
+        "SmartPrefetchNoPredictions",
+        "SmartPrefetchServiceDown",
+    ] {
         assert!(alerts.contains(wanted), "rules.yml lost {wanted}: {alerts:?}");
     }
     let tests = yaml("deploy/prometheus/rules_test.yml");
-    assert_eq!(tests["rule_files"][0].as_str(), Some("rules.yml"), "the unit tests load the deployed rules");
+    assert_eq!(
+        tests["rule_files"][0].as_str(),
+        Some("rules.yml"),
+        "the unit tests load the deployed rules"
+    );
     let (mut fires, mut silent) = (BTreeSet::new(), BTreeSet::new());
     for t in tests["tests"].as_sequence().expect("tests") {
         for case in t["alert_rule_test"].as_sequence().cloned().unwrap_or_default() {
             let name = case["alertname"].as_str().expect("alertname").to_owned();
-            assert!(alerts.contains(&name), "rules_test.yml tests {name}, which rules.yml does not define");
+            assert!(
+                alerts.contains(&name),
+                "rules_test.yml tests {name}, which rules.yml does not define"
+            );
             let expected = case["exp_alerts"].as_sequence().map_or(0, |a| a.len());
             if expected > 0 {
                 fires.insert(name);

@@ -98,7 +98,11 @@ pub struct Config {
 
     /// URL of the upstream data API for one key; `{module}` and `{ticker}` are replaced by the
     /// URL-encoded values.
-    #[arg(long, env = "WARMER_UPSTREAM_URL", default_value = "http://data-api:8000/{module}/{ticker}")]
+    #[arg(
+        long,
+        env = "WARMER_UPSTREAM_URL",
+        default_value = "http://data-api:8000/{module}/{ticker}"
+    )]
     pub upstream_url: String,
 
     /// Most warm requests in flight to the upstream at once.
@@ -166,7 +170,11 @@ impl Config {
             top_n: self.top_n,
             min_confidence: self.min_confidence,
             holdback: self.holdback,
-            schedule: Schedule { tz: self.market_tz, hours: self.active_hours, weekdays: self.active_days.clone().map(|d| d.0) },
+            schedule: Schedule {
+                tz: self.market_tz,
+                hours: self.active_hours,
+                weekdays: self.active_days.clone().map(|d| d.0),
+            },
         }
     }
 
@@ -192,7 +200,8 @@ fn parse_share(s: &str) -> Result<f64, String> {
 }
 
 fn parse_ttl(s: &str) -> Result<(Module, Duration), String> {
-    let (m, d) = s.split_once('=').ok_or_else(|| format!("{s:?} is not of the form MODULE=SECONDS"))?;
+    let (m, d) =
+        s.split_once('=').ok_or_else(|| format!("{s:?} is not of the form MODULE=SECONDS"))?;
     let module = Module::parse(m).map_err(|e| format!("{s:?}: module {e}"))?;
     let ttl = parse_duration(d)?;
     if ttl < Duration::from_secs(1) {
@@ -202,8 +211,12 @@ fn parse_ttl(s: &str) -> Result<(Module, Duration), String> {
 }
 
 fn parse_hours(s: &str) -> Result<(NaiveTime, NaiveTime), String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?} is not of the form HH:MM-HH:MM"))?;
-    let t = |x: &str| NaiveTime::parse_from_str(x.trim(), "%H:%M").map_err(|_| format!("{x:?} is not a time of day HH:MM"));
+    let (a, b) =
+        s.split_once('-').ok_or_else(|| format!("{s:?} is not of the form HH:MM-HH:MM"))?;
+    let t = |x: &str| {
+        NaiveTime::parse_from_str(x.trim(), "%H:%M")
+            .map_err(|_| format!("{x:?} is not a time of day HH:MM"))
+    };
     let (start, end) = (t(a)?, t(b)?);
     if start == end {
         return Err(format!("{s:?} is an empty window"));
@@ -212,7 +225,9 @@ fn parse_hours(s: &str) -> Result<(NaiveTime, NaiveTime), String> {
 }
 
 fn parse_days(s: &str) -> Result<Weekdays, String> {
-    let day = |x: &str| x.trim().parse::<Weekday>().map_err(|_| format!("{x:?} is not a weekday (use mon, tue, …)"));
+    let day = |x: &str| {
+        x.trim().parse::<Weekday>().map_err(|_| format!("{x:?} is not a weekday (use mon, tue, …)"))
+    };
     let mut out = Vec::new();
     for part in s.split(',').filter(|p| !p.trim().is_empty()) {
         match part.split_once('-') {
@@ -234,7 +249,9 @@ fn parse_days(s: &str) -> Result<Weekdays, String> {
 }
 
 fn parse_tz(s: &str) -> Result<Tz, String> {
-    s.trim().parse::<Tz>().map_err(|_| format!("{s:?} is not an IANA time zone (e.g. America/New_York)"))
+    s.trim()
+        .parse::<Tz>()
+        .map_err(|_| format!("{s:?} is not an IANA time zone (e.g. America/New_York)"))
 }
 
 #[cfg(test)]
@@ -244,8 +261,23 @@ mod tests {
     #[test]
     fn flags_become_policy_schedule_and_ttls() {
         let cfg = Config::parse_from([
-            "warmer", "--active-hours", "09:30-16:00", "--active-days", "mon-fri", "--market-tz", "Europe/London",
-            "--ttl", "price=5", "--ttl", "chart=2m", "--default-ttl", "90", "--holdback", "0.1", "--enabled", "false",
+            "warmer",
+            "--active-hours",
+            "09:30-16:00",
+            "--active-days",
+            "mon-fri",
+            "--market-tz",
+            "Europe/London",
+            "--ttl",
+            "price=5",
+            "--ttl",
+            "chart=2m",
+            "--default-ttl",
+            "90",
+            "--holdback",
+            "0.1",
+            "--enabled",
+            "false",
         ]);
         let p = cfg.policy();
         assert!(!p.enabled);
@@ -258,7 +290,10 @@ mod tests {
         assert_eq!(t.for_module("chart"), Duration::from_secs(120));
         assert_eq!(t.for_module("fundamentals"), Duration::from_secs(86_400), "built-ins kept");
         assert_eq!(t.for_module("other"), Duration::from_secs(90));
-        assert_eq!(parse_days("fri-mon").unwrap().0, vec![Weekday::Fri, Weekday::Sat, Weekday::Sun, Weekday::Mon]);
+        assert_eq!(
+            parse_days("fri-mon").unwrap().0,
+            vec![Weekday::Fri, Weekday::Sat, Weekday::Sun, Weekday::Mon]
+        );
     }
 
     #[test]

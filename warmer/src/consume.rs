@@ -42,12 +42,20 @@ pub type WarmerConsumer = StreamConsumer<LagContext>;
 
 /// A consumer of `topic` in `group` with manual offset storage (see
 /// [`KafkaArgs::consumer_config`]); `label` names it in the lag gauge.
-pub fn subscribe(kafka: &KafkaArgs, group: &str, topic: &str, label: &'static str, metrics: Metrics) -> Result<Arc<WarmerConsumer>, KafkaSetupError> {
+pub fn subscribe(
+    kafka: &KafkaArgs,
+    group: &str,
+    topic: &str,
+    label: &'static str,
+    metrics: Metrics,
+) -> Result<Arc<WarmerConsumer>, KafkaSetupError> {
     let mut c = kafka.consumer_config(group)?;
     if c.get("statistics.interval.ms").is_none() {
         c.set("statistics.interval.ms", STATS_INTERVAL_MS);
     }
-    let consumer: WarmerConsumer = c.create_with_context(LagContext { metrics, consumer: label }).map_err(KafkaSetupError::Client)?;
+    let consumer: WarmerConsumer = c
+        .create_with_context(LagContext { metrics, consumer: label })
+        .map_err(KafkaSetupError::Client)?;
     consumer.subscribe(&[topic]).map_err(KafkaSetupError::Client)?;
     tracing::info!(group, topic, "Subscribed.");
     Ok(Arc::new(consumer))
@@ -67,9 +75,13 @@ pub async fn finish(consumer: Arc<WarmerConsumer>, label: &'static str) {
         Ok(Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => {
             tracing::debug!(consumer = label, "Nothing new to commit.")
         }
-        Ok(Ok(Err(e))) => tracing::warn!(consumer = label, error = %e, "Final commit failed; the uncommitted messages will be redelivered."),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(consumer = label, error = %e, "Final commit failed; the uncommitted messages will be redelivered.")
+        }
         Ok(Err(e)) => tracing::warn!(consumer = label, error = %e, "Final commit task failed."),
-        Err(_) => tracing::warn!(consumer = label, "Final commit did not finish in time; going on."),
+        Err(_) => {
+            tracing::warn!(consumer = label, "Final commit did not finish in time; going on.")
+        }
     }
     std::mem::forget(consumer);
 }

@@ -44,16 +44,32 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 
 /// `GET /v1/cache/{module}/{ticker}`: the cached body on a hit; on a miss the upstream's,
 /// stored as a demand entry. Either way the query is published as a query event.
-async fn read_through(State(s): State<Arc<Shared>>, Path((module, ticker)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn read_through(
+    State(s): State<Arc<Shared>>,
+    Path((module, ticker)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let started = Instant::now();
     let key = match (Module::parse(&module), Ticker::parse(&ticker)) {
         (Ok(module), Ok(ticker)) => Key { module, ticker },
-        (Err(e), _) | (_, Err(e)) => return error_response(StatusCode::BAD_REQUEST, "invalid_key", e.to_string()),
+        (Err(e), _) | (_, Err(e)) => {
+            return error_response(StatusCode::BAD_REQUEST, "invalid_key", e.to_string())
+        }
     };
-    let client = match headers.get(CLIENT_HEADER).map(|v| v.to_str().map_err(|_| "is not visible ASCII".to_owned()).and_then(|v| ClientId::parse(v).map_err(|e| e.message))) {
+    let client = match headers.get(CLIENT_HEADER).map(|v| {
+        v.to_str()
+            .map_err(|_| "is not visible ASCII".to_owned())
+            .and_then(|v| ClientId::parse(v).map_err(|e| e.message))
+    }) {
         None => None,
         Some(Ok(c)) => Some(c),
-        Some(Err(why)) => return error_response(StatusCode::BAD_REQUEST, "invalid_client", format!("header {CLIENT_HEADER} {why}")),
+        Some(Err(why)) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_client",
+                format!("header {CLIENT_HEADER} {why}"),
+            )
+        }
     };
     let now = Utc::now();
     let cached = s.cache.get(&key, now).await.unwrap_or_else(|e| {
@@ -66,7 +82,14 @@ async fn read_through(State(s): State<Arc<Shared>>, Path((module, ticker)): Path
         Some(entry) => (true, body_response(&entry.body, "HIT")),
         None => (false, fetch_and_store(&s, &key).await),
     };
-    let event = QueryEvent { ticker: key.ticker, module: key.module, hit, ts: now, client, latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0) };
+    let event = QueryEvent {
+        ticker: key.ticker,
+        module: key.module,
+        hit,
+        ts: now,
+        client,
+        latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+    };
     publish(&s, &event);
     resp
 }
@@ -74,7 +97,9 @@ async fn read_through(State(s): State<Arc<Shared>>, Path((module, ticker)): Path
 async fn fetch_and_store(s: &Shared, key: &Key) -> Response {
     let body = match s.upstream.fetch(key, Source::Demand).await {
         Ok(b) => b,
-        Err(e) => return error_response(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string()),
+        Err(e) => {
+            return error_response(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string())
+        }
     };
     let entry = Entry::fetched(key, Source::Demand, None, body, &s.ttls());
     match s.cache.put(&entry).await {
@@ -130,7 +155,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
     });
     let policy = s.policy();
     let table = s.ttls();
-    let ttls: serde_json::Map<String, serde_json::Value> = table.per_module.iter().map(|(m, d)| (m.clone(), json!(d.as_secs()))).collect();
+    let ttls: serde_json::Map<String, serde_json::Value> =
+        table.per_module.iter().map(|(m, d)| (m.clone(), json!(d.as_secs()))).collect();
     Json(json!({
         "enabled": policy.enabled,
         "total_queries": total,
@@ -175,12 +201,18 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     let producer = s.producer.clone();
     let topic = s.predictions_topic.clone();
     let r = tokio::task::spawn_blocking(move || {
-        prefetch_common::kafka::topic_ready(rdkafka::producer::Producer::client(&producer), &topic, Duration::from_secs(2))
+        prefetch_common::kafka::topic_ready(
+            rdkafka::producer::Producer::client(&producer),
+            &topic,
+            Duration::from_secs(2),
+        )
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
     match r {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ready\n").into_response(),
+        Ok(()) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ready\n").into_response()
+        }
         Err(why) => error_response(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why),
     }
 }

@@ -61,14 +61,20 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `--listen` and serves until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     serve(cfg, listener, shutdown).await
 }
 
 /// Runs the warmer on a bound `listener` until `shutdown` is cancelled: both consume loops, the
 /// sweeper and the HTTP API. On shutdown, HTTP drains, each loop stores what it finished and
 /// commits, and the producer is flushed. Tests bind port 0 and pass the listener.
-pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let topics = [
         TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },
@@ -76,10 +82,15 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
     ];
     ensure_topics(&cfg.kafka, &topics, cfg.startup_timeout).await?;
     let limits = Limits { max_entries: cfg.max_entries, max_bytes: cfg.max_bytes };
-    let cache = tokio::time::timeout(cfg.startup_timeout, Cache::open(&cfg.cache, &cfg.redis_prefix, limits))
-        .await
-        .map_err(|_| anyhow::anyhow!("cache {} did not open within {:?}", cfg.cache, cfg.startup_timeout))?
-        .with_context(|| format!("opening the cache {}", cfg.cache))?;
+    let cache = tokio::time::timeout(
+        cfg.startup_timeout,
+        Cache::open(&cfg.cache, &cfg.redis_prefix, limits),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!("cache {} did not open within {:?}", cfg.cache, cfg.startup_timeout)
+    })?
+    .with_context(|| format!("opening the cache {}", cfg.cache))?;
     let metrics = metrics::Metrics::new();
     let upstream = Upstream::new(
         UpstreamConfig {
@@ -115,8 +126,20 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
     if let Some(live) = current {
         live::apply(&shared, &live);
     }
-    let predictions = consume::subscribe(&cfg.kafka, &cfg.group, &cfg.topics.predictions_topic, "predictions", metrics.clone())?;
-    let queries = consume::subscribe(&cfg.kafka, &format!("{}.queries", cfg.group), &cfg.topics.query_events_topic, "queries", metrics.clone())?;
+    let predictions = consume::subscribe(
+        &cfg.kafka,
+        &cfg.group,
+        &cfg.topics.predictions_topic,
+        "predictions",
+        metrics.clone(),
+    )?;
+    let queries = consume::subscribe(
+        &cfg.kafka,
+        &format!("{}.queries", cfg.group),
+        &cfg.topics.query_events_topic,
+        "queries",
+        metrics.clone(),
+    )?;
 
     // The loops stop with the service, or when HTTP fails on its own.
     let stop = shutdown.child_token();
@@ -128,7 +151,9 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
     ];
     let addr = listener.local_addr()?;
     tracing::info!(%addr, cache = shared.cache.kind(), predictions = %cfg.topics.predictions_topic, "Warmer listening.");
-    let served = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
+    let served = axum::serve(listener, http::router(shared.clone()))
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await;
     stop.cancel();
     for l in loops {
         if let Err(e) = l.await {
@@ -136,9 +161,11 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
         }
     }
     let producer = shared.producer.clone();
-    tokio::task::spawn_blocking(move || rdkafka::producer::Producer::flush(&producer, FLUSH_TIMEOUT))
-        .await?
-        .context("flushing the producer")?;
+    tokio::task::spawn_blocking(move || {
+        rdkafka::producer::Producer::flush(&producer, FLUSH_TIMEOUT)
+    })
+    .await?
+    .context("flushing the producer")?;
     served.context("HTTP server")?;
     Ok(())
 }

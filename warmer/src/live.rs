@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Applies every change of `config` from now on, until `stop` (the value current at the call
 /// is the caller's to apply).
-pub async fn follow(shared: Arc<Shared>, config: watch::Receiver<Option<LiveConfig>>, stop: CancellationToken) {
+pub async fn follow(
+    shared: Arc<Shared>,
+    config: watch::Receiver<Option<LiveConfig>>,
+    stop: CancellationToken,
+) {
     on_change(config, stop, |live| apply(&shared, live)).await
 }
 
@@ -33,5 +37,10 @@ pub fn apply(shared: &Shared, live: &LiveConfig) {
         }
     });
     shared.ttls.send_replace(Ttls::of(live));
-    tracing::info!(enabled = live.enabled, top_n = live.top_n, min_confidence = live.min_confidence, "Live config applied.");
+    tracing::info!(
+        enabled = live.enabled,
+        top_n = live.top_n,
+        min_confidence = live.min_confidence,
+        "Live config applied."
+    );
 }

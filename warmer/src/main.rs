@@ -1,7 +1,7 @@
-use warmer::Config;
 use clap::Parser;
 use prefetch_common::telemetry;
 use std::process::ExitCode;
+use warmer::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -6,7 +6,9 @@
 
 use crate::cache::{CacheStats, Removed, Source};
 use crate::policy::{Group, Outcome};
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use std::time::Duration;
 
 /// The warmer's collectors, in their own registry (several instances can share a process).
@@ -36,13 +38,21 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
 }
 
 fn plain_histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -54,23 +64,50 @@ impl Metrics {
         let queries = counter(&r, "smart_prefetch_warmer_queries_total",
             "Queries seen on the query-events topic, by module, result (hit, miss) and group (warmed, holdback).",
             &["module", "result", "group"]);
-        let warms = counter(&r, "smart_prefetch_warmer_warms_total", "Predictions handled, by module and outcome.", &["module", "outcome"]);
-        let useful_warms = counter(&r, "smart_prefetch_warmer_useful_warms_total",
-            "Warmed entries that served at least one hit before expiring, by module.", &["module"]);
+        let warms = counter(
+            &r,
+            "smart_prefetch_warmer_warms_total",
+            "Predictions handled, by module and outcome.",
+            &["module", "outcome"],
+        );
+        let useful_warms = counter(
+            &r,
+            "smart_prefetch_warmer_useful_warms_total",
+            "Warmed entries that served at least one hit before expiring, by module.",
+            &["module"],
+        );
         let upstream_requests = counter(&r, "smart_prefetch_warmer_upstream_requests_total",
             "Requests to the upstream data API, by source (warm, demand) and status class (2xx, 4xx, 5xx, timeout, error).",
             &["source", "status"]);
-        let upstream_seconds = histogram(&r, "smart_prefetch_warmer_upstream_request_duration_seconds",
-            "Duration of one upstream request (one attempt), by source.", &["source"],
-            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
-        let cache_entries = IntGauge::new("smart_prefetch_warmer_cache_entries", "Entries in the cache.").expect("valid metric");
-        let cache_bytes = IntGauge::new("smart_prefetch_warmer_cache_size_bytes", "Bytes of entries in the cache.").expect("valid metric");
+        let upstream_seconds = histogram(
+            &r,
+            "smart_prefetch_warmer_upstream_request_duration_seconds",
+            "Duration of one upstream request (one attempt), by source.",
+            &["source"],
+            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        );
+        let cache_entries =
+            IntGauge::new("smart_prefetch_warmer_cache_entries", "Entries in the cache.")
+                .expect("valid metric");
+        let cache_bytes = IntGauge::new(
+            "smart_prefetch_warmer_cache_size_bytes",
+            "Bytes of entries in the cache.",
+        )
+        .expect("valid metric");
         r.register(Box::new(cache_entries.clone())).expect("unique metric");
         r.register(Box::new(cache_bytes.clone())).expect("unique metric");
-        let cache_removed = counter(&r, "smart_prefetch_warmer_cache_removed_entries_total",
-            "Entries removed from the cache, by reason (expired, evicted).", &["reason"]);
-        let cache_errors = counter(&r, "smart_prefetch_warmer_cache_errors_total",
-            "Cache operations that failed, by operation (get, put, sweep).", &["op"]);
+        let cache_removed = counter(
+            &r,
+            "smart_prefetch_warmer_cache_removed_entries_total",
+            "Entries removed from the cache, by reason (expired, evicted).",
+            &["reason"],
+        );
+        let cache_errors = counter(
+            &r,
+            "smart_prefetch_warmer_cache_errors_total",
+            "Cache operations that failed, by operation (get, put, sweep).",
+            &["op"],
+        );
         let consumer_lag = IntGaugeVec::new(
             Opts::new("smart_prefetch_warmer_consumer_lag_messages",
                 "Messages between the committed offset and the end of each assigned partition, by consumer (predictions, queries)."),
@@ -78,18 +115,35 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(consumer_lag.clone())).expect("unique metric");
-        let prediction_to_cache = plain_histogram(&r, "smart_prefetch_warmer_prediction_to_cache_seconds",
+        let prediction_to_cache = plain_histogram(
+            &r,
+            "smart_prefetch_warmer_prediction_to_cache_seconds",
             "Time from a prediction's generated_at to its entry being stored.",
             // Fine below a second, where a healthy warmer lives (BENCHMARKS.md: p50 66 ms, p99
             // 125 ms at 20 predictions/s); coarse above, where backlogs are.
-            vec![0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]);
-        let warm_to_first_hit = plain_histogram(&r, "smart_prefetch_warmer_warm_to_first_hit_seconds",
+            vec![
+                0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+                30.0, 60.0, 300.0,
+            ],
+        );
+        let warm_to_first_hit = plain_histogram(
+            &r,
+            "smart_prefetch_warmer_warm_to_first_hit_seconds",
             "Time from storing a warmed entry to the first hit it served.",
-            vec![0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86_400.0]);
-        let invalid_messages = counter(&r, "smart_prefetch_warmer_messages_invalid_total",
-            "Messages skipped because they broke the contract, by consumer (predictions, queries).", &["consumer"]);
-        let published = counter(&r, "smart_prefetch_warmer_query_events_published_total",
-            "Read-through queries published to the query-events topic, by outcome (ok, failed).", &["outcome"]);
+            vec![0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86_400.0],
+        );
+        let invalid_messages = counter(
+            &r,
+            "smart_prefetch_warmer_messages_invalid_total",
+            "Messages skipped because they broke the contract, by consumer (predictions, queries).",
+            &["consumer"],
+        );
+        let published = counter(
+            &r,
+            "smart_prefetch_warmer_query_events_published_total",
+            "Read-through queries published to the query-events topic, by outcome (ok, failed).",
+            &["outcome"],
+        );
         for o in ["ok", "failed"] {
             published.with_label_values(&[o]);
         }
@@ -100,8 +154,21 @@ impl Metrics {
             cache_removed.with_label_values(&[reason]);
         }
         Self {
-            registry: r, queries, warms, useful_warms, upstream_requests, upstream_seconds, cache_entries, cache_bytes,
-            cache_removed, cache_errors, consumer_lag, prediction_to_cache, warm_to_first_hit, invalid_messages, published,
+            registry: r,
+            queries,
+            warms,
+            useful_warms,
+            upstream_requests,
+            upstream_seconds,
+            cache_entries,
+            cache_bytes,
+            cache_removed,
+            cache_errors,
+            consumer_lag,
+            prediction_to_cache,
+            warm_to_first_hit,
+            invalid_messages,
+            published,
         }
     }
 
@@ -112,7 +179,9 @@ impl Metrics {
 
     /// A query of `module` was seen, hit or miss, for a key in `group`.
     pub fn query(&self, module: &str, hit: bool, group: Group) {
-        self.queries.with_label_values(&[module, if hit { "hit" } else { "miss" }, group.label()]).inc();
+        self.queries
+            .with_label_values(&[module, if hit { "hit" } else { "miss" }, group.label()])
+            .inc();
     }
 
     /// A prediction of `module` ended with `outcome`.

@@ -172,7 +172,13 @@ pub struct WarmPolicy {
 
 impl Default for WarmPolicy {
     fn default() -> Self {
-        Self { enabled: true, top_n: 50, min_confidence: 0.5, holdback: 0.05, schedule: Schedule::always() }
+        Self {
+            enabled: true,
+            top_n: 50,
+            min_confidence: 0.5,
+            holdback: 0.05,
+            schedule: Schedule::always(),
+        }
     }
 }
 
@@ -198,7 +204,11 @@ pub fn group_of(ticker: &Ticker, module: &Module, holdback: f64) -> Group {
 
 /// Whether a cached entry expiring at `expires_at` still serves `p`'s whole horizon, counted
 /// from `now` or from when the prediction was made, whichever is later.
-pub fn fresh_beyond_horizon(expires_at: Option<DateTime<Utc>>, p: &Prediction, now: DateTime<Utc>) -> bool {
+pub fn fresh_beyond_horizon(
+    expires_at: Option<DateTime<Utc>>,
+    p: &Prediction,
+    now: DateTime<Utc>,
+) -> bool {
     let horizon_end = now.max(p.generated_at) + p.horizon();
     expires_at.is_some_and(|e| e >= horizon_end)
 }
@@ -240,7 +250,13 @@ pub fn plan(
             let q = &preds[j];
             p.confidence.total_cmp(&q.confidence).then(p.generated_at.cmp(&q.generated_at)).is_gt()
         };
-        best.entry(Key::of(p)).and_modify(|j| if better(*j) { *j = i }).or_insert(i);
+        best.entry(Key::of(p))
+            .and_modify(|j| {
+                if better(*j) {
+                    *j = i
+                }
+            })
+            .or_insert(i);
     }
     let mut out = Vec::with_capacity(preds.len());
     let mut candidates = Vec::new();
@@ -262,7 +278,8 @@ pub fn plan(
         };
         out.push(d);
     }
-    candidates.sort_by(|&a, &b| preds[b].confidence.total_cmp(&preds[a].confidence).then(a.cmp(&b)));
+    candidates
+        .sort_by(|&a, &b| preds[b].confidence.total_cmp(&preds[a].confidence).then(a.cmp(&b)));
     for &i in candidates.iter().skip(policy.top_n) {
         out[i] = Decision::Skip(Outcome::DroppedBudget);
     }

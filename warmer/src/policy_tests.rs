@@ -23,13 +23,23 @@ fn no_holdback() -> WarmPolicy {
 
 /// A ticker in the warmed group under the default 5 % holdback.
 fn warmed_ticker(i: usize) -> String {
-    (i..).map(|n| format!("T{n}")).find(|t| group_of(&Ticker::parse(t).unwrap(), &Module::parse("price").unwrap(), 0.05) == Group::Warmed).unwrap()
+    (i..)
+        .map(|n| format!("T{n}"))
+        .find(|t| {
+            group_of(&Ticker::parse(t).unwrap(), &Module::parse("price").unwrap(), 0.05)
+                == Group::Warmed
+        })
+        .unwrap()
 }
 
 #[test]
 fn fnv1a_is_the_published_function_and_stable() {
     // FNV-1a 64 of the empty input is the offset basis; of "a" it is the published vector.
-    let h = |s: &[u8]| s.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    let h = |s: &[u8]| {
+        s.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+        })
+    };
     assert_eq!(h(b"a"), 0xaf63_dc4c_8601_ec8c);
     let (t, m) = (Ticker::parse("AAPL").unwrap(), Module::parse("price").unwrap());
     assert_eq!(key_hash(&t, &m), h(b"AAPL\0price"));
@@ -38,20 +48,27 @@ fn fnv1a_is_the_published_function_and_stable() {
 #[test]
 fn holdback_share_is_honoured_and_extremes_are_exact() {
     let m = Module::parse("price").unwrap();
-    let tickers: Vec<Ticker> = (0..20_000).map(|i| Ticker::parse(&format!("K{i}")).unwrap()).collect();
+    let tickers: Vec<Ticker> =
+        (0..20_000).map(|i| Ticker::parse(&format!("K{i}")).unwrap()).collect();
     let held = tickers.iter().filter(|t| group_of(t, &m, 0.05) == Group::Holdback).count();
     assert!((800..1200).contains(&held), "about 5 % of 20 000, got {held}");
     assert!(tickers.iter().all(|t| group_of(t, &m, 0.0) == Group::Warmed));
     assert!(tickers.iter().all(|t| group_of(t, &m, 1.0) == Group::Holdback));
     // Growing the share only moves keys into the holdback, never out.
-    assert!(tickers.iter().filter(|t| group_of(t, &m, 0.05) == Group::Holdback).all(|t| group_of(t, &m, 0.10) == Group::Holdback));
+    assert!(tickers
+        .iter()
+        .filter(|t| group_of(t, &m, 0.05) == Group::Holdback)
+        .all(|t| group_of(t, &m, 0.10) == Group::Holdback));
 }
 
 #[test]
 fn schedule_follows_market_time_across_dst() {
     let s = Schedule {
         tz: chrono_tz::America::New_York,
-        hours: Some((NaiveTime::from_hms_opt(9, 30, 0).unwrap(), NaiveTime::from_hms_opt(16, 0, 0).unwrap())),
+        hours: Some((
+            NaiveTime::from_hms_opt(9, 30, 0).unwrap(),
+            NaiveTime::from_hms_opt(16, 0, 0).unwrap(),
+        )),
         weekdays: Some(vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri]),
     };
     // Winter (EST, UTC-5): 09:30 local is 14:30 UTC.
@@ -69,7 +86,14 @@ fn schedule_follows_market_time_across_dst() {
     assert!(!s.is_active(at("2026-01-17T20:00:00Z")));
     // 01:00 UTC Tuesday is still Monday evening in New York: weekday read locally, hours off.
     assert!(!s.is_active(at("2026-01-13T01:00:00Z")));
-    let overnight = Schedule { hours: Some((NaiveTime::from_hms_opt(22, 0, 0).unwrap(), NaiveTime::from_hms_opt(2, 0, 0).unwrap())), weekdays: None, ..s };
+    let overnight = Schedule {
+        hours: Some((
+            NaiveTime::from_hms_opt(22, 0, 0).unwrap(),
+            NaiveTime::from_hms_opt(2, 0, 0).unwrap(),
+        )),
+        weekdays: None,
+        ..s
+    };
     assert!(overnight.is_active(at("2026-01-13T04:00:00Z"))); // 23:00 local
     assert!(!overnight.is_active(at("2026-01-13T08:00:00Z"))); // 03:00 local
 }
@@ -80,11 +104,11 @@ fn plan_applies_each_rule_and_the_budget_by_confidence() {
     let policy = WarmPolicy { top_n: 2, min_confidence: 0.5, ..no_holdback() };
     let preds = vec![
         pred("A", "price", 0.9, now),
-        pred("B", "price", 0.4, now),                                  // below min_confidence
-        pred("C", "price", 0.8, now),                                  // cached long enough
+        pred("B", "price", 0.4, now), // below min_confidence
+        pred("C", "price", 0.8, now), // cached long enough
         pred("D", "price", 0.7, now),
-        pred("E", "price", 0.6, now),                                  // beyond top_n
-        pred("A", "price", 0.55, now),                                 // duplicate of the first
+        pred("E", "price", 0.6, now),  // beyond top_n
+        pred("A", "price", 0.55, now), // duplicate of the first
         pred("F", "price", 0.99, now - chrono::Duration::minutes(10)), // horizon passed
     ];
     let cached = |k: &Key| (k.ticker.as_str() == "C").then(|| now + chrono::Duration::minutes(6));
@@ -112,16 +136,31 @@ fn disabled_off_hours_and_holdback_fetch_nothing() {
     let now = Utc.with_ymd_and_hms(2026, 1, 17, 15, 0, 0).unwrap(); // a Saturday
     let preds: Vec<_> = (0..5).map(|i| pred(&warmed_ticker(i * 7), "price", 0.9, now)).collect();
     let off = WarmPolicy { enabled: false, ..WarmPolicy::default() };
-    assert!(plan(&off, &preds, now, true, |_| None).iter().all(|d| *d == Decision::Skip(Outcome::SkippedDisabled)));
-    let weekdays = WarmPolicy { schedule: Schedule { weekdays: Some(vec![Weekday::Mon]), ..Schedule::always() }, ..WarmPolicy::default() };
-    assert!(plan(&weekdays, &preds, now, true, |_| None).iter().all(|d| *d == Decision::Skip(Outcome::SkippedOffHours)));
-    assert!(plan(&weekdays, &preds, now, false, |_| None).iter().all(|d| *d == Decision::Warm), "warm-up ignores the schedule");
+    assert!(plan(&off, &preds, now, true, |_| None)
+        .iter()
+        .all(|d| *d == Decision::Skip(Outcome::SkippedDisabled)));
+    let weekdays = WarmPolicy {
+        schedule: Schedule { weekdays: Some(vec![Weekday::Mon]), ..Schedule::always() },
+        ..WarmPolicy::default()
+    };
+    assert!(plan(&weekdays, &preds, now, true, |_| None)
+        .iter()
+        .all(|d| *d == Decision::Skip(Outcome::SkippedOffHours)));
+    assert!(
+        plan(&weekdays, &preds, now, false, |_| None).iter().all(|d| *d == Decision::Warm),
+        "warm-up ignores the schedule"
+    );
     let all_held = WarmPolicy { holdback: 1.0, ..WarmPolicy::default() };
-    assert!(plan(&all_held, &preds, now, true, |_| None).iter().all(|d| *d == Decision::Skip(Outcome::SkippedHoldback)));
+    assert!(plan(&all_held, &preds, now, true, |_| None)
+        .iter()
+        .all(|d| *d == Decision::Skip(Outcome::SkippedHoldback)));
 }
 
 #[test]
 fn nan_confidence_is_never_warmed() {
     let now = at("2026-03-09T14:30:00Z");
-    assert_eq!(plan(&no_holdback(), &[pred("A", "price", f64::NAN, now)], now, true, |_| None), vec![Decision::Skip(Outcome::SkippedConfidence)]);
+    assert_eq!(
+        plan(&no_holdback(), &[pred("A", "price", f64::NAN, now)], now, true, |_| None),
+        vec![Decision::Skip(Outcome::SkippedConfidence)]
+    );
 }

@@ -102,7 +102,8 @@ impl Shared {
             }
         }
         if latest.len() > MEMORY_KEYS {
-            let mut by_age: Vec<(DateTime<Utc>, Key)> = latest.iter().map(|(k, p)| (p.generated_at, k.clone())).collect();
+            let mut by_age: Vec<(DateTime<Utc>, Key)> =
+                latest.iter().map(|(k, p)| (p.generated_at, k.clone())).collect();
             by_age.sort();
             for (_, k) in by_age.into_iter().take(latest.len() - MEMORY_KEYS) {
                 latest.remove(&k);
@@ -159,7 +160,8 @@ impl Ledger {
         let mut marks = lock(&self.marks);
         if marks.len() >= MEMORY_KEYS && !marks.contains_key(&key) {
             // Forget the entry closest to expiry: it has the least chance of a first hit.
-            if let Some(k) = marks.iter().min_by_key(|(_, m)| m.expires_at).map(|(k, _)| k.clone()) {
+            if let Some(k) = marks.iter().min_by_key(|(_, m)| m.expires_at).map(|(k, _)| k.clone())
+            {
                 marks.remove(&k);
             }
         }

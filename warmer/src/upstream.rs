@@ -112,7 +112,10 @@ impl Upstream {
     pub fn new(cfg: UpstreamConfig, metrics: Metrics) -> Self {
         // Redirects are followed (a data API behind a moved path still works); the per-attempt
         // timeout is set on each request.
-        let client = reqwest::Client::builder().pool_max_idle_per_host(cfg.concurrency.max(1)).build().unwrap_or_default();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(cfg.concurrency.max(1))
+            .build()
+            .unwrap_or_default();
         Self {
             client,
             permits: Semaphore::new(cfg.concurrency.max(1)),
@@ -190,7 +193,8 @@ impl Upstream {
             return Err(FetchError::Status { status: status.as_u16(), url: url.to_owned() });
         }
         let body = resp.bytes().await.map_err(classify)?;
-        serde_json::from_slice(&body).map_err(|e| FetchError::InvalidBody { url: url.to_owned(), message: e.to_string() })
+        serde_json::from_slice(&body)
+            .map_err(|e| FetchError::InvalidBody { url: url.to_owned(), message: e.to_string() })
     }
 }
 
@@ -201,11 +205,21 @@ mod tests {
 
     #[test]
     fn url_values_are_percent_encoded() {
-        let key = Key { module: Module::parse("price").unwrap(), ticker: Ticker::parse("^gspc").unwrap() };
+        let key = Key {
+            module: Module::parse("price").unwrap(),
+            ticker: Ticker::parse("^gspc").unwrap(),
+        };
         assert_eq!(url_for("http://h:8000/{module}/{ticker}", &key), "http://h:8000/price/%5EGSPC");
-        let key = Key { module: Module::parse("fx_rate").unwrap(), ticker: Ticker::parse("EURUSD=X").unwrap() };
-        assert_eq!(url_for("http://h/q?m={module}&t={ticker}", &key), "http://h/q?m=fx_rate&t=EURUSD%3DX");
-        let key = Key { module: Module::parse("news").unwrap(), ticker: Ticker::parse("BRK.B").unwrap() };
+        let key = Key {
+            module: Module::parse("fx_rate").unwrap(),
+            ticker: Ticker::parse("EURUSD=X").unwrap(),
+        };
+        assert_eq!(
+            url_for("http://h/q?m={module}&t={ticker}", &key),
+            "http://h/q?m=fx_rate&t=EURUSD%3DX"
+        );
+        let key =
+            Key { module: Module::parse("news").unwrap(), ticker: Ticker::parse("BRK.B").unwrap() };
         assert_eq!(url_for("http://h/{ticker}/{module}", &key), "http://h/BRK.B/news");
     }
 }

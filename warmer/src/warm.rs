@@ -48,7 +48,12 @@ pub fn parse_prediction(payload: &[u8]) -> Result<Prediction, InvalidPrediction>
 
 /// Decides and carries out the warms of one batch; returns each prediction with its outcome
 /// (also counted in the metrics). `use_schedule` is false for an operator's explicit warm-up.
-pub async fn warm_batch(shared: &Shared, preds: Vec<Prediction>, now: DateTime<Utc>, use_schedule: bool) -> Vec<(Prediction, Outcome)> {
+pub async fn warm_batch(
+    shared: &Shared,
+    preds: Vec<Prediction>,
+    now: DateTime<Utc>,
+    use_schedule: bool,
+) -> Vec<(Prediction, Outcome)> {
     let mut expiry = std::collections::HashMap::new();
     for p in &preds {
         let key = Key::of(p);
@@ -62,7 +67,9 @@ pub async fn warm_batch(shared: &Shared, preds: Vec<Prediction>, now: DateTime<U
         });
         expiry.insert(key, e);
     }
-    let decisions = policy::plan(&shared.policy(), &preds, now, use_schedule, |k| expiry.get(k).copied().flatten());
+    let decisions = policy::plan(&shared.policy(), &preds, now, use_schedule, |k| {
+        expiry.get(k).copied().flatten()
+    });
     let work = preds.into_iter().zip(decisions).map(|(p, d)| async move {
         let outcome = match d {
             Decision::Skip(o) => o,

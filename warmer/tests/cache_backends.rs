@@ -4,9 +4,9 @@
 mod common;
 
 use chrono::{Duration as Td, Utc};
+use common::eventually;
 use common::{TempDir, TestRedis};
 use prefetch_common::contract::{Module, Ticker};
-use common::eventually;
 use std::time::Duration;
 use warmer::cache::{Cache, Entry, Limits, Source};
 use warmer::policy::Key;
@@ -31,7 +31,11 @@ fn entry(t: &str, m: &str, ttl: Td, body: serde_json::Value) -> Entry {
 }
 
 async fn redis_cache(r: &TestRedis, test: &str, limits: Limits) -> Cache {
-    let prefix = format!("test-{test}-{}-{}:", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or(0));
+    let prefix = format!(
+        "test-{test}-{}-{}:",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    );
     Cache::open(&r.url, &prefix, limits).await.expect("redis cache")
 }
 
@@ -43,8 +47,16 @@ async fn round_trip_and_expiry(cache: Cache) {
     cache.put(&e).await.unwrap();
     let got = cache.get(&k, Utc::now()).await.unwrap().expect("stored");
     assert_eq!(got, e, "every field survives the round trip");
-    assert_eq!(cache.expires_at(&k).await.unwrap().map(|t| t.timestamp_millis()), Some(e.expires_at.timestamp_millis()));
-    let newer = Entry { body: serde_json::json!({"last": 2.5}), source: Source::Demand, confidence: None, ..e.clone() };
+    assert_eq!(
+        cache.expires_at(&k).await.unwrap().map(|t| t.timestamp_millis()),
+        Some(e.expires_at.timestamp_millis())
+    );
+    let newer = Entry {
+        body: serde_json::json!({"last": 2.5}),
+        source: Source::Demand,
+        confidence: None,
+        ..e.clone()
+    };
     cache.put(&newer).await.unwrap();
     assert_eq!(cache.get(&k, Utc::now()).await.unwrap().unwrap().body["last"], 2.5);
     assert_eq!(cache.stats().await.unwrap().entries, 1, "replaced, not added");
@@ -52,7 +64,11 @@ async fn round_trip_and_expiry(cache: Cache) {
     let short = entry("MSFT", "price", Td::milliseconds(1200), serde_json::json!(1));
     cache.put(&short).await.unwrap();
     assert!(cache.get(&short.key(), Utc::now()).await.unwrap().is_some());
-    assert_eq!(cache.get(&short.key(), short.expires_at).await.unwrap(), None, "not served at its expiry");
+    assert_eq!(
+        cache.get(&short.key(), short.expires_at).await.unwrap(),
+        None,
+        "not served at its expiry"
+    );
     // Real time passes: gone from the backend, and the sweep removes it from the index.
     eventually(Duration::from_secs(10), "entry expired", || async {
         cache.get(&short.key(), Utc::now()).await.unwrap().is_none().then_some(())
@@ -68,11 +84,17 @@ async fn round_trip_and_expiry(cache: Cache) {
 async fn eviction_by_entries(cache: Cache) {
     for (i, t) in ["A", "B", "C", "D"].iter().enumerate() {
         // A expires last, D first.
-        cache.put(&entry(t, "news", Td::seconds(600 - 100 * i as i64), serde_json::json!(i))).await.unwrap();
+        cache
+            .put(&entry(t, "news", Td::seconds(600 - 100 * i as i64), serde_json::json!(i)))
+            .await
+            .unwrap();
     }
     let s = cache.stats().await.unwrap();
     assert_eq!(s.entries, 3);
-    assert!(cache.get(&key("D", "news"), Utc::now()).await.unwrap().is_none(), "soonest-expiring evicted");
+    assert!(
+        cache.get(&key("D", "news"), Utc::now()).await.unwrap().is_none(),
+        "soonest-expiring evicted"
+    );
     assert!(cache.get(&key("A", "news"), Utc::now()).await.unwrap().is_some());
     let r = cache.put(&entry("E", "news", Td::seconds(1000), serde_json::json!(9))).await.unwrap();
     assert_eq!(r.evicted, 1);
@@ -88,20 +110,40 @@ async fn eviction_by_bytes(cache: Cache, limit: u64) {
     let s = cache.stats().await.unwrap();
     assert!(s.bytes <= limit && s.bytes > 0, "{s:?} within {limit}");
     assert!(s.entries < 5 && s.entries >= 1, "{s:?}");
-    assert!(cache.get(&key("A", "news"), Utc::now()).await.unwrap().is_none(), "the soonest-expiring went first");
+    assert!(
+        cache.get(&key("A", "news"), Utc::now()).await.unwrap().is_none(),
+        "the soonest-expiring went first"
+    );
     assert!(cache.get(&key("E", "news"), Utc::now()).await.unwrap().is_some());
 }
 
 /// Readers racing a writer of one key see a whole entry every time, old or new.
 async fn no_torn_entries(cache: Cache) {
     let k = key("RACE", "price");
-    cache.put(&entry("RACE", "price", Td::seconds(60), serde_json::json!({"v": 0, "pad": "p".repeat(20_000)}))).await.unwrap();
+    cache
+        .put(&entry(
+            "RACE",
+            "price",
+            Td::seconds(60),
+            serde_json::json!({"v": 0, "pad": "p".repeat(20_000)}),
+        ))
+        .await
+        .unwrap();
     let writer = {
         let cache = cache.clone();
         tokio::spawn(async move {
             for v in 1..=60 {
-                let pad = char::from(b'a' + (v % 26) as u8).to_string().repeat(20_000 + v as usize * 7);
-                cache.put(&entry("RACE", "price", Td::seconds(60), serde_json::json!({"v": v, "pad": pad}))).await.unwrap();
+                let pad =
+                    char::from(b'a' + (v % 26) as u8).to_string().repeat(20_000 + v as usize * 7);
+                cache
+                    .put(&entry(
+                        "RACE",
+                        "price",
+                        Td::seconds(60),
+                        serde_json::json!({"v": v, "pad": pad}),
+                    ))
+                    .await
+                    .unwrap();
             }
         })
     };
@@ -111,10 +153,18 @@ async fn no_torn_entries(cache: Cache) {
         readers.push(tokio::spawn(async move {
             let mut seen = 0;
             for _ in 0..150 {
-                let e = cache.get(&k, Utc::now()).await.expect("a read never fails on a half-written entry").expect("always present");
+                let e = cache
+                    .get(&k, Utc::now())
+                    .await
+                    .expect("a read never fails on a half-written entry")
+                    .expect("always present");
                 let v = e.body["v"].as_u64().unwrap();
                 let pad = e.body["pad"].as_str().unwrap();
-                let want = if v == 0 { "p".repeat(20_000) } else { char::from(b'a' + (v % 26) as u8).to_string().repeat(20_000 + v as usize * 7) };
+                let want = if v == 0 {
+                    "p".repeat(20_000)
+                } else {
+                    char::from(b'a' + (v % 26) as u8).to_string().repeat(20_000 + v as usize * 7)
+                };
                 assert_eq!(pad, want, "body of version {v} is whole");
                 seen += 1;
             }
@@ -141,27 +191,48 @@ async fn fs_round_trip_expiry_and_layout() {
     }
     assert_eq!(v["source"], "demand");
     // No temporary file is left behind, and a restart indexes what is on disk.
-    let names: Vec<_> = std::fs::read_dir(dir.path().join("price")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("price"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
     std::fs::write(dir.path().join("price").join(".tmp-X.json.1.1"), b"{half").unwrap();
     std::fs::write(dir.path().join("price").join("BROKEN.json"), b"{half").unwrap();
     let reopened = Cache::open(dir.path().to_str().unwrap(), "", NO_LIMITS).await.unwrap();
     assert_eq!(reopened.stats().await.unwrap().entries, 1);
     assert!(reopened.expires_at(&key("^GSPC", "price")).await.unwrap().is_some());
-    assert!(!dir.path().join("price").join("BROKEN.json").exists(), "unreadable files are removed at start-up");
+    assert!(
+        !dir.path().join("price").join("BROKEN.json").exists(),
+        "unreadable files are removed at start-up"
+    );
     assert!(!dir.path().join("price").join(".tmp-X.json.1.1").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fs_evicts_soonest_expiring_by_entries_and_bytes() {
     let dir = TempDir::new("fs-ev");
-    eviction_by_entries(Cache::open(dir.path().to_str().unwrap(), "", Limits { max_entries: 3, max_bytes: 0 }).await.unwrap()).await;
+    eviction_by_entries(
+        Cache::open(dir.path().to_str().unwrap(), "", Limits { max_entries: 3, max_bytes: 0 })
+            .await
+            .unwrap(),
+    )
+    .await;
     let dir = TempDir::new("fs-evb");
-    eviction_by_bytes(Cache::open(dir.path().to_str().unwrap(), "", Limits { max_entries: 0, max_bytes: 1500 }).await.unwrap(), 1500).await;
-    assert_eq!(std::fs::read_dir(dir.path().join("news")).unwrap().count() as u64, {
-        let c = Cache::open(dir.path().to_str().unwrap(), "", NO_LIMITS).await.unwrap();
-        c.stats().await.unwrap().entries
-    }, "evicted entries are gone from disk too");
+    eviction_by_bytes(
+        Cache::open(dir.path().to_str().unwrap(), "", Limits { max_entries: 0, max_bytes: 1500 })
+            .await
+            .unwrap(),
+        1500,
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("news")).unwrap().count() as u64,
+        {
+            let c = Cache::open(dir.path().to_str().unwrap(), "", NO_LIMITS).await.unwrap();
+            c.stats().await.unwrap().entries
+        },
+        "evicted entries are gone from disk too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -187,7 +258,11 @@ async fn redis_round_trip_expiry_with_ex() {
 async fn redis_evicts_soonest_expiring_by_entries_and_bytes() {
     let Some(r) = TestRedis::start() else { return };
     eviction_by_entries(redis_cache(&r, "ev", Limits { max_entries: 3, max_bytes: 0 }).await).await;
-    eviction_by_bytes(redis_cache(&r, "evb", Limits { max_entries: 0, max_bytes: 1500 }).await, 1500).await;
+    eviction_by_bytes(
+        redis_cache(&r, "evb", Limits { max_entries: 0, max_bytes: 1500 }).await,
+        1500,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,15 +9,55 @@ fn warmer() -> Command {
 
 #[test]
 fn help_explains_every_flag() {
-    let help = prefetch_testkit::assert_help_explains(env!("CARGO_BIN_EXE_warmer"), &[
-        "--listen", "--group", "--enabled", "--top-n", "--min-confidence", "--holdback", "--active-hours", "--active-days",
-        "--market-tz", "--cache", "--redis-prefix", "--ttl", "--default-ttl", "--max-entries", "--max-bytes", "--sweep-interval",
-        "--upstream-url", "--upstream-concurrency", "--upstream-timeout", "--upstream-retries", "--retry-backoff", "--rate-limit",
-        "--rate-burst", "--rate-max-wait", "--spread", "--startup-timeout", "--brokers", "--kafka-option", "--topic-partitions",
-        "--topic-replication", "--query-events-topic", "--predictions-topic", "--config-topic", "--dlq-topic", "--log-format",
-        "--log-level",
-    ]);
-    for env in ["WARMER_LISTEN", "WARMER_TTL", "WARMER_RATE_LIMIT", "MARKET_TZ", "KAFKA_BROKERS", "WARMER_CACHE"] {
+    let help = prefetch_testkit::assert_help_explains(
+        env!("CARGO_BIN_EXE_warmer"),
+        &[
+            "--listen",
+            "--group",
+            "--enabled",
+            "--top-n",
+            "--min-confidence",
+            "--holdback",
+            "--active-hours",
+            "--active-days",
+            "--market-tz",
+            "--cache",
+            "--redis-prefix",
+            "--ttl",
+            "--default-ttl",
+            "--max-entries",
+            "--max-bytes",
+            "--sweep-interval",
+            "--upstream-url",
+            "--upstream-concurrency",
+            "--upstream-timeout",
+            "--upstream-retries",
+            "--retry-backoff",
+            "--rate-limit",
+            "--rate-burst",
+            "--rate-max-wait",
+            "--spread",
+            "--startup-timeout",
+            "--brokers",
+            "--kafka-option",
+            "--topic-partitions",
+            "--topic-replication",
+            "--query-events-topic",
+            "--predictions-topic",
+            "--config-topic",
+            "--dlq-topic",
+            "--log-format",
+            "--log-level",
+        ],
+    );
+    for env in [
+        "WARMER_LISTEN",
+        "WARMER_TTL",
+        "WARMER_RATE_LIMIT",
+        "MARKET_TZ",
+        "KAFKA_BROKERS",
+        "WARMER_CACHE",
+    ] {
         assert!(help.contains(&format!("[env: {env}")), "{env} fallback not shown:\n{help}");
     }
 }

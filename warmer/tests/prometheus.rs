@@ -22,7 +22,8 @@ const HIT_RATIO: &str =
     "sum(rate(smart_prefetch_warmer_queries_total{result=\"hit\"}[1m])) / sum(rate(smart_prefetch_warmer_queries_total[1m]))";
 
 async fn query(base: &str, promql: &str) -> Option<f64> {
-    let r = http().get(format!("{base}/api/v1/query")).query(&[("query", promql)]).send().await.ok()?;
+    let r =
+        http().get(format!("{base}/api/v1/query")).query(&[("query", promql)]).send().await.ok()?;
     let v: Value = r.json().await.ok()?;
     let s = v["data"]["result"].get(0)?["value"][1].as_str()?.to_owned();
     s.parse::<f64>().ok().filter(|x| x.is_finite())
@@ -30,9 +31,14 @@ async fn query(base: &str, promql: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_scrapes_the_warmer_and_computes_the_hit_ratio() {
-    let bin = ["/usr/bin/prometheus", "prometheus"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let bin = ["/usr/bin/prometheus", "prometheus"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
     let Some(bin) = bin else {
-        assert!(std::env::var_os("CI").is_none(), "CI must provide prometheus (Debian package `prometheus`)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide prometheus (Debian package `prometheus`)"
+        );
         eprintln!("NOTE: prometheus not installed; scrape test not run (CI runs it)");
         return;
     };
@@ -77,7 +83,8 @@ async fn prometheus_scrapes_the_warmer_and_computes_the_hit_ratio() {
         let r = round;
         async move {
             for _ in 0..3 {
-                let resp = http().get(w.url(&format!("/v1/cache/price/P{r}"))).send().await.unwrap();
+                let resp =
+                    http().get(w.url(&format!("/v1/cache/price/P{r}"))).send().await.unwrap();
                 assert_eq!(resp.status(), 200);
             }
             let ratio = query(base, HIT_RATIO).await?;
@@ -87,7 +94,8 @@ async fn prometheus_scrapes_the_warmer_and_computes_the_hit_ratio() {
     })
     .await;
     assert!((0.45..=0.85).contains(&ratio), "hit ratio {ratio} far from the 2/3 generated");
-    let by_group = query(&base, "sum by (group) (rate(smart_prefetch_warmer_queries_total[1m]))").await;
+    let by_group =
+        query(&base, "sum by (group) (rate(smart_prefetch_warmer_queries_total[1m]))").await;
     assert!(by_group.is_some(), "the group label is queryable");
     // The per-partition lag gauge comes from librdkafka's statistics (every 5 s).
     let lag = eventually(Duration::from_secs(30), "consumer lag in Prometheus", || async {

@@ -19,7 +19,11 @@ const WAIT: Duration = Duration::from_secs(60);
 async fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
     let (b, g, t) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &b).set("group.id", &g).create().unwrap();
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("group.id", &g)
+            .create()
+            .unwrap();
         let md = c.fetch_metadata(Some(&t), Duration::from_secs(10)).unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in md.topics()[0].partitions() {
@@ -59,20 +63,41 @@ async fn predictions_become_file_entries_then_a_hit_makes_a_useful_warm() {
     let dir = TempDir::new("svc-fs");
     let mut cfg = config(&kafka, "fs", &up, dir.path().to_str().unwrap());
     cfg.min_confidence = 0.5;
-    let (topic, group, args) = (cfg.topics.predictions_topic.clone(), cfg.group.clone(), cfg.kafka.clone());
+    let (topic, group, args) =
+        (cfg.topics.predictions_topic.clone(), cfg.group.clone(), cfg.kafka.clone());
     let w = spawn_warmer(cfg).await;
 
-    produce(&args, &topic, &[prediction("AAPL", "price", 0.9), prediction("^GSPC", "news", 0.8), prediction("GOOG", "price", 0.1)]).await;
+    produce(
+        &args,
+        &topic,
+        &[
+            prediction("AAPL", "price", 0.9),
+            prediction("^GSPC", "news", 0.8),
+            prediction("GOOG", "price", 0.1),
+        ],
+    )
+    .await;
     let aapl = dir.path().join("price/AAPL.json");
     let gspc = dir.path().join("news/^GSPC.json");
-    eventually(WAIT, "both warmed entries on disk", || async { (aapl.exists() && gspc.exists()).then_some(()) }).await;
+    eventually(WAIT, "both warmed entries on disk", || async {
+        (aapl.exists() && gspc.exists()).then_some(())
+    })
+    .await;
     let v: Value = serde_json::from_slice(&std::fs::read(&aapl).unwrap()).unwrap();
     assert_eq!((v["source"].as_str(), v["confidence"].as_f64()), (Some("warm"), Some(0.9)));
     assert_eq!(v["body"]["path"], "/data/price/AAPL");
     let (f, e) = (at(v["fetched_at"].as_str().unwrap()), at(v["expires_at"].as_str().unwrap()));
     assert_eq!((e - f).num_seconds(), 60, "price TTL");
-    let text = metric_reaches(&w, "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_confidence\"}", 1.0).await;
-    assert_eq!(sample(&text, "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"stored\"}"), Some(1.0));
+    let text = metric_reaches(
+        &w,
+        "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_confidence\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&text, "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"stored\"}"),
+        Some(1.0)
+    );
     assert_eq!(sample(&text, "smart_prefetch_warmer_prediction_to_cache_seconds_count"), Some(2.0));
     assert_eq!(up.count("/data/price/GOOG"), 0, "below min_confidence: never fetched");
     assert_eq!(up.count("/data/news/%5EGSPC"), 1, "values are URL-encoded");
@@ -82,11 +107,21 @@ async fn predictions_become_file_entries_then_a_hit_makes_a_useful_warm() {
     assert_eq!((status, cache.as_deref()), (200, Some("HIT")));
     assert_eq!(body["path"], "/data/price/AAPL");
     assert_eq!(up.count("/data/price/AAPL"), 1, "a hit does not go upstream");
-    let text = metric_reaches(&w, "smart_prefetch_warmer_useful_warms_total{module=\"price\"}", 1.0).await;
+    let text =
+        metric_reaches(&w, "smart_prefetch_warmer_useful_warms_total{module=\"price\"}", 1.0).await;
     assert_eq!(sample(&text, "smart_prefetch_warmer_warm_to_first_hit_seconds_count"), Some(1.0));
     get(&w.url("/v1/cache/price/AAPL"), None).await;
-    metric_reaches(&w, "smart_prefetch_warmer_queries_total{module=\"price\",result=\"hit\",group=\"warmed\"}", 2.0).await;
-    assert_eq!(sample(&w.metrics().await, "smart_prefetch_warmer_useful_warms_total{module=\"price\"}"), Some(1.0), "counted once per warm");
+    metric_reaches(
+        &w,
+        "smart_prefetch_warmer_queries_total{module=\"price\",result=\"hit\",group=\"warmed\"}",
+        2.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&w.metrics().await, "smart_prefetch_warmer_useful_warms_total{module=\"price\"}"),
+        Some(1.0),
+        "counted once per warm"
+    );
 
     // At-least-once: every prediction's offset is committed once its warm is done.
     w.stop().await;
@@ -99,7 +134,8 @@ async fn predictions_become_redis_entries_with_ttl() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
     let cfg = config(&kafka, "redis", &up, &redis.url);
-    let (topic, args, prefix) = (cfg.topics.predictions_topic.clone(), cfg.kafka.clone(), cfg.redis_prefix.clone());
+    let (topic, args, prefix) =
+        (cfg.topics.predictions_topic.clone(), cfg.kafka.clone(), cfg.redis_prefix.clone());
     let w = spawn_warmer(cfg).await;
     produce(&args, &topic, &[prediction("MSFT", "fundamentals", 0.7)]).await;
     let mut conn = redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap();
@@ -130,16 +166,26 @@ async fn read_through_answers_stores_and_publishes_each_query() {
 
     let (status, cache, body) = get(&w.url("/v1/cache/price/aapl"), Some("c1")).await;
     assert_eq!((status, cache.as_deref(), body["n"].as_u64()), (200, Some("MISS"), Some(1)));
-    let v: Value = serde_json::from_slice(&std::fs::read(dir.path().join("price/AAPL.json")).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("price/AAPL.json")).unwrap())
+            .unwrap();
     assert_eq!(v["source"], "demand");
     assert!(v.get("confidence").is_none());
     let (status, cache, body) = get(&w.url("/v1/cache/price/AAPL"), Some("c1")).await;
-    assert_eq!((status, cache.as_deref(), body["n"].as_u64()), (200, Some("HIT"), Some(1)), "the stored body");
+    assert_eq!(
+        (status, cache.as_deref(), body["n"].as_u64()),
+        (200, Some("HIT"), Some(1)),
+        "the stored body"
+    );
     assert_eq!(up.count("/data/price/AAPL"), 1);
 
     // Bad input: 400 with a JSON error, nothing fetched, nothing published.
     let long_client = "c".repeat(129);
-    for (path, client) in [("/v1/cache/price/AA;PL", None), ("/v1/cache/pri%20ce/AAPL", None), ("/v1/cache/price/AAPL", Some(long_client.as_str()))] {
+    for (path, client) in [
+        ("/v1/cache/price/AA;PL", None),
+        ("/v1/cache/pri%20ce/AAPL", None),
+        ("/v1/cache/price/AAPL", Some(long_client.as_str())),
+    ] {
         let mut req = http().get(w.url(path));
         if let Some(c) = client {
             req = req.header("X-Client-Id", c);
@@ -158,23 +204,59 @@ async fn read_through_answers_stores_and_publishes_each_query() {
 
     let got = read_topic(&kafka.bootstrap(), &events_topic, 3, WAIT).await;
     assert_eq!(got.len(), 3, "one event per answered query: {got:?}");
-    let mut aapl: Vec<_> = got.iter().filter(|r| r.key == "AAPL").map(|r| r.value.clone()).collect();
+    let mut aapl: Vec<_> =
+        got.iter().filter(|r| r.key == "AAPL").map(|r| r.value.clone()).collect();
     aapl.sort_by_key(|v| v["ts"].as_str().unwrap().to_owned());
-    assert_eq!(aapl.iter().map(|v| v["hit"].as_bool().unwrap()).collect::<Vec<_>>(), vec![false, true]);
+    assert_eq!(
+        aapl.iter().map(|v| v["hit"].as_bool().unwrap()).collect::<Vec<_>>(),
+        vec![false, true]
+    );
     assert!(aapl.iter().all(|v| v["client"] == "c1" && v["module"] == "price"), "{aapl:?}");
-    assert!((Utc::now() - at(aapl[0]["ts"].as_str().unwrap())).num_seconds().abs() < 60, "ts = now");
+    assert!(
+        (Utc::now() - at(aapl[0]["ts"].as_str().unwrap())).num_seconds().abs() < 60,
+        "ts = now"
+    );
     assert_eq!(got.iter().find(|r| r.key == "IBM").unwrap().value["hit"], false);
 
     // The query consumer counts them; /v1/status and /metrics agree; promtool accepts it.
-    let text = metric_reaches(&w, "smart_prefetch_warmer_queries_total{module=\"price\",result=\"hit\",group=\"warmed\"}", 1.0).await;
-    assert_eq!(sample(&text, "smart_prefetch_warmer_queries_total{module=\"news\",result=\"miss\",group=\"warmed\"}"), Some(1.0));
+    let text = metric_reaches(
+        &w,
+        "smart_prefetch_warmer_queries_total{module=\"price\",result=\"hit\",group=\"warmed\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            "smart_prefetch_warmer_queries_total{module=\"news\",result=\"miss\",group=\"warmed\"}"
+        ),
+        Some(1.0)
+    );
     assert_eq!(sample(&text, "smart_prefetch_warmer_cache_entries"), Some(1.0));
-    assert_eq!(sample(&text, "smart_prefetch_warmer_upstream_requests_total{source=\"demand\",status=\"5xx\"}"), Some(3.0));
-    let text = metric_reaches(&w, "smart_prefetch_warmer_query_events_published_total{outcome=\"ok\"}", 3.0).await;
-    assert!(text.contains("smart_prefetch_warmer_upstream_request_duration_seconds_bucket"), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "smart_prefetch_warmer_upstream_requests_total{source=\"demand\",status=\"5xx\"}"
+        ),
+        Some(3.0)
+    );
+    let text = metric_reaches(
+        &w,
+        "smart_prefetch_warmer_query_events_published_total{outcome=\"ok\"}",
+        3.0,
+    )
+    .await;
+    assert!(
+        text.contains("smart_prefetch_warmer_upstream_request_duration_seconds_bucket"),
+        "{text}"
+    );
     promtool_check_metrics(&text);
     let s: Value = http().get(w.url("/v1/status")).send().await.unwrap().json().await.unwrap();
-    assert_eq!((s["total_queries"].as_u64(), s["cache_hits"].as_u64(), s["cache_misses"].as_u64()), (Some(3), Some(1), Some(2)), "{s}");
+    assert_eq!(
+        (s["total_queries"].as_u64(), s["cache_hits"].as_u64(), s["cache_misses"].as_u64()),
+        (Some(3), Some(1), Some(2)),
+        "{s}"
+    );
     assert!((s["hit_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
     assert_eq!((s["enabled"].as_bool(), s["cached_items"].as_u64()), (Some(true), Some(1)));
     assert!(s["cache_size_mb"].as_f64().unwrap() > 0.0);
@@ -194,13 +276,33 @@ async fn holdback_keys_are_never_warmed_and_counted_apart() {
     let (topic, args) = (cfg.topics.predictions_topic.clone(), cfg.kafka.clone());
     let w = spawn_warmer(cfg).await;
     let preds: Vec<_> = (0..40).map(|i| prediction(&format!("HB{i}"), "price", 0.9)).collect();
-    let held: Vec<_> = preds.iter().filter(|p| group_of(&p.ticker, &p.module, 0.3) == Group::Holdback).map(|p| p.ticker.to_string()).collect();
-    assert!(held.len() >= 4 && held.len() <= 24, "the test needs both groups: {} held back", held.len());
+    let held: Vec<_> = preds
+        .iter()
+        .filter(|p| group_of(&p.ticker, &p.module, 0.3) == Group::Holdback)
+        .map(|p| p.ticker.to_string())
+        .collect();
+    assert!(
+        held.len() >= 4 && held.len() <= 24,
+        "the test needs both groups: {} held back",
+        held.len()
+    );
     produce(&args, &topic, &preds).await;
-    let text = metric_reaches(&w, "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_holdback\"}", held.len() as f64).await;
-    let stored = sample(&text, "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"stored\"}").unwrap_or(0.0);
+    let text = metric_reaches(
+        &w,
+        "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_holdback\"}",
+        held.len() as f64,
+    )
+    .await;
+    let stored =
+        sample(&text, "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"stored\"}")
+            .unwrap_or(0.0);
     let text = if stored < (40 - held.len()) as f64 {
-        metric_reaches(&w, "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"stored\"}", (40 - held.len()) as f64).await
+        metric_reaches(
+            &w,
+            "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"stored\"}",
+            (40 - held.len()) as f64,
+        )
+        .await
     } else {
         text
     };
@@ -212,7 +314,12 @@ async fn holdback_keys_are_never_warmed_and_counted_apart() {
     assert_eq!(up.paths().len(), 40 - held.len());
     // A query of a held-back key carries group="holdback", so the lift is visible.
     get(&w.url(&format!("/v1/cache/price/{}", held[0])), None).await;
-    metric_reaches(&w, "smart_prefetch_warmer_queries_total{module=\"price\",result=\"miss\",group=\"holdback\"}", 1.0).await;
+    metric_reaches(
+        &w,
+        "smart_prefetch_warmer_queries_total{module=\"price\",result=\"miss\",group=\"holdback\"}",
+        1.0,
+    )
+    .await;
     w.stop().await;
 }
 
@@ -226,23 +333,42 @@ async fn budget_keeps_the_most_confident_of_a_batch() {
     let (topic, args) = (cfg.topics.predictions_topic.clone(), cfg.kafka.clone());
     // Written before the warmer starts, one ticker (one partition): read as one batch.
     let modules = ["m1", "m2", "m3", "m4", "m5"];
-    let preds: Vec<_> = modules.iter().enumerate().map(|(i, m)| prediction("BUD", m, 0.5 + 0.1 * i as f64)).collect();
+    let preds: Vec<_> = modules
+        .iter()
+        .enumerate()
+        .map(|(i, m)| prediction("BUD", m, 0.5 + 0.1 * i as f64))
+        .collect();
     // On a real broker the topic must exist before the warmer would create it.
     let spec = prefetch_common::kafka::TopicSpec { name: topic.clone(), compacted: false };
     prefetch_common::kafka::ensure_topics(&args, &[spec], WAIT).await.unwrap();
     produce(&args, &topic, &preds).await;
     let w = spawn_warmer(cfg).await;
     for m in ["m1", "m2", "m3"] {
-        metric_reaches(&w, &format!("smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"dropped_budget\"}}"), 1.0).await;
+        metric_reaches(
+            &w,
+            &format!(
+                "smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"dropped_budget\"}}"
+            ),
+            1.0,
+        )
+        .await;
     }
     // The budget's drops are counted when the batch is planned, the stores only once the
     // fetches end: wait for those too (CI's loaded machine once read the counters in between).
     for m in ["m4", "m5"] {
-        metric_reaches(&w, &format!("smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"stored\"}}"), 1.0).await;
+        metric_reaches(
+            &w,
+            &format!("smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"stored\"}}"),
+            1.0,
+        )
+        .await;
     }
     let text = w.metrics().await;
     for m in ["m1", "m2", "m3"] {
-        let stored = sample(&text, &format!("smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"stored\"}}"));
+        let stored = sample(
+            &text,
+            &format!("smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"stored\"}}"),
+        );
         assert_eq!(stored.unwrap_or(0.0), 0.0, "{text}");
     }
     let mut paths = up.paths();
@@ -260,24 +386,52 @@ async fn off_hours_and_disabled_fetch_nothing_but_warmup_does() {
     // Active only on a weekday that is not today in New York.
     let today = Utc::now().with_timezone(&chrono_tz::America::New_York).weekday();
     cfg.active_days = Some(warmer::config::Weekdays(vec![today.succ()]));
-    let (topic, group, args) = (cfg.topics.predictions_topic.clone(), cfg.group.clone(), cfg.kafka.clone());
+    let (topic, group, args) =
+        (cfg.topics.predictions_topic.clone(), cfg.group.clone(), cfg.kafka.clone());
     let w = spawn_warmer(cfg).await;
-    produce(&args, &topic, &[prediction("OFF", "price", 0.9), prediction("HRS", "fundamentals", 0.9)]).await;
-    metric_reaches(&w, "smart_prefetch_warmer_warms_total{module=\"fundamentals\",outcome=\"skipped_off_hours\"}", 1.0).await;
-    metric_reaches(&w, "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_off_hours\"}", 1.0).await;
+    produce(
+        &args,
+        &topic,
+        &[prediction("OFF", "price", 0.9), prediction("HRS", "fundamentals", 0.9)],
+    )
+    .await;
+    metric_reaches(
+        &w,
+        "smart_prefetch_warmer_warms_total{module=\"fundamentals\",outcome=\"skipped_off_hours\"}",
+        1.0,
+    )
+    .await;
+    metric_reaches(
+        &w,
+        "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_off_hours\"}",
+        1.0,
+    )
+    .await;
     assert!(up.paths().is_empty(), "idle outside the schedule");
-    eventually(WAIT, "offsets committed while idle", || async { (committed(&kafka.bootstrap(), &group, &topic).await == 2).then_some(()) }).await;
+    eventually(WAIT, "offsets committed while idle", || async {
+        (committed(&kafka.bootstrap(), &group, &topic).await == 2).then_some(())
+    })
+    .await;
 
     // An operator's warm-up uses the latest predictions, whatever the hour.
     let r: Value = http().post(w.url("/v1/warmup")).send().await.unwrap().json().await.unwrap();
     assert_eq!((r["status"].as_str(), r["cached"].as_u64()), (Some("ok"), Some(2)), "{r}");
     assert_eq!(r["items"].as_array().unwrap().len(), 2);
-    assert!(dir.path().join("price/OFF.json").exists() && dir.path().join("fundamentals/HRS.json").exists());
+    assert!(
+        dir.path().join("price/OFF.json").exists()
+            && dir.path().join("fundamentals/HRS.json").exists()
+    );
     // Again: a price entry lives 60 s, less than the 300 s horizon, so it is refreshed; a
     // fundamentals entry lives a day, beyond the horizon, so it is skipped as fresh.
     let r: Value = http().post(w.url("/v1/warmup")).send().await.unwrap().json().await.unwrap();
-    let outcome = |m: &str| r["items"].as_array().unwrap().iter().find(|i| i["module"] == m).unwrap()["outcome"].clone();
-    assert_eq!((outcome("price"), outcome("fundamentals")), ("stored".into(), "skipped_fresh".into()), "{r}");
+    let outcome = |m: &str| {
+        r["items"].as_array().unwrap().iter().find(|i| i["module"] == m).unwrap()["outcome"].clone()
+    };
+    assert_eq!(
+        (outcome("price"), outcome("fundamentals")),
+        ("stored".into(), "skipped_fresh".into()),
+        "{r}"
+    );
     w.stop().await;
 
     // Disabled: consumed and committed, nothing fetched.
@@ -287,10 +441,18 @@ async fn off_hours_and_disabled_fetch_nothing_but_warmup_does() {
     let (topic, group) = (cfg.topics.predictions_topic.clone(), cfg.group.clone());
     let w = spawn_warmer(cfg).await;
     produce(&args, &topic, &[prediction("DIS", "price", 0.9)]).await;
-    metric_reaches(&w, "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_disabled\"}", 1.0).await;
+    metric_reaches(
+        &w,
+        "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_disabled\"}",
+        1.0,
+    )
+    .await;
     let r: Value = http().post(w.url("/v1/warmup")).send().await.unwrap().json().await.unwrap();
     assert_eq!((r["status"].as_str(), r["cached"].as_u64()), (Some("disabled"), Some(0)));
     assert!(up2.paths().is_empty());
-    eventually(WAIT, "offsets committed while disabled", || async { (committed(&kafka.bootstrap(), &group, &topic).await == 1).then_some(()) }).await;
+    eventually(WAIT, "offsets committed while disabled", || async {
+        (committed(&kafka.bootstrap(), &group, &topic).await == 1).then_some(())
+    })
+    .await;
     w.stop().await;
 }

@@ -40,7 +40,10 @@ async fn warm_requests_honour_the_rate_limit_per_window() {
     let up = TestUpstream::start().await;
     let metrics = Metrics::new();
     // 10 requests/s, bursts of 3: 23 requests need at least 2 s.
-    let client = std::sync::Arc::new(Upstream::new(UpstreamConfig { rate: 10.0, burst: 3, ..cfg(&up) }, metrics.clone()));
+    let client = std::sync::Arc::new(Upstream::new(
+        UpstreamConfig { rate: 10.0, burst: 3, ..cfg(&up) },
+        metrics.clone(),
+    ));
     let started = Instant::now();
     let tasks: Vec<_> = (0..23)
         .map(|i| {
@@ -51,7 +54,11 @@ async fn warm_requests_honour_the_rate_limit_per_window() {
     for t in tasks {
         t.await.unwrap().expect("every request is served, only later");
     }
-    assert!(started.elapsed() >= Duration::from_millis(1900), "23 requests at 10/s burst 3 took only {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "23 requests at 10/s burst 3 took only {:?}",
+        started.elapsed()
+    );
     let mut times = up.times();
     times.sort();
     assert_eq!(times.len(), 23);
@@ -65,14 +72,32 @@ async fn warm_requests_honour_the_rate_limit_per_window() {
     for i in 0..5 {
         client.fetch(&key(&format!("D{i}")), Source::Demand).await.unwrap();
     }
-    assert!(before.elapsed() < Duration::from_millis(500), "demand fetches waited {:?}", before.elapsed());
-    assert_eq!(sample(&exposition(&metrics), "smart_prefetch_warmer_upstream_requests_total{source=\"warm\",status=\"2xx\"}"), Some(23.0));
+    assert!(
+        before.elapsed() < Duration::from_millis(500),
+        "demand fetches waited {:?}",
+        before.elapsed()
+    );
+    assert_eq!(
+        sample(
+            &exposition(&metrics),
+            "smart_prefetch_warmer_upstream_requests_total{source=\"warm\",status=\"2xx\"}"
+        ),
+        Some(23.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_warm_that_cannot_get_a_token_in_time_is_dropped_without_a_request() {
     let up = TestUpstream::start().await;
-    let client = Upstream::new(UpstreamConfig { rate: 1.0, burst: 1, rate_max_wait: Duration::from_millis(100), ..cfg(&up) }, Metrics::new());
+    let client = Upstream::new(
+        UpstreamConfig {
+            rate: 1.0,
+            burst: 1,
+            rate_max_wait: Duration::from_millis(100),
+            ..cfg(&up)
+        },
+        Metrics::new(),
+    );
     client.fetch(&key("A"), Source::Warm).await.unwrap();
     let e = client.fetch(&key("B"), Source::Warm).await.unwrap_err();
     assert!(matches!(e, FetchError::RateLimited(_)), "{e}");
@@ -83,11 +108,16 @@ async fn a_warm_that_cannot_get_a_token_in_time_is_dropped_without_a_request() {
 async fn concurrency_limit_bounds_requests_in_flight() {
     let up = TestUpstream::start().await;
     up.set(Behaviour { delay: Duration::from_millis(100), ..Default::default() });
-    let client = std::sync::Arc::new(Upstream::new(UpstreamConfig { concurrency: 3, ..cfg(&up) }, Metrics::new()));
-    let tasks: Vec<_> = (0..12).map(|i| {
-        let c = client.clone();
-        tokio::spawn(async move { c.fetch(&key(&format!("C{i}")), Source::Warm).await })
-    }).collect();
+    let client = std::sync::Arc::new(Upstream::new(
+        UpstreamConfig { concurrency: 3, ..cfg(&up) },
+        Metrics::new(),
+    ));
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let c = client.clone();
+            tokio::spawn(async move { c.fetch(&key(&format!("C{i}")), Source::Warm).await })
+        })
+        .collect();
     for t in tasks {
         t.await.unwrap().unwrap();
     }
@@ -115,9 +145,28 @@ async fn retries_500s_then_succeeds_or_gives_up_after_the_last_retry() {
     assert!(matches!(e, FetchError::Status { status: 404, .. }), "{e}");
     assert_eq!(up.count("/data/price/NOPE"), 1);
     let text = exposition(&metrics);
-    assert_eq!(sample(&text, "smart_prefetch_warmer_upstream_requests_total{source=\"warm\",status=\"5xx\"}"), Some(5.0));
-    assert_eq!(sample(&text, "smart_prefetch_warmer_upstream_requests_total{source=\"warm\",status=\"4xx\"}"), Some(1.0));
-    assert_eq!(sample(&text, "smart_prefetch_warmer_upstream_request_duration_seconds_count{source=\"warm\"}"), Some(7.0), "3 + 3 + 1 attempts");
+    assert_eq!(
+        sample(
+            &text,
+            "smart_prefetch_warmer_upstream_requests_total{source=\"warm\",status=\"5xx\"}"
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "smart_prefetch_warmer_upstream_requests_total{source=\"warm\",status=\"4xx\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "smart_prefetch_warmer_upstream_request_duration_seconds_count{source=\"warm\"}"
+        ),
+        Some(7.0),
+        "3 + 3 + 1 attempts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -125,11 +174,24 @@ async fn timeouts_are_retried_then_reported() {
     let up = TestUpstream::start().await;
     up.set(Behaviour { delay: Duration::from_millis(800), ..Default::default() });
     let metrics = Metrics::new();
-    let client = Upstream::new(UpstreamConfig { timeout: Duration::from_millis(150), retries: 1, ..cfg(&up) }, metrics.clone());
+    let client = Upstream::new(
+        UpstreamConfig { timeout: Duration::from_millis(150), retries: 1, ..cfg(&up) },
+        metrics.clone(),
+    );
     let started = Instant::now();
     let e = client.fetch(&key("SLOW"), Source::Demand).await.unwrap_err();
     assert!(matches!(e, FetchError::Timeout { .. }), "{e}");
-    assert!(started.elapsed() < Duration::from_millis(780), "the timeout cut the request short: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(780),
+        "the timeout cut the request short: {:?}",
+        started.elapsed()
+    );
     assert_eq!(up.count("/data/price/SLOW"), 2);
-    assert_eq!(sample(&exposition(&metrics), "smart_prefetch_warmer_upstream_requests_total{source=\"demand\",status=\"timeout\"}"), Some(2.0));
+    assert_eq!(
+        sample(
+            &exposition(&metrics),
+            "smart_prefetch_warmer_upstream_requests_total{source=\"demand\",status=\"timeout\"}"
+        ),
+        Some(2.0)
+    );
 }

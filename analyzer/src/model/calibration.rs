@@ -53,7 +53,12 @@ impl Calibrator {
     /// A calibrator for `classes` hour-weight classes (at most 25, as validation allows).
     pub fn new(classes: usize) -> Self {
         let identity = std::array::from_fn(|b| (center(b), center(b)));
-        Self { cells: vec![[Cell::default(); BINS]; classes], maps: vec![identity; classes], decayed_to: None, resolved: 0 }
+        Self {
+            cells: vec![[Cell::default(); BINS]; classes],
+            maps: vec![identity; classes],
+            decayed_to: None,
+            resolved: 0,
+        }
     }
 
     /// Encodes an open sample: its class and raw probability, in 16 bits.

@@ -5,8 +5,8 @@
 //! an operator can fix a config file without reading code.
 
 use chrono_tz::Tz;
-pub use prefetch_common::config::{parse_hour_weights, ConfigError};
 use prefetch_common::config::{hour_table, LiveConfig};
+pub use prefetch_common::config::{parse_hour_weights, ConfigError};
 use serde::{Deserialize, Serialize};
 
 /// What the analyzer's model is asked to do. Every field has a default, so `{}` is a valid config.
@@ -99,22 +99,39 @@ impl ModelConfig {
     /// Checks every field and returns the form the model runs on, or the first field at fault.
     pub(crate) fn validate(&self) -> Result<Settings, ConfigError> {
         if self.top_n == 0 || self.top_n > 100_000 {
-            return Err(ConfigError::new("top_n", format!("is {}; must be between 1 and 100000", self.top_n)));
+            return Err(ConfigError::new(
+                "top_n",
+                format!("is {}; must be between 1 and 100000", self.top_n),
+            ));
         }
         if !(0.0..=1.0).contains(&self.min_confidence) {
-            return Err(ConfigError::new("min_confidence", format!("is {}; must be a probability in [0, 1]", self.min_confidence)));
+            return Err(ConfigError::new(
+                "min_confidence",
+                format!("is {}; must be a probability in [0, 1]", self.min_confidence),
+            ));
         }
-        let tz: Tz = self
-            .market_tz
-            .parse()
-            .map_err(|_| ConfigError::new("market_tz", format!("{:?} is not an IANA time zone name (e.g. America/New_York)", self.market_tz)))?;
+        let tz: Tz = self.market_tz.parse().map_err(|_| {
+            ConfigError::new(
+                "market_tz",
+                format!(
+                    "{:?} is not an IANA time zone name (e.g. America/New_York)",
+                    self.market_tz
+                ),
+            )
+        })?;
         let bucket = secs("bucket_s", self.bucket_s, 60, 3_600)?;
         if 3_600 % bucket != 0 {
-            return Err(ConfigError::new("bucket_s", format!("is {bucket}; must divide 3600 (e.g. 60, 300, 900, 3600)")));
+            return Err(ConfigError::new(
+                "bucket_s",
+                format!("is {bucket}; must divide 3600 (e.g. 60, 300, 900, 3600)"),
+            ));
         }
         let retention = secs("retention_s", self.retention_s, 3_600, 31 * 86_400)?;
         if retention % bucket != 0 {
-            return Err(ConfigError::new("retention_s", format!("is {retention}; must be a whole number of buckets of {bucket} s")));
+            return Err(ConfigError::new(
+                "retention_s",
+                format!("is {retention}; must be a whole number of buckets of {bucket} s"),
+            ));
         }
         let horizon = secs("horizon_s", self.horizon_s, 1, retention.into())?;
         let session_gap = secs("session_gap_s", self.session_gap_s, 1, retention.into())?;
@@ -139,7 +156,10 @@ impl ModelConfig {
 
 fn secs(field: &str, v: u64, min: u64, max: u64) -> Result<u32, ConfigError> {
     if v < min || v > max {
-        return Err(ConfigError::new(field, format!("is {v} s; must be between {min} and {max} s")));
+        return Err(ConfigError::new(
+            field,
+            format!("is {v} s; must be between {min} and {max} s"),
+        ));
     }
     // max is at most 31 days, well inside u32.
     Ok(v as u32)
@@ -195,12 +215,16 @@ mod tests {
         assert_eq!(field_of(with(&[("9-11", -1.0)])), "hour_weights[0]");
         // "20-24" is the last four hours; uncovered hours fall back to the default weight.
         let s = with(&[("20-24", 2.0)]).validate().unwrap();
-        assert_eq!((s.hour_weight[19], s.hour_weight[20], s.hour_weight[23], s.hour_weight[0]), (1.0, 2.0, 2.0, 1.0));
+        assert_eq!(
+            (s.hour_weight[19], s.hour_weight[20], s.hour_weight[23], s.hour_weight[0]),
+            (1.0, 2.0, 2.0, 1.0)
+        );
     }
 
     #[test]
     fn deserialises_partial_json_and_refuses_unknown_fields() {
-        let cfg: ModelConfig = serde_json::from_str(r#"{"top_n": 3, "hour_weights": [["0-12", 2.0]]}"#).unwrap();
+        let cfg: ModelConfig =
+            serde_json::from_str(r#"{"top_n": 3, "hour_weights": [["0-12", 2.0]]}"#).unwrap();
         assert_eq!(cfg.top_n, 3);
         assert_eq!(cfg.hour_weights, vec![("0-12".to_owned(), 2.0)]);
         assert_eq!(cfg.horizon_s, 300);

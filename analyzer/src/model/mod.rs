@@ -30,8 +30,8 @@ use keys::{Interner, KeyTable};
 use prefetch_common::contract::{ClientId, Module, QueryEvent, Ticker};
 use prefetch_common::prediction::{Prediction, Reason};
 use profile::{to_secs, Calendar, SeasonFrame, Slot};
-use refresh::CacheView;
 pub use refresh::CacheTtls;
+use refresh::CacheView;
 use sequence::Sequences;
 use serde::Serialize;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -240,7 +240,9 @@ impl Model {
             return dropped;
         };
         let admission = match self.watermark {
-            Some((wm, _)) if u64::from(t) + u64::from(self.s.late_bound) < u64::from(wm) => Admission::Dropped,
+            Some((wm, _)) if u64::from(t) + u64::from(self.s.late_bound) < u64::from(wm) => {
+                Admission::Dropped
+            }
             Some((wm, _)) if t < wm => Admission::Late,
             _ => Admission::OnTime,
         };
@@ -277,7 +279,8 @@ impl Model {
     /// Forgets every key of `tickers` (their partition moved to another instance); returns how
     /// many keys went. Sequences learned from them fade out as usual.
     pub fn forget_tickers(&mut self, tickers: &std::collections::HashSet<Ticker>) -> usize {
-        let ids: std::collections::HashSet<u32> = tickers.iter().filter_map(|t| self.tickers.id(t)).collect();
+        let ids: std::collections::HashSet<u32> =
+            tickers.iter().filter_map(|t| self.tickers.id(t)).collect();
         if ids.is_empty() {
             return 0;
         }
@@ -313,7 +316,8 @@ impl Model {
         let k = self.keys.slot_mut(slot);
         k.record(t, bucket, self.tau_fast, self.tau_slow);
         if let Some(view) = self.cache.as_mut() {
-            self.hit_refresh = view.observe(tid, mid, &event.module, t, event.hit).map(|e| (slot, e));
+            self.hit_refresh =
+                view.observe(tid, mid, &event.module, t, event.hit).map(|e| (slot, e));
         }
         if k.sample_at != NO_SAMPLE && t > k.sample_at && t - k.sample_at <= self.s.horizon {
             self.calibrator.resolve(k.sample_cell, true);
@@ -321,7 +325,8 @@ impl Model {
         }
 
         let Some(client) = &event.client else { return Vec::new() };
-        let follows = self.sequences.observe(client_key(client), tid, mid, t, self.s.min_confidence);
+        let follows =
+            self.sequences.observe(client_key(client), tid, mid, t, self.s.min_confidence);
         if !predict || !self.s.enabled || follows.is_empty() {
             return Vec::new();
         }

@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(cal.slot_at(secs(2026, 3, 6, 13, 30)), Slot { hour: 8, weekday: 4 });
         assert_eq!(cal.slot_at(secs(2026, 3, 9, 13, 30)), Slot { hour: 9, weekday: 0 });
         assert_eq!(cal.hour_start(secs(2026, 3, 9, 13, 30)), secs(2026, 3, 9, 13, 0));
-        assert_eq!(to_utc(secs(2026, 3, 9, 13, 30)), Utc.with_ymd_and_hms(2026, 3, 9, 13, 30, 0).unwrap());
+        assert_eq!(
+            to_utc(secs(2026, 3, 9, 13, 30)),
+            Utc.with_ymd_and_hms(2026, 3, 9, 13, 30, 0).unwrap()
+        );
         assert_eq!(to_secs(Utc.with_ymd_and_hms(1999, 12, 31, 0, 0, 0).unwrap()), None);
     }
 

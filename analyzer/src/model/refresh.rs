@@ -55,7 +55,11 @@ impl CacheTtls {
 
     /// The TTL of `module`, seconds (at least 1).
     pub fn for_module(&self, module: &str) -> u32 {
-        self.per_module.get(module).copied().unwrap_or(self.default_s).clamp(1, u64::from(u32::MAX / 2)) as u32
+        self.per_module
+            .get(module)
+            .copied()
+            .unwrap_or(self.default_s)
+            .clamp(1, u64::from(u32::MAX / 2)) as u32
     }
 }
 
@@ -128,7 +132,14 @@ impl CacheView {
     /// A query of the key at `t`: a miss was fetched on demand; a hit on a key believed gone
     /// shows the view missed a fetch. Returns the copy's expiry when the query hit a copy that
     /// expires within [`HIT_LEAD_S`]: a candidate for refresh on hit.
-    pub fn observe(&mut self, tid: u32, mid: u32, module: &Module, t: u32, hit: bool) -> Option<u32> {
+    pub fn observe(
+        &mut self,
+        tid: u32,
+        mid: u32,
+        module: &Module,
+        t: u32,
+        hit: bool,
+    ) -> Option<u32> {
         let ttl = self.resolve(mid, module);
         let c = self.copies.entry(pack(tid, mid)).or_default();
         if !hit {
@@ -148,7 +159,10 @@ impl CacheView {
     /// The key was (assumed) warmed at `t`.
     pub fn warmed(&mut self, tid: u32, mid: u32, t: u32) {
         let ttl = self.ttl(mid);
-        self.copies.insert(pack(tid, mid), Copy { fetched: t, expires: t.saturating_add(ttl), queries: 0 });
+        self.copies.insert(
+            pack(tid, mid),
+            Copy { fetched: t, expires: t.saturating_add(ttl), queries: 0 },
+        );
     }
 
     /// Believed copy of the key, if it was ever fetched.
@@ -192,7 +206,9 @@ impl CacheView {
         let freed = |v: &[bool], id: u32| v.get(id as usize).copied().unwrap_or(false);
         // A copy long gone still carries evidence (its queries over its age) until a day passes.
         self.copies.retain(|&k, c| {
-            c.expires.saturating_add(86_400) > now && !freed(freed_tickers, (k >> 32) as u32) && !freed(freed_modules, k as u32)
+            c.expires.saturating_add(86_400) > now
+                && !freed(freed_tickers, (k >> 32) as u32)
+                && !freed(freed_modules, k as u32)
         });
         if freed_modules.iter().any(|&f| f) {
             self.by_module.clear();
@@ -218,7 +234,8 @@ fn within(p: f64, horizon: u32, window: u32) -> f64 {
 pub(crate) fn serve_probability(p: f64, horizon: u32, due: Due) -> f64 {
     let p = p.clamp(0.0, 1.0 - 1e-9);
     let prior = (-(1.0 - p).ln() / f64::from(horizon.max(1))).max(1e-9);
-    let rate = (PRIOR_EVENTS + f64::from(due.queries)) / (PRIOR_EVENTS / prior + f64::from(due.age));
+    let rate =
+        (PRIOR_EVENTS + f64::from(due.queries)) / (PRIOR_EVENTS / prior + f64::from(due.age));
     -(-rate * f64::from(due.window)).exp_m1()
 }
 
@@ -226,7 +243,13 @@ impl Model {
     /// The refresh-on-hit prediction for the key in `slot`, just hit at `t` (event time `ts`)
     /// on a copy expiring at `expires`: published when a copy stored now would likely serve a
     /// query after the current one expires, and noted as warmed.
-    pub(crate) fn refresh_on_hit(&mut self, slot: u32, t: u32, expires: u32, ts: DateTime<Utc>) -> Option<Prediction> {
+    pub(crate) fn refresh_on_hit(
+        &mut self,
+        slot: u32,
+        t: u32,
+        expires: u32,
+        ts: DateTime<Utc>,
+    ) -> Option<Prediction> {
         if !self.s.enabled {
             return None;
         }
@@ -240,9 +263,16 @@ impl Model {
             queries: copy.queries,
         };
         let (_, weight, class) = self.hour_context(t);
-        let has_season = self.season.is_some_and(|s| s.frame.observed()) && k.season_epoch == self.season_epoch;
+        let has_season =
+            self.season.is_some_and(|s| s.frame.observed()) && k.season_epoch == self.season_epoch;
         let (recent, popular) = k.rates(t, self.tau_fast, self.tau_slow);
-        let rates = Rates { recent, popular, seasonal: has_season.then_some(f64::from(k.season)), idle: 1.0, window: f64::from(self.tau_fast) };
+        let rates = Rates {
+            recent,
+            popular,
+            seasonal: has_season.then_some(f64::from(k.season)),
+            idle: 1.0,
+            window: f64::from(self.tau_fast),
+        };
         let (lambda, reason) = intensity(rates, weight);
         let raw = -(-lambda * f64::from(horizon)).exp_m1();
         let p = serve_probability(self.calibrator.map(class, raw), horizon, due);
@@ -280,11 +310,18 @@ impl Model {
 
     /// Drops follow-ups whose key the cache view holds fresh beyond [`FOLLOW_UP_LEAD_S`], and
     /// notes the others as warmed.
-    pub(crate) fn refresh_follow_ups(&mut self, mut predictions: Vec<Prediction>, t: u32) -> Vec<Prediction> {
+    pub(crate) fn refresh_follow_ups(
+        &mut self,
+        mut predictions: Vec<Prediction>,
+        t: u32,
+    ) -> Vec<Prediction> {
         let Some(view) = self.cache.as_mut() else { return predictions };
         let before = predictions.len();
         predictions.retain(|p| {
-            let (Some(tid), Some(mid)) = (self.tickers.id(&p.ticker), self.modules.id(&p.module)) else { return true };
+            let (Some(tid), Some(mid)) = (self.tickers.id(&p.ticker), self.modules.id(&p.module))
+            else {
+                return true;
+            };
             if view.expires(tid, mid).is_some_and(|e| e > t.saturating_add(FOLLOW_UP_LEAD_S)) {
                 return false;
             }
@@ -304,7 +341,8 @@ pub(crate) fn serve_bound(p: f64, horizon: u32, due: Due) -> f64 {
         return 1.0;
     }
     let prior = (p.max(0.0) / ((1.0 - p) * f64::from(horizon.max(1)))).max(1e-9);
-    let rate = (PRIOR_EVENTS + f64::from(due.queries)) / (PRIOR_EVENTS / prior + f64::from(due.age));
+    let rate =
+        (PRIOR_EVENTS + f64::from(due.queries)) / (PRIOR_EVENTS / prior + f64::from(due.age));
     rate * f64::from(due.window)
 }
 
@@ -313,7 +351,10 @@ mod tests {
     use super::*;
 
     fn view() -> CacheView {
-        let mut v = CacheView::new(CacheTtls { per_module: [("price".to_owned(), 60)].into_iter().collect(), default_s: 300 });
+        let mut v = CacheView::new(CacheTtls {
+            per_module: [("price".to_owned(), 60)].into_iter().collect(),
+            default_s: 300,
+        });
         v.resolve(0, &Module::parse("price").unwrap());
         v.resolve(1, &Module::parse("chart").unwrap());
         v
@@ -356,8 +397,15 @@ mod tests {
         assert!(quiet < cold - 0.05 && busy > 0.99, "{quiet} {busy}");
         // The cheap bound never falls below the probability it bounds.
         for p in [0.0, 0.01, 0.3, 0.75, 0.99] {
-            for due in [Due { window: 150, age: 0, queries: 0 }, Due { window: 60, age: 55, queries: 3 }, Due { window: 300, age: 900, queries: 1 }] {
-                assert!(serve_bound(p, 300, due) >= serve_probability(p, 300, due) - 1e-12, "{p} {due:?}");
+            for due in [
+                Due { window: 150, age: 0, queries: 0 },
+                Due { window: 60, age: 55, queries: 3 },
+                Due { window: 300, age: 900, queries: 1 },
+            ] {
+                assert!(
+                    serve_bound(p, 300, due) >= serve_probability(p, 300, due) - 1e-12,
+                    "{p} {due:?}"
+                );
             }
         }
         assert!((within(0.75, 300, 600) - 0.9375).abs() < 1e-12);

@@ -136,7 +136,10 @@ fn learn(edges: &mut Vec<Edge>, ticker: u32, module: u32, t: u32, within: bool, 
     let fresh = Edge { ticker, module, in_gap: 1.0, in_horizon: hit, at: t };
     if edges.len() < MAX_EDGES {
         edges.push(fresh);
-    } else if let Some(weakest) = edges.iter_mut().min_by(|a, b| decay(a.in_gap, a.at, t, tau).total_cmp(&decay(b.in_gap, b.at, t, tau))) {
+    } else if let Some(weakest) = edges
+        .iter_mut()
+        .min_by(|a, b| decay(a.in_gap, a.at, t, tau).total_cmp(&decay(b.in_gap, b.at, t, tau)))
+    {
         *weakest = fresh;
     }
 }
@@ -166,7 +169,14 @@ impl Sequences {
     /// Learns from `client` querying `(ticker, module)` at `t` and returns the follow-ups whose
     /// probability within the horizon is at least `min_p`. An event older than the client's
     /// last one teaches nothing (its successor is unknown) and predicts nothing.
-    pub fn observe(&mut self, client: u64, ticker: u32, module: u32, t: u32, min_p: f64) -> Vec<Follow> {
+    pub fn observe(
+        &mut self,
+        client: u64,
+        ticker: u32,
+        module: u32,
+        t: u32,
+        min_p: f64,
+    ) -> Vec<Follow> {
         let tau = self.tau;
         let mut ctx = FIRST;
         if let Some(prev) = self.clients.get(&client).copied() {
@@ -178,11 +188,32 @@ impl Sequences {
                 let within = dt <= self.horizon;
                 if prev.ticker == ticker {
                     ctx = SAME;
-                    learn(self.module_edges.entry(prev.module).or_default(), DEAD, module, t, within, tau);
-                    learn(self.ctx_edges.entry(ctx_key(prev.module, prev.ctx)).or_default(), DEAD, module, t, within, tau);
+                    learn(
+                        self.module_edges.entry(prev.module).or_default(),
+                        DEAD,
+                        module,
+                        t,
+                        within,
+                        tau,
+                    );
+                    learn(
+                        self.ctx_edges.entry(ctx_key(prev.module, prev.ctx)).or_default(),
+                        DEAD,
+                        module,
+                        t,
+                        within,
+                        tau,
+                    );
                 } else {
                     ctx = OTHER;
-                    learn(self.ticker_edges.entry(prev.ticker).or_default(), ticker, module, t, within, tau);
+                    learn(
+                        self.ticker_edges.entry(prev.ticker).or_default(),
+                        ticker,
+                        module,
+                        t,
+                        within,
+                        tau,
+                    );
                 }
             }
         }
@@ -194,7 +225,8 @@ impl Sequences {
         let mut out = Vec::new();
         let mut push = |edges: Option<&Vec<Edge>>, out_count: f32, same_ticker: bool| {
             for e in edges.into_iter().flatten() {
-                let (to_ticker, to_module) = if same_ticker { (ticker, e.module) } else { (e.ticker, e.module) };
+                let (to_ticker, to_module) =
+                    if same_ticker { (ticker, e.module) } else { (e.ticker, e.module) };
                 if (to_ticker, to_module) == (ticker, module) {
                     continue;
                 }
@@ -219,9 +251,15 @@ impl Sequences {
         let dead_t = |id: u32| freed_tickers.get(id as usize).copied().unwrap_or(false);
         let dead_m = |id: u32| freed_modules.get(id as usize).copied().unwrap_or(false);
         let gap = self.gap;
-        self.clients.retain(|_, l| now.saturating_sub(l.at) <= gap && !dead_t(l.ticker) && !dead_m(l.module));
+        self.clients.retain(|_, l| {
+            now.saturating_sub(l.at) <= gap && !dead_t(l.ticker) && !dead_m(l.module)
+        });
         let keep_edges = |edges: &mut Vec<Edge>| {
-            edges.retain(|e| decay(e.in_gap, e.at, now, tau) >= FORGET && !dead_m(e.module) && (e.ticker == DEAD || !dead_t(e.ticker)));
+            edges.retain(|e| {
+                decay(e.in_gap, e.at, now, tau) >= FORGET
+                    && !dead_m(e.module)
+                    && (e.ticker == DEAD || !dead_t(e.ticker))
+            });
             edges.shrink_to_fit();
             !edges.is_empty()
         };
@@ -244,11 +282,16 @@ impl Sequences {
                 to_ticker: e.ticker,
                 to_module: e.module,
                 in_gap: f64::from(decay(e.in_gap, e.at, now, tau)),
-                probability: f64::from(decay(e.in_horizon, e.at, now, tau)) / (f64::from(opportunities) + 1.0),
+                probability: f64::from(decay(e.in_horizon, e.at, now, tau))
+                    / (f64::from(opportunities) + 1.0),
             }
         };
-        let modules = self.module_edges.iter().flat_map(|(&m, es)| es.iter().map(move |e| view(EdgeKind::Module, m, &self.module_out, e)));
-        let tickers = self.ticker_edges.iter().flat_map(|(&t, es)| es.iter().map(move |e| view(EdgeKind::Ticker, t, &self.ticker_out, e)));
+        let modules = self.module_edges.iter().flat_map(|(&m, es)| {
+            es.iter().map(move |e| view(EdgeKind::Module, m, &self.module_out, e))
+        });
+        let tickers = self.ticker_edges.iter().flat_map(|(&t, es)| {
+            es.iter().map(move |e| view(EdgeKind::Ticker, t, &self.ticker_out, e))
+        });
         modules.chain(tickers).collect()
     }
 
@@ -348,7 +391,10 @@ mod tests {
         freed[6] = true;
         s.sweep(5_000, &freed, &[]);
         assert_eq!(s.live_clients(), 0);
-        assert_eq!(s.edges(5_000).iter().map(|e| e.kind).collect::<Vec<_>>(), vec![EdgeKind::Module]);
+        assert_eq!(
+            s.edges(5_000).iter().map(|e| e.kind).collect::<Vec<_>>(),
+            vec![EdgeKind::Module]
+        );
         // One retention later a single observation has faded out.
         s.sweep(1_010 + 3 * 86_400 + 60, &[], &[]);
         assert!(s.edges(1_010 + 3 * 86_400 + 60).is_empty());

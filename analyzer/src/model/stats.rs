@@ -104,7 +104,11 @@ pub struct Stats {
 }
 
 /// Values sorted alphabetically by `name`, and each id's rank among them.
-fn ranks<'a, T: 'a>(items: impl Iterator<Item = (u32, &'a T)>, ids: usize, name: impl Fn(&T) -> &str) -> (Vec<u32>, Vec<&'a T>) {
+fn ranks<'a, T: 'a>(
+    items: impl Iterator<Item = (u32, &'a T)>,
+    ids: usize,
+    name: impl Fn(&T) -> &str,
+) -> (Vec<u32>, Vec<&'a T>) {
     let mut sorted: Vec<(u32, &T)> = items.collect();
     sorted.sort_by(|a, b| name(a.1).cmp(name(b.1)));
     let mut rank = vec![u32::MAX; ids];
@@ -116,7 +120,13 @@ fn ranks<'a, T: 'a>(items: impl Iterator<Item = (u32, &'a T)>, ids: usize, name:
 
 /// The `k` rows with the largest `value` (grouped by `group` first when it is not the key),
 /// ties broken by the group columns ascending.
-fn top(df: &DataFrame, group: &[&str], value: &str, k: usize, aggregate: bool) -> PolarsResult<DataFrame> {
+fn top(
+    df: &DataFrame,
+    group: &[&str],
+    value: &str,
+    k: usize,
+    aggregate: bool,
+) -> PolarsResult<DataFrame> {
     let mut lf = df.clone().lazy();
     if aggregate {
         lf = lf.group_by(group.iter().map(|c| col(*c)).collect::<Vec<_>>()).agg([col(value).sum()]);
@@ -143,19 +153,23 @@ impl Model {
     /// The patterns snapshot at `now` (or the watermark, if later), `top_n` entries per list.
     /// Runs polars: call it from `spawn_blocking` in an async service.
     pub fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StatsError> {
-        let at = to_secs(now).ok_or(StatsError::Time(now))?.max(self.watermark.map_or(0, |(wm, _)| wm));
+        let at =
+            to_secs(now).ok_or(StatsError::Time(now))?.max(self.watermark.map_or(0, |(wm, _)| wm));
         let generated_at = match self.watermark {
             Some((wm, t)) if wm >= at => t,
             _ => now,
         };
         let (slot, weight, _) = self.hour_context(at);
         let oldest = at.saturating_sub(self.s.retention) / self.s.bucket;
-        let (ticker_rank, ticker_names) = ranks(self.tickers.iter(), self.tickers.capacity(), Ticker::as_str);
-        let (module_rank, module_names) = ranks(self.modules.iter(), self.modules.capacity(), Module::as_str);
+        let (ticker_rank, ticker_names) =
+            ranks(self.tickers.iter(), self.tickers.capacity(), Ticker::as_str);
+        let (module_rank, module_names) =
+            ranks(self.modules.iter(), self.modules.capacity(), Module::as_str);
 
         let n = self.keys.len();
         let (mut t_col, mut m_col) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut total_col, mut hour_col, mut wd_col) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut total_col, mut hour_col, mut wd_col) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut hourly, mut weekly) = (vec![0u64; 24], vec![0u64; 7]);
         for k in self.keys.iter() {
             let (mut total, mut hour, mut wd) = (0u64, 0u64, 0u64);
@@ -178,18 +192,30 @@ impl Model {
         let df = polars::df!("ticker" => t_col, "module" => m_col, "total" => total_col, "hour" => hour_col, "weekday" => wd_col)?;
 
         let k = self.s.top_n;
-        let names = |out: DataFrame, key: &str, name: &dyn Fn(usize) -> String| -> PolarsResult<Vec<NameCount>> {
+        let names = |out: DataFrame,
+                     key: &str,
+                     name: &dyn Fn(usize) -> String|
+         -> PolarsResult<Vec<NameCount>> {
             let ids = u32s(&out, key)?;
             let counts = u64s(&out, "total")?;
-            Ok(ids.into_iter().zip(counts).map(|(r, count)| NameCount { name: name(r as usize), count }).collect())
+            Ok(ids
+                .into_iter()
+                .zip(counts)
+                .map(|(r, count)| NameCount { name: name(r as usize), count })
+                .collect())
         };
         let keys = |out: DataFrame, value: &str| -> PolarsResult<Vec<KeyCount>> {
-            let (ts, ms, counts) = (u32s(&out, "ticker")?, u32s(&out, "module")?, u64s(&out, value)?);
+            let (ts, ms, counts) =
+                (u32s(&out, "ticker")?, u32s(&out, "module")?, u64s(&out, value)?);
             Ok(ts
                 .into_iter()
                 .zip(ms)
                 .zip(counts)
-                .map(|((t, m), count)| KeyCount { ticker: ticker_names[t as usize].clone(), module: module_names[m as usize].clone(), count })
+                .map(|((t, m), count)| KeyCount {
+                    ticker: ticker_names[t as usize].clone(),
+                    module: module_names[m as usize].clone(),
+                    count,
+                })
                 .collect())
         };
 
@@ -200,11 +226,18 @@ impl Model {
             current_hour_weight: weight,
             live_keys: n as u64,
             events_in_window,
-            top_tickers: names(top(&df, &["ticker"], "total", k, true)?, "ticker", &|r| ticker_names[r].to_string())?,
-            top_modules: names(top(&df, &["module"], "total", k, true)?, "module", &|r| module_names[r].to_string())?,
+            top_tickers: names(top(&df, &["ticker"], "total", k, true)?, "ticker", &|r| {
+                ticker_names[r].to_string()
+            })?,
+            top_modules: names(top(&df, &["module"], "total", k, true)?, "module", &|r| {
+                module_names[r].to_string()
+            })?,
             top_pairs: keys(top(&df, &["ticker", "module"], "total", k, false)?, "total")?,
             popular_this_hour: keys(top(&df, &["ticker", "module"], "hour", k, false)?, "hour")?,
-            popular_this_weekday: keys(top(&df, &["ticker", "module"], "weekday", k, false)?, "weekday")?,
+            popular_this_weekday: keys(
+                top(&df, &["ticker", "module"], "weekday", k, false)?,
+                "weekday",
+            )?,
             top_sequences: self.top_sequences(at, k),
             hourly_profile: hourly,
             weekday_profile: weekly,
@@ -213,16 +246,24 @@ impl Model {
 
     fn top_sequences(&self, at: u32, k: usize) -> Vec<SequenceStat> {
         let mut edges = self.sequences.edges(at);
-        edges.sort_by(|a, b| b.in_gap.total_cmp(&a.in_gap).then(b.probability.total_cmp(&a.probability)));
+        edges.sort_by(|a, b| {
+            b.in_gap.total_cmp(&a.in_gap).then(b.probability.total_cmp(&a.probability))
+        });
         edges
             .into_iter()
             .filter_map(|e| {
                 let to_module = self.modules.name(e.to_module)?.as_str();
                 let (kind, from, to) = match e.kind {
-                    EdgeKind::Module => (SequenceKind::Module, self.modules.name(e.from)?.to_string(), to_module.to_owned()),
-                    EdgeKind::Ticker => {
-                        (SequenceKind::Ticker, self.tickers.name(e.from)?.to_string(), format!("{}:{to_module}", self.tickers.name(e.to_ticker)?))
-                    }
+                    EdgeKind::Module => (
+                        SequenceKind::Module,
+                        self.modules.name(e.from)?.to_string(),
+                        to_module.to_owned(),
+                    ),
+                    EdgeKind::Ticker => (
+                        SequenceKind::Ticker,
+                        self.tickers.name(e.from)?.to_string(),
+                        format!("{}:{to_module}", self.tickers.name(e.to_ticker)?),
+                    ),
                 };
                 Some(SequenceStat { kind, from, to, count: e.in_gap, probability: e.probability })
             })

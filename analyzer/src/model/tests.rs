@@ -8,7 +8,12 @@ pub(super) fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
 }
 
-pub(super) fn ev(ticker: &str, module: &str, ts: DateTime<Utc>, client: Option<&str>) -> QueryEvent {
+pub(super) fn ev(
+    ticker: &str,
+    module: &str,
+    ts: DateTime<Utc>,
+    client: Option<&str>,
+) -> QueryEvent {
     QueryEvent {
         ticker: Ticker::parse(ticker).unwrap(),
         module: Module::parse(module).unwrap(),
@@ -25,7 +30,10 @@ pub(super) fn publish_all() -> ModelConfig {
 }
 
 fn confidence(preds: &[Prediction], ticker: &str, module: &str) -> Option<(f64, Reason)> {
-    preds.iter().find(|p| p.ticker.as_str() == ticker && p.module.as_str() == module).map(|p| (p.confidence, p.reason))
+    preds
+        .iter()
+        .find(|p| p.ticker.as_str() == ticker && p.module.as_str() == module)
+        .map(|p| (p.confidence, p.reason))
 }
 
 #[test]
@@ -48,7 +56,9 @@ fn dashboard_polling_every_minute_is_predicted_with_high_confidence() {
     assert_eq!(p.horizon_s, 300);
     assert_eq!(p.generated_at, start + Duration::minutes(60) + Duration::seconds(5));
     // The one-off query an hour ago is known but far from likely.
-    let news = m.explain(&Ticker::parse("MSFT").unwrap(), &Module::parse("news").unwrap(), p.generated_at).unwrap();
+    let news = m
+        .explain(&Ticker::parse("MSFT").unwrap(), &Module::parse("news").unwrap(), p.generated_at)
+        .unwrap();
     assert!(news.confidence < 0.1, "{news:?}");
 }
 
@@ -80,7 +90,10 @@ fn a_burst_raises_confidence_and_it_decays_afterwards() {
     for minute in 2..=45 {
         let (c, _) = confidence(&m.tick(t + Duration::minutes(minute)), "TSLA", "price").unwrap();
         // (The calibration map is refitted every tick, hence a little slack.)
-        assert!(c <= after + 0.01, "confidence rose during silence at minute {minute}: {after} -> {c}");
+        assert!(
+            c <= after + 0.01,
+            "confidence rose during silence at minute {minute}: {after} -> {c}"
+        );
         after = c;
     }
     assert!(after < during - 0.3, "burst did not decay: {during} -> {after}");
@@ -94,10 +107,17 @@ fn hour_weights_apply_in_market_time_across_dst_and_midnight() {
     let probe = |now: DateTime<Utc>| {
         let mut m = Model::new(publish_all()).unwrap();
         for minute in (0..30).rev() {
-            m.record(&ev("SPY", "quote", now - Duration::minutes(minute) - Duration::seconds(30), None));
+            m.record(&ev(
+                "SPY",
+                "quote",
+                now - Duration::minutes(minute) - Duration::seconds(30),
+                None,
+            ));
         }
         let preds = m.tick(now);
-        let x = m.explain(&Ticker::parse("SPY").unwrap(), &Module::parse("quote").unwrap(), now).unwrap();
+        let x = m
+            .explain(&Ticker::parse("SPY").unwrap(), &Module::parse("quote").unwrap(), now)
+            .unwrap();
         let stats = m.stats(now).unwrap();
         (confidence(&preds, "SPY", "quote").unwrap().0, x, stats)
     };
@@ -146,7 +166,10 @@ fn sequences_produce_event_driven_predictions() {
     assert_eq!(r.admission, Admission::OnTime);
     assert_eq!(r.predictions.len(), 1, "{:?}", r.predictions);
     let p = &r.predictions[0];
-    assert_eq!((p.ticker.as_str(), p.module.as_str(), p.reason), ("NVDA", "chart", Reason::Sequence));
+    assert_eq!(
+        (p.ticker.as_str(), p.module.as_str(), p.reason),
+        ("NVDA", "chart", Reason::Sequence)
+    );
     // A client's first query on price was followed by its chart 20 times in 21 opportunities
     // (this event counts), shrunk by one: about 20/22. The 10 MSFT prices came after another
     // ticker — another place in the session — and do not dilute it.
@@ -154,7 +177,11 @@ fn sequences_produce_event_driven_predictions() {
     assert_eq!((p.generated_at, p.horizon_s), (now, 300));
     // Ticker to ticker: AAPL was followed by MSFT price 10 times out of 10.
     let r = rec(&mut m, ev("AAPL", "news", now, Some("another")));
-    assert!(r.predictions.iter().any(|p| p.ticker.as_str() == "MSFT" && p.module.as_str() == "price"), "{:?}", r.predictions);
+    assert!(
+        r.predictions.iter().any(|p| p.ticker.as_str() == "MSFT" && p.module.as_str() == "price"),
+        "{:?}",
+        r.predictions
+    );
     // No client, no sequence; a chart has no learned follow-up.
     assert!(rec(&mut m, ev("AMD", "price", now, None)).predictions.is_empty());
     assert!(rec(&mut m, ev("AMD", "chart", now, Some("third"))).predictions.is_empty());
@@ -164,13 +191,24 @@ fn sequences_produce_event_driven_predictions() {
     assert_eq!(m.counters().predictions_sequence, emitted);
     let stats = m.stats(now).unwrap();
     let top = &stats.top_sequences[0];
-    assert_eq!((top.kind, top.from.as_str(), top.to.as_str()), (SequenceKind::Module, "price", "chart"));
-    assert!(stats.top_sequences.iter().any(|s| s.kind == SequenceKind::Ticker && s.from == "AAPL" && s.to == "MSFT:price"));
+    assert_eq!(
+        (top.kind, top.from.as_str(), top.to.as_str()),
+        (SequenceKind::Module, "price", "chart")
+    );
+    assert!(stats
+        .top_sequences
+        .iter()
+        .any(|s| s.kind == SequenceKind::Ticker && s.from == "AAPL" && s.to == "MSFT:price"));
     // Disabled: still learns, publishes nothing.
     let mut off = Model::new(ModelConfig { enabled: false, ..ModelConfig::default() }).unwrap();
     for c in 0..5 {
         off.record(&ev("X", "price", start + Duration::minutes(c), Some(&c.to_string())));
-        off.record(&ev("X", "chart", start + Duration::minutes(c) + Duration::seconds(5), Some(&c.to_string())));
+        off.record(&ev(
+            "X",
+            "chart",
+            start + Duration::minutes(c) + Duration::seconds(5),
+            Some(&c.to_string()),
+        ));
     }
     assert!(off.record(&ev("Y", "price", now, Some("z"))).predictions.is_empty());
     assert!(off.tick(now).is_empty());
@@ -186,16 +224,31 @@ fn late_events_are_folded_within_the_bound_and_dropped_beyond_it() {
     let count = |m: &Model| m.explain(&ibm.0, &ibm.1, now).map_or(0, |x| x.events_in_window);
     assert_eq!(count(&m), 1);
     // Four minutes behind the watermark: within the 5-minute bound, folded in.
-    assert_eq!(m.record(&ev("IBM", "price", now - Duration::minutes(4), None)).admission, Admission::Late);
+    assert_eq!(
+        m.record(&ev("IBM", "price", now - Duration::minutes(4), None)).admission,
+        Admission::Late
+    );
     assert_eq!(count(&m), 2);
     // Ten minutes behind: dropped and counted, state unchanged; a key seen only late is not created.
-    assert_eq!(m.record(&ev("IBM", "price", now - Duration::minutes(10), None)).admission, Admission::Dropped);
-    assert_eq!(m.record(&ev("ORCL", "price", now - Duration::hours(2), None)).admission, Admission::Dropped);
+    assert_eq!(
+        m.record(&ev("IBM", "price", now - Duration::minutes(10), None)).admission,
+        Admission::Dropped
+    );
+    assert_eq!(
+        m.record(&ev("ORCL", "price", now - Duration::hours(2), None)).admission,
+        Admission::Dropped
+    );
     assert_eq!(count(&m), 2);
     assert!(m.explain(&Ticker::parse("ORCL").unwrap(), &ibm.1, now).is_none());
-    assert_eq!(m.record(&ev("IBM", "price", now + Duration::seconds(1), None)).admission, Admission::OnTime);
+    assert_eq!(
+        m.record(&ev("IBM", "price", now + Duration::seconds(1), None)).admission,
+        Admission::OnTime
+    );
     // Before 2000: outside the model's time range, dropped too.
-    assert_eq!(m.record(&ev("IBM", "price", utc(1999, 12, 31, 0, 0), None)).admission, Admission::Dropped);
+    assert_eq!(
+        m.record(&ev("IBM", "price", utc(1999, 12, 31, 0, 0), None)).admission,
+        Admission::Dropped
+    );
     let c = m.counters();
     assert_eq!((c.events_on_time, c.events_late, c.events_dropped), (2, 1, 3));
     // The watermark never moves back.
@@ -233,7 +286,9 @@ fn expired_buckets_and_keys_are_dropped_so_memory_stays_bounded() {
     assert!(f.buckets <= 25, "{f:?}");
     assert!(f.key_bytes < bytes_full / 4, "{} vs {bytes_full}", f.key_bytes);
     // Expired keys are gone from every view.
-    assert!(m.explain(&Ticker::parse("K1").unwrap(), &Module::parse("price").unwrap(), t).is_none());
+    assert!(m
+        .explain(&Ticker::parse("K1").unwrap(), &Module::parse("price").unwrap(), t)
+        .is_none());
     let stats = m.stats(t).unwrap();
     assert_eq!(stats.live_keys, 1);
     assert!(stats.top_sequences.iter().all(|s| !s.from.starts_with('K')));
@@ -244,7 +299,9 @@ fn stats_report_top_lists_profiles_and_serialise() {
     let mut m = Model::new(ModelConfig { top_n: 2, ..ModelConfig::default() }).unwrap();
     // Monday 10:xx New York: AAPL price ×5, AAPL news ×2, MSFT price ×3, GOOG price ×3.
     let mon = utc(2026, 1, 5, 15, 0);
-    for (t, md, n) in [("AAPL", "price", 5), ("AAPL", "news", 2), ("MSFT", "price", 3), ("GOOG", "price", 3)] {
+    for (t, md, n) in
+        [("AAPL", "price", 5), ("AAPL", "news", 2), ("MSFT", "price", 3), ("GOOG", "price", 3)]
+    {
         for i in 0..n {
             m.record(&ev(t, md, mon + Duration::minutes(i), None));
         }
@@ -262,7 +319,9 @@ fn stats_report_top_lists_profiles_and_serialise() {
     let names = |v: &[NameCount]| v.iter().map(|n| (n.name.clone(), n.count)).collect::<Vec<_>>();
     assert_eq!(names(&s.top_tickers), vec![("AAPL".into(), 7), ("MSFT".into(), 7)]);
     assert_eq!(names(&s.top_modules), vec![("price".into(), 11), ("news".into(), 6)]);
-    let keys = |v: &[KeyCount]| v.iter().map(|k| format!("{}:{}={}", k.ticker, k.module, k.count)).collect::<Vec<_>>();
+    let keys = |v: &[KeyCount]| {
+        v.iter().map(|k| format!("{}:{}={}", k.ticker, k.module, k.count)).collect::<Vec<_>>()
+    };
     assert_eq!(keys(&s.top_pairs), vec!["AAPL:price=5", "MSFT:news=4"]);
     // Hour 10 happened only on Monday; GOOG and MSFT price tie and break alphabetically.
     assert_eq!(keys(&s.popular_this_hour), vec!["AAPL:price=5", "GOOG:price=3"]);
@@ -281,7 +340,8 @@ fn stats_report_top_lists_profiles_and_serialise() {
 fn history_is_folded_past_the_late_bound_without_predictions_and_rebuilds_the_same_confidence() {
     // The live instance: a dashboard key, then a tick far past its history.
     let start = utc(2026, 1, 6, 15, 0);
-    let events: Vec<_> = (0..=60).map(|i| ev("AAPL", "price", start + Duration::minutes(i), Some("dash"))).collect();
+    let events: Vec<_> =
+        (0..=60).map(|i| ev("AAPL", "price", start + Duration::minutes(i), Some("dash"))).collect();
     let mut live = Model::new(ModelConfig::default()).unwrap();
     for e in &events {
         live.record(e);
@@ -292,7 +352,11 @@ fn history_is_folded_past_the_late_bound_without_predictions_and_rebuilds_the_sa
     // A restarted instance whose watermark is already past the events (it ticked on newer ones).
     let mut rebuilt = Model::new(ModelConfig::default()).unwrap();
     rebuilt.tick(now);
-    assert_eq!(rebuilt.record(&events[0]).admission, Admission::Dropped, "the live path drops history");
+    assert_eq!(
+        rebuilt.record(&events[0]).admission,
+        Admission::Dropped,
+        "the live path drops history"
+    );
     for e in &events {
         assert!(rebuilt.record_history(e));
     }
@@ -312,7 +376,8 @@ fn forgetting_tickers_removes_their_keys_only() {
         m.record(&ev(tk, md, t, None));
     }
     assert_eq!(m.footprint().keys, 4);
-    let gone: std::collections::HashSet<Ticker> = ["AAPL", "NVDA"].iter().map(|s| Ticker::parse(s).unwrap()).collect();
+    let gone: std::collections::HashSet<Ticker> =
+        ["AAPL", "NVDA"].iter().map(|s| Ticker::parse(s).unwrap()).collect();
     assert_eq!(m.forget_tickers(&gone), 3);
     assert_eq!(m.footprint().keys, 1);
     let preds = m.tick(t + Duration::seconds(1));
@@ -346,7 +411,12 @@ fn a_live_reconfiguration_keeps_what_was_learned() {
     assert_eq!(err.field, "retention_s");
     assert!(!m.config().enabled);
     // A new time zone and horizon apply; predictions carry the new horizon.
-    m.reconfigure(ModelConfig { market_tz: "Europe/London".into(), horizon_s: 60, ..publish_all() }).unwrap();
+    m.reconfigure(ModelConfig {
+        market_tz: "Europe/London".into(),
+        horizon_s: 60,
+        ..publish_all()
+    })
+    .unwrap();
     let preds = m.tick(now + Duration::seconds(15));
     assert!(!preds.is_empty() && preds.iter().all(|p| p.horizon_s == 60), "{preds:?}");
 }

@@ -65,7 +65,9 @@ pub(crate) fn intensity(r: Rates, weight: f64) -> (f64, Reason) {
     let lambda = posterior.min(IDLE_BOUND / r.idle.max(1.0)).max(seasonal_floor);
     let reason = if r.recent > BURST_RATIO * prior {
         Reason::Burst
-    } else if r.seasonal.is_some_and(|s| s > r.popular) || (seasonal_floor > 0.0 && lambda <= seasonal_floor) {
+    } else if r.seasonal.is_some_and(|s| s > r.popular)
+        || (seasonal_floor > 0.0 && lambda <= seasonal_floor)
+    {
         Reason::TimeOfDay
     } else {
         Reason::Popularity
@@ -146,14 +148,23 @@ impl Model {
                 continue;
             }
             if k.season_epoch != epoch {
-                k.season = season.and_then(|f| f.rate(k.buckets(), &self.calendar)).unwrap_or(0.0) as f32;
+                k.season =
+                    season.and_then(|f| f.rate(k.buckets(), &self.calendar)).unwrap_or(0.0) as f32;
                 k.season_epoch = epoch;
             }
             let (recent, popular) = k.rates(wm, self.tau_fast, self.tau_slow);
             let seasonal = has_season.then_some(f64::from(k.season));
-            let rates = Rates { recent, popular, seasonal, idle: f64::from(k.idle(wm)), window: f64::from(self.tau_fast) };
+            let rates = Rates {
+                recent,
+                popular,
+                seasonal,
+                idle: f64::from(k.idle(wm)),
+                window: f64::from(self.tau_fast),
+            };
             let (lambda, reason) = intensity(rates, weight);
-            if k.sample_at != NO_SAMPLE && u64::from(wm) >= u64::from(k.sample_at) + u64::from(horizon) {
+            if k.sample_at != NO_SAMPLE
+                && u64::from(wm) >= u64::from(k.sample_at) + u64::from(horizon)
+            {
                 self.calibrator.resolve(k.sample_cell, false);
                 k.sample_at = NO_SAMPLE;
             }
@@ -167,8 +178,15 @@ impl Model {
             };
             if let Some(Some(d)) = due {
                 let full = heap.len() >= self.s.top_n;
-                let floor = heap.peek().filter(|_| full).map_or(self.s.min_confidence, |Reverse(min)| min.raw.max(self.s.min_confidence));
-                let bound = refresh::serve_bound(self.calibrator.map(class, (lambda * f64::from(horizon)).min(1.0)), horizon, d);
+                let floor =
+                    heap.peek().filter(|_| full).map_or(self.s.min_confidence, |Reverse(min)| {
+                        min.raw.max(self.s.min_confidence)
+                    });
+                let bound = refresh::serve_bound(
+                    self.calibrator.map(class, (lambda * f64::from(horizon)).min(1.0)),
+                    horizon,
+                    d,
+                );
                 if bound < floor && !opens {
                     continue;
                 }
@@ -181,7 +199,9 @@ impl Model {
             let rank = match due {
                 None => raw,
                 Some(None) => continue,
-                Some(Some(d)) => refresh::serve_probability(self.calibrator.map(class, raw), horizon, d),
+                Some(Some(d)) => {
+                    refresh::serve_probability(self.calibrator.map(class, raw), horizon, d)
+                }
             };
             let c = Candidate { raw: rank, slot: slot as u32, reason };
             if heap.len() < self.s.top_n {
@@ -274,7 +294,12 @@ impl Model {
 
     /// The components behind a key's confidence at `now` (or at the watermark, if later),
     /// computed as `tick` would without changing any state. `None` for an unknown key.
-    pub fn explain(&self, ticker: &Ticker, module: &Module, now: DateTime<Utc>) -> Option<Explanation> {
+    pub fn explain(
+        &self,
+        ticker: &Ticker,
+        module: &Module,
+        now: DateTime<Utc>,
+    ) -> Option<Explanation> {
         let k = self.keys.get(self.tickers.id(ticker)?, self.modules.id(module)?)?;
         let at = to_secs(now)?.max(self.watermark.map_or(0, |(wm, _)| wm));
         let (_, weight, class) = self.hour_context(at);
@@ -289,7 +314,13 @@ impl Model {
         };
         let seasonal = frame.rate(k.buckets(), &self.calendar);
         let (recent, popular) = k.rates(at, self.tau_fast, self.tau_slow);
-        let rates = Rates { recent, popular, seasonal, idle: f64::from(k.idle(at)), window: f64::from(self.tau_fast) };
+        let rates = Rates {
+            recent,
+            popular,
+            seasonal,
+            idle: f64::from(k.idle(at)),
+            window: f64::from(self.tau_fast),
+        };
         let (lambda, reason) = intensity(rates, weight);
         let raw = probability(lambda, self.s.horizon);
         Some(Explanation {
@@ -312,7 +343,13 @@ mod tests {
 
     #[test]
     fn intensity_names_the_dominant_component() {
-        let r = |recent, popular, seasonal, idle| Rates { recent, popular, seasonal, idle, window: 300.0 };
+        let r = |recent, popular, seasonal, idle| Rates {
+            recent,
+            popular,
+            seasonal,
+            idle,
+            window: 300.0,
+        };
         // Steady: recent ≈ popular, and the estimate is that rate.
         let (l, why) = intensity(r(0.01, 0.01, None, 30.0), 1.0);
         assert_eq!(why, Reason::Popularity);

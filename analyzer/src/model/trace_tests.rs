@@ -87,7 +87,9 @@ fn trace(rng: &mut Rng, minutes: i64, start: DateTime<Utc>) -> (Vec<Vec<i64>>, V
                 }
             };
             rates[k].push(rate);
-            let mut ts: Vec<i64> = (0..rng.poisson(rate * 60.0)).map(|_| minute * 60 + (rng.unit() * 60.0) as i64).collect();
+            let mut ts: Vec<i64> = (0..rng.poisson(rate * 60.0))
+                .map(|_| minute * 60 + (rng.unit() * 60.0) as i64)
+                .collect();
             ts.sort_unstable();
             events[k].extend(ts);
         }
@@ -112,7 +114,13 @@ fn score(pairs: &[(f64, bool)]) -> (f64, f64, String, Vec<(f64, f64, usize)>) {
         let c = b.2;
         (b.0, b.1) = (b.0 / c as f64, b.1 / c as f64);
         ece += (b.0 - b.1).abs() * c as f64 / n;
-        table += &format!("  [{:.1},{:.1}) n={c:7} mean p={:.3} observed={:.3}\n", i as f64 / 10.0, (i + 1) as f64 / 10.0, b.0, b.1);
+        table += &format!(
+            "  [{:.1},{:.1}) n={c:7} mean p={:.3} observed={:.3}\n",
+            i as f64 / 10.0,
+            (i + 1) as f64 / 10.0,
+            b.0,
+            b.1
+        );
     }
     (brier, ece, table, bins)
 }
@@ -136,7 +144,12 @@ fn confidence_is_calibrated_on_a_synthetic_trace() {
         let now = minute * 60;
         for (k, ts) in events.iter().enumerate() {
             while cursor[k] < ts.len() && ts[cursor[k]] <= now {
-                model.record(&ev(&names[k], "price", start + Duration::seconds(ts[cursor[k]]), None));
+                model.record(&ev(
+                    &names[k],
+                    "price",
+                    start + Duration::seconds(ts[cursor[k]]),
+                    None,
+                ));
                 cursor[k] += 1;
             }
         }
@@ -151,9 +164,16 @@ fn confidence_is_calibrated_on_a_synthetic_trace() {
             let next = ts.partition_point(|&t| t <= now);
             let hit = next < ts.len() && ts[next] <= now + 300;
             published.push((p.confidence, hit));
-            class_of.push(if k < 120 { 0 } else if k < 180 { 1 } else { 2 });
+            class_of.push(if k < 120 {
+                0
+            } else if k < 180 {
+                1
+            } else {
+                2
+            });
             raw.push((model.explain(&p.ticker, &module, at).unwrap().raw_probability, hit));
-            let mass: f64 = rates[k][minute as usize..minute as usize + 5].iter().sum::<f64>() * 60.0;
+            let mass: f64 =
+                rates[k][minute as usize..minute as usize + 5].iter().sum::<f64>() * 60.0;
             oracle.push((1.0 - (-mass).exp(), hit));
         }
     }
@@ -175,7 +195,9 @@ fn confidence_is_calibrated_on_a_synthetic_trace() {
     );
     // Per key family, for the record (not asserted: calibration is global, per family it is not).
     for c in 0..3 {
-        let pick = |v: &[(f64, bool)]| v.iter().zip(&class_of).filter(|(_, &k)| k == c).map(|(x, _)| *x).collect::<Vec<_>>();
+        let pick = |v: &[(f64, bool)]| {
+            v.iter().zip(&class_of).filter(|(_, &k)| k == c).map(|(x, _)| *x).collect::<Vec<_>>()
+        };
         let (bp, ep, _, _) = score(&pick(&published));
         let (bo, _, _, _) = score(&pick(&oracle));
         let pp = pick(&published);
@@ -184,12 +206,23 @@ fn confidence_is_calibrated_on_a_synthetic_trace() {
     }
     // Reliability: every well-populated bin within 0.05 of what happened, 0.02 on average.
     for (i, &(mean_p, observed, count)) in bins.iter().enumerate() {
-        assert!(count < 2_000 || (mean_p - observed).abs() < 0.05, "bin {i} miscalibrated:\n{table}");
+        assert!(
+            count < 2_000 || (mean_p - observed).abs() < 0.05,
+            "bin {i} miscalibrated:\n{table}"
+        );
     }
     assert!(ece < 0.02, "expected calibration error {ece:.4}\n{table}");
     // Resolution: most of the skill of an oracle that knows every key's true intensity (bursts
     // included, before they start).
-    assert!(skill(brier) > 0.7 * skill(brier_oracle), "skill {:.3} vs oracle {:.3}", skill(brier), skill(brier_oracle));
+    assert!(
+        skill(brier) > 0.7 * skill(brier_oracle),
+        "skill {:.3} vs oracle {:.3}",
+        skill(brier),
+        skill(brier_oracle)
+    );
     // The calibration layer does not make the raw probabilities worse.
-    assert!(ece <= ece_raw + 0.002 && brier <= brier_raw + 0.002, "calibrated {ece:.4}/{brier:.4} vs raw {ece_raw:.4}/{brier_raw:.4}");
+    assert!(
+        ece <= ece_raw + 0.002 && brier <= brier_raw + 0.002,
+        "calibrated {ece:.4}/{brier:.4} vs raw {ece_raw:.4}/{brier_raw:.4}"
+    );
 }

@@ -147,7 +147,10 @@ mod tests {
         b.record(10_000, 2, 300.0, 3600.0);
         let (fa, sa) = a.rates(10_100, 300.0, 3600.0);
         let (fb, sb) = b.rates(10_100, 300.0, 3600.0);
-        assert!((fa - fb).abs() < 1e-9 && (sa - sb).abs() < 1e-9, "order changed the result: {fa} vs {fb}");
+        assert!(
+            (fa - fb).abs() < 1e-9 && (sa - sb).abs() < 1e-9,
+            "order changed the result: {fa} vs {fb}"
+        );
         assert_eq!(a.buckets(), &[(2, 2)]);
     }
 

@@ -37,7 +37,12 @@ pub struct Config {
     /// TTL of the warmer's cached copies of one module, as MODULE=SECONDS (repeatable), for
     /// refresh-ahead until the live config's `ttl_s` applies. Set it like the warmer's `--ttl`.
     /// Default: the live config's defaults (price 60, news 300, fundamentals 86400).
-    #[arg(long = "cache-ttl", env = "ANALYZER_CACHE_TTL", value_delimiter = ',', value_name = "MODULE=SECONDS")]
+    #[arg(
+        long = "cache-ttl",
+        env = "ANALYZER_CACHE_TTL",
+        value_delimiter = ',',
+        value_name = "MODULE=SECONDS"
+    )]
     pub cache_ttls: Vec<String>,
 
     /// TTL of other modules' cached copies in seconds, like the warmer's `--default-ttl`
@@ -116,8 +121,10 @@ impl Config {
     pub fn model_config(&self) -> anyhow::Result<ModelConfig> {
         let mut m = match &self.model_config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             }
             None => ModelConfig::default(),
         };
@@ -150,7 +157,8 @@ impl Config {
     pub fn start_ttls(&self) -> anyhow::Result<prefetch_common::config::LiveConfig> {
         let mut ttls = serde_json::Map::new();
         for t in &self.cache_ttls {
-            let (m, s) = prefetch_common::config::parse_ttl_spec(t).map_err(|e| anyhow::anyhow!("--cache-ttl {e}"))?;
+            let (m, s) = prefetch_common::config::parse_ttl_spec(t)
+                .map_err(|e| anyhow::anyhow!("--cache-ttl {e}"))?;
             ttls.insert(m, s.into());
         }
         let mut patch = serde_json::json!({ "ttl_s": ttls });
@@ -163,7 +171,9 @@ impl Config {
     /// This instance's id in the stats topic.
     pub fn instance_id(&self) -> String {
         self.instance_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "analyzer".into());
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "analyzer".into());
             format!("{host}-{}", std::process::id())
         })
     }

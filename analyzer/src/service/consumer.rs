@@ -57,13 +57,23 @@ impl ConsumerContext for GroupContext {
         let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let parts: Vec<i32> = tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect();
+                let parts: Vec<i32> = tpl
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.topic)
+                    .map(|e| e.partition())
+                    .collect();
                 tracing::info!(partitions = ?parts, "Partitions assigned.");
                 changes.revoked.retain(|p| !parts.contains(p));
                 changes.assigned.extend(parts);
             }
             Rebalance::Revoke(tpl) => {
-                let parts: Vec<i32> = tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect();
+                let parts: Vec<i32> = tpl
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.topic)
+                    .map(|e| e.partition())
+                    .collect();
                 tracing::info!(partitions = ?parts, "Partitions revoked.");
                 changes.assigned.retain(|p| !parts.contains(p));
                 changes.revoked.extend(parts);

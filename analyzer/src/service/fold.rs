@@ -53,7 +53,12 @@ impl Chunk {
         self.bytes.extend_from_slice(m.key().unwrap_or_default());
         let mid = self.bytes.len();
         self.bytes.extend_from_slice(m.payload().unwrap_or_default());
-        self.messages.push(Raw { partition: m.partition(), offset: m.offset(), key: start..mid, payload: mid..self.bytes.len() });
+        self.messages.push(Raw {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: start..mid,
+            payload: mid..self.bytes.len(),
+        });
     }
 
     /// Messages in the chunk.
@@ -153,7 +158,15 @@ impl RecentGuard<'_> {
                 return true;
             }
         }
-        self.0.insert(h, Seen { ticker: p.ticker.clone(), module: p.module.clone(), at: p.generated_at, confidence: p.confidence });
+        self.0.insert(
+            h,
+            Seen {
+                ticker: p.ticker.clone(),
+                module: p.module.clone(),
+                at: p.generated_at,
+                confidence: p.confidence,
+            },
+        );
         true
     }
 }
@@ -229,7 +242,11 @@ pub(crate) struct Folder {
 
 impl Folder {
     /// Runs until the parse thread stops; answers each chunk on `folded`, in order.
-    pub fn run(mut self, parsed: mpsc::Receiver<Parsed>, folded: tokio::sync::mpsc::UnboundedSender<Folded>) {
+    pub fn run(
+        mut self,
+        parsed: mpsc::Receiver<Parsed>,
+        folded: tokio::sync::mpsc::UnboundedSender<Folded>,
+    ) {
         let mut body = Vec::with_capacity(256);
         while let Ok(p) = parsed.recv() {
             let mut f = self.fold(&p, &mut body);
@@ -266,7 +283,12 @@ impl Folder {
                 "payload": String::from_utf8_lossy(payload),
             })
             .to_string();
-            self.enqueue(&self.topics.dlq_topic, &chunk.bytes[m.key.clone()], dl.as_bytes(), &mut out);
+            self.enqueue(
+                &self.topics.dlq_topic,
+                &chunk.bytes[m.key.clone()],
+                dl.as_bytes(),
+                &mut out,
+            );
         }
         if chunk.epoch != self.epoch {
             self.noted.clear();
@@ -308,7 +330,12 @@ impl Folder {
                 self.shared.metrics.published(p.reason);
                 body.clear();
                 serde_json::to_writer(&mut *body, p).expect("a Prediction serialises");
-                self.enqueue(&self.topics.predictions_topic, p.ticker.as_str().as_bytes(), body, &mut out);
+                self.enqueue(
+                    &self.topics.predictions_topic,
+                    p.ticker.as_str().as_bytes(),
+                    body,
+                    &mut out,
+                );
             }
         }
         out
@@ -319,7 +346,9 @@ impl Folder {
             Ok(f) => out.deliveries.push(f),
             // A full local queue: the loop goes on (the message is re-read after a restart
             // because its offset is not stored). Rare enough to log.
-            Err((e, _)) => tracing::warn!(error = %e, topic, "Could not enqueue; will retry after a restart."),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, topic, "Could not enqueue; will retry after a restart.")
+            }
         }
     }
 }
@@ -347,7 +376,10 @@ mod tests {
         assert!(!r.fresh(&p(30, 0.6)), "same key, same confidence, within a fifth of the horizon");
         assert!(r.fresh(&p(31, 0.7)), "more confident: published");
         assert!(!r.fresh(&p(80, 0.7)));
-        assert!(r.fresh(&p(91, 0.5)), "a fifth of the horizon (60 s) after the last: published again");
+        assert!(
+            r.fresh(&p(91, 0.5)),
+            "a fifth of the horizon (60 s) after the last: published again"
+        );
         r.prune(p(391, 0.5).generated_at, chrono::Duration::seconds(300));
         assert!(r.is_empty(), "pruned after one horizon");
         let other = Prediction { module: Module::parse("news").unwrap(), ..p(0, 0.6) };
@@ -361,7 +393,15 @@ mod tests {
         let a = p(0, 0.6);
         // Plant an entry for another key under `a`'s hash, as a collision would.
         let h = key_hash(a.ticker.as_str(), a.module.as_str());
-        r.lock().0.insert(h, Seen { ticker: Ticker::parse("AAPL").unwrap(), module: a.module.clone(), at: a.generated_at, confidence: 1.0 });
+        r.lock().0.insert(
+            h,
+            Seen {
+                ticker: Ticker::parse("AAPL").unwrap(),
+                module: a.module.clone(),
+                at: a.generated_at,
+                confidence: 1.0,
+            },
+        );
         assert!(r.fresh(&a), "a different key's entry must not suppress this one");
         assert!(!r.fresh(&p(10, 0.6)), "and this key is remembered from now on");
     }

@@ -27,24 +27,38 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/predictions", get(predictions))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|State(s): State<Arc<AdminState>>| async move { metrics_response(s.shared.metrics.registry()) }))
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<AdminState>>| async move {
+                metrics_response(s.shared.metrics.registry())
+            }),
+        )
         .with_state(state)
 }
 
 async fn stats(State(s): State<Arc<AdminState>>) -> Response {
     let Some(now) = s.shared.event_time() else {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "no_events_yet", "no query event has been folded yet");
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_events_yet",
+            "no query event has been folded yet",
+        );
     };
     let shared = s.shared.clone();
     match tokio::task::spawn_blocking(move || shared.stats_json(now)).await {
-        Ok(Ok(body)) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Ok(Err(e)) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "stats_failed", e.to_string()),
+        Ok(Ok(body)) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Ok(Err(e)) => {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "stats_failed", e.to_string())
+        }
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "stats_failed", e.to_string()),
     }
 }
 
 async fn predictions(State(s): State<Arc<AdminState>>) -> Response {
-    Json(super::pipeline::predictions_json(&s.shared.predictions(), s.shared.event_time())).into_response()
+    Json(super::pipeline::predictions_json(&s.shared.predictions(), s.shared.event_time()))
+        .into_response()
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {

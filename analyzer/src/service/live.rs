@@ -17,7 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Applies every change of `config` from now on, until `stop` (the value current at the call
 /// is the caller's to apply).
-pub async fn follow(shared: Arc<Shared>, base: Base, config: watch::Receiver<Option<LiveConfig>>, stop: CancellationToken) {
+pub async fn follow(
+    shared: Arc<Shared>,
+    base: Base,
+    config: watch::Receiver<Option<LiveConfig>>,
+    stop: CancellationToken,
+) {
     on_change(config, stop, |live| apply(&shared, &base, live)).await
 }
 
@@ -38,8 +43,16 @@ pub fn apply(shared: &Shared, base: &Base, live: &LiveConfig) {
             if base.refresh_ahead {
                 model.set_cache_ttls(CacheTtls::of_live(live));
             }
-            tracing::info!(top_n = live.top_n, min_confidence = live.min_confidence, enabled = live.enabled, horizon_s = live.horizon_s, "Live config applied.");
+            tracing::info!(
+                top_n = live.top_n,
+                min_confidence = live.min_confidence,
+                enabled = live.enabled,
+                horizon_s = live.horizon_s,
+                "Live config applied."
+            );
         }
-        Err(e) => tracing::warn!(error = %e, "Live config refused by the model; keeping the previous one."),
+        Err(e) => {
+            tracing::warn!(error = %e, "Live config refused by the model; keeping the previous one.")
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The analyzer's Prometheus collectors: one method per thing that happens.
 
 use prefetch_common::prediction::Reason;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use std::time::Duration;
 
 /// The analyzer's collectors, in a registry of their own.
@@ -37,20 +39,37 @@ impl Metrics {
             &["admission"],
         )
         .unwrap();
-        let dlq = IntCounter::new("smart_prefetch_analyzer_dead_letters_total", "Messages sent to the dead-letter topic (not JSON, or against the contract).").unwrap();
+        let dlq = IntCounter::new(
+            "smart_prefetch_analyzer_dead_letters_total",
+            "Messages sent to the dead-letter topic (not JSON, or against the contract).",
+        )
+        .unwrap();
         let predictions = IntCounterVec::new(
-            Opts::new("smart_prefetch_analyzer_predictions_total", "Predictions published, by reason."),
+            Opts::new(
+                "smart_prefetch_analyzer_predictions_total",
+                "Predictions published, by reason.",
+            ),
             &["reason"],
         )
         .unwrap();
         let tick_seconds = Histogram::with_opts(
-            HistogramOpts::new("smart_prefetch_analyzer_tick_duration_seconds", "Time one model tick takes (walk every key, rank).")
-                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "smart_prefetch_analyzer_tick_duration_seconds",
+                "Time one model tick takes (walk every key, rank).",
+            )
+            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
         )
         .unwrap();
-        let live_keys = IntGauge::new("smart_prefetch_analyzer_live_keys", "(ticker, module) keys with history in the retention window.").unwrap();
+        let live_keys = IntGauge::new(
+            "smart_prefetch_analyzer_live_keys",
+            "(ticker, module) keys with history in the retention window.",
+        )
+        .unwrap();
         let lag = IntGaugeVec::new(
-            Opts::new("smart_prefetch_analyzer_consumer_lag_messages", "Messages behind the end of each assigned query-events partition."),
+            Opts::new(
+                "smart_prefetch_analyzer_consumer_lag_messages",
+                "Messages behind the end of each assigned query-events partition.",
+            ),
             &["partition"],
         )
         .unwrap();
@@ -83,7 +102,17 @@ impl Metrics {
         ] {
             registry.register(c).unwrap();
         }
-        Self { registry, events: event_counters, dlq, predictions, tick_seconds, live_keys, lag, rebuilt, confidence }
+        Self {
+            registry,
+            events: event_counters,
+            dlq,
+            predictions,
+            tick_seconds,
+            live_keys,
+            lag,
+            rebuilt,
+            confidence,
+        }
     }
 
     /// The registry to expose on `/metrics`.

@@ -93,7 +93,11 @@ impl Shared {
     pub fn forget_partitions(&self, partitions: &[i32]) -> usize {
         let tickers: HashSet<Ticker> = {
             let mut parts = lock(&self.partitions);
-            let gone: HashSet<Ticker> = parts.iter().filter(|(_, p)| partitions.contains(p)).map(|(t, _)| t.clone()).collect();
+            let gone: HashSet<Ticker> = parts
+                .iter()
+                .filter(|(_, p)| partitions.contains(p))
+                .map(|(t, _)| t.clone())
+                .collect();
             parts.retain(|t, _| !gone.contains(t));
             gone
         };
@@ -121,12 +125,18 @@ impl Shared {
 
 /// Runs the analyzer: the admin HTTP on `--listen` and the pipeline, until `shutdown`.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     serve(cfg, listener, shutdown).await
 }
 
 /// Runs the analyzer with its admin HTTP on a bound `listener` (tests bind port 0).
-pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let base = live::Base { model: cfg.model_config()?, refresh_ahead: cfg.refresh_ahead };
     let mut model = Model::new(base.model.clone()).context("invalid model configuration")?;
     if base.refresh_ahead {
@@ -156,14 +166,27 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
     let producer = cfg.kafka.producer(Duration::from_secs(30))?;
     let mut cc = cfg.kafka.consumer_config(&cfg.group_id)?;
     cc.set("statistics.interval.ms", "5000");
-    let context = consumer::GroupContext { changes: Mutex::default(), metrics, topic: cfg.topics.query_events_topic.clone() };
-    let consumer: Arc<StreamConsumer<consumer::GroupContext>> = Arc::new(cc.create_with_context(context)?);
+    let context = consumer::GroupContext {
+        changes: Mutex::default(),
+        metrics,
+        topic: cfg.topics.query_events_topic.clone(),
+    };
+    let consumer: Arc<StreamConsumer<consumer::GroupContext>> =
+        Arc::new(cc.create_with_context(context)?);
     consumer.subscribe(&[&cfg.topics.query_events_topic])?;
 
-    let admin = Arc::new(http::AdminState { shared: shared.clone(), producer: producer.clone(), topic: cfg.topics.query_events_topic.clone() });
+    let admin = Arc::new(http::AdminState {
+        shared: shared.clone(),
+        producer: producer.clone(),
+        topic: cfg.topics.query_events_topic.clone(),
+    });
     let addr = listener.local_addr()?;
     let http_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, http::router(admin)).with_graceful_shutdown(http_shutdown.cancelled_owned()).await });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, http::router(admin))
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+    });
     tracing::info!(%addr, topic = %cfg.topics.query_events_topic, group = %cfg.group_id, "Analyzer running.");
 
     let pipeline = pipeline::Pipeline {
@@ -181,7 +204,10 @@ pub async fn serve(cfg: Config, listener: TcpListener, shutdown: CancellationTok
     let result = pipeline.run(shutdown.clone()).await;
     shutdown.cancel();
     let _ = server.await;
-    tokio::task::spawn_blocking(move || rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10))).await??;
+    tokio::task::spawn_blocking(move || {
+        rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10))
+    })
+    .await??;
     // Offsets are committed by now. Dropping the consumer leaves the group (so a successor is
     // assigned at once), but dropping a subscribed StreamConsumer has been seen to hang on the
     // MockCluster (rust-rdkafka #453, #509, #611): drop it on a detached thread and never wait.

@@ -14,7 +14,9 @@
 //! where every consumer would gain from it; it lives here until that crate's owner moves it.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use prefetch_common::contract::{ClientId, EventError, Module, QueryEvent, Ticker, MAX_FUTURE_SKEW};
+use prefetch_common::contract::{
+    ClientId, EventError, Module, QueryEvent, Ticker, MAX_FUTURE_SKEW,
+};
 
 /// Parses and validates one message payload, as [`QueryEvent::from_json`] does.
 pub fn event(bytes: &[u8], now: DateTime<Utc>) -> Result<QueryEvent, EventError> {
@@ -55,7 +57,10 @@ impl<'a> Scan<'a> {
         let len = rest.iter().position(|c| !(c.is_ascii_digit() || *c == b'.'))?;
         let s = std::str::from_utf8(&rest[..len]).ok()?;
         let (int, frac) = s.split_once('.').unwrap_or((s, "1"));
-        let plain = !int.is_empty() && !frac.is_empty() && !frac.contains('.') && (int == "0" || !int.starts_with('0'));
+        let plain = !int.is_empty()
+            && !frac.is_empty()
+            && !frac.contains('.')
+            && (int == "0" || !int.starts_with('0'));
         if !plain || int.len() + frac.len() > 15 {
             return None;
         }
@@ -66,11 +71,21 @@ impl<'a> Scan<'a> {
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
     fn ts(&mut self) -> Option<DateTime<Utc>> {
         let s = self.string()?.as_bytes();
-        if s.len() != 24 || s[4] != b'-' || s[7] != b'-' || s[10] != b'T' || s[13] != b':' || s[16] != b':' || s[19] != b'.' || s[23] != b'Z' {
+        if s.len() != 24
+            || s[4] != b'-'
+            || s[7] != b'-'
+            || s[10] != b'T'
+            || s[13] != b':'
+            || s[16] != b':'
+            || s[19] != b'.'
+            || s[23] != b'Z'
+        {
             return None;
         }
         let n = |r: std::ops::Range<usize>| -> Option<u32> {
-            s[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+            s[r].iter().try_fold(0u32, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
         };
         let date = NaiveDate::from_ymd_opt(n(0..4)? as i32, n(5..7)?, n(8..10)?)?;
         // A leap second (`:60`) is left to chrono's parser.
@@ -122,7 +137,11 @@ mod tests {
     fn agree(json: &str, fast: bool) {
         let want = QueryEvent::from_json(json.as_bytes(), now());
         assert_eq!(event(json.as_bytes(), now()), want, "{json}");
-        assert_eq!(canonical(json.as_bytes(), now()).is_some(), fast, "fast path taken for {json}? {want:?}");
+        assert_eq!(
+            canonical(json.as_bytes(), now()).is_some(),
+            fast,
+            "fast path taken for {json}? {want:?}"
+        );
     }
 
     #[test]
@@ -142,9 +161,18 @@ mod tests {
             QueryEvent { latency_ms: Some(1e-7), ..base.clone() },
             QueryEvent { latency_ms: Some(123456.789), ..base.clone() },
             QueryEvent { client: None, ..base.clone() },
-            QueryEvent { ticker: Ticker::parse("^GSPC").unwrap(), module: Module::parse("fundamentals_q-2").unwrap(), ..base.clone() },
+            QueryEvent {
+                ticker: Ticker::parse("^GSPC").unwrap(),
+                module: Module::parse("fundamentals_q-2").unwrap(),
+                ..base.clone()
+            },
             QueryEvent { ts: now() + chrono::Duration::minutes(5), ..base.clone() },
-            QueryEvent { ts: DateTime::parse_from_rfc3339("2000-02-29T23:59:59.999Z").unwrap().with_timezone(&Utc), ..base.clone() },
+            QueryEvent {
+                ts: DateTime::parse_from_rfc3339("2000-02-29T23:59:59.999Z")
+                    .unwrap()
+                    .with_timezone(&Utc),
+                ..base.clone()
+            },
         ];
         for e in variants {
             let json = String::from_utf8(e.to_json()).unwrap();
@@ -160,18 +188,51 @@ mod tests {
         let ok = r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","client":"c1","latency_ms":3}"#;
         agree(ok, true);
         for (json, why) in [
-            (r#"{"ticker":"aapl ","module":" Price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "normalised names: fast and same"),
-            (r#"{"module":"price","ticker":"AAPL","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "field order"),
-            (r#"{ "ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "whitespace"),
-            (r#"{"ticker":"AA\u0050L","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#, "escape"),
-            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59Z"}"#, "ts without millis"),
-            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T16:29:59.000+02:00"}"#, "ts offset"),
-            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":1773066599000}"#, "epoch millis"),
+            (
+                r#"{"ticker":"aapl ","module":" Price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#,
+                "normalised names: fast and same",
+            ),
+            (
+                r#"{"module":"price","ticker":"AAPL","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#,
+                "field order",
+            ),
+            (
+                r#"{ "ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#,
+                "whitespace",
+            ),
+            (
+                r#"{"ticker":"AA\u0050L","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#,
+                "escape",
+            ),
+            (
+                r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59Z"}"#,
+                "ts without millis",
+            ),
+            (
+                r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T16:29:59.000+02:00"}"#,
+                "ts offset",
+            ),
+            (
+                r#"{"ticker":"AAPL","module":"price","hit":false,"ts":1773066599000}"#,
+                "epoch millis",
+            ),
             (r#"{"ticker":"AAPL","module":"price","hit":false}"#, "no ts: stamped now"),
-            (r#"{"ticker":"AAPL","module":"price","hit":null,"ts":"2026-03-09T14:29:59.000Z"}"#, "null hit"),
-            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","latency_ms":1.5e2}"#, "exponent"),
-            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","extra":1}"#, "unknown field"),
-            (r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"} "#, "trailing space"),
+            (
+                r#"{"ticker":"AAPL","module":"price","hit":null,"ts":"2026-03-09T14:29:59.000Z"}"#,
+                "null hit",
+            ),
+            (
+                r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","latency_ms":1.5e2}"#,
+                "exponent",
+            ),
+            (
+                r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","extra":1}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"} "#,
+                "trailing space",
+            ),
         ] {
             let fast = why.starts_with("normalised");
             agree(json, fast);

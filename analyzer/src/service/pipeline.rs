@@ -123,7 +123,8 @@ struct Stage {
 impl Stage {
     fn send(&mut self, mut chunk: Chunk) -> anyhow::Result<()> {
         chunk.epoch = self.epoch;
-        let tx = self.chunks.as_ref().ok_or_else(|| anyhow::anyhow!("the fold thread is stopped"))?;
+        let tx =
+            self.chunks.as_ref().ok_or_else(|| anyhow::anyhow!("the fold thread is stopped"))?;
         tx.send(chunk).map_err(|_| anyhow::anyhow!("the fold thread stopped"))?;
         self.in_flight += 1;
         Ok(())
@@ -131,7 +132,8 @@ impl Stage {
 
     /// The next folded chunk (cancel-safe: a chunk not taken stays in the channel).
     async fn next(&mut self) -> anyhow::Result<Folded> {
-        let f = self.folded.recv().await.ok_or_else(|| anyhow::anyhow!("the fold thread stopped"))?;
+        let f =
+            self.folded.recv().await.ok_or_else(|| anyhow::anyhow!("the fold thread stopped"))?;
         self.in_flight -= 1;
         Ok(f)
     }
@@ -150,7 +152,9 @@ impl Stage {
         self.drain(progress).await?;
         self.chunks = None;
         for t in std::mem::take(&mut self.threads) {
-            tokio::task::spawn_blocking(move || t.join()).await?.map_err(|_| anyhow::anyhow!("a fold stage thread panicked"))?;
+            tokio::task::spawn_blocking(move || t.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("a fold stage thread panicked"))?;
         }
         Ok(())
     }
@@ -199,10 +203,22 @@ impl Pipeline {
         let (chunks_tx, chunks_rx) = mpsc::channel();
         let (parsed_tx, parsed_rx) = mpsc::channel();
         let (folded_tx, folded_rx) = tokio::sync::mpsc::unbounded_channel();
-        let parse = std::thread::Builder::new().name("analyzer-parse".into()).spawn(move || fold::parse_all(chunks_rx, parsed_tx))?;
-        let fold = std::thread::Builder::new().name("analyzer-fold".into()).spawn(move || folder.run(parsed_rx, folded_tx))?;
-        let mut stage = Stage { chunks: Some(chunks_tx), folded: folded_rx, in_flight: 0, threads: vec![parse, fold], spare: Vec::new(), epoch: 0 };
-        let result = self.consume(&shutdown, &mut stage, &mut progress, &mut tick, &mut stats).await;
+        let parse = std::thread::Builder::new()
+            .name("analyzer-parse".into())
+            .spawn(move || fold::parse_all(chunks_rx, parsed_tx))?;
+        let fold = std::thread::Builder::new()
+            .name("analyzer-fold".into())
+            .spawn(move || folder.run(parsed_rx, folded_tx))?;
+        let mut stage = Stage {
+            chunks: Some(chunks_tx),
+            folded: folded_rx,
+            in_flight: 0,
+            threads: vec![parse, fold],
+            spare: Vec::new(),
+            epoch: 0,
+        };
+        let result =
+            self.consume(&shutdown, &mut stage, &mut progress, &mut tick, &mut stats).await;
         // Even after an error, the threads are stopped (what was handed over is folded first);
         // the loop's own error is the one reported.
         let stopped = stage.stop(&mut progress).await;
@@ -211,11 +227,13 @@ impl Pipeline {
         self.settle(&mut progress, true).await?;
         drop(producer);
         let c = self.consumer.clone();
-        tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await?.or_else(|e| {
-            // Nothing stored since the last commit is also an error here; it loses nothing.
-            tracing::debug!(error = %e, "Final commit.");
-            Ok::<_, anyhow::Error>(())
-        })?;
+        tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync))
+            .await?
+            .or_else(|e| {
+                // Nothing stored since the last commit is also an error here; it loses nothing.
+                tracing::debug!(error = %e, "Final commit.");
+                Ok::<_, anyhow::Error>(())
+            })?;
         Ok(())
     }
 
@@ -281,8 +299,12 @@ impl Pipeline {
                     for r in join_all(open.deliveries).await {
                         match r {
                             Ok(Ok(_)) => {}
-                            Ok(Err((e, _))) => return Err(format!("Kafka did not take a produced message: {e}")),
-                            Err(_) => return Err("the producer dropped a delivery report".to_owned()),
+                            Ok(Err((e, _))) => {
+                                return Err(format!("Kafka did not take a produced message: {e}"))
+                            }
+                            Err(_) => {
+                                return Err("the producer dropped a delivery report".to_owned())
+                            }
                         }
                     }
                     Ok(())
@@ -302,7 +324,9 @@ impl Pipeline {
             }
             for (partition, offset) in sealed.offsets {
                 // A revoked partition's offset cannot be stored any more; its next owner re-reads it.
-                if let Err(e) = self.consumer.store_offset(&self.topics.query_events_topic, partition, offset) {
+                if let Err(e) =
+                    self.consumer.store_offset(&self.topics.query_events_topic, partition, offset)
+                {
                     tracing::debug!(partition, offset, error = %e, "Offset not stored.");
                 }
             }
@@ -324,7 +348,11 @@ impl Pipeline {
 
     /// Forgets revoked partitions' keys and rebuilds newly assigned ones from the topic.
     /// Every chunk handed over is folded first.
-    async fn apply_rebalances(&self, stage: &mut Stage, progress: &mut Progress) -> anyhow::Result<()> {
+    async fn apply_rebalances(
+        &self,
+        stage: &mut Stage,
+        progress: &mut Progress,
+    ) -> anyhow::Result<()> {
         let pending = {
             let c = self.consumer.context().changes.lock().unwrap_or_else(|p| p.into_inner());
             !c.assigned.is_empty() || !c.revoked.is_empty()
@@ -345,11 +373,23 @@ impl Pipeline {
         }
         for partition in assigned {
             let started = Instant::now();
-            let (shared, consumer, kafka, topic) =
-                (self.shared.clone(), self.consumer.clone(), self.kafka.clone(), self.topics.query_events_topic.clone());
-            let n = tokio::task::spawn_blocking(move || rebuild::partition(&shared, &consumer, &kafka, &topic, partition)).await??;
+            let (shared, consumer, kafka, topic) = (
+                self.shared.clone(),
+                self.consumer.clone(),
+                self.kafka.clone(),
+                self.topics.query_events_topic.clone(),
+            );
+            let n = tokio::task::spawn_blocking(move || {
+                rebuild::partition(&shared, &consumer, &kafka, &topic, partition)
+            })
+            .await??;
             self.shared.metrics.rebuilt(n);
-            tracing::info!(partition, events = n, seconds = started.elapsed().as_secs_f64(), "Rebuilt partition state from the topic.");
+            tracing::info!(
+                partition,
+                events = n,
+                seconds = started.elapsed().as_secs_f64(),
+                "Rebuilt partition state from the topic."
+            );
         }
         Ok(())
     }
@@ -363,18 +403,28 @@ impl Pipeline {
         let horizon = chrono::Duration::seconds(self.shared.model().config().horizon_s as i64);
         self.recent.prune(now, horizon);
         self.shared.metrics.ticked(started.elapsed(), self.shared.model().footprint().keys);
-        let bodies: Vec<Vec<u8>> = predictions.iter().map(|p| serde_json::to_vec(p).expect("a Prediction serialises")).collect();
+        let bodies: Vec<Vec<u8>> = predictions
+            .iter()
+            .map(|p| serde_json::to_vec(p).expect("a Prediction serialises"))
+            .collect();
         let sends: Vec<_> = predictions
             .iter()
             .zip(&bodies)
             .map(|(p, body)| {
-                self.producer.send(FutureRecord::to(&self.topics.predictions_topic).key(p.ticker.as_str()).payload(body), Duration::from_secs(5))
+                self.producer.send(
+                    FutureRecord::to(&self.topics.predictions_topic)
+                        .key(p.ticker.as_str())
+                        .payload(body),
+                    Duration::from_secs(5),
+                )
             })
             .collect();
         for (r, p) in join_all(sends).await.into_iter().zip(&predictions) {
             match r {
                 Ok(_) => self.shared.metrics.published(p.reason),
-                Err((e, _)) => tracing::warn!(error = %e, "Publishing a prediction failed; the next tick publishes afresh."),
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "Publishing a prediction failed; the next tick publishes afresh.")
+                }
             }
         }
         tracing::debug!(predictions = predictions.len(), watermark = %now, "Tick published.");
@@ -391,7 +441,8 @@ impl Pipeline {
             Ok(Err(e)) => return tracing::warn!(error = %e, "Stats snapshot failed."),
             Err(e) => return tracing::warn!(error = %e, "Stats task failed."),
         };
-        let rec = FutureRecord::to(&self.stats_topic).key(self.instance_id.as_str()).payload(&stats);
+        let rec =
+            FutureRecord::to(&self.stats_topic).key(self.instance_id.as_str()).payload(&stats);
         if let Err((e, _)) = self.producer.send(rec, Duration::from_secs(5)).await {
             tracing::warn!(error = %e, "Publishing the stats snapshot failed.");
         }
@@ -449,11 +500,18 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(cfg.clone(), listener, shutdown.clone()));
         let count = |text: &str, name: &str| -> f64 {
-            text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         let published = loop {
-            assert!(Instant::now() < deadline, "the analyzer did not fold {} events in time", events.len());
+            assert!(
+                Instant::now() < deadline,
+                "the analyzer did not fold {} events in time",
+                events.len()
+            );
             let text = match http().get(&url).send().await {
                 Ok(r) => r.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
@@ -467,17 +525,24 @@ mod tests {
         task.await.unwrap().expect("a clean stop, every delivery acknowledged");
         assert!(published > 0.0, "the scenario publishes event-driven predictions");
         assert!(
-            topic_count(&kafka.bootstrap(), &cfg.topics.predictions_topic).await as f64 >= published,
+            topic_count(&kafka.bootstrap(), &cfg.topics.predictions_topic).await as f64
+                >= published,
             "every prediction counted as published is on the topic"
         );
 
-        let group: BaseConsumer = cfg.kafka.consumer_config(&cfg.group_id).unwrap().create().unwrap();
+        let group: BaseConsumer =
+            cfg.kafka.consumer_config(&cfg.group_id).unwrap().create().unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in 0..3 {
             tpl.add_partition(&cfg.topics.query_events_topic, p);
         }
         let committed = group.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        let total: i64 = committed.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum();
+        let total: i64 = committed
+            .elements()
+            .iter()
+            .filter_map(|e| e.offset().to_raw())
+            .filter(|o| *o > 0)
+            .sum();
         assert_eq!(total, events.len() as i64, "every folded offset committed: {committed:?}");
     }
 }

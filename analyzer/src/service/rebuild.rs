@@ -21,7 +21,13 @@ const REBUILD_LIMIT: Duration = Duration::from_secs(300);
 
 /// Re-reads `partition` from the start of the retention window up to the group's committed
 /// offset into the model. Returns how many events were folded. Blocking.
-pub fn partition(shared: &Shared, consumer: &StreamConsumer<GroupContext>, kafka: &KafkaArgs, topic: &str, partition: i32) -> anyhow::Result<u64> {
+pub fn partition(
+    shared: &Shared,
+    consumer: &StreamConsumer<GroupContext>,
+    kafka: &KafkaArgs,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<u64> {
     let timeout = Duration::from_secs(10);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
@@ -37,8 +43,16 @@ pub fn partition(shared: &Shared, consumer: &StreamConsumer<GroupContext>, kafka
     let retention_ms = shared.model().config().retention_s as i64 * 1000;
     let reader: BaseConsumer = kafka.reader_config()?.create()?;
     let mut q = TopicPartitionList::new();
-    q.add_partition_offset(topic, partition, Offset::Offset(Utc::now().timestamp_millis() - retention_ms))?;
-    let start = match reader.offsets_for_times(q, timeout)?.find_partition(topic, partition).map(|e| e.offset()) {
+    q.add_partition_offset(
+        topic,
+        partition,
+        Offset::Offset(Utc::now().timestamp_millis() - retention_ms),
+    )?;
+    let start = match reader
+        .offsets_for_times(q, timeout)?
+        .find_partition(topic, partition)
+        .map(|e| e.offset())
+    {
         Some(Offset::Offset(o)) => Offset::Offset(o),
         // End means no message is that recent on a real broker, but the MockCluster answers End
         // for any timestamp. Reading from the start is right in both cases: the model drops
@@ -58,7 +72,12 @@ pub fn partition(shared: &Shared, consumer: &StreamConsumer<GroupContext>, kafka
     let mut last = -1;
     while last + 1 < end {
         if Instant::now() > deadline {
-            tracing::warn!(partition, read_to = last, end, "Rebuild took too long; continuing with partial history.");
+            tracing::warn!(
+                partition,
+                read_to = last,
+                end,
+                "Rebuild took too long; continuing with partial history."
+            );
             break;
         }
         let Some(r) = reader.poll(Duration::from_millis(500)) else { continue };
@@ -68,7 +87,9 @@ pub fn partition(shared: &Shared, consumer: &StreamConsumer<GroupContext>, kafka
             break;
         }
         // Bad messages were dead-lettered when first read; skip them silently here.
-        if let Ok(event) = super::pipeline::parse::event(m.payload().unwrap_or_default(), Utc::now()) {
+        if let Ok(event) =
+            super::pipeline::parse::event(m.payload().unwrap_or_default(), Utc::now())
+        {
             shared.note_partition(&event, partition);
             shared.model().record_history(&event);
             folded += 1;

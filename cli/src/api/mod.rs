@@ -224,10 +224,12 @@ pub async fn run(cmd: &ApiCommand) -> Result<String, ApiError> {
         ApiCommand::CacheStatus { .. } => client.call("GET", "status", None).await?,
         ApiCommand::PrefetchStats { .. } => client.call("GET", "stats", None).await?,
         ApiCommand::PrefetchWarmup { .. } => client.call("POST", "warmup", None).await?,
-        ApiCommand::PrefetchConfig { change, .. } => match change.patch().map_err(ApiError::Usage)? {
-            Some(patch) => client.call("POST", "config", Some(patch)).await?,
-            None => client.call("GET", "config", None).await?,
-        },
+        ApiCommand::PrefetchConfig { change, .. } => {
+            match change.patch().map_err(ApiError::Usage)? {
+                Some(patch) => client.call("POST", "config", Some(patch)).await?,
+                None => client.call("GET", "config", None).await?,
+            }
+        }
         ApiCommand::Predictions { limit, .. } => {
             let action = match limit {
                 Some(n) => format!("predictions&limit={n}"),
@@ -250,7 +252,9 @@ pub async fn run(cmd: &ApiCommand) -> Result<String, ApiError> {
         ApiCommand::CacheStatus { .. } => render::status(&answer),
         ApiCommand::PrefetchStats { .. } => render::stats(&answer),
         ApiCommand::PrefetchWarmup { .. } => render::warmup(&answer),
-        ApiCommand::PrefetchConfig { change, .. } => render::config(&answer, change.patch().ok().flatten().is_some()),
+        ApiCommand::PrefetchConfig { change, .. } => {
+            render::config(&answer, change.patch().ok().flatten().is_some())
+        }
         ApiCommand::Predictions { .. } => render::predictions(&answer),
         ApiCommand::RecordQuery { .. } => render::recorded(&answer),
     })
@@ -263,12 +267,23 @@ struct Client<'a> {
 
 impl<'a> Client<'a> {
     fn new(args: &'a ApiArgs) -> Result<Self, ApiError> {
-        let http = reqwest::Client::builder().timeout(args.timeout).build().map_err(|e| ApiError::Usage(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .timeout(args.timeout)
+            .build()
+            .map_err(|e| ApiError::Usage(e.to_string()))?;
         Ok(Self { http, args })
     }
 
-    async fn call(&self, method: &str, action: &str, body: Option<Value>) -> Result<Value, ApiError> {
-        let url = format!("{}/api/v1/smart-prefetch?action={action}", self.args.api.trim_end_matches('/'));
+    async fn call(
+        &self,
+        method: &str,
+        action: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ApiError> {
+        let url = format!(
+            "{}/api/v1/smart-prefetch?action={action}",
+            self.args.api.trim_end_matches('/')
+        );
         let mut req = match method {
             "POST" => self.http.post(&url),
             _ => self.http.get(&url),
@@ -279,14 +294,29 @@ impl<'a> Client<'a> {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| ApiError::Unreachable { url: url.clone(), reason: root_cause(&e) })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ApiError::Unreachable { url: url.clone(), reason: root_cause(&e) })?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| ApiError::Unreachable { url: url.clone(), reason: root_cause(&e) })?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ApiError::Unreachable { url: url.clone(), reason: root_cause(&e) })?;
         let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status >= 400 {
             let message = match (answer["message"].as_str(), answer["problems"].as_array()) {
                 (Some(m), Some(problems)) if !problems.is_empty() => {
-                    let list: Vec<String> = problems.iter().map(|p| format!("  {}: {}", p["field"].as_str().unwrap_or("?"), p["message"].as_str().unwrap_or("?"))).collect();
+                    let list: Vec<String> = problems
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "  {}: {}",
+                                p["field"].as_str().unwrap_or("?"),
+                                p["message"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect();
                     format!("{m}\n{}", list.join("\n"))
                 }
                 (Some(m), _) => m.to_owned(),

@@ -31,10 +31,35 @@ pub fn status(s: &Value) -> String {
     let enabled = if s["enabled"].as_bool() == Some(true) { "yes" } else { "no" };
     let rows = [
         ("Enabled", enabled.to_owned()),
-        ("Queries", format!("{} (hits {}, misses {})", text(&s["total_queries"]), text(&s["cache_hits"]), text(&s["cache_misses"]))),
-        ("Hit rate", format!("{:>6}  {}", pct(&s["hit_rate"]), bar(s["hit_rate"].as_f64().unwrap_or(0.0)))),
-        ("Cached items", format!("{} ({:.2} MB)", text(&s["cached_items"]), s["cache_size_mb"].as_f64().unwrap_or(0.0))),
-        ("Learning stage", format!("{} ({})", text(&s["learning_stage"]["stage"]), text(&s["learning_stage"]["range"]))),
+        (
+            "Queries",
+            format!(
+                "{} (hits {}, misses {})",
+                text(&s["total_queries"]),
+                text(&s["cache_hits"]),
+                text(&s["cache_misses"])
+            ),
+        ),
+        (
+            "Hit rate",
+            format!("{:>6}  {}", pct(&s["hit_rate"]), bar(s["hit_rate"].as_f64().unwrap_or(0.0))),
+        ),
+        (
+            "Cached items",
+            format!(
+                "{} ({:.2} MB)",
+                text(&s["cached_items"]),
+                s["cache_size_mb"].as_f64().unwrap_or(0.0)
+            ),
+        ),
+        (
+            "Learning stage",
+            format!(
+                "{} ({})",
+                text(&s["learning_stage"]["stage"]),
+                text(&s["learning_stage"]["range"])
+            ),
+        ),
         ("Live predictions", text(&s["live_predictions"])),
         (
             "Config",
@@ -66,7 +91,11 @@ fn names(out: &mut String, title: &str, list: &Value) {
         out.push_str("  (none yet)\n");
     }
     for (i, item) in items.iter().enumerate().take(10) {
-        let name = if item["name"].is_null() { format!("{} {}", text(&item["ticker"]), text(&item["module"])) } else { text(&item["name"]) };
+        let name = if item["name"].is_null() {
+            format!("{} {}", text(&item["ticker"]), text(&item["module"]))
+        } else {
+            text(&item["name"])
+        };
         let _ = writeln!(out, "  {:>2}. {:<24} {:>8}", i + 1, name, text(&item["count"]));
     }
 }
@@ -92,17 +121,40 @@ pub fn stats(s: &Value) -> String {
     }
     for q in seqs.iter().take(10) {
         let p = q["probability"].as_f64().unwrap_or(0.0);
-        let _ = writeln!(out, "  {:<12} → {:<18} {} {:>5.0}%", text(&q["from"]), text(&q["to"]), bar(p), p * 100.0);
+        let _ = writeln!(
+            out,
+            "  {:<12} → {:<18} {} {:>5.0}%",
+            text(&q["from"]),
+            text(&q["to"]),
+            bar(p),
+            p * 100.0
+        );
     }
     out
 }
 
 fn prediction_rows(out: &mut String, items: &[Value], last: &str) {
-    let _ = writeln!(out, "  {:<10} {:<14} {:<22} {:>6}  {}", "TICKER", "MODULE", "CONFIDENCE", "", last.to_uppercase());
+    let _ = writeln!(
+        out,
+        "  {:<10} {:<14} {:<22} {:>6}  {}",
+        "TICKER",
+        "MODULE",
+        "CONFIDENCE",
+        "",
+        last.to_uppercase()
+    );
     for p in items {
         let c = p["confidence"].as_f64().unwrap_or(0.0);
         let extra = if last == "outcome" { text(&p["outcome"]) } else { text(&p["reason"]) };
-        let _ = writeln!(out, "  {:<10} {:<14} {} {:>5.1}%  {}", text(&p["ticker"]), text(&p["module"]), bar(c), c * 100.0, extra);
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<14} {} {:>5.1}%  {}",
+            text(&p["ticker"]),
+            text(&p["module"]),
+            bar(c),
+            c * 100.0,
+            extra
+        );
     }
 }
 
@@ -120,7 +172,12 @@ pub fn predictions(a: &Value) -> String {
 /// `prefetch-warmup`.
 pub fn warmup(a: &Value) -> String {
     let items = a["items"].as_array().cloned().unwrap_or_default();
-    let mut out = format!("Warmup {}: {} of {} predicted key(s) fetched into the cache.\n", text(&a["status"]), text(&a["cached"]), items.len());
+    let mut out = format!(
+        "Warmup {}: {} of {} predicted key(s) fetched into the cache.\n",
+        text(&a["status"]),
+        text(&a["cached"]),
+        items.len()
+    );
     if !items.is_empty() {
         prediction_rows(&mut out, &items, "outcome");
     }
@@ -154,12 +211,19 @@ pub fn config(a: &Value, changed: bool) -> String {
 }
 
 fn kv(v: &Value) -> String {
-    v.as_object().map_or("-".to_owned(), |m| m.iter().map(|(k, v)| format!("{k}={}", text(v))).collect::<Vec<_>>().join(", "))
+    v.as_object().map_or("-".to_owned(), |m| {
+        m.iter().map(|(k, v)| format!("{k}={}", text(v))).collect::<Vec<_>>().join(", ")
+    })
 }
 
 /// `record-query`.
 pub fn recorded(a: &Value) -> String {
-    format!("Recorded {} {} ({}).\n", text(&a["ticker"]), text(&a["module"]), if a["hit"].as_bool() == Some(true) { "hit" } else { "miss" })
+    format!(
+        "Recorded {} {} ({}).\n",
+        text(&a["ticker"]),
+        text(&a["module"]),
+        if a["hit"].as_bool() == Some(true) { "hit" } else { "miss" }
+    )
 }
 
 #[cfg(test)]
@@ -179,7 +243,12 @@ mod tests {
         let s = json!({"enabled": true, "total_queries": 120, "cache_hits": 30, "cache_misses": 90, "hit_rate": 0.25,
             "learning_stage": {"stage": "Good", "range": "50-200 queries"}, "hints": ["lower the confidence"]});
         let out = status(&s);
-        assert!(out.contains("Good (50-200 queries)") && out.contains("25.0%") && out.contains("- lower the confidence"), "{out}");
+        assert!(
+            out.contains("Good (50-200 queries)")
+                && out.contains("25.0%")
+                && out.contains("- lower the confidence"),
+            "{out}"
+        );
         assert!(status(&json!({})).contains("Enabled           no"));
     }
 }

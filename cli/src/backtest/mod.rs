@@ -109,9 +109,13 @@ pub enum BacktestError {
 }
 
 fn parse_ttl(s: &str) -> Result<(Module, u64), String> {
-    let (m, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not MODULE=SECONDS (e.g. price=60)"))?;
+    let (m, v) =
+        s.split_once('=').ok_or_else(|| format!("{s:?} is not MODULE=SECONDS (e.g. price=60)"))?;
     let module = Module::parse(m).map_err(|e| format!("{s:?}: {e}"))?;
-    let secs: u64 = v.trim().parse().map_err(|_| format!("{s:?}: {:?} is not a whole number of seconds", v.trim()))?;
+    let secs: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {:?} is not a whole number of seconds", v.trim()))?;
     if secs == 0 {
         return Err(format!("{s:?}: a TTL must be at least 1 second"));
     }
@@ -123,8 +127,10 @@ impl ReplayArgs {
     pub fn live_config(&self) -> Result<LiveConfig, BacktestError> {
         let mut cfg = match &self.config {
             Some(path) => {
-                let bytes = std::fs::read(path).map_err(|source| BacktestError::ConfigFile { path: path.clone(), source })?;
-                LiveConfig::from_json(&bytes).map_err(|e| BacktestError::Config(format!("{}: {e}", path.display())))?
+                let bytes = std::fs::read(path)
+                    .map_err(|source| BacktestError::ConfigFile { path: path.clone(), source })?;
+                LiveConfig::from_json(&bytes)
+                    .map_err(|e| BacktestError::Config(format!("{}: {e}", path.display())))?
             }
             None => LiveConfig::default(),
         };
@@ -139,8 +145,14 @@ impl ReplayArgs {
 
     /// The tick interval, ms.
     pub fn tick_ms(&self) -> Result<i64, BacktestError> {
-        if !(self.tick_seconds.is_finite() && self.tick_seconds >= 0.001 && self.tick_seconds <= 86_400.0) {
-            return Err(BacktestError::Config(format!("--tick-seconds {}: must be between 0.001 and 86400", self.tick_seconds)));
+        if !(self.tick_seconds.is_finite()
+            && self.tick_seconds >= 0.001
+            && self.tick_seconds <= 86_400.0)
+        {
+            return Err(BacktestError::Config(format!(
+                "--tick-seconds {}: must be between 0.001 and 86400",
+                self.tick_seconds
+            )));
         }
         Ok((self.tick_seconds * 1000.0).round() as i64)
     }
@@ -190,11 +202,20 @@ pub fn run(args: &BacktestArgs) -> Result<Report, BacktestError> {
 
 /// Replays `trace` through the model (writing its warms to `warms_out`) and, with
 /// `baselines`, through the three baselines, on two threads.
-pub fn backtest(trace: &Trace, cfg: &SimConfig, warms_out: Option<&Path>, baselines: bool) -> Result<Report, BacktestError> {
-    let strategies: Vec<Strategy> = if baselines { Strategy::ALL.to_vec() } else { vec![Strategy::Model] };
+pub fn backtest(
+    trace: &Trace,
+    cfg: &SimConfig,
+    warms_out: Option<&Path>,
+    baselines: bool,
+) -> Result<Report, BacktestError> {
+    let strategies: Vec<Strategy> =
+        if baselines { Strategy::ALL.to_vec() } else { vec![Strategy::Model] };
     let bar = sim::progress(trace.events.len() as u64 * strategies.len() as u64, "replaying");
     let mut file = match warms_out {
-        Some(path) => Some((std::io::BufWriter::new(std::fs::File::create(path).map_err(write_err(path))?), path)),
+        Some(path) => Some((
+            std::io::BufWriter::new(std::fs::File::create(path).map_err(write_err(path))?),
+            path,
+        )),
         None => None,
     };
     let mut write_error = None;
@@ -216,7 +237,8 @@ pub fn backtest(trace: &Trace, cfg: &SimConfig, warms_out: Option<&Path>, baseli
                 }
             }
         };
-        let model = sim::replay(trace, cfg, Strategy::Model, &mut on_warm, bar.as_ref()).map(|r| (r, started.elapsed()));
+        let model = sim::replay(trace, cfg, Strategy::Model, &mut on_warm, bar.as_ref())
+            .map(|r| (r, started.elapsed()));
         (model, others.join().expect("baseline replay thread"))
     });
     if let Some(bar) = bar {
@@ -252,10 +274,16 @@ pub fn backtest(trace: &Trace, cfg: &SimConfig, warms_out: Option<&Path>, baseli
 
 /// The hit-rate timeline of a report.
 pub fn chart(report: &Report) -> String {
-    let bucket_min = report.strategies.values().next().map_or(60.0, |r| r.bucket_ms as f64 / 60_000.0);
+    let bucket_min =
+        report.strategies.values().next().map_or(60.0, |r| r.bucket_ms as f64 / 60_000.0);
     let series: Vec<Series<'_>> = ["model", "no_warming", "original", "oracle"]
         .iter()
-        .filter_map(|n| report.strategies.get(n).map(|r| Series { name: n.replace('_', " "), points: &r.timeline }))
+        .filter_map(|n| {
+            report
+                .strategies
+                .get(n)
+                .map(|r| Series { name: n.replace('_', " "), points: &r.timeline })
+        })
         .collect();
     svg::timeline(
         &format!("Hit rate per {bucket_min} min, {} .. {} (UTC)", report.from, report.to),

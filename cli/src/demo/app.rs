@@ -40,7 +40,11 @@ pub struct AppCounters {
 impl AppCounters {
     /// `(hits, misses, errors)` so far.
     pub fn snapshot(&self) -> (u64, u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed), self.errors.load(Ordering::Relaxed))
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -81,12 +85,20 @@ pub async fn ask_cache(
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
         .build()
         .map_err(|e| SendError::Client(e.to_string()))?;
-    let base_url = reqwest::Url::parse(base).map_err(|e| SendError::Client(format!("{base}: {e}")))?;
+    let base_url =
+        reqwest::Url::parse(base).map_err(|e| SendError::Client(format!("{base}: {e}")))?;
     let health = format!("{base}/healthz");
     match client.get(&health).send().await {
         Ok(r) if r.status().is_success() => {}
-        Ok(r) => return Err(SendError::Unreachable { url: health, reason: format!("answered {}", r.status()) }),
-        Err(e) => return Err(SendError::Unreachable { url: health, reason: super::send::chain(&e) }),
+        Ok(r) => {
+            return Err(SendError::Unreachable {
+                url: health,
+                reason: format!("answered {}", r.status()),
+            })
+        }
+        Err(e) => {
+            return Err(SendError::Unreachable { url: health, reason: super::send::chain(&e) })
+        }
     }
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     for (event, origin) in events {
@@ -112,7 +124,10 @@ pub async fn ask_cache(
         tokio::spawn(async move {
             let counter = match request.send().await {
                 Ok(r) if r.status().is_success() => {
-                    let hit = r.headers().get(CACHE_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"hit"));
+                    let hit = r
+                        .headers()
+                        .get(CACHE_HEADER)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"hit"));
                     // Read the body as an app would, so the connection goes back to the pool.
                     let _ = r.bytes().await;
                     if hit {

@@ -117,8 +117,11 @@ pub fn parse_span(s: &str) -> Result<chrono::Duration, String> {
     let t = s.trim();
     let std = match t.strip_suffix('d') {
         Some(days) => {
-            let n: f64 = days.parse().map_err(|_| format!("{s:?} is not a duration (use e.g. 2d, 6h, 90m)"))?;
-            std::time::Duration::try_from_secs_f64(n * 86_400.0).map_err(|e| format!("{s:?}: {e}"))?
+            let n: f64 = days
+                .parse()
+                .map_err(|_| format!("{s:?} is not a duration (use e.g. 2d, 6h, 90m)"))?;
+            std::time::Duration::try_from_secs_f64(n * 86_400.0)
+                .map_err(|e| format!("{s:?}: {e}"))?
         }
         None => parse_duration(t).map_err(|e| format!("{e}; d for days also works"))?,
     };
@@ -131,9 +134,11 @@ pub fn parse_start(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(date) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         return Ok(calendar::local_instant(date, 0));
     }
-    DateTime::parse_from_rfc3339(t)
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| format!("{s:?} is neither RFC 3339 (2026-03-09T09:30:00-04:00) nor a date (2026-03-09): {e}"))
+    DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Utc)).map_err(|e| {
+        format!(
+            "{s:?} is neither RFC 3339 (2026-03-09T09:30:00-04:00) nor a date (2026-03-09): {e}"
+        )
+    })
 }
 
 /// An `http://` base URL, without a trailing slash.
@@ -142,8 +147,9 @@ fn parse_url(s: &str) -> Result<String, String> {
     if t.starts_with("https://") {
         return Err(format!("{s:?}: https is not supported by this build; use http://"));
     }
-    let rest =
-        t.strip_prefix("http://").ok_or_else(|| format!("{s:?} is not an http:// URL (e.g. http://127.0.0.1:8080)"))?;
+    let rest = t
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{s:?} is not an http:// URL (e.g. http://127.0.0.1:8080)"))?;
     if rest.is_empty() {
         return Err(format!("{s:?} has no host"));
     }
@@ -168,7 +174,10 @@ mod tests {
     fn starts_are_rfc3339_or_a_new_york_date() {
         assert_eq!(parse_start("2026-03-09").unwrap().to_rfc3339(), "2026-03-09T04:00:00+00:00");
         assert_eq!(parse_start("2026-03-06").unwrap().to_rfc3339(), "2026-03-06T05:00:00+00:00");
-        assert_eq!(parse_start("2026-03-09T09:30:00-04:00").unwrap().to_rfc3339(), "2026-03-09T13:30:00+00:00");
+        assert_eq!(
+            parse_start("2026-03-09T09:30:00-04:00").unwrap().to_rfc3339(),
+            "2026-03-09T13:30:00+00:00"
+        );
         assert!(parse_start("monday").unwrap_err().contains("RFC 3339"));
     }
 

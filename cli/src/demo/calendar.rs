@@ -118,7 +118,11 @@ impl MinuteTable {
         let first_minute = start_ms.div_euclid(MS_PER_MINUTE);
         let last_minute = (end_ms - 1).max(start_ms).div_euclid(MS_PER_MINUTE);
         let values = (first_minute..=last_minute)
-            .map(|m| market_intensity(Utc.timestamp_millis_opt(m * MS_PER_MINUTE).single().expect("in range")))
+            .map(|m| {
+                market_intensity(
+                    Utc.timestamp_millis_opt(m * MS_PER_MINUTE).single().expect("in range"),
+                )
+            })
             .collect();
         Self { first_minute, values }
     }
@@ -143,7 +147,9 @@ mod tests {
     #[test]
     fn market_hours_average_one_and_dwarf_the_night() {
         let monday = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
-        let mean = (OPEN_MINUTE..CLOSE_MINUTE).map(|m| market_intensity(local_instant(monday, m))).sum::<f64>()
+        let mean = (OPEN_MINUTE..CLOSE_MINUTE)
+            .map(|m| market_intensity(local_instant(monday, m)))
+            .sum::<f64>()
             / f64::from(CLOSE_MINUTE - OPEN_MINUTE);
         assert!((mean - 1.0).abs() < 1e-9, "{mean}");
         assert!(market_intensity(local_instant(monday, 3 * 60)) < 0.05);

@@ -3,7 +3,9 @@
 use super::calendar::{self, MinuteTable};
 use super::params::{Budget, Params, ParamsError};
 use super::rng::{Rng, Zipf};
-use super::sources::{self, Burst, Fired, Session, Source, Spawn, Widget, World, BURST_FLOOR, MODULES};
+use super::sources::{
+    self, Burst, Fired, Session, Source, Spawn, Widget, World, BURST_FLOOR, MODULES,
+};
 use chrono::{TimeZone, Utc};
 use prefetch_common::contract::{ClientId, Module, QueryEvent, Ticker};
 use std::cmp::Reverse;
@@ -24,7 +26,8 @@ pub enum Origin {
 
 impl Origin {
     /// Every origin, in summary order.
-    pub const ALL: [Origin; 4] = [Origin::Lookup, Origin::Dashboard, Origin::Session, Origin::Burst];
+    pub const ALL: [Origin; 4] =
+        [Origin::Lookup, Origin::Dashboard, Origin::Session, Origin::Burst];
 
     /// Lower-case name used in summaries.
     pub fn as_str(self) -> &'static str {
@@ -39,11 +42,12 @@ impl Origin {
 
 /// Well-known symbols, most asked first; synthetic four-letter ones follow for larger universes.
 const KNOWN_TICKERS: &[&str] = &[
-    "AAPL", "NVDA", "TSLA", "MSFT", "AMZN", "SPY", "META", "GOOGL", "AMD", "QQQ", "NFLX", "AVGO", "PLTR", "JPM",
-    "BRK.B", "V", "COIN", "INTC", "BA", "DIS", "^GSPC", "XOM", "WMT", "UNH", "COST", "MU", "SMCI", "ARM", "UBER",
-    "SHOP", "CRM", "ORCL", "ADBE", "PYPL", "BAC", "KO", "PEP", "NKE", "T", "F", "GM", "PFE", "MRNA", "LLY", "JNJ",
-    "CVX", "GS", "MS", "C", "IWM", "DIA", "EURUSD=X", "BTC-USD", "^VIX", "GLD", "TLT", "SOFI", "RIVN", "LCID", "NIO",
-    "BABA", "TSM", "ASML", "SNOW", "ROKU", "HOOD", "MSTR",
+    "AAPL", "NVDA", "TSLA", "MSFT", "AMZN", "SPY", "META", "GOOGL", "AMD", "QQQ", "NFLX", "AVGO",
+    "PLTR", "JPM", "BRK.B", "V", "COIN", "INTC", "BA", "DIS", "^GSPC", "XOM", "WMT", "UNH", "COST",
+    "MU", "SMCI", "ARM", "UBER", "SHOP", "CRM", "ORCL", "ADBE", "PYPL", "BAC", "KO", "PEP", "NKE",
+    "T", "F", "GM", "PFE", "MRNA", "LLY", "JNJ", "CVX", "GS", "MS", "C", "IWM", "DIA", "EURUSD=X",
+    "BTC-USD", "^VIX", "GLD", "TLT", "SOFI", "RIVN", "LCID", "NIO", "BABA", "TSM", "ASML", "SNOW",
+    "ROKU", "HOOD", "MSTR",
 ];
 
 /// Size of the pool of users behind one-off lookups and bursts.
@@ -83,7 +87,9 @@ impl Generator {
             modules: MODULES.iter().map(|m| Module::parse(m).expect("valid module")).collect(),
             zipf: Zipf::new(params.tickers, params.zipf_s),
             intensity: MinuteTable::new(start_ms, end_ms),
-            users: (1..=USERS).map(|i| ClientId::parse(&format!("user-{i:05}")).expect("valid client")).collect(),
+            users: (1..=USERS)
+                .map(|i| ClientId::parse(&format!("user-{i:05}")).expect("valid client"))
+                .collect(),
             end_ms,
             burst_peak: (0.1 * params.rate).max(0.5),
         };
@@ -104,23 +110,42 @@ impl Generator {
         let lookups = lookups.max(0.0);
         // Arrivals per second at intensity 1, so that a weekday averages `bursts_per_day`.
         let burst_rate = params.bursts_per_day / 86_400.0 / calendar::weekday_mean(BURST_FLOOR);
-        let burst_events = params.bursts_per_day * expected_burst_events(world.burst_peak) / 86_400.0;
+        let burst_events =
+            params.bursts_per_day * expected_burst_events(world.burst_peak) / 86_400.0;
         let budget = Budget { dashboards, sessions, lookups, bursts: burst_events };
 
-        let mut g =
-            Self { world, slots: Vec::new(), free: Vec::new(), queue: BinaryHeap::new(), sessions_started: 0, budget };
+        let mut g = Self {
+            world,
+            slots: Vec::new(),
+            free: Vec::new(),
+            queue: BinaryHeap::new(),
+            sessions_started: 0,
+            budget,
+        };
         let start = start_ms as f64;
         let seed = params.seed;
         let mut initial: Vec<Source> = widgets.into_iter().map(Source::Widget).collect();
         if lookups > 0.0 {
-            initial.push(Source::Lookups { rng: Rng::new(seed, STREAM_LOOKUPS), rate: lookups, clock: start });
+            initial.push(Source::Lookups {
+                rng: Rng::new(seed, STREAM_LOOKUPS),
+                rate: lookups,
+                clock: start,
+            });
         }
         if params.sessions_per_hour > 0.0 {
             let rate = params.sessions_per_hour / 3600.0;
-            initial.push(Source::SessionArrivals { rng: Rng::new(seed, STREAM_SESSIONS), rate, clock: start });
+            initial.push(Source::SessionArrivals {
+                rng: Rng::new(seed, STREAM_SESSIONS),
+                rate,
+                clock: start,
+            });
         }
         if burst_rate > 0.0 {
-            initial.push(Source::BurstArrivals { rng: Rng::new(seed, STREAM_BURSTS), rate: burst_rate, clock: start });
+            initial.push(Source::BurstArrivals {
+                rng: Rng::new(seed, STREAM_BURSTS),
+                rate: burst_rate,
+                clock: start,
+            });
         }
         for source in initial {
             g.schedule(source, start);
@@ -155,8 +180,8 @@ impl Generator {
                 let source = match spawn {
                     Spawn::Session { seed } => {
                         self.sessions_started += 1;
-                        let client =
-                            ClientId::parse(&format!("sess-{:07}", self.sessions_started)).expect("valid client");
+                        let client = ClientId::parse(&format!("sess-{:07}", self.sessions_started))
+                            .expect("valid client");
                         Source::Session(Session::new(&self.world, seed, client, at))
                     }
                     Spawn::Burst { seed } => Source::Burst(Burst::new(&self.world, seed, at)),

@@ -49,7 +49,8 @@ pub use params::{Budget, Params, ParamsError, MAX_DURATION_DAYS, MAX_TICKERS};
 pub use send::{send, Pace, SendError};
 pub use sources::{dashboard_period, MODULES};
 pub use upstream::{
-    body as upstream_body, serve_upstream, upstream_router, UpstreamArgs, UpstreamBehaviour, UpstreamCounters,
+    body as upstream_body, serve_upstream, upstream_router, UpstreamArgs, UpstreamBehaviour,
+    UpstreamCounters,
 };
 
 use chrono::Utc;
@@ -99,17 +100,24 @@ pub fn run(args: &DemoArgs) -> Result<Summary, DemoError> {
                 .map_err(|source| DemoError::Write { path: path.clone(), source })?;
         }
         (Some(path), _) => {
-            let file = File::create(path).map_err(|source| DemoError::Write { path: path.clone(), source })?;
+            let file = File::create(path)
+                .map_err(|source| DemoError::Write { path: path.clone(), source })?;
             write_lines(events, file, &mut summary)
                 .map_err(|source| DemoError::Write { path: path.clone(), source })?;
         }
         (None, Some(url)) => {
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DemoError::Runtime)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(DemoError::Runtime)?;
             runtime.block_on(async {
                 let pace = if args.realtime {
                     let now = Utc::now();
-                    Pace::Realtime { shift: now - params.start, origin: now, at: tokio::time::Instant::now() }
+                    Pace::Realtime {
+                        shift: now - params.start,
+                        origin: now,
+                        at: tokio::time::Instant::now(),
+                    }
                 } else {
                     Pace::AsFastAsAccepted
                 };
@@ -118,8 +126,10 @@ pub fn run(args: &DemoArgs) -> Result<Summary, DemoError> {
         }
         (None, None) => {
             let url = args.via_cache.as_deref().expect("clap requires --out, --to or --via-cache");
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DemoError::Runtime)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(DemoError::Runtime)?;
             let counters = std::sync::Arc::new(AppCounters::default());
             runtime.block_on(async {
                 let stop = tokio_util::sync::CancellationToken::new();
@@ -128,7 +138,8 @@ pub fn run(args: &DemoArgs) -> Result<Summary, DemoError> {
                     let _ = tokio::signal::ctrl_c().await;
                     on_signal.cancel();
                 });
-                let clock = Clock { origin: params.start, at: tokio::time::Instant::now(), speed: 1.0 };
+                let clock =
+                    Clock { origin: params.start, at: tokio::time::Instant::now(), speed: 1.0 };
                 ask_cache(events, url, clock, counters.clone(), &mut summary, stop).await
             })?;
             let (hits, misses, errors) = counters.snapshot();

@@ -45,7 +45,8 @@ impl Summary {
         self.events += 1;
         self.first.get_or_insert(event.ts);
         self.last = Some(event.ts);
-        self.by_origin[Origin::ALL.iter().position(|o| *o == origin).expect("every origin is listed")] += 1;
+        self.by_origin
+            [Origin::ALL.iter().position(|o| *o == origin).expect("every origin is listed")] += 1;
         let (t, m) = (event.ticker.as_str(), event.module.as_str());
         self.tickers.insert(hash_of(&[t]));
         self.keys.insert(hash_of(&[t, m]));
@@ -72,8 +73,9 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ts =
-            |t: Option<DateTime<Utc>>| t.map_or("-".to_owned(), |t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
+        let ts = |t: Option<DateTime<Utc>>| {
+            t.map_or("-".to_owned(), |t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        };
         let span = match (self.first, self.last) {
             (Some(a), Some(b)) => {
                 let m = (b - a).num_minutes();
@@ -81,7 +83,13 @@ impl fmt::Display for Summary {
             }
             _ => "0h00m".to_owned(),
         };
-        writeln!(f, "{} events from {} to {} ({span})", self.events, ts(self.first), ts(self.last))?;
+        writeln!(
+            f,
+            "{} events from {} to {} ({span})",
+            self.events,
+            ts(self.first),
+            ts(self.last)
+        )?;
         writeln!(
             f,
             "distinct: {} tickers, {} (ticker, module) keys, {} clients",
@@ -89,8 +97,11 @@ impl fmt::Display for Summary {
             self.distinct_keys(),
             self.distinct_clients()
         )?;
-        let parts: Vec<String> =
-            Origin::ALL.iter().zip(self.by_origin).map(|(o, n)| format!("{} {n}", o.as_str())).collect();
+        let parts: Vec<String> = Origin::ALL
+            .iter()
+            .zip(self.by_origin)
+            .map(|(o, n)| format!("{} {n}", o.as_str()))
+            .collect();
         writeln!(f, "by source: {}", parts.join(", "))?;
         let secs = self.elapsed.as_secs_f64();
         write!(f, "took {secs:.2} s ({:.0} events/s)", self.events as f64 / secs.max(1e-9))?;

@@ -33,7 +33,9 @@ impl Default for Params {
     /// A day from Monday 2026-03-09 00:00 New York at the CLI's default knobs.
     fn default() -> Self {
         Self {
-            start: DateTime::parse_from_rfc3339("2026-03-09T00:00:00-04:00").expect("valid").with_timezone(&Utc),
+            start: DateTime::parse_from_rfc3339("2026-03-09T00:00:00-04:00")
+                .expect("valid")
+                .with_timezone(&Utc),
             duration: chrono::Duration::days(1),
             seed: 0,
             tickers: 500,
@@ -101,11 +103,21 @@ impl Params {
                 return bad(flag, v.to_string(), "must be a finite number ≥ 0");
             }
         }
-        if self.duration <= chrono::Duration::zero() || self.duration > chrono::Duration::days(MAX_DURATION_DAYS) {
-            return bad("duration", format!("{}s", self.duration.num_seconds()), "must be positive and at most 366d");
+        if self.duration <= chrono::Duration::zero()
+            || self.duration > chrono::Duration::days(MAX_DURATION_DAYS)
+        {
+            return bad(
+                "duration",
+                format!("{}s", self.duration.num_seconds()),
+                "must be positive and at most 366d",
+            );
         }
         if self.start.checked_add_signed(self.duration).is_none() {
-            return bad("start", self.start.to_rfc3339(), "the trace would end beyond the representable time");
+            return bad(
+                "start",
+                self.start.to_rfc3339(),
+                "the trace would end beyond the representable time",
+            );
         }
         Ok(())
     }

@@ -120,7 +120,12 @@ impl Batch {
     }
 
     /// Posts the batch (if any) and counts its events once ingest accepted them.
-    async fn post(&mut self, client: &reqwest::Client, url: &str, summary: &mut Summary) -> Result<(), SendError> {
+    async fn post(
+        &mut self,
+        client: &reqwest::Client,
+        url: &str,
+        summary: &mut Summary,
+    ) -> Result<(), SendError> {
         if self.events.is_empty() {
             return Ok(());
         }

@@ -24,7 +24,8 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [Kind::Price, Kind::Chart, Kind::News, Kind::Fundamentals, Kind::Options];
+    const ALL: [Kind; 5] =
+        [Kind::Price, Kind::Chart, Kind::News, Kind::Fundamentals, Kind::Options];
 
     fn pick(rng: &mut Rng, weights: &[f64; 5]) -> Self {
         Self::ALL[rng.weighted(weights)]
@@ -228,7 +229,16 @@ impl Session {
         while tickers_left + 1 < SESSION_MAX_TICKERS && rng.chance(SESSION_CONTINUE) {
             tickers_left += 1;
         }
-        let mut s = Self { rng, client, ticker: 0, steps: [Kind::Price; 5], n_steps: 0, step: 0, tickers_left, clock };
+        let mut s = Self {
+            rng,
+            client,
+            ticker: 0,
+            steps: [Kind::Price; 5],
+            n_steps: 0,
+            step: 0,
+            tickers_left,
+            clock,
+        };
         s.plan(world, None);
         s
     }
@@ -351,9 +361,14 @@ impl Widget {
         let mut date: NaiveDate = calendar::local_date(Utc.timestamp_millis_opt(from).single()?);
         for _ in 0..8 {
             if !matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
-                let open = calendar::local_instant(date, open_min).timestamp_millis() + self.offset_ms;
+                let open =
+                    calendar::local_instant(date, open_min).timestamp_millis() + self.offset_ms;
                 let close = calendar::local_instant(date, close_min).timestamp_millis();
-                let k = if from > open { (from - open + self.period_ms - 1) / self.period_ms } else { 0 };
+                let k = if from > open {
+                    (from - open + self.period_ms - 1) / self.period_ms
+                } else {
+                    0
+                };
                 let t = open + k * self.period_ms;
                 if t < close {
                     self.window_close = close;
@@ -366,8 +381,12 @@ impl Widget {
     }
 
     fn fire(&mut self) -> Fired {
-        let emit =
-            Emit { ticker: self.ticker, kind: self.kind, client: self.client.clone(), origin: Origin::Dashboard };
+        let emit = Emit {
+            ticker: self.ticker,
+            kind: self.kind,
+            client: self.client.clone(),
+            origin: Origin::Dashboard,
+        };
         let mut next = self.next + self.period_ms;
         if next >= self.window_close {
             // The board is closed until the next weekday's open.
@@ -406,7 +425,15 @@ impl Burst {
         let ticker = (skip + rng.below(n - skip)) as u32;
         let minutes = rng.range(10.0, 60.0);
         let end = (clock + minutes * 60_000.0).min(world.end_ms as f64);
-        Self { rng, ticker, start: clock, end, tau: minutes * 60_000.0 / 3.0, peak: world.burst_peak / 1000.0, clock }
+        Self {
+            rng,
+            ticker,
+            start: clock,
+            end,
+            tau: minutes * 60_000.0 / 3.0,
+            peak: world.burst_peak / 1000.0,
+            clock,
+        }
     }
 
     fn rate_at(&self, t: f64) -> f64 {

@@ -56,7 +56,8 @@ fn events_are_ordered_in_range_valid_and_canonical() {
         assert!(!e.hit && e.client.is_some() && e.latency_ms.is_none());
         assert_eq!(QueryEvent::from_json(&e.to_json(), far_future).as_ref(), Ok(e));
     }
-    let modules: std::collections::HashSet<&str> = events.iter().map(|e| e.module.as_str()).collect();
+    let modules: std::collections::HashSet<&str> =
+        events.iter().map(|e| e.module.as_str()).collect();
     assert_eq!(modules.len(), MODULES.len(), "{modules:?}");
 }
 
@@ -96,10 +97,16 @@ fn market_hours_are_busy_nights_and_weekends_quiet_and_rate_is_kept() {
 #[test]
 fn the_open_spike_is_at_0930_new_york_on_both_sides_of_dst() {
     // New York moves from UTC-5 to UTC-4 on 2026-03-08; each window holds 13:30 and 14:30 UTC.
-    for (start, open) in
-        [("2026-03-06T13:00:00Z", "2026-03-06T14:30:00Z"), ("2026-03-09T13:00:00Z", "2026-03-09T13:30:00Z")]
-    {
-        let p = Params { rate: 10.0, dashboards: 0, bursts_per_day: 0.0, ..light(start, Duration::hours(2)) };
+    for (start, open) in [
+        ("2026-03-06T13:00:00Z", "2026-03-06T14:30:00Z"),
+        ("2026-03-09T13:00:00Z", "2026-03-09T13:30:00Z"),
+    ] {
+        let p = Params {
+            rate: 10.0,
+            dashboards: 0,
+            bursts_per_day: 0.0,
+            ..light(start, Duration::hours(2))
+        };
         let events = generate(&p).unwrap();
         let mut per_minute: HashMap<i64, usize> = HashMap::new();
         for e in &events {
@@ -108,7 +115,10 @@ fn the_open_spike_is_at_0930_new_york_on_both_sides_of_dst() {
         let (busiest, _) = per_minute.iter().max_by_key(|(m, n)| (**n, -**m)).unwrap();
         let busiest = Utc.timestamp_opt(busiest * 60, 0).unwrap();
         let open = utc(open);
-        assert!(busiest >= open && busiest < open + Duration::minutes(5), "busiest minute {busiest}, open {open}");
+        assert!(
+            busiest >= open && busiest < open + Duration::minutes(5),
+            "busiest minute {busiest}, open {open}"
+        );
         let before = count_between_plain(&events, open - Duration::minutes(15), open);
         let after = count_between_plain(&events, open, open + Duration::minutes(15));
         assert!(after > 3 * before, "{open}: {before} events in the 15 min before, {after} after");
@@ -136,7 +146,9 @@ fn sessions_walk_price_then_chart_for_the_same_ticker_within_minutes() {
             if pair[0].module.as_str() == "price" {
                 prices += 1;
                 let gap = pair[1].ts - pair[0].ts;
-                if pair[1].module.as_str() == "chart" && pair[1].ticker == pair[0].ticker && gap <= Duration::minutes(5)
+                if pair[1].module.as_str() == "chart"
+                    && pair[1].ticker == pair[0].ticker
+                    && gap <= Duration::minutes(5)
                 {
                     then_chart += 1;
                 }
@@ -166,13 +178,21 @@ fn dashboards_poll_each_pair_at_its_period() {
                 on_period += 1;
             } else {
                 // Only a board closing for the night may break the rhythm.
-                assert!(gap > Duration::hours(10), "{client} {} {}: {gap} after {prev}", e.ticker, e.module);
+                assert!(
+                    gap > Duration::hours(10),
+                    "{client} {} {}: {gap} after {prev}",
+                    e.ticker,
+                    e.module
+                );
                 gaps += 1;
             }
         }
     }
     assert!(last.len() >= 12, "{} dashboard pairs", last.len());
-    assert!(on_period > 1000 && gaps > 0 && gaps * 50 < on_period, "{on_period} on period, {gaps} overnight gaps");
+    assert!(
+        on_period > 1000 && gaps > 0 && gaps * 50 < on_period,
+        "{on_period} on period, {gaps} overnight gaps"
+    );
 }
 
 #[test]
@@ -191,14 +211,22 @@ fn a_burst_ticker_is_far_above_its_baseline_in_its_window() {
     assert!(checked.len() >= 3, "{} bursts of 100+ queries: {windows:?}", checked.len());
     let day_s = p.duration.num_seconds() as f64;
     for (ticker, (from, to, _)) in checked {
-        let in_window =
-            events.iter().filter(|(e, _)| e.ticker.as_str() == *ticker && e.ts >= *from && e.ts <= *to).count();
+        let in_window = events
+            .iter()
+            .filter(|(e, _)| e.ticker.as_str() == *ticker && e.ts >= *from && e.ts <= *to)
+            .count();
         let window_s = (*to - *from).num_milliseconds() as f64 / 1000.0;
-        let baseline = events.iter().filter(|(e, o)| e.ticker.as_str() == *ticker && *o != Origin::Burst).count();
+        let baseline = events
+            .iter()
+            .filter(|(e, o)| e.ticker.as_str() == *ticker && *o != Origin::Burst)
+            .count();
         // At least one everyday query assumed, so a ticker nobody else asked for still compares.
         let baseline_rate = baseline.max(1) as f64 / day_s;
         let burst_rate = in_window as f64 / window_s;
-        assert!(burst_rate > 20.0 * baseline_rate, "{ticker}: {burst_rate}/s in its burst, {baseline_rate}/s all day");
+        assert!(
+            burst_rate > 20.0 * baseline_rate,
+            "{ticker}: {burst_rate}/s in its burst, {baseline_rate}/s all day"
+        );
     }
 }
 
@@ -218,7 +246,8 @@ fn bad_knobs_are_refused_with_the_flag_named() {
         assert!(e.to_string().starts_with(flag), "{e}");
     }
     // Nothing but lookups is fine, and so is a trace of only dashboards.
-    let only_lookups = Params { dashboards: 0, sessions_per_hour: 0.0, bursts_per_day: 0.0, ..p.clone() };
+    let only_lookups =
+        Params { dashboards: 0, sessions_per_hour: 0.0, bursts_per_day: 0.0, ..p.clone() };
     assert!(tagged(&only_lookups).iter().all(|(_, o)| *o == Origin::Lookup));
     let only_boards = Params { rate: 0.0, sessions_per_hour: 0.0, bursts_per_day: 0.0, ..p };
     let boards = Generator::new(&only_boards);

@@ -31,7 +31,12 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Args)]
 pub struct UpstreamArgs {
     /// Address to listen on.
-    #[arg(long, value_name = "ADDR", env = "DEMO_UPSTREAM_LISTEN", default_value = "127.0.0.1:8000")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "DEMO_UPSTREAM_LISTEN",
+        default_value = "127.0.0.1:8000"
+    )]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -63,7 +68,12 @@ pub struct UpstreamBehaviour {
 
 impl Default for UpstreamBehaviour {
     fn default() -> Self {
-        Self { min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(80), error_rate: 0.01, seed: 1 }
+        Self {
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(80),
+            error_rate: 0.01,
+            seed: 1,
+        }
     }
 }
 
@@ -86,7 +96,10 @@ struct UpstreamState {
 pub fn upstream_router(behaviour: UpstreamBehaviour, counters: Arc<UpstreamCounters>) -> Router {
     let rng = Mutex::new(Rng::new(behaviour.seed, 0x0075_7073));
     let state = Arc::new(UpstreamState { behaviour, rng, counters });
-    Router::new().route("/{module}/{ticker}", get(answer)).route("/healthz", get(|| async { "ok\n" })).with_state(state)
+    Router::new()
+        .route("/{module}/{ticker}", get(answer))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
 }
 
 /// Serves the demo upstream on a bound `listener` until `shutdown` is cancelled.
@@ -96,14 +109,22 @@ pub async fn serve_upstream(
     counters: Arc<UpstreamCounters>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, upstream_router(behaviour, counters)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, upstream_router(behaviour, counters))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
-async fn answer(State(s): State<Arc<UpstreamState>>, Path((module, ticker)): Path<(String, String)>) -> Response {
+async fn answer(
+    State(s): State<Arc<UpstreamState>>,
+    Path((module, ticker)): Path<(String, String)>,
+) -> Response {
     let (module, ticker) = match (Module::parse(&module), Ticker::parse(&ticker)) {
         (Ok(m), Ok(t)) => (m, t),
         (Err(e), _) | (_, Err(e)) => {
-            return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": e.to_string()})))
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "not_found", "message": e.to_string()})),
+            )
                 .into_response()
         }
     };
@@ -111,13 +132,18 @@ async fn answer(State(s): State<Arc<UpstreamState>>, Path((module, ticker)): Pat
         let mut rng = s.rng.lock().unwrap_or_else(|p| p.into_inner());
         let lo = s.behaviour.min_delay.as_secs_f64();
         let hi = s.behaviour.max_delay.as_secs_f64().max(lo);
-        (Duration::from_secs_f64(rng.range(lo, hi)), rng.chance(s.behaviour.error_rate), rng.next_u64())
+        (
+            Duration::from_secs_f64(rng.range(lo, hi)),
+            rng.chance(s.behaviour.error_rate),
+            rng.next_u64(),
+        )
     };
     tokio::time::sleep(delay).await;
     if fail {
         s.counters.failed.fetch_add(1, Ordering::Relaxed);
         let body = json!({"error": "unavailable", "message": "the data API is overloaded; retry"});
-        return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], Json(body)).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], Json(body))
+            .into_response();
     }
     s.counters.ok.fetch_add(1, Ordering::Relaxed);
     Json(body(module.as_str(), ticker.as_str(), noise)).into_response()
@@ -157,7 +183,8 @@ pub fn body(module: &str, ticker: &str, noise: u64) -> Value {
             json!({"ticker": ticker, "interval": "5m", "range": "1d", "points": points, "as_of": as_of})
         }
         "news" => {
-            let publishers = ["Reuters", "Bloomberg", "MarketWatch", "Barron's", "The Wall Street Journal"];
+            let publishers =
+                ["Reuters", "Bloomberg", "MarketWatch", "Barron's", "The Wall Street Journal"];
             let headlines = [
                 "shares move as traders weigh guidance",
                 "analysts revise price targets after earnings call",
@@ -175,8 +202,14 @@ pub fn body(module: &str, ticker: &str, noise: u64) -> Value {
             json!({"ticker": ticker, "items": items, "as_of": as_of})
         }
         "fundamentals" => {
-            let sectors =
-                ["Technology", "Financials", "Health Care", "Energy", "Consumer Discretionary", "Industrials"];
+            let sectors = [
+                "Technology",
+                "Financials",
+                "Health Care",
+                "Energy",
+                "Consumer Discretionary",
+                "Industrials",
+            ];
             let shares = 1e8 + stable(ticker, "shares") * 1.5e10;
             let pe = 8.0 + stable(ticker, "pe") * 60.0;
             json!({
@@ -198,7 +231,9 @@ pub fn body(module: &str, ticker: &str, noise: u64) -> Value {
             };
             json!({"ticker": ticker, "expiration": expiration, "calls": chain(1.0), "puts": chain(-1.0), "as_of": as_of})
         }
-        other => json!({"ticker": ticker, "module": other, "data": {"value": price}, "as_of": as_of}),
+        other => {
+            json!({"ticker": ticker, "module": other, "data": {"value": price}, "as_of": as_of})
+        }
     }
 }
 

@@ -49,7 +49,11 @@ pub struct SimCache {
 impl SimCache {
     /// An empty cache; `ttl_ms[k]` is the TTL of key `k`'s module.
     pub fn new(ttl_ms: Vec<i64>) -> Self {
-        Self { slots: vec![Slot { expires: NEVER, unproven_warm: false }; ttl_ms.len()], ttl_ms, tally: Tally::default() }
+        Self {
+            slots: vec![Slot { expires: NEVER, unproven_warm: false }; ttl_ms.len()],
+            ttl_ms,
+            tally: Tally::default(),
+        }
     }
 
     /// Serves a query of `key` at `t` (epoch ms); returns whether it hit. A miss fetches.

@@ -25,9 +25,9 @@ mod original;
 mod replay;
 pub mod report;
 pub mod svg;
-mod trace;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use cache::{SimCache, Tally};
 pub use oracle::Oracle;
@@ -42,7 +42,8 @@ use std::io::IsTerminal;
 pub fn progress(len: u64, what: &str) -> Option<ProgressBar> {
     std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(len).with_style(
-            ProgressStyle::with_template("{msg:>12} {bar:40} {pos}/{len} ({eta})").expect("static template"),
+            ProgressStyle::with_template("{msg:>12} {bar:40} {pos}/{len} ({eta})")
+                .expect("static template"),
         );
         bar.set_message(what.to_owned());
         bar

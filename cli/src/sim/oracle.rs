@@ -28,7 +28,14 @@ impl Oracle {
 
     /// The keys to warm at `now` (epoch ms), best first, given that the next tick is at
     /// `next_tick` and `trace.events[from..]` are the events after `now`.
-    pub fn tick(&mut self, trace: &Trace, from: usize, now: i64, next_tick: i64, cache: &SimCache) -> Vec<u32> {
+    pub fn tick(
+        &mut self,
+        trace: &Trace,
+        from: usize,
+        now: i64,
+        next_tick: i64,
+        cache: &SimCache,
+    ) -> Vec<u32> {
         self.ticks += 1;
         // (queries served, first query time, key)
         let mut picks: Vec<(usize, i64, u32)> = Vec::new();

@@ -46,7 +46,13 @@ pub struct Original {
 
 impl Original {
     /// A predictor for `trace`'s tickers and modules.
-    pub fn new(trace: &Trace, tz: Tz, hour_weight: [f64; 24], top_n: usize, horizon_s: u64) -> Self {
+    pub fn new(
+        trace: &Trace,
+        tz: Tz,
+        hour_weight: [f64; 24],
+        top_n: usize,
+        horizon_s: u64,
+    ) -> Self {
         let (t, m) = (trace.tickers.len(), trace.modules.len());
         Self {
             tz,
@@ -75,7 +81,9 @@ impl Original {
                 return s;
             }
         }
-        let local = self.tz.from_utc_datetime(&DateTime::from_timestamp_millis(t).unwrap_or_default().naive_utc());
+        let local = self
+            .tz
+            .from_utc_datetime(&DateTime::from_timestamp_millis(t).unwrap_or_default().naive_utc());
         let s = (local.hour() as u8, local.weekday().num_days_from_monday() as u8);
         self.slot_cache = Some((h, s));
         s
@@ -161,7 +169,9 @@ impl Original {
             .map(|(score, t)| {
                 let row = &self.module[t as usize * self.modules..(t as usize + 1) * self.modules];
                 // The most common module; the first seen wins a tie.
-                let m = (0..self.modules).max_by(|&a, &b| row[a].cmp(&row[b]).then(b.cmp(&a))).unwrap_or(0);
+                let m = (0..self.modules)
+                    .max_by(|&a, &b| row[a].cmp(&row[b]).then(b.cmp(&a)))
+                    .unwrap_or(0);
                 Prediction {
                     ticker: trace.tickers[t as usize].clone(),
                     module: trace.modules[m].clone(),

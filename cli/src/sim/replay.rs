@@ -49,7 +49,8 @@ impl SimConfig {
     }
 
     fn ttl_ms(&self, trace: &Trace) -> Vec<i64> {
-        let per_module: Vec<i64> = trace.modules.iter().map(|m| self.live.ttl_for(m.as_str()) as i64 * 1000).collect();
+        let per_module: Vec<i64> =
+            trace.modules.iter().map(|m| self.live.ttl_for(m.as_str()) as i64 * 1000).collect();
         trace.keys.iter().map(|k| per_module[k.module as usize]).collect()
     }
 }
@@ -70,7 +71,8 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy, in report order.
-    pub const ALL: [Strategy; 4] = [Strategy::Model, Strategy::NoWarming, Strategy::Original, Strategy::Oracle];
+    pub const ALL: [Strategy; 4] =
+        [Strategy::Model, Strategy::NoWarming, Strategy::Original, Strategy::Oracle];
 
     /// The name used in reports.
     pub fn name(self) -> &'static str {
@@ -125,7 +127,11 @@ pub fn timeline_bucket_ms(trace: &Trace) -> i64 {
         _ => 0,
     };
     const MIN: i64 = 60_000;
-    [5, 10, 15, 30, 60, 120, 240, 360, 720, 1_440].iter().map(|m| m * MIN).find(|&w| span / w <= 100).unwrap_or(1_440 * MIN)
+    [5, 10, 15, 30, 60, 120, 240, 360, 720, 1_440]
+        .iter()
+        .map(|m| m * MIN)
+        .find(|&w| span / w <= 100)
+        .unwrap_or(1_440 * MIN)
 }
 
 /// What a replay keeps of its strategy.
@@ -160,9 +166,14 @@ pub fn replay(
         }
         Strategy::NoWarming => Driver::NoWarming,
         Strategy::Original => {
-            let (weights, _) = hour_table(&cfg.live.hour_weights).map_err(|e| ConfigError { field: e.field, message: e.message })?;
-            let tz = cfg.live.tz().map_err(|e| ConfigError { field: e.field, message: e.message })?;
-            Driver::Original(Box::new(Original::new(trace, tz, weights, cfg.live.top_n, cfg.live.horizon_s)), cfg.policy())
+            let (weights, _) = hour_table(&cfg.live.hour_weights)
+                .map_err(|e| ConfigError { field: e.field, message: e.message })?;
+            let tz =
+                cfg.live.tz().map_err(|e| ConfigError { field: e.field, message: e.message })?;
+            Driver::Original(
+                Box::new(Original::new(trace, tz, weights, cfg.live.top_n, cfg.live.horizon_s)),
+                cfg.policy(),
+            )
         }
         Strategy::Oracle => Driver::Oracle(Oracle::new(trace, cfg.live.top_n)),
     };
@@ -175,13 +186,20 @@ pub fn replay(
         next_tick += tick_ms;
     }
 
-    let apply = |cache: &mut SimCache, policy: &WarmPolicy, preds: Vec<Prediction>, now: i64, on_warm: &mut dyn FnMut(&Warm)| {
+    let apply = |cache: &mut SimCache,
+                 policy: &WarmPolicy,
+                 preds: Vec<Prediction>,
+                 now: i64,
+                 on_warm: &mut dyn FnMut(&Warm)| {
         if preds.is_empty() {
             return;
         }
         let at = DateTime::from_timestamp_millis(now).unwrap_or_default();
         let expiry = |k: &Key| {
-            key_ids.get(k).and_then(|&id| cache.expires(id)).and_then(DateTime::from_timestamp_millis)
+            key_ids
+                .get(k)
+                .and_then(|&id| cache.expires(id))
+                .and_then(DateTime::from_timestamp_millis)
         };
         let decisions = policy::plan(policy, &preds, at, false, expiry);
         for (p, d) in preds.iter().zip(decisions) {
@@ -192,7 +210,12 @@ pub fn replay(
                 Some(&id) => cache.warm(id, now),
                 None => cache.warm_unknown(),
             }
-            on_warm(&Warm { ts: at, ticker: p.ticker.clone(), module: p.module.clone(), confidence: p.confidence });
+            on_warm(&Warm {
+                ts: at,
+                ticker: p.ticker.clone(),
+                module: p.module.clone(),
+                confidence: p.confidence,
+            });
         }
     };
 
@@ -203,7 +226,8 @@ pub fn replay(
                 next_tick += tick_ms;
                 match &mut driver {
                     Driver::Model(model, policy) => {
-                        let preds = model.tick(DateTime::from_timestamp_millis(now).unwrap_or_default());
+                        let preds =
+                            model.tick(DateTime::from_timestamp_millis(now).unwrap_or_default());
                         apply(&mut cache, policy, preds, now, on_warm);
                     }
                     Driver::Original(original, policy) => {
@@ -215,7 +239,12 @@ pub fn replay(
                         for k in oracle.tick(trace, i, now, next_tick, &cache) {
                             cache.warm(k, now);
                             let (ticker, module) = trace.names(k);
-                            on_warm(&Warm { ts: at, ticker: ticker.clone(), module: module.clone(), confidence: 1.0 });
+                            on_warm(&Warm {
+                                ts: at,
+                                ticker: ticker.clone(),
+                                module: module.clone(),
+                                confidence: 1.0,
+                            });
                         }
                     }
                     Driver::NoWarming => {}

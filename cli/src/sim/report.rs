@@ -29,16 +29,39 @@ impl Targets {
     /// The targets measured on a set of runs (which must include every strategy).
     pub fn of(runs: &[Run]) -> Option<Targets> {
         let get = |s: Strategy| runs.iter().find(|r| r.strategy == s).map(|r| r.tally);
-        let (model, none, original, oracle) =
-            (get(Strategy::Model)?, get(Strategy::NoWarming)?, get(Strategy::Original)?, get(Strategy::Oracle)?);
+        let (model, none, original, oracle) = (
+            get(Strategy::Model)?,
+            get(Strategy::NoWarming)?,
+            get(Strategy::Original)?,
+            get(Strategy::Oracle)?,
+        );
         let gain = |t: super::Tally| t.hit_rate - none.hit_rate;
         let (model_gain, oracle_gain, original_gain) = (gain(model), gain(oracle), gain(original));
-        let div = |a: f64, b: f64| if b > 0.0 { a / b } else if a > 0.0 { f64::INFINITY } else { 0.0 };
+        let div = |a: f64, b: f64| {
+            if b > 0.0 {
+                a / b
+            } else if a > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            }
+        };
         let share_of_oracle_gain = div(model_gain, oracle_gain);
         let fetch_ratio = div(model.upstream_fetches as f64, none.upstream_fetches as f64);
         let gain_over_original = div(model_gain, original_gain.max(0.0));
-        let met = share_of_oracle_gain >= 0.5 && fetch_ratio <= 1.3 && model_gain >= 2.0 * original_gain.max(0.0) && model_gain > 0.0;
-        Some(Targets { model_gain, oracle_gain, original_gain, share_of_oracle_gain, fetch_ratio, gain_over_original, met })
+        let met = share_of_oracle_gain >= 0.5
+            && fetch_ratio <= 1.3
+            && model_gain >= 2.0 * original_gain.max(0.0)
+            && model_gain > 0.0;
+        Some(Targets {
+            model_gain,
+            oracle_gain,
+            original_gain,
+            share_of_oracle_gain,
+            fetch_ratio,
+            gain_over_original,
+            met,
+        })
     }
 }
 
@@ -71,11 +94,18 @@ impl Report {
     /// The report as a text table.
     pub fn text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{} events, {} keys, {} .. {}", self.events, self.keys, self.from, self.to);
+        let _ =
+            writeln!(s, "{} events, {} keys, {} .. {}", self.events, self.keys, self.from, self.to);
         let _ = writeln!(
             s,
             "{:<11} {:>10} {:>10} {:>9} {:>9} {:>16} {:>14}",
-            "strategy", "queries", "hits", "hit_rate", "warms", "upstream_fetches", "warm_precision"
+            "strategy",
+            "queries",
+            "hits",
+            "hit_rate",
+            "warms",
+            "upstream_fetches",
+            "warm_precision"
         );
         for name in ["model", "no_warming", "original", "oracle"] {
             let Some(r) = self.strategies.get(name) else { continue };
@@ -101,8 +131,18 @@ impl Report {
                 100.0 * t.original_gain,
                 100.0 * t.oracle_gain
             );
-            let _ = writeln!(s, "  model / oracle gain   {:>7.2}  (target ≥ 0.5: {})", t.share_of_oracle_gain, mark(t.share_of_oracle_gain >= 0.5));
-            let _ = writeln!(s, "  fetches / no warming  {:>7.3}  (target ≤ 1.3: {})", t.fetch_ratio, mark(t.fetch_ratio <= 1.3));
+            let _ = writeln!(
+                s,
+                "  model / oracle gain   {:>7.2}  (target ≥ 0.5: {})",
+                t.share_of_oracle_gain,
+                mark(t.share_of_oracle_gain >= 0.5)
+            );
+            let _ = writeln!(
+                s,
+                "  fetches / no warming  {:>7.3}  (target ≤ 1.3: {})",
+                t.fetch_ratio,
+                mark(t.fetch_ratio <= 1.3)
+            );
             let _ = writeln!(
                 s,
                 "  model / original gain {:>7.2}  (target ≥ 2: {})",

@@ -26,7 +26,8 @@ fn ev(ticker: &str, module: &str, secs: i64) -> QueryEvent {
 
 /// AAPL price at 0, 20, 30, 61, 100, 125 s; MSFT news at 200, 320 s (TTLs 60 and 300 s).
 fn small_log() -> Trace {
-    let mut events: Vec<QueryEvent> = [0, 20, 30, 61, 100, 125].iter().map(|&s| ev("AAPL", "price", s)).collect();
+    let mut events: Vec<QueryEvent> =
+        [0, 20, 30, 61, 100, 125].iter().map(|&s| ev("AAPL", "price", s)).collect();
     events.extend([200, 320].iter().map(|&s| ev("MSFT", "news", s)));
     Trace::from_events(&events)
 }
@@ -57,7 +58,11 @@ fn no_warming_hits_within_the_ttl_and_misses_at_its_edge() {
     let mut events: Vec<QueryEvent> = [0, 60].iter().map(|&s| ev("AAPL", "price", s)).collect();
     events.push(ev("AAPL", "price", 119));
     let (t, _) = run(&Trace::from_events(&events), &cfg(2), Strategy::NoWarming);
-    assert_eq!((t.hits, t.upstream_fetches), (1, 2), "60 misses (expiry not > 60), 119 hits the copy of 60");
+    assert_eq!(
+        (t.hits, t.upstream_fetches),
+        (1, 2),
+        "60 misses (expiry not > 60), 119 hits the copy of 60"
+    );
 }
 
 #[test]
@@ -65,7 +70,10 @@ fn the_oracle_warms_just_before_each_miss() {
     let (t, warms) = run(&small_log(), &cfg(2), Strategy::Oracle);
     // Ticks fall every 5 s; each warms the keys queried in the next 5 s that would miss:
     // AAPL at 60 (for 61) and 120 (for 125), MSFT at 195 (for 200). Only the first query misses.
-    assert_eq!(warms.iter().map(|w| (secs(w), w.ticker.as_str())).collect::<Vec<_>>(), vec![(60, "AAPL"), (120, "AAPL"), (195, "MSFT")]);
+    assert_eq!(
+        warms.iter().map(|w| (secs(w), w.ticker.as_str())).collect::<Vec<_>>(),
+        vec![(60, "AAPL"), (120, "AAPL"), (195, "MSFT")]
+    );
     assert_eq!((t.queries, t.hits, t.warms, t.upstream_fetches, t.useful_warms), (8, 7, 3, 4, 3));
     assert_eq!(t.warm_precision, 1.0);
     // Within top_n: with one slot per tick and two keys missing in the same window, the one
@@ -74,7 +82,10 @@ fn the_oracle_warms_just_before_each_miss() {
     events.extend([62, 63].iter().map(|&s| ev("AAPL", "price", s)));
     events.push(ev("MSFT", "price", 61));
     let (t, warms) = run(&Trace::from_events(&events), &cfg(1), Strategy::Oracle);
-    assert_eq!(warms.iter().map(|w| (secs(w), w.ticker.as_str())).collect::<Vec<_>>(), vec![(60, "AAPL")]);
+    assert_eq!(
+        warms.iter().map(|w| (secs(w), w.ticker.as_str())).collect::<Vec<_>>(),
+        vec![(60, "AAPL")]
+    );
     assert_eq!((t.hits, t.upstream_fetches), (2, 4));
 }
 
@@ -85,7 +96,9 @@ fn the_original_warms_its_top_ticker_every_tick() {
     // the policy never finds it fresh and refreshes it on each of the 64 ticks from 0 to 315 s.
     // MSFT scores 1.1 against AAPL's 6.6 (confidence 0.17 < 0.5) and is never warmed.
     assert_eq!(warms.len(), 64);
-    assert!(warms.iter().all(|w| w.ticker.as_str() == "AAPL" && w.module.as_str() == "price" && w.confidence == 1.0));
+    assert!(warms.iter().all(|w| w.ticker.as_str() == "AAPL"
+        && w.module.as_str() == "price"
+        && w.confidence == 1.0));
     assert_eq!((secs(&warms[0]), secs(&warms[63])), (0, 315));
     // Only AAPL's first query and MSFT's first miss; five warms served a hit (20, 30, 61, 100, 125).
     assert_eq!((t.queries, t.hits, t.warms, t.upstream_fetches, t.useful_warms), (8, 6, 64, 66, 5));
@@ -97,7 +110,8 @@ fn a_bad_line_is_named_by_number() {
     let err = Trace::read_from(&log[..], std::path::Path::new("log.jsonl"), None).unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("log.jsonl:3: ticker"), "{msg}");
-    let err = Trace::read_from(&b"\n\n"[..], std::path::Path::new("empty.jsonl"), None).unwrap_err();
+    let err =
+        Trace::read_from(&b"\n\n"[..], std::path::Path::new("empty.jsonl"), None).unwrap_err();
     assert!(matches!(err, TraceError::Empty(_)), "{err}");
 }
 
@@ -111,7 +125,9 @@ fn out_of_order_logs_are_replayed_in_time_order() {
 /// Six market hours of generated traffic at a modest rate.
 fn generated(seed: u64) -> Trace {
     let params = Params {
-        start: DateTime::parse_from_rfc3339("2026-03-10T09:30:00-04:00").unwrap().with_timezone(&Utc),
+        start: DateTime::parse_from_rfc3339("2026-03-10T09:30:00-04:00")
+            .unwrap()
+            .with_timezone(&Utc),
         duration: Duration::hours(6),
         seed,
         rate: 8.0,
@@ -134,7 +150,11 @@ fn decisions_use_no_event_after_them() {
     let (_, partial) = run(&head, &cfg, Strategy::Model);
     let before: Vec<&Warm> = full.iter().filter(|w| w.ts.timestamp_millis() <= last).collect();
     assert!(before.len() > 100, "too few warms to compare: {}", before.len());
-    assert_eq!(partial.iter().collect::<Vec<_>>(), before, "a warm before the cut changed when the log was cut");
+    assert_eq!(
+        partial.iter().collect::<Vec<_>>(),
+        before,
+        "a warm before the cut changed when the log was cut"
+    );
 }
 
 #[test]
@@ -143,7 +163,17 @@ fn the_model_beats_no_warming_on_a_generated_trace() {
     let cfg = cfg(10);
     let (model, _) = run(&trace, &cfg, Strategy::Model);
     let (none, _) = run(&trace, &cfg, Strategy::NoWarming);
-    assert!(model.hit_rate > none.hit_rate + 0.03, "model {:.4} vs no warming {:.4}", model.hit_rate, none.hit_rate);
-    assert!(model.upstream_fetches as f64 <= 1.3 * none.upstream_fetches as f64, "{} vs {}", model.upstream_fetches, none.upstream_fetches);
+    assert!(
+        model.hit_rate > none.hit_rate + 0.03,
+        "model {:.4} vs no warming {:.4}",
+        model.hit_rate,
+        none.hit_rate
+    );
+    assert!(
+        model.upstream_fetches as f64 <= 1.3 * none.upstream_fetches as f64,
+        "{} vs {}",
+        model.upstream_fetches,
+        none.upstream_fetches
+    );
     assert!(model.warm_precision > 0.6, "{}", model.warm_precision);
 }

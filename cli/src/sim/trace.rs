@@ -88,7 +88,11 @@ struct Builder {
     client_ids: HashMap<ClientId, u32>,
 }
 
-fn intern<T: Clone + Eq + std::hash::Hash>(ids: &mut HashMap<T, u32>, names: &mut Vec<T>, v: &T) -> u32 {
+fn intern<T: Clone + Eq + std::hash::Hash>(
+    ids: &mut HashMap<T, u32>,
+    names: &mut Vec<T>,
+    v: &T,
+) -> u32 {
     if let Some(&id) = ids.get(v) {
         return id;
     }
@@ -107,7 +111,10 @@ impl Builder {
             t.keys.push(TraceKey { ticker, module });
             (t.keys.len() - 1) as u32
         });
-        let client = e.client.as_ref().map_or(NO_CLIENT, |c| intern(&mut self.client_ids, &mut t.clients, c));
+        let client = e
+            .client
+            .as_ref()
+            .map_or(NO_CLIENT, |c| intern(&mut self.client_ids, &mut t.clients, c));
         t.events.push(Ev { ts: e.ts.timestamp_millis(), key, client });
     }
 
@@ -153,14 +160,20 @@ impl Trace {
     }
 
     /// [`Trace::read`] from any reader; `path` names it in errors.
-    pub fn read_from(mut reader: impl BufRead, path: &Path, bar: Option<&ProgressBar>) -> Result<Trace, TraceError> {
+    pub fn read_from(
+        mut reader: impl BufRead,
+        path: &Path,
+        bar: Option<&ProgressBar>,
+    ) -> Result<Trace, TraceError> {
         let now = far_future();
         let mut b = Builder::default();
         let mut line = Vec::with_capacity(256);
         let mut number = 0;
         loop {
             line.clear();
-            let n = reader.read_until(b'\n', &mut line).map_err(|source| TraceError::Io { path: path.to_owned(), source })?;
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|source| TraceError::Io { path: path.to_owned(), source })?;
             if n == 0 {
                 break;
             }
@@ -171,8 +184,11 @@ impl Trace {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let e = QueryEvent::from_json(&line, now)
-                .map_err(|e| TraceError::Line { path: path.to_owned(), line: number, message: e.to_string() })?;
+            let e = QueryEvent::from_json(&line, now).map_err(|e| TraceError::Line {
+                path: path.to_owned(),
+                line: number,
+                message: e.to_string(),
+            })?;
             b.push(&e);
         }
         if b.trace.events.is_empty() {

@@ -87,25 +87,37 @@ pub fn run(args: &TuneArgs) -> Result<TuneReport, BacktestError> {
     let base = args.replay.live_config()?;
     let tick_ms = args.replay.tick_ms()?;
     if args.top_n.is_empty() || args.min_confidence.is_empty() || args.horizon.is_empty() {
-        return Err(BacktestError::Config("--top-n, --min-confidence and --horizon need at least one value each".into()));
+        return Err(BacktestError::Config(
+            "--top-n, --min-confidence and --horizon need at least one value each".into(),
+        ));
     }
     if !(args.budget.is_finite() && args.budget > 0.0) {
-        return Err(BacktestError::Config(format!("--budget {}: must be a positive ratio", args.budget)));
+        return Err(BacktestError::Config(format!(
+            "--budget {}: must be a positive ratio",
+            args.budget
+        )));
     }
     let mut grid = Vec::new();
     for &top_n in &args.top_n {
         for &min_confidence in &args.min_confidence {
             for &horizon_s in &args.horizon {
-                let live = prefetch_common::config::LiveConfig { top_n, min_confidence, horizon_s, ..base.clone() };
+                let live = prefetch_common::config::LiveConfig {
+                    top_n,
+                    min_confidence,
+                    horizon_s,
+                    ..base.clone()
+                };
                 grid.push(checked(live, tick_ms)?);
             }
         }
     }
     let trace = args.replay.trace()?;
-    let none = sim::replay(&trace, &checked(base, tick_ms)?, Strategy::NoWarming, &mut |_| {}, None)
-        .map_err(|e| BacktestError::Config(e.to_string()))?
-        .tally;
-    let budget = args.budget_fetches.unwrap_or((none.upstream_fetches as f64 * args.budget).floor() as u64);
+    let none =
+        sim::replay(&trace, &checked(base, tick_ms)?, Strategy::NoWarming, &mut |_| {}, None)
+            .map_err(|e| BacktestError::Config(e.to_string()))?
+            .tally;
+    let budget =
+        args.budget_fetches.unwrap_or((none.upstream_fetches as f64 * args.budget).floor() as u64);
     let tallies = grid_replay(&trace, &grid)?;
     let mut settings: Vec<Setting> = grid
         .iter()
@@ -120,7 +132,10 @@ pub fn run(args: &TuneArgs) -> Result<TuneReport, BacktestError> {
         })
         .collect();
     settings.sort_by(|a, b| {
-        a.tally.upstream_fetches.cmp(&b.tally.upstream_fetches).then(b.tally.hit_rate.total_cmp(&a.tally.hit_rate))
+        a.tally
+            .upstream_fetches
+            .cmp(&b.tally.upstream_fetches)
+            .then(b.tally.hit_rate.total_cmp(&a.tally.hit_rate))
     });
     let mut best = f64::NEG_INFINITY;
     for s in &mut settings {
@@ -136,9 +151,16 @@ pub fn run(args: &TuneArgs) -> Result<TuneReport, BacktestError> {
         .filter(|(_, s)| s.tally.upstream_fetches <= budget)
         .max_by(|(i, a), (j, b)| a.tally.hit_rate.total_cmp(&b.tally.hit_rate).then(j.cmp(i)))
         .map(|(i, _)| i);
-    let report = TuneReport { events: trace.events.len(), no_warming: none, budget_fetches: budget, settings, recommended };
+    let report = TuneReport {
+        events: trace.events.len(),
+        no_warming: none,
+        budget_fetches: budget,
+        settings,
+        recommended,
+    };
     if let Some(path) = &args.svg {
-        std::fs::write(path, chart(&report)).map_err(|source| BacktestError::Write { path: path.clone(), source })?;
+        std::fs::write(path, chart(&report))
+            .map_err(|source| BacktestError::Write { path: path.clone(), source })?;
     }
     Ok(report)
 }
@@ -154,7 +176,9 @@ fn grid_replay(trace: &Trace, grid: &[SimConfig]) -> Result<Vec<Tally>, Backtest
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(cfg) = grid.get(i) else { break };
-                let r = sim::replay(trace, cfg, Strategy::Model, &mut |_| {}, bar.as_ref()).map(|r| r.tally).map_err(|e| e.to_string());
+                let r = sim::replay(trace, cfg, Strategy::Model, &mut |_| {}, bar.as_ref())
+                    .map(|r| r.tally)
+                    .map_err(|e| e.to_string());
                 out.lock().expect("no panics while held")[i] = Some(r);
             });
         }
@@ -185,7 +209,14 @@ impl TuneReport {
         let _ = writeln!(
             s,
             "{:>5} {:>14} {:>9} {:>9} {:>16} {:>8} {:>9} {:>14}  ",
-            "top_n", "min_confidence", "horizon_s", "hit_rate", "upstream_fetches", "ratio", "warms", "warm_precision"
+            "top_n",
+            "min_confidence",
+            "horizon_s",
+            "hit_rate",
+            "upstream_fetches",
+            "ratio",
+            "warms",
+            "warm_precision"
         );
         for (i, x) in self.settings.iter().enumerate() {
             let mut mark = String::new();

@@ -25,12 +25,14 @@ impl Embedded {
     /// Starts a one-broker cluster holding `topics` (compacted ones get one partition, as a
     /// config topic should).
     pub fn start(topics: &[(&str, bool)]) -> anyhow::Result<Self> {
-        let topics: Vec<(String, bool)> = topics.iter().map(|(t, c)| ((*t).to_owned(), *c)).collect();
+        let topics: Vec<(String, bool)> =
+            topics.iter().map(|(t, c)| ((*t).to_owned(), *c)).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         std::thread::Builder::new().name("embedded-kafka".into()).spawn(move || {
-            let started =
-                MockCluster::new(1).map_err(|e| format!("cannot start the embedded Kafka: {e}")).and_then(|mock| {
+            let started = MockCluster::new(1)
+                .map_err(|e| format!("cannot start the embedded Kafka: {e}"))
+                .and_then(|mock| {
                     for (topic, compacted) in &topics {
                         let partitions = if *compacted { 1 } else { PARTITIONS };
                         mock.create_topic(topic, partitions, 1)

@@ -81,12 +81,21 @@ impl fmt::Display for Endpoints {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "prefetch up: ingest, analyzer and warmer are running")?;
         writeln!(f, "  ingest     http://{}   (POST /v1/events, GET /metrics)", self.ingest)?;
-        writeln!(f, "  analyzer   http://{}   (GET /v1/predictions, GET /v1/stats)", self.analyzer)?;
-        writeln!(f, "  warmer     http://{}   (GET /v1/cache/{{module}}/{{ticker}}, GET /v1/status)", self.warmer)?;
+        writeln!(
+            f,
+            "  analyzer   http://{}   (GET /v1/predictions, GET /v1/stats)",
+            self.analyzer
+        )?;
+        writeln!(
+            f,
+            "  warmer     http://{}   (GET /v1/cache/{{module}}/{{ticker}}, GET /v1/status)",
+            self.warmer
+        )?;
         if let Some(u) = self.upstream {
             writeln!(f, "  demo data  http://{u}   (GET /{{module}}/{{ticker}})")?;
         }
-        let kafka = if self.embedded { "embedded (in memory)".to_owned() } else { self.brokers.clone() };
+        let kafka =
+            if self.embedded { "embedded (in memory)".to_owned() } else { self.brokers.clone() };
         writeln!(f, "  Kafka {kafka}; cache {}; upstream {}", self.cache, self.upstream_url)?;
         write!(f, "  try: curl -s http://{}/v1/status   (ctrl-c stops everything)", self.warmer)
     }
@@ -131,7 +140,10 @@ impl fmt::Display for Report {
             )?;
         }
         if let Some((ok, failed)) = self.upstream {
-            write!(f, "\n  the demo upstream answered {ok} requests and failed {failed} on purpose")?;
+            write!(
+                f,
+                "\n  the demo upstream answered {ok} requests and failed {failed} on purpose"
+            )?;
         }
         Ok(())
     }
@@ -148,14 +160,15 @@ pub async fn run(
     let started = Instant::now();
     let [ingest_addr, analyzer_addr, warmer_addr, upstream_addr] = args.addrs();
     let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("{what}: cannot listen on {addr} (is it in use? see --port-base)"))
+        TcpListener::bind(addr).await.with_context(|| {
+            format!("{what}: cannot listen on {addr} (is it in use? see --port-base)")
+        })
     };
     let ingest_l = bind(ingest_addr, "ingest").await?;
     let analyzer_l = bind(analyzer_addr, "analyzer").await?;
     let warmer_l = bind(warmer_addr, "warmer").await?;
-    let upstream_l = if args.demo { Some(bind(upstream_addr, "demo upstream").await?) } else { None };
+    let upstream_l =
+        if args.demo { Some(bind(upstream_addr, "demo upstream").await?) } else { None };
 
     let topics = TopicArgs::default();
     let embedded = match &args.brokers {
@@ -204,7 +217,9 @@ pub async fn run(
         services.spawn(async move {
             (
                 "demo upstream",
-                demo::serve_upstream(l, UpstreamBehaviour::default(), counters, stop).await.map_err(Into::into),
+                demo::serve_upstream(l, UpstreamBehaviour::default(), counters, stop)
+                    .await
+                    .map_err(Into::into),
             )
         });
     }
@@ -215,7 +230,10 @@ pub async fn run(
     ingest_cfg.warmer_url = format!("http://{}", endpoints.warmer);
     services.spawn(named("ingest", ingest::serve(ingest_cfg, ingest_l, services_stop.clone())));
     let analyzer_cfg = analyzer_config(&args, &brokers, &kafka, endpoints.analyzer);
-    services.spawn(named("analyzer", analyzer::service::serve(analyzer_cfg, analyzer_l, services_stop.clone())));
+    services.spawn(named(
+        "analyzer",
+        analyzer::service::serve(analyzer_cfg, analyzer_l, services_stop.clone()),
+    ));
     let warmer_cfg = warmer_config(&args, &brokers, &kafka, endpoints.warmer, upstream_url);
     services.spawn(named("warmer", warmer::serve(warmer_cfg, warmer_l, services_stop.clone())));
 
@@ -242,8 +260,10 @@ pub async fn run(
     let app = Arc::new(AppCounters::default());
     let traffic = if args.demo {
         let events = demo_events(&args)?;
-        let clock = Clock { origin: demo_start(), at: tokio::time::Instant::now(), speed: args.speed };
-        let (base, app, stop) = (format!("http://{}", endpoints.warmer), app.clone(), traffic_stop.clone());
+        let clock =
+            Clock { origin: demo_start(), at: tokio::time::Instant::now(), speed: args.speed };
+        let (base, app, stop) =
+            (format!("http://{}", endpoints.warmer), app.clone(), traffic_stop.clone());
         println!(
             "  demo: an app asks the warmer for about {} queries/s (a weekday from 10:00 New York, {}× real time); watch the hit rate rise",
             args.rate * args.speed,
@@ -257,8 +277,10 @@ pub async fn run(
         None
     };
     let progress = args.demo.then(|| {
-        let scraper =
-            progress::Scraper::new(&format!("http://{}", endpoints.analyzer), &format!("http://{}", endpoints.warmer));
+        let scraper = progress::Scraper::new(
+            &format!("http://{}", endpoints.analyzer),
+            &format!("http://{}", endpoints.warmer),
+        );
         tokio::spawn(progress::show(scraper, progress_stop.clone()))
     });
 
@@ -286,7 +308,12 @@ pub async fn run(
     };
     // A last scrape while the services still run; the progress line's last figures stand in
     // when it fails (a scrape that times out reads as zeros).
-    let last = progress::Scraper::new(&format!("http://{}", endpoints.analyzer), &format!("http://{}", endpoints.warmer)).totals().await;
+    let last = progress::Scraper::new(
+        &format!("http://{}", endpoints.analyzer),
+        &format!("http://{}", endpoints.warmer),
+    )
+    .totals()
+    .await;
     let totals = if last.events >= shown.events { last } else { shown };
     services_stop.cancel();
     let stop_errors = stop_all(&mut services).await;
@@ -313,9 +340,12 @@ pub async fn run(
         elapsed: started.elapsed(),
         totals,
         app: args.demo.then_some(CacheAnswers { hits, misses, errors }),
-        upstream: args
-            .demo
-            .then(|| (upstream_counters.ok.load(Ordering::Relaxed), upstream_counters.failed.load(Ordering::Relaxed))),
+        upstream: args.demo.then(|| {
+            (
+                upstream_counters.ok.load(Ordering::Relaxed),
+                upstream_counters.failed.load(Ordering::Relaxed),
+            )
+        }),
     })
 }
 
@@ -328,17 +358,26 @@ async fn named(
 
 /// Waits for every service in `services` to end (after its stop token was cancelled); returns
 /// the errors they ended with, or that they did not end within [`STOP_TIMEOUT`].
-async fn stop_all(services: &mut JoinSet<(&'static str, anyhow::Result<()>)>) -> Vec<anyhow::Error> {
+async fn stop_all(
+    services: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
+) -> Vec<anyhow::Error> {
     let mut errors = Vec::new();
     let end = tokio::time::Instant::now() + STOP_TIMEOUT;
     loop {
         match tokio::time::timeout_at(end, services.join_next()).await {
             Ok(None) => break,
             Ok(Some(Ok((_, Ok(()))))) => {}
-            Ok(Some(Ok((name, Err(e))))) => errors.push(e.context(format!("{name} did not stop cleanly"))),
-            Ok(Some(Err(e))) => errors.push(anyhow::anyhow!("a service panicked while stopping: {e}")),
+            Ok(Some(Ok((name, Err(e))))) => {
+                errors.push(e.context(format!("{name} did not stop cleanly")))
+            }
+            Ok(Some(Err(e))) => {
+                errors.push(anyhow::anyhow!("a service panicked while stopping: {e}"))
+            }
             Err(_) => {
-                errors.push(anyhow::anyhow!("services still running {} s after the stop", STOP_TIMEOUT.as_secs()));
+                errors.push(anyhow::anyhow!(
+                    "services still running {} s after the stop",
+                    STOP_TIMEOUT.as_secs()
+                ));
                 services.abort_all();
                 break;
             }
@@ -350,7 +389,8 @@ async fn stop_all(services: &mut JoinSet<(&'static str, anyhow::Result<()>)>) ->
 /// Polls every service's `/readyz` until all answer 200.
 async fn wait_ready(e: &Endpoints) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    let mut urls: Vec<String> = [e.ingest, e.analyzer, e.warmer].iter().map(|a| format!("http://{a}/readyz")).collect();
+    let mut urls: Vec<String> =
+        [e.ingest, e.analyzer, e.warmer].iter().map(|a| format!("http://{a}/readyz")).collect();
     if let Some(u) = e.upstream {
         urls.push(format!("http://{u}/healthz"));
     }
@@ -360,7 +400,11 @@ async fn wait_ready(e: &Endpoints) -> anyhow::Result<()> {
             if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
                 break;
             }
-            anyhow::ensure!(Instant::now() < end, "{url} did not answer 200 within {} s", READY_TIMEOUT.as_secs());
+            anyhow::ensure!(
+                Instant::now() < end,
+                "{url} did not answer 200 within {} s",
+                READY_TIMEOUT.as_secs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -59,7 +59,10 @@ pub fn metric_sum(exposition: &str, name: &str, label: &str) -> f64 {
                 None if rest.starts_with(' ') => ("", rest),
                 None => return None,
             };
-            labels.contains(label).then(|| value.split_whitespace().next()?.parse::<f64>().ok()).flatten()
+            labels
+                .contains(label)
+                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())
+                .flatten()
         })
         .fold(0.0, |a, b| a + b)
 }
@@ -74,8 +77,15 @@ pub struct Scraper {
 impl Scraper {
     /// For the services' HTTP base URLs (`http://host:port`).
     pub fn new(analyzer: &str, warmer: &str) -> Self {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("a plain HTTP client");
-        Self { client, analyzer: format!("{analyzer}/metrics"), warmer: format!("{warmer}/metrics") }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("a plain HTTP client");
+        Self {
+            client,
+            analyzer: format!("{analyzer}/metrics"),
+            warmer: format!("{warmer}/metrics"),
+        }
     }
 
     async fn text(&self, url: &str) -> String {
@@ -110,7 +120,9 @@ impl History {
     /// Adds a sample and forgets those older than the window needs.
     pub fn push(&mut self, at: Instant, t: Totals) {
         self.samples.push_back((at, t));
-        while self.samples.len() > 2 && self.samples.get(1).is_some_and(|(a, _)| at.duration_since(*a) >= WINDOW) {
+        while self.samples.len() > 2
+            && self.samples.get(1).is_some_and(|(a, _)| at.duration_since(*a) >= WINDOW)
+        {
             self.samples.pop_front();
         }
     }
@@ -123,7 +135,8 @@ impl History {
         let secs = now_at.duration_since(*then_at).as_secs_f64();
         let rate = if secs > 0.0 { (now.events - then.events) / secs } else { 0.0 };
         let (dh, dm) = (now.hits - then.hits, now.misses - then.misses);
-        let pct = |x: Option<f64>| x.map_or("   –  ".to_owned(), |x| format!("{:5.1}%", 100.0 * x));
+        let pct =
+            |x: Option<f64>| x.map_or("   –  ".to_owned(), |x| format!("{:5.1}%", 100.0 * x));
         let recent = (dh + dm > 0.0).then(|| dh / (dh + dm));
         let s = elapsed.as_secs();
         let mut line = format!("[{:>2}:{:02}] {:6.1} events/s", s / 60, s % 60, rate);
@@ -200,7 +213,8 @@ mod tests {
         let t0 = Instant::now();
         let mut h = History::default();
         h.push(t0, Totals { events: 100.0, hits: 0.0, misses: 100.0, ..Totals::default() });
-        let later = Totals { events: 200.0, hits: 75.0, misses: 125.0, warms: 3.0, ..Totals::default() };
+        let later =
+            Totals { events: 200.0, hits: 75.0, misses: 125.0, warms: 3.0, ..Totals::default() };
         h.push(t0 + Duration::from_secs(5), later);
         let line = h.line(Duration::from_secs(65));
         assert!(line.starts_with("[ 1:05]   20.0 events/s"), "{line}");

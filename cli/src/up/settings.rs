@@ -53,7 +53,8 @@ pub(super) fn analyzer_config(
     }
     // Refresh-ahead must know the TTLs the warmer stores with (compressed by --speed).
     let ttls = cache_ttls(args, brokers);
-    cfg.cache_ttls = ttls.per_module.iter().map(|(m, d)| format!("{m}={}", d.as_secs().max(1))).collect();
+    cfg.cache_ttls =
+        ttls.per_module.iter().map(|(m, d)| format!("{m}={}", d.as_secs().max(1))).collect();
     cfg.cache_default_ttl = Some(ttls.default.as_secs().max(1));
     cfg
 }
@@ -67,7 +68,11 @@ fn cache_ttls(args: &UpArgs, brokers: &str) -> warmer::cache::Ttls {
     let one_second = Duration::from_secs(1);
     warmer::cache::Ttls {
         default: compress(ttls.default, args.speed, one_second),
-        per_module: ttls.per_module.iter().map(|(m, d)| (m.clone(), compress(*d, args.speed, one_second))).collect(),
+        per_module: ttls
+            .per_module
+            .iter()
+            .map(|(m, d)| (m.clone(), compress(*d, args.speed, one_second)))
+            .collect(),
     }
 }
 
@@ -89,7 +94,11 @@ pub(super) fn warmer_config(
     }
     if args.demo && args.speed > 1.0 {
         let ttls = cache_ttls(args, brokers);
-        cfg.ttls = ttls.per_module.iter().filter_map(|(m, d)| Some((Module::parse(m).ok()?, *d))).collect();
+        cfg.ttls = ttls
+            .per_module
+            .iter()
+            .filter_map(|(m, d)| Some((Module::parse(m).ok()?, *d)))
+            .collect();
         cfg.default_ttl = ttls.default;
         cfg.spread = compress(cfg.spread, args.speed, Duration::from_millis(10));
         // The warm budget is per second of the demo's world too.

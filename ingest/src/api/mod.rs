@@ -43,7 +43,10 @@ impl Api {
     /// `None` when the request may mutate; otherwise the 401 to answer.
     pub fn authorize(&self, headers: &HeaderMap) -> Option<Response> {
         let expected = self.token.as_deref()?;
-        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
         if given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), expected.as_bytes())) {
             return None;
         }
@@ -58,7 +61,8 @@ impl Api {
 
     /// `GET ?action=config`: the full live config.
     pub fn get_config(&self) -> Response {
-        Json(json!({"config": self.views.config(), "stored": self.views.config_is_set()})).into_response()
+        Json(json!({"config": self.views.config(), "stored": self.views.config_is_set()}))
+            .into_response()
     }
 
     /// `POST ?action=config`: a partial config (the fields to change), validated, written to the
@@ -67,7 +71,13 @@ impl Api {
     pub async fn set_config(&self, body: &[u8]) -> Response {
         let patch: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not JSON: {e}")),
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("the body is not JSON: {e}"),
+                )
+            }
         };
         let current = self.views.config();
         let next = match current.patched(&patch) {
@@ -79,25 +89,42 @@ impl Api {
         };
         if let Err(e) = self.write_config(&next).await {
             tracing::warn!(error = %e, "Config change not acknowledged by Kafka.");
-            let mut resp = error_response(StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", format!("the config change was not stored ({e}); the old config stays, retry"));
+            let mut resp = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka_unavailable",
+                format!("the config change was not stored ({e}); the old config stays, retry"),
+            );
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5u32));
             return resp;
         }
         // Read your write: answer once this instance's view of the topic shows the change, so
         // a `GET ?action=config` right after sees it.
         let mut view = self.views.config_receiver();
-        let shown = tokio::time::timeout(self.produce_timeout, view.wait_for(|c| c.as_ref() == Some(&next))).await;
+        let shown = tokio::time::timeout(
+            self.produce_timeout,
+            view.wait_for(|c| c.as_ref() == Some(&next)),
+        )
+        .await;
         if !matches!(shown, Ok(Ok(_))) {
             tracing::warn!("Config change stored but not yet read back from the topic.");
         }
-        tracing::info!(top_n = next.top_n, min_confidence = next.min_confidence, enabled = next.enabled, "Config changed.");
+        tracing::info!(
+            top_n = next.top_n,
+            min_confidence = next.min_confidence,
+            enabled = next.enabled,
+            "Config changed."
+        );
         Json(json!({"status": "ok", "config": next})).into_response()
     }
 
     async fn write_config(&self, cfg: &LiveConfig) -> Result<(), String> {
         let payload = serde_json::to_vec(cfg).map_err(|e| e.to_string())?;
         let rec = FutureRecord::to(&self.config_topic).key(CONFIG_KEY).payload(&payload);
-        self.producer.send(rec, self.produce_timeout).await.map(|_| ()).map_err(|(e, _)| e.to_string())
+        self.producer
+            .send(rec, self.produce_timeout)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e.to_string())
     }
 
     /// `GET ?action=predictions[&limit=N]`: the latest live predictions, most confident first.
@@ -135,7 +162,12 @@ impl Api {
     /// The warmer's `/v1/status`.
     pub async fn warmer_status(&self) -> Result<Value, Response> {
         let url = format!("{}/v1/status", self.warmer_url);
-        let answer = self.http.get(&url).send().await.map_err(|e| warmer_unreachable(&url, &e.to_string()))?;
+        let answer = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| warmer_unreachable(&url, &e.to_string()))?;
         if !answer.status().is_success() {
             return Err(warmer_unreachable(&url, &format!("it answered {}", answer.status())));
         }
@@ -144,7 +176,13 @@ impl Api {
 }
 
 fn warmer_unreachable(url: &str, why: &str) -> Response {
-    error_response(StatusCode::BAD_GATEWAY, "warmer_unreachable", format!("the warmer at {url} did not answer ({why}); is it running, and is --warmer-url right?"))
+    error_response(
+        StatusCode::BAD_GATEWAY,
+        "warmer_unreachable",
+        format!(
+            "the warmer at {url} did not answer ({why}); is it running, and is --warmer-url right?"
+        ),
+    )
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -52,7 +52,12 @@ impl Stage {
 }
 
 /// The troubleshooting hints that apply.
-pub fn hints(cfg: &LiveConfig, queries: u64, hit_rate: f64, live_predictions: usize) -> Vec<String> {
+pub fn hints(
+    cfg: &LiveConfig,
+    queries: u64,
+    hit_rate: f64,
+    live_predictions: usize,
+) -> Vec<String> {
     let mut out = Vec::new();
     if !cfg.enabled {
         out.push("Prefetching is disabled, so nothing is warmed: `prefetch prefetch-config --enable true`.".to_owned());
@@ -132,8 +137,16 @@ mod tests {
         assert!(hints(&cfg, 500, 0.8, 3).is_empty(), "healthy: no advice");
         let low = hints(&cfg, 500, 0.2, 3);
         assert_eq!(low.len(), 1);
-        assert!(low[0].contains("below 40%") && low[0].contains("--confidence 0.4") && low[0].contains("--top 20"), "{low:?}");
-        assert!(hints(&cfg, 10, 0.0, 0)[0].contains("still learning"), "few queries: learning, and no low-hit-rate alarm");
+        assert!(
+            low[0].contains("below 40%")
+                && low[0].contains("--confidence 0.4")
+                && low[0].contains("--top 20"),
+            "{low:?}"
+        );
+        assert!(
+            hints(&cfg, 10, 0.0, 0)[0].contains("still learning"),
+            "few queries: learning, and no low-hit-rate alarm"
+        );
         let disabled = LiveConfig { enabled: false, ..LiveConfig::default() };
         assert!(hints(&disabled, 500, 0.9, 0)[0].contains("disabled"));
         assert!(hints(&cfg, 500, 0.9, 0)[0].contains("No live predictions"));

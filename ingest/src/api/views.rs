@@ -53,10 +53,19 @@ pub struct ViewTopics<'a> {
 impl Views {
     /// Starts following the three topics until `stop`, and waits (at most `timeout`) until the
     /// config topic has been read to its end, so the first answers carry the current config.
-    pub async fn start(kafka: &KafkaArgs, topics: ViewTopics<'_>, max_age: Duration, timeout: Duration, stop: CancellationToken) -> Result<Arc<Self>, KafkaSetupError> {
+    pub async fn start(
+        kafka: &KafkaArgs,
+        topics: ViewTopics<'_>,
+        max_age: Duration,
+        timeout: Duration,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>, KafkaSetupError> {
         let mut feed = ConfigFeed::start(kafka, topics.config, stop.clone())?;
         if !feed.wait_caught_up(timeout).await {
-            tracing::warn!(topic = topics.config, "Config topic not read to its end in time; answering with defaults until it is.");
+            tracing::warn!(
+                topic = topics.config,
+                "Config topic not read to its end in time; answering with defaults until it is."
+            );
         }
         let views = Arc::new(Views {
             config: feed.config,
@@ -65,9 +74,17 @@ impl Views {
             max_age: chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX),
         });
         let v = views.clone();
-        follow(kafka, topics.stats, Start::Beginning, stop.clone(), move |key, payload| v.on_stats(key, payload))?;
+        follow(kafka, topics.stats, Start::Beginning, stop.clone(), move |key, payload| {
+            v.on_stats(key, payload)
+        })?;
         let v = views.clone();
-        follow(kafka, topics.predictions, Start::Tail(PREDICTIONS_TAIL), stop, move |_, payload| v.on_prediction(payload))?;
+        follow(
+            kafka,
+            topics.predictions,
+            Start::Tail(PREDICTIONS_TAIL),
+            stop,
+            move |_, payload| v.on_prediction(payload),
+        )?;
         Ok(views)
     }
 
@@ -97,7 +114,9 @@ impl Views {
     }
 
     fn on_prediction(&self, payload: Option<&[u8]>) {
-        let Some(p) = payload.and_then(|p| serde_json::from_slice::<Prediction>(p).ok()) else { return };
+        let Some(p) = payload.and_then(|p| serde_json::from_slice::<Prediction>(p).ok()) else {
+            return;
+        };
         let mut preds = lock(&self.predictions);
         let key = (p.ticker.as_str().to_owned(), p.module.as_str().to_owned());
         if preds.get(&key).is_none_or(|q| q.generated_at <= p.generated_at) {
@@ -114,7 +133,11 @@ impl Views {
         let mut preds = lock(&self.predictions);
         preds.retain(|_, p| !p.is_stale(now));
         let mut out: Vec<Prediction> = preds.values().cloned().collect();
-        out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then_with(|| (&a.ticker, &a.module).cmp(&(&b.ticker, &b.module))));
+        out.sort_by(|a, b| {
+            b.confidence
+                .total_cmp(&a.confidence)
+                .then_with(|| (&a.ticker, &a.module).cmp(&(&b.ticker, &b.module)))
+        });
         out.truncate(n);
         out
     }
@@ -123,7 +146,11 @@ impl Views {
     /// within `max_age`.
     pub fn stats(&self, now: DateTime<Utc>) -> Option<Value> {
         let stats = lock(&self.stats);
-        let fresh: Vec<&Value> = stats.values().filter(|(seen, _)| now - *seen <= self.max_age).map(|(_, v)| v).collect();
+        let fresh: Vec<&Value> = stats
+            .values()
+            .filter(|(seen, _)| now - *seen <= self.max_age)
+            .map(|(_, v)| v)
+            .collect();
         (!fresh.is_empty()).then(|| merge_stats(&fresh))
     }
 }
@@ -131,13 +158,20 @@ impl Views {
 /// Merges analyzer snapshots (each over the tickers its instance owns): totals and profiles
 /// summed, ranked lists summed by entry and re-ranked, the clock fields from the newest.
 pub fn merge_stats(snapshots: &[&Value]) -> Value {
-    let newest = snapshots.iter().max_by_key(|s| s["generated_at"].as_str().unwrap_or("").to_owned()).copied().unwrap_or(&Value::Null);
+    let newest = snapshots
+        .iter()
+        .max_by_key(|s| s["generated_at"].as_str().unwrap_or("").to_owned())
+        .copied()
+        .unwrap_or(&Value::Null);
     let mut out = Map::new();
     for field in ["generated_at", "market_hour", "market_weekday", "current_hour_weight"] {
         out.insert(field.into(), newest[field].clone());
     }
     for field in ["live_keys", "events_in_window"] {
-        out.insert(field.into(), json!(snapshots.iter().map(|s| s[field].as_u64().unwrap_or(0)).sum::<u64>()));
+        out.insert(
+            field.into(),
+            json!(snapshots.iter().map(|s| s[field].as_u64().unwrap_or(0)).sum::<u64>()),
+        );
     }
     for field in ["hourly_profile", "weekday_profile"] {
         let mut sum: Vec<u64> = Vec::new();
@@ -151,35 +185,58 @@ pub fn merge_stats(snapshots: &[&Value]) -> Value {
         }
         out.insert(field.into(), json!(sum));
     }
-    let by = |fields: &'static [&'static str]| move |v: &Value| fields.iter().map(|f| v[*f].to_string()).collect::<Vec<_>>().join("\u{1}");
-    out.insert("top_tickers".into(), merge_ranked(snapshots, "top_tickers", by(&["name"]), "count"));
-    out.insert("top_modules".into(), merge_ranked(snapshots, "top_modules", by(&["name"]), "count"));
+    let by = |fields: &'static [&'static str]| {
+        move |v: &Value| fields.iter().map(|f| v[*f].to_string()).collect::<Vec<_>>().join("\u{1}")
+    };
+    out.insert(
+        "top_tickers".into(),
+        merge_ranked(snapshots, "top_tickers", by(&["name"]), "count"),
+    );
+    out.insert(
+        "top_modules".into(),
+        merge_ranked(snapshots, "top_modules", by(&["name"]), "count"),
+    );
     for field in ["top_pairs", "popular_this_hour", "popular_this_weekday"] {
-        out.insert(field.into(), merge_ranked(snapshots, field, by(&["ticker", "module"]), "count"));
+        out.insert(
+            field.into(),
+            merge_ranked(snapshots, field, by(&["ticker", "module"]), "count"),
+        );
     }
-    out.insert("top_sequences".into(), merge_ranked(snapshots, "top_sequences", by(&["kind", "from", "to"]), "count"));
+    out.insert(
+        "top_sequences".into(),
+        merge_ranked(snapshots, "top_sequences", by(&["kind", "from", "to"]), "count"),
+    );
     out.insert("analyzers".into(), json!(snapshots.len()));
     Value::Object(out)
 }
 
 /// Entries of list `field` across snapshots, the same entry (by `id`) once with its `count`
 /// summed, highest count first.
-fn merge_ranked(snapshots: &[&Value], field: &str, id: impl Fn(&Value) -> String, count: &str) -> Value {
+fn merge_ranked(
+    snapshots: &[&Value],
+    field: &str,
+    id: impl Fn(&Value) -> String,
+    count: &str,
+) -> Value {
     let mut merged: Vec<(String, Value)> = Vec::new();
     for s in snapshots {
         for item in s[field].as_array().into_iter().flatten() {
             let key = id(item);
             match merged.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, existing)) => {
-                    let total = existing[count].as_f64().unwrap_or(0.0) + item[count].as_f64().unwrap_or(0.0);
-                    existing[count] = if item[count].is_u64() { json!(total as u64) } else { json!(total) };
+                    let total = existing[count].as_f64().unwrap_or(0.0)
+                        + item[count].as_f64().unwrap_or(0.0);
+                    existing[count] =
+                        if item[count].is_u64() { json!(total as u64) } else { json!(total) };
                 }
                 None => merged.push((key, item.clone())),
             }
         }
     }
     let mut items: Vec<Value> = merged.into_iter().map(|(_, v)| v).collect();
-    items.sort_by(|a, b| b[count].as_f64().unwrap_or(0.0).total_cmp(&a[count].as_f64().unwrap_or(0.0)));
+    items.sort_by(|a, b| {
+        b[count].as_f64().unwrap_or(0.0).total_cmp(&a[count].as_f64().unwrap_or(0.0))
+    });
     items.truncate(MERGED_LIST_LEN);
     Value::Array(items)
 }
@@ -212,7 +269,12 @@ mod tests {
         assert_eq!(m["generated_at"], "2026-01-06T15:00:05Z");
         assert_eq!((m["live_keys"].as_u64(), m["events_in_window"].as_u64()), (Some(3), Some(55)));
         assert_eq!(m["hourly_profile"], json!([1, 3, 4]));
-        let tickers: Vec<&str> = m["top_tickers"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let tickers: Vec<&str> = m["top_tickers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
         assert_eq!(tickers, ["TSLA", "AAPL", "MSFT"]);
         assert_eq!(m["top_modules"][0], json!({"name": "price", "count": 35}));
         assert_eq!(m["top_sequences"].as_array().unwrap().len(), 1);

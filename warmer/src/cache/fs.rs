@@ -69,7 +69,12 @@ impl FsCache {
         let scan_root = root.clone();
         let index = tokio::task::spawn_blocking(move || scan(&scan_root)).await??;
         tracing::info!(root = %root.display(), entries = index.map.len(), "File cache opened.");
-        Ok(Self { root: Arc::new(root), limits, index: Arc::new(Mutex::new(index)), write: Arc::default() })
+        Ok(Self {
+            root: Arc::new(root),
+            limits,
+            index: Arc::new(Mutex::new(index)),
+            write: Arc::default(),
+        })
     }
 
     /// The directory.
@@ -121,7 +126,13 @@ impl FsCache {
     /// Removes entries expired at `now`, then evicts beyond the limits.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Removed, CacheError> {
         let _w = self.write.lock().await;
-        let expired: Vec<Key> = self.index().map.iter().filter(|(_, m)| m.expires_at <= now).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<Key> = self
+            .index()
+            .map
+            .iter()
+            .filter(|(_, m)| m.expires_at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
         self.remove(&expired).await?;
         let evicted = self.evict().await?;
         Ok(Removed { expired: expired.len() as u64, evicted })
@@ -132,7 +143,8 @@ impl FsCache {
         let items = {
             let idx = self.index();
             let (n, bytes) = (idx.map.len() as u64, idx.bytes);
-            let over = (self.limits.max_entries > 0 && n > self.limits.max_entries) || (self.limits.max_bytes > 0 && bytes > self.limits.max_bytes);
+            let over = (self.limits.max_entries > 0 && n > self.limits.max_entries)
+                || (self.limits.max_bytes > 0 && bytes > self.limits.max_bytes);
             if !over {
                 // The common case, checked in O(1): no entry list is built.
                 return Ok(0);
@@ -175,7 +187,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!("{TMP_PREFIX}{name}.{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let tmp = dir.join(format!(
+        "{TMP_PREFIX}{name}.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
@@ -207,8 +223,15 @@ fn scan(root: &Path) -> Result<Index, CacheError> {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            let Some(ticker) = name.strip_suffix(".json").and_then(|t| Ticker::parse(t).ok().filter(|p| p.as_str() == t)) else { continue };
-            let parsed = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok().map(|e| (e, b.len())));
+            let Some(ticker) = name
+                .strip_suffix(".json")
+                .and_then(|t| Ticker::parse(t).ok().filter(|p| p.as_str() == t))
+            else {
+                continue;
+            };
+            let parsed = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok().map(|e| (e, b.len())));
             match parsed {
                 Some((e, len)) if e.ticker == ticker && e.module == module => {
                     index.insert(e.key(), Meta { expires_at: e.expires_at, bytes: len as u64 });

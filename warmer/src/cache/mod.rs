@@ -59,9 +59,16 @@ pub struct Entry {
 
 impl Entry {
     /// An entry for `body` just fetched for `key` by `source`, living for its module's TTL.
-    pub fn fetched(key: &Key, source: Source, confidence: Option<f64>, body: serde_json::Value, ttls: &Ttls) -> Self {
+    pub fn fetched(
+        key: &Key,
+        source: Source,
+        confidence: Option<f64>,
+        body: serde_json::Value,
+        ttls: &Ttls,
+    ) -> Self {
         let fetched_at = Utc::now();
-        let ttl = chrono::Duration::from_std(ttls.for_module(key.module.as_str())).unwrap_or(chrono::Duration::MAX);
+        let ttl = chrono::Duration::from_std(ttls.for_module(key.module.as_str()))
+            .unwrap_or(chrono::Duration::MAX);
         Self {
             module: key.module.clone(),
             ticker: key.ticker.clone(),
@@ -102,7 +109,8 @@ impl Ttls {
 
     /// The TTL table a live config sets.
     pub fn of(cfg: &LiveConfig) -> Self {
-        let per_module = cfg.ttl_s.iter().map(|(m, s)| (m.clone(), Duration::from_secs(*s))).collect();
+        let per_module =
+            cfg.ttl_s.iter().map(|(m, s)| (m.clone(), Duration::from_secs(*s))).collect();
         Self { default: Duration::from_secs(cfg.default_ttl_s), per_module }
     }
 
@@ -174,7 +182,11 @@ pub enum Cache {
 
 impl Cache {
     /// Opens the cache named by `location`: a `redis://`/`rediss://` URL or a directory.
-    pub async fn open(location: &str, redis_prefix: &str, limits: Limits) -> Result<Self, CacheError> {
+    pub async fn open(
+        location: &str,
+        redis_prefix: &str,
+        limits: Limits,
+    ) -> Result<Self, CacheError> {
         if location.starts_with("redis://") || location.starts_with("rediss://") {
             Ok(Self::Redis(redis::RedisCache::connect(location, redis_prefix, limits).await?))
         } else {
@@ -240,10 +252,16 @@ impl Cache {
 }
 
 /// Soonest-expiring first among `items` until both limits hold: the keys to evict.
-pub(crate) fn over_limits<K: Clone>(mut items: Vec<(K, DateTime<Utc>, u64)>, limits: Limits) -> Vec<K> {
+pub(crate) fn over_limits<K: Clone>(
+    mut items: Vec<(K, DateTime<Utc>, u64)>,
+    limits: Limits,
+) -> Vec<K> {
     let mut entries = items.len() as u64;
     let mut bytes: u64 = items.iter().map(|i| i.2).sum();
-    let over = |e: u64, b: u64| (limits.max_entries > 0 && e > limits.max_entries) || (limits.max_bytes > 0 && b > limits.max_bytes);
+    let over = |e: u64, b: u64| {
+        (limits.max_entries > 0 && e > limits.max_entries)
+            || (limits.max_bytes > 0 && b > limits.max_bytes)
+    };
     if !over(entries, bytes) {
         return Vec::new();
     }

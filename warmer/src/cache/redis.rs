@@ -84,7 +84,8 @@ impl RedisCache {
 
     /// The live entry of `key` at `now`.
     pub async fn get(&self, key: &Key, now: DateTime<Utc>) -> Result<Option<Entry>, CacheError> {
-        let raw: Option<Vec<u8>> = redis::cmd("GET").arg(self.entry_key(key)).query_async(&mut self.conn.clone()).await?;
+        let raw: Option<Vec<u8>> =
+            redis::cmd("GET").arg(self.entry_key(key)).query_async(&mut self.conn.clone()).await?;
         match raw {
             None => Ok(None),
             Some(b) => {
@@ -96,7 +97,11 @@ impl RedisCache {
 
     /// When `key`'s entry expires, from the index.
     pub async fn expires_at(&self, key: &Key) -> Result<Option<DateTime<Utc>>, CacheError> {
-        let ms: Option<f64> = redis::cmd("ZSCORE").arg(self.index("expiry")).arg(Self::member(key)).query_async(&mut self.conn.clone()).await?;
+        let ms: Option<f64> = redis::cmd("ZSCORE")
+            .arg(self.index("expiry"))
+            .arg(Self::member(key))
+            .query_async(&mut self.conn.clone())
+            .await?;
         Ok(ms.and_then(|ms| Utc.timestamp_millis_opt(ms as i64).single()))
     }
 
@@ -176,7 +181,8 @@ impl RedisCache {
                 return Ok(evicted);
             }
             // Enough to fix the entry count; for bytes, one chunk at a time from the soonest.
-            let want = if over_entries { (s.entries - self.limits.max_entries) as isize } else { 1 };
+            let want =
+                if over_entries { (s.entries - self.limits.max_entries) as isize } else { 1 };
             let scored: Vec<(String, f64)> = redis::cmd("ZRANGE")
                 .arg(self.index("expiry"))
                 .arg(0)
@@ -184,7 +190,9 @@ impl RedisCache {
                 .arg("WITHSCORES")
                 .query_async(&mut self.conn.clone())
                 .await?;
-            let Some(max_ms) = scored.iter().map(|(_, s)| *s as i64).max() else { return Ok(evicted) };
+            let Some(max_ms) = scored.iter().map(|(_, s)| *s as i64).max() else {
+                return Ok(evicted);
+            };
             let members: Vec<String> = scored.into_iter().map(|(m, _)| m).collect();
             let n = self.remove(&members, max_ms).await?;
             if n == 0 {

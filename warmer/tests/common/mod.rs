@@ -108,7 +108,8 @@ async fn answer(State(s): State<Arc<UpState>>, uri: Uri) -> axum::response::Resp
     if n <= b.fail_first {
         return (StatusCode::from_u16(b.fail_status).unwrap(), "upstream trouble").into_response();
     }
-    axum::Json(serde_json::json!({"path": path, "n": n, "padding": "x".repeat(b.padding)})).into_response()
+    axum::Json(serde_json::json!({"path": path, "n": n, "padding": "x".repeat(b.padding)}))
+        .into_response()
 }
 
 /// A directory removed when dropped.
@@ -118,7 +119,11 @@ impl TempDir {
     /// A fresh, empty directory.
     pub fn new(name: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!("warmer-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "warmer-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
@@ -153,7 +158,9 @@ impl Drop for TestRedis {
 }
 
 fn redis_answers(url: &str) -> bool {
-    redis::Client::open(url).and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1))).is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+        .is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
 }
 
 impl TestRedis {
@@ -169,7 +176,16 @@ impl TestRedis {
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn();
         let child = match child {
@@ -195,7 +211,12 @@ pub type Running = Service;
 
 /// A warmer configuration for tests: unique topics and group, the given upstream and cache,
 /// no spread, no holdback, generous rate, quick sweeps.
-pub fn config(kafka: &TestKafka, test: &str, upstream: &TestUpstream, cache: &str) -> warmer::Config {
+pub fn config(
+    kafka: &TestKafka,
+    test: &str,
+    upstream: &TestUpstream,
+    cache: &str,
+) -> warmer::Config {
     let mut cfg = warmer::Config::new(kafka.bootstrap());
     cfg.kafka = kafka.kafka_args();
     cfg.topics = unique_topics(test);
@@ -239,7 +260,14 @@ pub async fn produce(kafka: &KafkaArgs, topic: &str, preds: &[Prediction]) {
     let producer = kafka.producer(Duration::from_secs(10)).unwrap();
     for p in preds {
         let payload = serde_json::to_vec(p).unwrap();
-        producer.send(FutureRecord::to(topic).key(p.ticker.as_str()).payload(&payload), Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        producer
+            .send(
+                FutureRecord::to(topic).key(p.ticker.as_str()).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
     }
 }
 
@@ -258,11 +286,17 @@ fn parse_series(s: &str) -> (String, std::collections::BTreeSet<String>) {
         None => (s.trim().to_owned(), Default::default()),
         Some((name, labels)) => {
             let labels = labels.trim_end_matches('}');
-            (name.to_owned(), labels.split("\",").map(|l| l.trim_end_matches('"').to_owned()).filter(|l| !l.is_empty()).collect())
+            (
+                name.to_owned(),
+                labels
+                    .split("\",")
+                    .map(|l| l.trim_end_matches('"').to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+            )
         }
     }
 }
-
 
 /// Parses an RFC 3339 time.
 pub fn at(s: &str) -> DateTime<Utc> {
