@@ -46,7 +46,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/smart-prefetch", get(original_api).post(original_api))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|State(s): State<Arc<AppState>>| async move { metrics_response(s.metrics.registry()) }))
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<AppState>>| async move {
+                metrics_response("ingest", s.metrics.registry())
+            }),
+        )
         .with_state(state)
 }
 

@@ -39,7 +39,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     if let Ok(stats) = s.cache.stats().await {
         s.metrics.cache_size(stats);
     }
-    metrics_response(s.metrics.registry())
+    metrics_response("warmer", s.metrics.registry())
 }
 
 /// `GET /v1/cache/{module}/{ticker}`: the cached body on a hit; on a miss the upstream's,

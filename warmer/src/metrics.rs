@@ -153,6 +153,10 @@ impl Metrics {
         for reason in ["expired", "evicted"] {
             cache_removed.with_label_values(&[reason]);
         }
+        // Zero from the start, so a dashboard or alert sees "no errors" rather than no data.
+        for op in ["get", "put", "sweep", "stats"] {
+            cache_errors.with_label_values(&[op]);
+        }
         Self {
             registry: r,
             queries,

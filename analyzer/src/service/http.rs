@@ -30,7 +30,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<Arc<AdminState>>| async move {
-                metrics_response(s.shared.metrics.registry())
+                metrics_response("analyzer", s.shared.metrics.registry())
             }),
         )
         .with_state(state)
