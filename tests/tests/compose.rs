@@ -388,7 +388,12 @@ fn grafana_reads_prometheus_and_the_dashboard_uses_that_datasource() {
         "datasource {url} is the prometheus service"
     );
     assert!(svcs.iter().find(|s| s.name == host).unwrap().image.starts_with("prom/prometheus:"));
-    let uid = ds["uid"].as_str().unwrap();
+    // The dashboard names no datasource uid of ours: it asks for one through `__inputs` on
+    // import and, when provisioned, its datasource variable resolves to the default
+    // Prometheus datasource, which must therefore be this one.
+    assert_eq!(ds["type"].as_str(), Some("prometheus"));
+    assert_eq!(ds["isDefault"].as_bool(), Some(true), "the provisioned datasource is the default");
+    let uid = "${DS_PROMETHEUS}";
 
     let g =
         svcs.iter().find(|s| s.image.starts_with("grafana/grafana")).expect("a grafana service");
@@ -418,6 +423,15 @@ fn grafana_reads_prometheus_and_the_dashboard_uses_that_datasource() {
             .unwrap(),
     )
     .unwrap();
+    assert_eq!(dash["__inputs"][0]["name"], "DS_PROMETHEUS", "a datasource input for import");
+    assert_eq!(dash["__inputs"][0]["pluginId"], "prometheus");
+    let ds_var = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "DS_PROMETHEUS")
+        .expect("a datasource variable for provisioning");
+    assert_eq!((&ds_var["type"], &ds_var["query"]), (&"datasource".into(), &"prometheus".into()));
     let mut exprs = 0;
     for p in dash["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
         assert_eq!(p["datasource"]["uid"], uid, "panel {}", p["title"]);

@@ -5,7 +5,9 @@
 //! production scrape jobs and alert rules, and EVERY PromQL expression of
 //! deploy/grafana/dashboards/smart-prefetch.json must return a finite value. The alert rules
 //! must evaluate without error against the same data, and each exposition pass
-//! `promtool check metrics`.
+//! `promtool check metrics`. The dashboard's template variables (instance, module) list the
+//! running services and the modules queried. Without Prometheus, the dashboard file is checked
+//! on its own: every query filters by the variables and no panel shows a count in seconds.
 
 use chrono::{Duration as CDuration, Utc};
 use prefetch_e2e::*;
@@ -18,13 +20,18 @@ const SCRAPE_S: u64 = 1;
 /// `$__interval` as Grafana derives it for a view of a few minutes.
 const INTERVAL_S: u64 = 5;
 
-/// Every query of the dashboard as (panel title, expression), with Grafana's interval
-/// variables replaced the way Grafana replaces them for this scrape interval:
-/// `$__rate_interval = max($__interval + scrape interval, 4 × scrape interval)`.
-fn dashboard_queries() -> Vec<(String, String)> {
+fn dashboard() -> Value {
     let text = std::fs::read_to_string(repo_path("deploy/grafana/dashboards/smart-prefetch.json"))
         .unwrap();
-    let dash: Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every query of the dashboard as (panel title, expression), with Grafana's interval
+/// variables replaced the way Grafana replaces them for this scrape interval:
+/// `$__rate_interval = max($__interval + scrape interval, 4 × scrape interval)`, and the
+/// template variables as "All" (their `allValue`, `.*`).
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dash = dashboard();
     let rate_interval = (INTERVAL_S + SCRAPE_S).max(4 * SCRAPE_S);
     let mut out = Vec::new();
     for p in dash["panels"].as_array().unwrap() {
@@ -33,7 +40,9 @@ fn dashboard_queries() -> Vec<(String, String)> {
                 .as_str()
                 .unwrap()
                 .replace("$__rate_interval", &format!("{rate_interval}s"))
-                .replace("$__interval", &format!("{INTERVAL_S}s"));
+                .replace("$__interval", &format!("{INTERVAL_S}s"))
+                .replace("$instance", ".*")
+                .replace("$module", ".*");
             assert!(
                 !expr.contains('$'),
                 "panel {}: a variable this test does not know how to fill: {expr}",
@@ -228,6 +237,21 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
     let log_tail: Vec<&str> = log.lines().rev().take(20).collect();
     assert!(pending.is_empty(), "dashboard queries without data after 120 s of traffic:\n{pending:#?}\nprometheus log (last lines, newest first):\n{}", log_tail.join("\n"));
 
+    // The template variables list what runs: every service's address, every module queried.
+    let addr = |s: &Service| s.addr.to_string();
+    let expected = BTreeMap::from([
+        ("instance", vec![addr(&ingest), addr(&analyzer), addr(&warmer)]),
+        ("module", keys.iter().map(|(_, m)| m.to_string()).chain(["news".into()]).collect()),
+    ]);
+    for (var, metric, label) in variable_queries() {
+        let result = prom.query(&format!("group by ({label}) ({metric})")).await.unwrap();
+        let got: Vec<String> =
+            result.iter().filter_map(|r| r["metric"][&label].as_str().map(str::to_owned)).collect();
+        for want in &expected[var.as_str()] {
+            assert!(got.contains(want), "variable {var} lists {got:?}, not {want}");
+        }
+    }
+
     // What Prometheus scraped passes its own lint, histograms filled by the traffic included.
     for svc in [&ingest, &analyzer, &warmer] {
         promtool_check_metrics(&svc.metrics().await);
@@ -264,4 +288,144 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
     analyzer.stop().await;
     ingest.stop().await;
     let _ = std::fs::remove_dir_all(&cache_dir);
+}
+
+/// The dashboard's query variables as (name, metric, label) of `label_values(metric, label)`.
+fn variable_queries() -> Vec<(String, String, String)> {
+    let dash = dashboard();
+    let mut out = Vec::new();
+    for v in dash["templating"]["list"].as_array().unwrap().iter().filter(|v| v["type"] == "query")
+    {
+        let def = v["definition"].as_str().unwrap();
+        let args =
+            def.strip_prefix("label_values(").and_then(|d| d.strip_suffix(')')).unwrap_or_else(
+                || panic!("variable {}: {def} is not label_values(metric, label)", v["name"]),
+            );
+        let (metric, label) = args.split_once(',').unwrap();
+        assert_eq!(v["query"]["query"].as_str(), Some(def), "variable {}", v["name"]);
+        assert_eq!(v["allValue"], ".*", "variable {}: All matches every value", v["name"]);
+        out.push((
+            v["name"].as_str().unwrap().to_owned(),
+            metric.trim().into(),
+            label.trim().into(),
+        ));
+    }
+    let names: Vec<&str> = out.iter().map(|v| v.0.as_str()).collect();
+    assert_eq!(names, ["instance", "module"], "the dashboard's query variables");
+    out
+}
+
+/// Each metric selector of `expr` as (metric name, the text between its braces).
+fn selectors(expr: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find(|c: char| c.is_ascii_lowercase()) {
+        let tail = &rest[i..];
+        let len =
+            tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let word = &tail[..len];
+        let after = &tail[len..];
+        if word.starts_with("smart_prefetch_") || word.starts_with("process_") {
+            let labels = after
+                .strip_prefix('{')
+                .map(|a| a[..a.find('}').expect("closing brace")].to_owned())
+                .unwrap_or_default();
+            out.push((word.to_owned(), labels));
+        }
+        rest = after;
+    }
+    out
+}
+
+#[test]
+fn every_query_filters_by_the_dashboard_variables() {
+    variable_queries();
+    // Metrics with a module label: the module variable applies to them.
+    const BY_MODULE: [&str; 3] = [
+        "smart_prefetch_warmer_queries_total",
+        "smart_prefetch_warmer_warms_total",
+        "smart_prefetch_warmer_useful_warms_total",
+    ];
+    for p in dashboard()["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap();
+            let sels = selectors(expr);
+            assert!(!sels.is_empty(), "panel {}: no metric in {expr}", p["title"]);
+            for (metric, labels) in sels {
+                assert!(
+                    labels.contains(r#"instance=~"$instance""#),
+                    "panel {}: {metric} is not filtered by $instance in {expr}",
+                    p["title"]
+                );
+                if BY_MODULE.iter().any(|m| metric.starts_with(m)) {
+                    assert!(
+                        labels.contains(r#"module=~"$module""#),
+                        "panel {}: {metric} is not filtered by $module in {expr}",
+                        p["title"]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn no_panel_shows_a_count_in_seconds_or_bytes() {
+    // A panel's unit applies to every query unless an override for that query's refId says
+    // otherwise: a query of a `_seconds` metric in a panel of another unit, or of a non-seconds
+    // metric in a panel in seconds, needs its own unit.
+    let natural = |expr: &str| {
+        let sels = selectors(expr);
+        let all =
+            |suffix: &str| sels.iter().all(|(m, _)| m.contains(suffix) || m.ends_with("_info"));
+        if expr.starts_with("histogram_quantile") && all("_seconds") {
+            Some("s")
+        } else if all("_seconds_bucket") {
+            Some("s")
+        } else if all("_bytes") {
+            Some("bytes")
+        } else {
+            None
+        }
+    };
+    let mut checked = 0;
+    for p in dashboard()["panels"].as_array().unwrap().iter().filter(|p| p["type"] == "timeseries")
+    {
+        let unit = p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("");
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let overridden =
+                p["fieldConfig"]["overrides"].as_array().into_iter().flatten().any(|o| {
+                    o["matcher"]["id"] == "byFrameRefID"
+                        && o["matcher"]["options"] == t["refId"]
+                        && o["properties"].as_array().unwrap().iter().any(|pr| pr["id"] == "unit")
+                });
+            let shown = if overridden { "(override)" } else { unit };
+            match natural(expr) {
+                Some(u) => assert!(
+                    shown == u || overridden,
+                    "panel {}: {expr} is in {u} but shown in {shown}",
+                    p["title"]
+                ),
+                None => assert!(
+                    !matches!(shown, "s" | "bytes"),
+                    "panel {}: {expr} is not in {shown} but shown so",
+                    p["title"]
+                ),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked} queries checked");
+}
+
+#[test]
+fn selectors_are_found_with_their_labels() {
+    assert_eq!(
+        selectors(r#"sum(rate(smart_prefetch_x_total{a="b"}[5m])) / process_open_fds"#),
+        vec![
+            ("smart_prefetch_x_total".to_owned(), r#"a="b""#.to_owned()),
+            ("process_open_fds".to_owned(), String::new())
+        ]
+    );
 }
