@@ -82,7 +82,7 @@ pub async fn replay<R: AsyncBufRead + Unpin>(
         line_no += 1;
         if let Some(b) = &bar {
             b.inc(n as u64);
-            if line_no % 10_000 == 0 {
+            if line_no.is_multiple_of(10_000) {
                 b.set_message(format!("{} events", summary.lines));
             }
         }

@@ -378,9 +378,7 @@ fn no_panel_shows_a_count_in_seconds_or_bytes() {
         let sels = selectors(expr);
         let all =
             |suffix: &str| sels.iter().all(|(m, _)| m.contains(suffix) || m.ends_with("_info"));
-        if expr.starts_with("histogram_quantile") && all("_seconds") {
-            Some("s")
-        } else if all("_seconds_bucket") {
+        if (expr.starts_with("histogram_quantile") && all("_seconds")) || all("_seconds_bucket") {
             Some("s")
         } else if all("_bytes") {
             Some("bytes")

@@ -132,7 +132,8 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_reaches_the_topic
         format!("{}\n", json!({"ticker": "A", "module": "price"})).repeat(9 * 1024 * 1024 / 28 + 1);
 
     // (url, content type, body, status, error code, field expected in problems)
-    let cases: Vec<(&str, &str, String, u16, &str, Option<&str>)> = vec![
+    type Case<'a> = (&'a str, &'a str, String, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             &events,
             JSON,
@@ -343,7 +344,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_nothing_reaches_the_topic
             assert!(
                 problems.iter().all(|p| p.get("index").is_some()
                     || p.get("line").is_some()
-                    || url == &record
+                    || *url == record
                     || ct == JSON),
                 "{shown}: problems are located: {resp}"
             );
