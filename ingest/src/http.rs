@@ -89,10 +89,19 @@ struct ActionQuery {
 async fn original_api(
     State(s): State<Arc<AppState>>,
     method: axum::http::Method,
-    Query(q): Query<ActionQuery>,
+    q: Result<Query<ActionQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A query string that does not parse (`action=a&action=b`, `limit=-1`) gets the JSON error
+    // body every other refusal has, not axum's plain-text rejection.
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            s.metrics.rejected(Rejection::Invalid, 0);
+            return error_response(StatusCode::BAD_REQUEST, "invalid_query", e.body_text());
+        }
+    };
     let Some(action) = q.action.as_deref().filter(|a| ACTIONS.contains(a)) else {
         return (
             StatusCode::BAD_REQUEST,
