@@ -287,6 +287,7 @@ fn prefill(cache: &Path, k: usize) -> anyhow::Result<()> {
             source: warmer::cache::Source::Warm,
             confidence: Some(0.9),
             body: serde_json::json!({"price": 187.42, "currency": "USD"}),
+            negative: false,
         };
         std::fs::write(dir.join(format!("PRE{i}.json")), serde_json::to_vec_pretty(&entry)?)?;
     }

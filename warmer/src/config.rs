@@ -2,6 +2,7 @@
 //! conversion into the runtime [`WarmPolicy`], TTL table and cache location.
 
 use crate::cache::Ttls;
+use crate::credentials::{Redacted, Secret};
 use crate::policy::{Schedule, WarmPolicy};
 use chrono::{NaiveTime, Weekday};
 use chrono_tz::Tz;
@@ -11,6 +12,7 @@ use prefetch_common::contract::Module;
 use prefetch_common::kafka::{KafkaArgs, TopicArgs};
 use prefetch_common::telemetry::LogArgs;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Smart Prefetch warmer: reads predictions from Kafka and fetches the predicted keys from the
@@ -96,14 +98,46 @@ pub struct Config {
     #[arg(long, env = "WARMER_SWEEP_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 
-    /// URL of the upstream data API for one key; `{module}` and `{ticker}` are replaced by the
-    /// URL-encoded values.
+    /// URL of the upstream data API for one key (http or https); `{module}` and `{ticker}` are
+    /// replaced by the percent-encoded values. Put API keys in --upstream-query or
+    /// --upstream-header rather than here; either way, printed URLs drop their query.
     #[arg(
         long,
         env = "WARMER_UPSTREAM_URL",
         default_value = "http://data-api:8000/{module}/{ticker}"
     )]
     pub upstream_url: String,
+
+    /// PEM file of certificates trusted for an HTTPS upstream besides the platform's roots
+    /// (a private CA).
+    #[arg(long, env = "WARMER_UPSTREAM_CA", value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Header sent with every upstream request, as `Name: value` (repeatable), e.g.
+    /// `Authorization: Bearer ${API_KEY}`. `${VAR}` is read from the environment at start-up
+    /// (an unset one is a start-up error). Values never reach logs, metrics or answers.
+    #[arg(long = "upstream-header", env = "WARMER_UPSTREAM_HEADER", value_delimiter = '\n', hide_env_values = true, value_parser = parse_secret, value_name = "NAME: VALUE")]
+    pub upstream_headers: Vec<Secret>,
+
+    /// File of upstream headers, one `Name: value` per line (blank lines and `#` comments
+    /// skipped), taken literally: keeps keys out of argv and the environment.
+    #[arg(long, env = "WARMER_UPSTREAM_HEADER_FILE", value_name = "FILE")]
+    pub upstream_header_file: Option<PathBuf>,
+
+    /// Query parameter appended to every upstream URL, as `name=value` (repeatable), e.g.
+    /// `apikey=${API_KEY}`; `${VAR}` as for --upstream-header. Printed URLs drop their query.
+    #[arg(long = "upstream-query", env = "WARMER_UPSTREAM_QUERY", value_delimiter = '\n', hide_env_values = true, value_parser = parse_secret, value_name = "NAME=VALUE")]
+    pub upstream_query: Vec<Secret>,
+
+    /// How long an upstream 404 (no such key) is remembered: read-through answers 404 from the
+    /// cache meanwhile instead of asking again (0: not remembered).
+    #[arg(long, env = "WARMER_NEGATIVE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub negative_ttl: Duration,
+
+    /// Let the upstream's `Cache-Control` shorten an entry's TTL below its module's
+    /// (`s-maxage`, else `max-age`; `no-store`, `no-cache`, `private`: not stored).
+    #[arg(long, env = "WARMER_HONOR_CACHE_CONTROL", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_name = "BOOL")]
+    pub honor_cache_control: bool,
 
     /// Most warm requests in flight to the upstream at once.
     #[arg(long, env = "WARMER_UPSTREAM_CONCURRENCY", default_value_t = 8)]
@@ -122,14 +156,22 @@ pub struct Config {
     #[arg(long, env = "WARMER_RETRY_BACKOFF", default_value = "200ms", value_parser = parse_duration)]
     pub retry_backoff: Duration,
 
-    /// Upstream requests per second that warming may make (token bucket; 0: no limit).
-    /// Read-through fetches for apps are not limited.
+    /// Upstream requests per second that warming may make (0: no limit). With a Redis cache
+    /// and `--rate-limit-scope cluster` the limit is shared by every warmer on that Redis and
+    /// prefix; otherwise it is per instance. Read-through fetches for apps never wait for it,
+    /// but count against it (warming then waits longer).
     #[arg(long, env = "WARMER_RATE_LIMIT", default_value_t = 20.0)]
     pub rate_limit: f64,
 
     /// Requests the token bucket lets through at once after a quiet spell.
     #[arg(long, env = "WARMER_RATE_BURST", default_value_t = 10)]
     pub rate_burst: u32,
+
+    /// How far `--rate-limit` reaches: `cluster` (every warmer sharing the Redis cache and
+    /// prefix; GCRA in Redis) or `instance` (this process). With a file cache it is always
+    /// `instance`.
+    #[arg(long, env = "WARMER_RATE_LIMIT_SCOPE", default_value = "cluster", value_parser = ["cluster", "instance"])]
+    pub rate_limit_scope: String,
 
     /// Longest a warm waits for the rate limit before it is dropped (`dropped_rate_limit`).
     #[arg(long, env = "WARMER_RATE_MAX_WAIT", default_value = "10s", value_parser = parse_duration)]
@@ -139,6 +181,16 @@ pub struct Config {
     /// keys never arrive at the upstream at once.
     #[arg(long, env = "WARMER_SPREAD", default_value = "2s", value_parser = parse_duration)]
     pub spread: Duration,
+
+    /// Bearer token `POST /v1/warmup` requires (the same as ingest's --api-token, which ingest
+    /// sends); also accepted on the read routes. Unset: open.
+    #[arg(long, env = "PREFETCH_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<Redacted>,
+
+    /// Bearer token the read routes (`GET /v1/cache/...`, `/v1/status`) require (the API token
+    /// is accepted too). Unset: open. Health, readiness and metrics stay open.
+    #[arg(long, env = "PREFETCH_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<Redacted>,
 
     /// How long to wait for Kafka (and the cache) at start-up before giving up with an error.
     #[arg(long, env = "WARMER_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -191,6 +243,13 @@ impl Config {
 /// A set of weekdays from `--active-days` (a newtype: clap reads a bare `Vec` as many values).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Weekdays(pub Vec<Weekday>);
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    if s.trim().is_empty() {
+        return Err("an empty value".into());
+    }
+    Ok(Secret(s.to_owned()))
+}
 
 fn parse_share(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {

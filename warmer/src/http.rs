@@ -1,8 +1,15 @@
 //! The HTTP API: the read-through cache for apps, the admin endpoints, health and metrics.
+//!
+//! Read-through answers as a cache proxy: 200 with the body (`x-cache: HIT` or `MISS`), 404
+//! when the upstream has no such key (remembered for `--negative-ttl`), 503 with `Retry-After`
+//! when the upstream asked for a pause, 502 when it failed. Misses of one key share one
+//! upstream call (`flight.rs`). Tokens: `auth.rs`.
 
-use crate::cache::{Entry, Source};
+use crate::auth::{self, Access};
+use crate::flight::{self, Demand};
 use crate::policy::{Key, Outcome};
 use crate::state::Shared;
+use crate::upstream::FetchError;
 use crate::warm::warm_batch;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -50,6 +57,9 @@ async fn read_through(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
+    if let Some(refused) = auth::check(&s, &headers, Access::Read, "cache") {
+        return refused;
+    }
     let key = match (Module::parse(&module), Ticker::parse(&ticker)) {
         (Ok(module), Ok(ticker)) => Key { module, ticker },
         (Err(e), _) | (_, Err(e)) => {
@@ -78,10 +88,19 @@ async fn read_through(
         tracing::warn!(ticker = %key.ticker, module = %key.module, error = %e, "Cache read failed; treating it as a miss.");
         None
     });
-    let (hit, resp) = match cached {
-        Some(entry) => (true, body_response(&entry.body, "HIT")),
-        None => (false, fetch_and_store(&s, &key).await),
+    let (hit, result, resp) = match cached {
+        Some(entry) if entry.negative => {
+            s.metrics.negative_served();
+            (true, "negative_hit", not_found_response(&key, "HIT"))
+        }
+        Some(entry) => (true, "hit", body_response(&entry.body, "HIT")),
+        None => match flight::demand(&s, &key).await {
+            Demand::Body(body) => (false, "miss", body_response(&body, "MISS")),
+            Demand::NotFound => (false, "not_found", not_found_response(&key, "MISS")),
+            Demand::Failed(e) => (false, "error", failed_response(&e)),
+        },
     };
+    s.metrics.read_through(&s.module_label(&key.module), result, started.elapsed());
     let event = QueryEvent {
         ticker: key.ticker,
         module: key.module,
@@ -94,25 +113,32 @@ async fn read_through(
     resp
 }
 
-async fn fetch_and_store(s: &Shared, key: &Key) -> Response {
-    let body = match s.upstream.fetch(key, Source::Demand).await {
-        Ok(b) => b,
-        Err(e) => {
-            return error_response(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string())
+fn not_found_response(key: &Key, cache: &'static str) -> Response {
+    let mut resp = error_response(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("the upstream has no {} for {}", key.module, key.ticker),
+    );
+    resp.headers_mut().insert(CACHE_HEADER, HeaderValue::from_static(cache));
+    resp
+}
+
+/// 503 with the upstream's `Retry-After` when it asked for a pause; 502 otherwise. The message
+/// names the URL without its query or userinfo.
+fn failed_response(e: &FetchError) -> Response {
+    match e.retry_after() {
+        Some(d) => {
+            let mut resp = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                format!("{e}; it asked to retry after {} s", d.as_secs()),
+            );
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp
         }
-    };
-    let entry = Entry::fetched(key, Source::Demand, None, body, &s.ttls());
-    match s.cache.put(&entry).await {
-        Ok(removed) => {
-            s.metrics.removed(removed);
-            s.ledger.replaced(key);
-        }
-        Err(e) => {
-            s.metrics.cache_error("put");
-            tracing::warn!(ticker = %key.ticker, module = %key.module, error = %e, "Could not store a demand entry.");
-        }
+        None => error_response(StatusCode::BAD_GATEWAY, "upstream_unavailable", e.to_string()),
     }
-    body_response(&entry.body, "MISS")
 }
 
 fn body_response(body: &serde_json::Value, cache: &'static str) -> Response {
@@ -145,7 +171,10 @@ fn publish(s: &Arc<Shared>, event: &QueryEvent) {
 }
 
 /// `GET /v1/status`: the original tool's cache-status fields.
-async fn status(State(s): State<Arc<Shared>>) -> Response {
+async fn status(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = auth::check(&s, &headers, Access::Read, "status") {
+        return refused;
+    }
     let (hits, misses) = s.counters.get();
     let total = hits + misses;
     let stats = s.cache.stats().await.unwrap_or_else(|e| {
@@ -174,6 +203,8 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
             "cache_backend": s.cache.kind(),
             "ttl_seconds": ttls,
             "default_ttl_seconds": table.default.as_secs(),
+            "negative_ttl_seconds": s.options.negative_ttl.as_secs(),
+            "rate_limit_scope": s.upstream.limit_scope(),
         },
     }))
     .into_response()
@@ -181,7 +212,10 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
 
 /// `POST /v1/warmup`: warm now from the latest prediction of each key seen (the schedule is
 /// not applied to an operator's explicit request; everything else is).
-async fn warmup(State(s): State<Arc<Shared>>) -> Response {
+async fn warmup(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = auth::check(&s, &headers, Access::Admin, "warmup") {
+        return refused;
+    }
     let now = Utc::now();
     let preds = s.latest(now);
     let enabled = s.policy().enabled;

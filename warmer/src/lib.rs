@@ -7,7 +7,15 @@
 //! - `policy.rs`: the pure decisions (enabled, schedule in market time, staleness, holdback by a
 //!   stable hash, confidence, freshness, `top_n`), driven by an explicit `now`.
 //! - `pacing.rs`: token bucket, jitter and backoff.
-//! - `upstream.rs`: the upstream client (URL template, timeout, retries, concurrency, rate).
+//! - `upstream.rs`: the upstream client (URL template, TLS, timeout, retries, concurrency,
+//!   rate, `Retry-After`, `Cache-Control`).
+//! - `headers.rs`: `Retry-After` and `Cache-Control` read as a cache proxy reads them.
+//! - `credentials.rs`: upstream headers and query parameters from flags, env and a secrets
+//!   file; URL redaction for everything printed.
+//! - `cluster.rs`: warmers as one cluster over the shared Redis: the global rate limit (GCRA),
+//!   demand-fetch leases and the useful-warm ledger.
+//! - `flight.rs`: single-flight demand fetches (per instance and, with a cluster, across).
+//! - `auth.rs`: the API token on `POST /v1/warmup`, the read token on the read routes.
 //! - `cache/`: entries, TTLs, and the filesystem and Redis backends with sweeps and eviction.
 //! - `warm.rs`: the predictions consume loop and the warm executor.
 //! - `queries.rs`: the query-events consume loop (hit-rate metrics, useful warms).
@@ -23,13 +31,20 @@
 //! concurrency slot, and `Upstream::fetch` GETs it (retrying 5xx and timeouts with backoff);
 //! the body is written to the cache as a `warm` entry and the ledger remembers it. Once every
 //! warm of the batch has ended, the batch's offsets are stored (committed by the client).
-//! When an app later asks `GET /v1/cache/price/AAPL`, the hit is answered from the cache and
+//! (With a Redis cache the rate-limit token comes from the cluster's GCRA and the ledger is in
+//! Redis.) When an app later asks `GET /v1/cache/price/AAPL`, the hit is answered from the
+//! cache and
 //! published as a query event; `queries::run` reads it back, counts it by group, and, as the
 //! warmed entry's first hit, as a useful warm.
 
+pub mod auth;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod consume;
+pub mod credentials;
+pub mod flight;
+pub mod headers;
 pub mod http;
 pub mod live;
 pub mod metrics;
@@ -47,7 +62,7 @@ use cache::{Cache, Limits};
 use chrono::Utc;
 use prefetch_common::feed::ConfigFeed;
 use prefetch_common::kafka::{ensure_topics, TopicSpec};
-use state::Shared;
+use state::{Options, Shared};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -75,6 +90,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Credentials and the CA first: a missing variable fails start-up before Kafka is asked.
+    let upstream_cfg = upstream_config(&cfg)?;
     let topics = [
         TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },
@@ -88,23 +105,23 @@ pub async fn serve(
     )
     .await
     .map_err(|_| {
-        anyhow::anyhow!("cache {} did not open within {:?}", cfg.cache, cfg.startup_timeout)
+        anyhow::anyhow!(
+            "cache {} did not open within {:?}",
+            credentials::redact_url(&cfg.cache),
+            cfg.startup_timeout
+        )
     })?
-    .with_context(|| format!("opening the cache {}", cfg.cache))?;
+    .with_context(|| format!("opening the cache {}", credentials::redact_url(&cfg.cache)))?;
     let metrics = metrics::Metrics::new();
+    let cluster = match &cache {
+        Cache::Redis(r) => Some(cluster::Cluster::new(r.connection(), &cfg.redis_prefix)),
+        Cache::Fs(_) => None,
+    };
     let upstream = Upstream::new(
-        UpstreamConfig {
-            url_template: cfg.upstream_url.clone(),
-            concurrency: cfg.upstream_concurrency,
-            timeout: cfg.upstream_timeout,
-            retries: cfg.upstream_retries,
-            backoff: cfg.retry_backoff,
-            rate: cfg.rate_limit,
-            burst: cfg.rate_burst,
-            rate_max_wait: cfg.rate_max_wait,
-        },
+        upstream_cfg,
         metrics.clone(),
-    );
+        cluster.clone().filter(|_| cfg.rate_limit_scope == "cluster"),
+    )?;
     let producer = cfg.kafka.producer(PRODUCE_TIMEOUT)?;
     let shared = Arc::new(Shared::new(
         cache,
@@ -116,6 +133,12 @@ pub async fn serve(
         producer,
         cfg.topics.query_events_topic.clone(),
         cfg.topics.predictions_topic.clone(),
+        cluster,
+        Options {
+            negative_ttl: cfg.negative_ttl,
+            api_token: cfg.api_token.clone().map(|t| t.0),
+            read_token: cfg.read_token.clone().map(|t| t.0),
+        },
     ));
     // The live config applies before the first prediction is read, then on every change.
     let mut feed = ConfigFeed::start(&cfg.kafka, &cfg.topics.config_topic, shutdown.clone())?;
@@ -150,7 +173,7 @@ pub async fn serve(
         tokio::spawn(live::follow(shared.clone(), feed.config, stop.clone())),
     ];
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, cache = shared.cache.kind(), predictions = %cfg.topics.predictions_topic, "Warmer listening.");
+    tracing::info!(%addr, cache = shared.cache.kind(), rate_limit = shared.upstream.limit_scope(), upstream = %credentials::redact_url(&cfg.upstream_url), predictions = %cfg.topics.predictions_topic, "Warmer listening.");
     let served = axum::serve(listener, http::router(shared.clone()))
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await;
@@ -168,6 +191,33 @@ pub async fn serve(
     .context("flushing the producer")?;
     served.context("HTTP server")?;
     Ok(())
+}
+
+/// The upstream client's settings from the flags: credentials expanded from the environment
+/// and the secrets file, the CA file read. Errors name the flag, the file or the variable,
+/// never a secret.
+fn upstream_config(cfg: &Config) -> anyhow::Result<UpstreamConfig> {
+    let ca_pem = match &cfg.upstream_ca {
+        Some(p) => Some(
+            std::fs::read(p)
+                .with_context(|| format!("--upstream-ca: cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    Ok(UpstreamConfig {
+        url_template: cfg.upstream_url.clone(),
+        concurrency: cfg.upstream_concurrency,
+        timeout: cfg.upstream_timeout,
+        retries: cfg.upstream_retries,
+        backoff: cfg.retry_backoff,
+        rate: cfg.rate_limit,
+        burst: cfg.rate_burst,
+        rate_max_wait: cfg.rate_max_wait,
+        headers: credentials::headers(&cfg.upstream_headers, cfg.upstream_header_file.as_deref())?,
+        query: credentials::query_pairs(&cfg.upstream_query)?,
+        ca_pem,
+        honor_cache_control: cfg.honor_cache_control,
+    })
 }
 
 /// Removes expired entries, evicts beyond the limits and refreshes the size gauges, every

@@ -1,13 +1,16 @@
 //! The warmer's Prometheus collectors: one method per thing that happens, so call sites are one
 //! line. Labels are of low cardinality (module, result, group, outcome, source, status class,
-//! consumer, partition) and never a ticker. Ratios (hit rate, lift, useful share) are left to
+//! consumer, partition) and never a ticker. A `module` label is one of the configured modules
+//! (the TTL table) or `other`, so a GET of `/v1/cache/<random>/A` mints no series
+//! (`Shared::module_label`). Ratios (hit rate, lift, useful share) are left to
 //! PromQL, e.g. `sum by (group) (rate(smart_prefetch_warmer_queries_total{result="hit"}[5m]))
 //! / sum by (group) (rate(smart_prefetch_warmer_queries_total[5m]))`.
 
 use crate::cache::{CacheStats, Removed, Source};
 use crate::policy::{Group, Outcome};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::time::Duration;
 
@@ -29,6 +32,13 @@ pub struct Metrics {
     warm_to_first_hit: Histogram,
     invalid_messages: IntCounterVec,
     published: IntCounterVec,
+    read_through: HistogramVec,
+    throttled: IntCounterVec,
+    negative: IntCounterVec,
+    ttl_capped: IntCounterVec,
+    coalesced: IntCounterVec,
+    limiter_fallbacks: IntCounter,
+    unauthorized: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -144,8 +154,54 @@ impl Metrics {
             "Read-through queries published to the query-events topic, by outcome (ok, failed).",
             &["outcome"],
         );
+        let read_through = histogram(
+            &r,
+            "smart_prefetch_read_through_seconds",
+            "Time to answer GET /v1/cache/{module}/{ticker}, by module and result (hit, miss, negative_hit, not_found, error): the cache's main SLI.",
+            &["module", "result"],
+            vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        );
+        let throttled = counter(
+            &r,
+            "smart_prefetch_warmer_upstream_throttled_total",
+            "Upstream answers 429 and 503, by status and whether they carried a Retry-After (yes, no); a Retry-After pauses warming.",
+            &["status", "retry_after"],
+        );
+        let negative = counter(
+            &r,
+            "smart_prefetch_warmer_negative_entries_total",
+            "404 answers cached negatively (event=stored) and 404s answered from them (event=served).",
+            &["event"],
+        );
+        let ttl_capped = counter(
+            &r,
+            "smart_prefetch_warmer_ttl_capped_total",
+            "Entries whose TTL the upstream's Cache-Control shortened (--honor-cache-control), by source; stored=false when it forbade storing.",
+            &["source", "stored"],
+        );
+        let coalesced = counter(
+            &r,
+            "smart_prefetch_warmer_demand_coalesced_total",
+            "Read-through misses answered by another request's upstream fetch instead of their own, by scope (instance: the same warmer; cluster: another warmer's lease).",
+            &["scope"],
+        );
+        let limiter_fallbacks = IntCounter::new(
+            "smart_prefetch_warmer_rate_limiter_fallbacks_total",
+            "Rate-limit decisions made by this instance's own bucket because the cluster's (Redis) did not answer.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(limiter_fallbacks.clone())).expect("unique metric");
+        let unauthorized = counter(
+            &r,
+            "smart_prefetch_warmer_unauthorized_requests_total",
+            "Requests refused with 401 for a missing or wrong token, by route (warmup, cache, status).",
+            &["route"],
+        );
         for o in ["ok", "failed"] {
             published.with_label_values(&[o]);
+        }
+        for e in ["stored", "served"] {
+            negative.with_label_values(&[e]);
         }
         for c in ["predictions", "queries"] {
             invalid_messages.with_label_values(&[c]);
@@ -173,6 +229,13 @@ impl Metrics {
             warm_to_first_hit,
             invalid_messages,
             published,
+            read_through,
+            throttled,
+            negative,
+            ttl_capped,
+            coalesced,
+            limiter_fallbacks,
+            unauthorized,
         }
     }
 
@@ -235,6 +298,49 @@ impl Metrics {
     /// A message on `consumer`'s topic broke the contract and was skipped.
     pub fn invalid(&self, consumer: &str) {
         self.invalid_messages.with_label_values(&[consumer]).inc();
+    }
+
+    /// A read-through answer of `module` (a bounded label) with `result` took `took`.
+    pub fn read_through(&self, module: &str, result: &str, took: Duration) {
+        self.read_through.with_label_values(&[module, result]).observe(took.as_secs_f64());
+    }
+
+    /// The upstream answered `status` (429 or 503), with or without a `Retry-After`.
+    pub fn throttled(&self, status: u16, retry_after: bool) {
+        let s = if status == 429 { "429" } else { "503" };
+        self.throttled.with_label_values(&[s, if retry_after { "yes" } else { "no" }]).inc();
+    }
+
+    /// A 404 was cached negatively.
+    pub fn negative_stored(&self) {
+        self.negative.with_label_values(&["stored"]).inc();
+    }
+
+    /// A 404 was answered from a negative entry.
+    pub fn negative_served(&self) {
+        self.negative.with_label_values(&["served"]).inc();
+    }
+
+    /// The upstream's `Cache-Control` shortened an entry's TTL (to zero: `stored` false).
+    pub fn ttl_capped(&self, source: Source, stored: bool) {
+        self.ttl_capped
+            .with_label_values(&[source.label(), if stored { "true" } else { "false" }])
+            .inc();
+    }
+
+    /// A read-through miss shared another request's fetch (`instance` or `cluster`).
+    pub fn coalesced(&self, scope: &'static str) {
+        self.coalesced.with_label_values(&[scope]).inc();
+    }
+
+    /// The cluster's rate limit did not answer; the instance's bucket decided.
+    pub fn rate_limiter_fallback(&self) {
+        self.limiter_fallbacks.inc();
+    }
+
+    /// A request to `route` was refused for its token.
+    pub fn unauthorized(&self, route: &'static str) {
+        self.unauthorized.with_label_values(&[route]).inc();
     }
 
     /// A read-through query event was (or was not) accepted by Kafka.

@@ -18,6 +18,8 @@ pub struct TokenBucket {
     burst: f64,
     tokens: f64,
     last: Instant,
+    /// With no rate (unlimited), a pause asked by the upstream still holds requests back.
+    paused_until: Option<Instant>,
 }
 
 impl TokenBucket {
@@ -25,18 +27,18 @@ impl TokenBucket {
     /// A rate of 0 means no limit.
     pub fn new(rate: f64, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
-        Self { rate: rate.max(0.0), burst, tokens: burst, last: now }
+        Self { rate: rate.max(0.0), burst, tokens: burst, last: now, paused_until: None }
     }
 
     /// Reserves one request at `now`: `Some(wait)` to go after `wait`, or `None` when the wait
     /// would exceed `max_wait` (then nothing is reserved).
     pub fn reserve(&mut self, now: Instant, max_wait: Duration) -> Option<Duration> {
         if self.rate == 0.0 {
-            return Some(Duration::ZERO);
+            let wait =
+                self.paused_until.map_or(Duration::ZERO, |p| p.saturating_duration_since(now));
+            return (wait <= max_wait).then_some(wait);
         }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.last = self.last.max(now);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             return Some(Duration::ZERO);
@@ -48,6 +50,31 @@ impl TokenBucket {
         }
         self.tokens -= 1.0;
         Some(wait)
+    }
+
+    /// Takes a token at `now` whatever the wait (a demand fetch: an app is waiting). The debt
+    /// delays later reservations, so warming gives way to demand.
+    pub fn take(&mut self, now: Instant) {
+        if self.rate > 0.0 {
+            self.refill(now);
+            self.tokens -= 1.0;
+        }
+    }
+
+    /// No reservation goes before `now + d`; after it, the steady rate (no burst).
+    pub fn pause(&mut self, now: Instant, d: Duration) {
+        if self.rate > 0.0 {
+            self.refill(now);
+            self.tokens = self.tokens.min(1.0 - d.as_secs_f64() * self.rate);
+        } else {
+            self.paused_until = Some(self.paused_until.map_or(now + d, |p| p.max(now + d)));
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = self.last.max(now);
     }
 }
 
@@ -63,14 +90,24 @@ impl RateLimiter {
         Self { bucket: Mutex::new(TokenBucket::new(rate, burst, Instant::now())) }
     }
 
+    fn bucket(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
+        // A panic elsewhere while holding the lock cannot leave the bucket inconsistent
+        // (every update is a plain assignment), so keep using it.
+        self.bucket.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Waits for a request slot; `false` (without waiting) when none is free within `max_wait`.
     pub async fn acquire(&self, max_wait: Duration) -> bool {
-        let reserved = match self.bucket.lock() {
-            Ok(mut b) => b.reserve(Instant::now(), max_wait),
-            // A panic elsewhere while holding the lock cannot leave the bucket inconsistent
-            // (every update is a plain assignment), so keep using it.
-            Err(poisoned) => poisoned.into_inner().reserve(Instant::now(), max_wait),
-        };
+        self.acquire_or_take(max_wait, false).await
+    }
+
+    /// [`acquire`](Self::acquire), or with `force` [`TokenBucket::take`] (always `true`, no wait).
+    pub async fn acquire_or_take(&self, max_wait: Duration, force: bool) -> bool {
+        if force {
+            self.bucket().take(Instant::now());
+            return true;
+        }
+        let reserved = self.bucket().reserve(Instant::now(), max_wait);
         match reserved {
             Some(wait) => {
                 if !wait.is_zero() {
@@ -80,6 +117,11 @@ impl RateLimiter {
             }
             None => false,
         }
+    }
+
+    /// No reservation before `d` from now (the upstream said `Retry-After`).
+    pub fn pause(&self, d: Duration) {
+        self.bucket().pause(Instant::now(), d);
     }
 }
 
@@ -157,6 +199,28 @@ mod tests {
             assert!(in_window <= 2 + 5, "{in_window} requests in the second from {start}");
         }
         assert!(go.len() >= 15, "the rate is actually used: {}", go.len());
+    }
+
+    #[test]
+    fn demand_debt_and_upstream_pauses_delay_later_reservations() {
+        let t0 = Instant::now();
+        let max = Duration::from_secs(60);
+        let mut b = TokenBucket::new(10.0, 1, t0);
+        b.take(t0);
+        b.take(t0);
+        // One token of burst, two taken: the next reservation waits for two intervals.
+        assert!((b.reserve(t0, max).unwrap().as_secs_f64() - 0.2).abs() < 1e-9);
+        let mut b = TokenBucket::new(10.0, 5, t0);
+        b.pause(t0, Duration::from_secs(3));
+        let w = b.reserve(t0, max).unwrap();
+        assert!((w.as_secs_f64() - 3.0).abs() < 1e-9, "{w:?}");
+        let w2 = b.reserve(t0, max).unwrap();
+        assert!((w2.as_secs_f64() - 3.1).abs() < 1e-9, "no burst after a pause: {w2:?}");
+        assert_eq!(b.reserve(t0, Duration::from_secs(1)), None);
+        let mut u = TokenBucket::new(0.0, 1, t0);
+        u.pause(t0, Duration::from_secs(2));
+        assert_eq!(u.reserve(t0, Duration::from_secs(1)), None, "unlimited still pauses");
+        assert_eq!(u.reserve(t0 + Duration::from_secs(2), Duration::ZERO), Some(Duration::ZERO));
     }
 
     #[test]

@@ -17,14 +17,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Counts one valid query event.
-pub fn record(shared: &Shared, ev: &QueryEvent) {
+pub async fn record(shared: &Shared, ev: &QueryEvent) {
     let group = group_of(&ev.ticker, &ev.module, shared.policy.borrow().holdback);
-    shared.metrics.query(ev.module.as_str(), ev.hit, group);
+    let module = shared.module_label(&ev.module);
+    shared.metrics.query(&module, ev.hit, group);
     shared.counters.record(ev.hit);
     if ev.hit {
         let key = Key { module: ev.module.clone(), ticker: ev.ticker.clone() };
-        if let Some(after) = shared.ledger.hit(&key, ev.ts) {
-            shared.metrics.useful_warm(ev.module.as_str(), after);
+        if let Some(after) = shared.ledger.hit(&key, ev.ts).await {
+            shared.metrics.useful_warm(&module, after);
         }
     }
 }
@@ -46,7 +47,7 @@ pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: C
             }
         };
         match QueryEvent::from_json(msg.payload().unwrap_or_default(), Utc::now()) {
-            Ok(ev) => record(&shared, &ev),
+            Ok(ev) => record(&shared, &ev).await,
             Err(e) => {
                 shared.metrics.invalid("queries");
                 tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "Skipping an invalid query event.");

@@ -1,12 +1,17 @@
 //! What the consume loops and the HTTP handlers share: the cache, the upstream, the live
 //! policy, the query counters behind `/v1/status`, the ledger of warmed entries (for "useful
-//! warm" metrics), and the latest prediction of each key (for `POST /v1/warmup`).
+//! warm" metrics; in Redis when the warmers are a cluster), the demand fetches in flight, the
+//! tokens, and the latest prediction of each key (for `POST /v1/warmup`).
 
+use crate::cache::redis::RedisCache;
 use crate::cache::{Cache, Ttls};
+use crate::cluster::Cluster;
+use crate::flight::Flights;
 use crate::metrics::Metrics;
 use crate::policy::{Key, WarmPolicy};
 use crate::upstream::Upstream;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
+use prefetch_common::contract::Module;
 use prefetch_common::prediction::Prediction;
 use rdkafka::producer::FutureProducer;
 use std::collections::HashMap;
@@ -44,7 +49,25 @@ pub struct Shared {
     pub counters: QueryCounters,
     /// Warmed entries not yet hit.
     pub ledger: Ledger,
+    /// Demand fetches in flight (single-flight per key).
+    pub flights: Flights,
+    /// The cluster of warmers sharing the Redis cache; `None` with the file cache.
+    pub cluster: Option<Cluster>,
+    /// What the HTTP side needs besides: tokens, the negative TTL.
+    pub options: Options,
     latest: Mutex<HashMap<Key, Prediction>>,
+}
+
+/// Settings of the HTTP side.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// How long a 404 from the upstream is remembered (0: not at all).
+    pub negative_ttl: Duration,
+    /// Bearer token of the mutating routes (`POST /v1/warmup`), if set.
+    pub api_token: Option<String>,
+    /// Bearer token of the read routes (`/v1/cache`, `/v1/status`), if set; the API token
+    /// is accepted there too.
+    pub read_token: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,6 +88,8 @@ impl Shared {
         producer: FutureProducer,
         query_topic: String,
         predictions_topic: String,
+        cluster: Option<Cluster>,
+        options: Options,
     ) -> Self {
         Self {
             cache,
@@ -77,8 +102,22 @@ impl Shared {
             query_topic,
             predictions_topic,
             counters: QueryCounters::default(),
-            ledger: Ledger::default(),
+            ledger: Ledger { cluster: cluster.clone(), ..Ledger::default() },
+            flights: Flights::default(),
+            cluster,
+            options,
             latest: Mutex::default(),
+        }
+    }
+
+    /// The `module` metrics label: the module when it is configured (in the TTL table), else
+    /// `other`, so client-chosen module names never mint series.
+    pub fn module_label(&self, module: &Module) -> String {
+        let ttls = self.ttls.borrow();
+        if ttls.per_module.contains_key(module.as_str()) {
+            module.as_str().to_owned()
+        } else {
+            "other".to_owned()
         }
     }
 
@@ -148,15 +187,30 @@ struct Mark {
 }
 
 /// Warmed entries that have not served a hit yet. A hit on one makes it a "useful warm"
-/// (counted once); an entry replaced by a demand fetch, or expired, leaves the ledger.
-#[derive(Debug, Default)]
+/// (counted once); an entry replaced by a demand fetch, or expired, leaves the ledger. With a
+/// cluster the marks live in Redis (`cluster.rs`), so a hit seen by any instance counts a warm
+/// made by another; if Redis fails, this instance's map stands in (and the failure is logged).
+#[derive(Default)]
 pub struct Ledger {
     marks: Mutex<HashMap<Key, Mark>>,
+    cluster: Option<Cluster>,
 }
 
 impl Ledger {
     /// A warmed entry of `key` was stored.
-    pub fn warmed(&self, key: Key, stored_at: DateTime<Utc>, expires_at: DateTime<Utc>) {
+    pub async fn warmed(&self, key: Key, stored_at: DateTime<Utc>, expires_at: DateTime<Utc>) {
+        if let Some(c) = &self.cluster {
+            let ttl = (expires_at - Utc::now()).to_std().unwrap_or_default();
+            match c
+                .ledger_warmed(&RedisCache::member(&key), stored_at.timestamp_millis(), ttl)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not record a warm in the cluster's ledger; recording it here.")
+                }
+            }
+        }
         let mut marks = lock(&self.marks);
         if marks.len() >= MEMORY_KEYS && !marks.contains_key(&key) {
             // Forget the entry closest to expiry: it has the least chance of a first hit.
@@ -169,12 +223,27 @@ impl Ledger {
     }
 
     /// `key`'s entry now comes from elsewhere (a demand fetch).
-    pub fn replaced(&self, key: &Key) {
+    pub async fn replaced(&self, key: &Key) {
+        if let Some(c) = &self.cluster {
+            if let Err(e) = c.ledger_replaced(&RedisCache::member(key)).await {
+                tracing::warn!(error = %e, "Could not clear a mark in the cluster's ledger.");
+            }
+        }
         lock(&self.marks).remove(key);
     }
 
     /// A hit on `key` at `ts`: the time since the warm when this is the warmed entry's first hit.
-    pub fn hit(&self, key: &Key, ts: DateTime<Utc>) -> Option<Duration> {
+    pub async fn hit(&self, key: &Key, ts: DateTime<Utc>) -> Option<Duration> {
+        if let Some(c) = &self.cluster {
+            match c.ledger_hit(&RedisCache::member(key), ts.timestamp_millis()).await {
+                Ok(Some(ms)) => {
+                    let stored = Utc.timestamp_millis_opt(ms).single()?;
+                    return (ts - stored).to_std().ok();
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "Could not read the cluster's ledger."),
+            }
+        }
         let mut marks = lock(&self.marks);
         let m = *marks.get(key)?;
         if ts < m.stored_at || ts >= m.expires_at {
@@ -184,7 +253,7 @@ impl Ledger {
         (ts - m.stored_at).to_std().ok()
     }
 
-    /// Drops marks of entries expired at `now`.
+    /// Drops marks of entries expired at `now` (Redis expires the cluster's by itself).
     pub fn prune(&self, now: DateTime<Utc>) {
         lock(&self.marks).retain(|_, m| m.expires_at > now);
     }

@@ -9,6 +9,7 @@
 
 use crate::cache::{Entry, Source};
 use crate::consume::{finish, WarmerConsumer};
+use crate::flight::{store_not_found, ttl_for};
 use crate::pacing::jitter;
 use crate::policy::{self, Decision, Key, Outcome};
 use crate::state::Shared;
@@ -75,7 +76,7 @@ pub async fn warm_batch(
             Decision::Skip(o) => o,
             Decision::Warm => warm_one(shared, &p).await,
         };
-        shared.metrics.warm(p.module.as_str(), outcome);
+        shared.metrics.warm(&shared.module_label(&p.module), outcome);
         (p, outcome)
     });
     futures::future::join_all(work).await
@@ -85,16 +86,25 @@ async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
     // Spread the batch so refreshes of many keys never reach the upstream at once.
     tokio::time::sleep(jitter(shared.spread)).await;
     let key = Key::of(p);
-    let body = match shared.upstream.fetch(&key, Source::Warm).await {
-        Ok(b) => b,
+    let fetched = match shared.upstream.fetch(&key, Source::Warm).await {
+        Ok(f) => f,
         Err(FetchError::RateLimited(_)) => return Outcome::DroppedRateLimit,
+        Err(FetchError::NotFound { .. }) => {
+            // Apps asking for it get their 404 from the cache instead of the upstream.
+            store_not_found(shared, &key, Source::Warm).await;
+            return Outcome::Failed;
+        }
         Err(_) => return Outcome::Failed,
     };
-    let entry = Entry::fetched(&key, Source::Warm, Some(p.confidence), body, &shared.ttls());
+    let Some(ttl) = ttl_for(shared, &key, &fetched, Source::Warm) else {
+        // The upstream forbids storing it (Cache-Control): a warm cannot help.
+        return Outcome::Failed;
+    };
+    let entry = Entry::living(&key, Source::Warm, Some(p.confidence), fetched.body, ttl);
     match shared.cache.put(&entry).await {
         Ok(removed) => {
             shared.metrics.removed(removed);
-            shared.ledger.warmed(key, entry.fetched_at, entry.expires_at);
+            shared.ledger.warmed(key, entry.fetched_at, entry.expires_at).await;
             shared.metrics.stored((Utc::now() - p.generated_at).to_std().unwrap_or_default());
             Outcome::Stored
         }

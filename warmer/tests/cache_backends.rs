@@ -27,6 +27,7 @@ fn entry(t: &str, m: &str, ttl: Td, body: serde_json::Value) -> Entry {
         source: Source::Warm,
         confidence: Some(0.8),
         body,
+        negative: false,
     }
 }
 

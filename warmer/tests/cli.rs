@@ -29,6 +29,15 @@ fn help_explains_every_flag() {
             "--max-bytes",
             "--sweep-interval",
             "--upstream-url",
+            "--upstream-ca",
+            "--upstream-header",
+            "--upstream-header-file",
+            "--upstream-query",
+            "--negative-ttl",
+            "--honor-cache-control",
+            "--rate-limit-scope",
+            "--api-token",
+            "--read-token",
             "--upstream-concurrency",
             "--upstream-timeout",
             "--upstream-retries",
@@ -70,6 +79,7 @@ fn bad_flag_values_are_refused_before_anything_starts() {
         (vec!["--market-tz", "Mars/Base"], "IANA time zone"),
         (vec!["--active-hours", "nine-five"], "HH:MM"),
         (vec!["--upstream-timeout", "soon"], "is not a duration"),
+        (vec!["--rate-limit-scope", "galaxy"], "cluster"),
     ] {
         let out = warmer().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

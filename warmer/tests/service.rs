@@ -6,14 +6,12 @@ mod common;
 
 use chrono::{Datelike, Utc};
 use common::*;
+use serde_json::Value;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::Value;
 use std::time::Duration;
 use warmer::policy::{group_of, Group};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// Offsets the group has committed on `topic`, summed over partitions (= messages done).
 async fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
@@ -34,26 +32,6 @@ async fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
     })
     .await
     .unwrap()
-}
-
-/// Polls `/metrics` until `series` has value `want`.
-async fn metric_reaches(w: &Running, series: &str, want: f64) -> String {
-    let what = format!("{series} = {want}");
-    eventually(WAIT, &what, || async {
-        let text = w.metrics().await;
-        (sample(&text, series) == Some(want)).then_some(text)
-    })
-    .await
-}
-
-async fn get(url: &str, client: Option<&str>) -> (u16, Option<String>, Value) {
-    let mut req = http().get(url);
-    if let Some(c) = client {
-        req = req.header("X-Client-Id", c);
-    }
-    let r = req.send().await.unwrap();
-    let cache = r.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
-    (r.status().as_u16(), cache, r.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -333,6 +311,11 @@ async fn budget_keeps_the_most_confident_of_a_batch() {
     let (topic, args) = (cfg.topics.predictions_topic.clone(), cfg.kafka.clone());
     // Written before the warmer starts, one ticker (one partition): read as one batch.
     let modules = ["m1", "m2", "m3", "m4", "m5"];
+    // Configured modules (a TTL each) keep their own metrics label; others count as `other`.
+    cfg.ttls = modules
+        .iter()
+        .map(|m| (prefetch_common::contract::Module::parse(m).unwrap(), Duration::from_secs(60)))
+        .collect();
     let preds: Vec<_> = modules
         .iter()
         .enumerate()

@@ -17,7 +17,6 @@ fn key(t: &str) -> Key {
 
 fn cfg(up: &TestUpstream) -> UpstreamConfig {
     UpstreamConfig {
-        url_template: up.template(),
         concurrency: 16,
         timeout: Duration::from_secs(2),
         retries: 2,
@@ -25,7 +24,12 @@ fn cfg(up: &TestUpstream) -> UpstreamConfig {
         rate: 0.0,
         burst: 1,
         rate_max_wait: Duration::from_secs(30),
+        ..UpstreamConfig::new(up.template())
     }
+}
+
+fn client(cfg: UpstreamConfig, metrics: Metrics) -> Upstream {
+    Upstream::new(cfg, metrics, None).unwrap()
 }
 
 fn exposition(m: &Metrics) -> String {
@@ -40,7 +44,7 @@ async fn warm_requests_honour_the_rate_limit_per_window() {
     let up = TestUpstream::start().await;
     let metrics = Metrics::new();
     // 10 requests/s, bursts of 3: 23 requests need at least 2 s.
-    let client = std::sync::Arc::new(Upstream::new(
+    let client = std::sync::Arc::new(client(
         UpstreamConfig { rate: 10.0, burst: 3, ..cfg(&up) },
         metrics.clone(),
     ));
@@ -89,7 +93,7 @@ async fn warm_requests_honour_the_rate_limit_per_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_warm_that_cannot_get_a_token_in_time_is_dropped_without_a_request() {
     let up = TestUpstream::start().await;
-    let client = Upstream::new(
+    let client = client(
         UpstreamConfig {
             rate: 1.0,
             burst: 1,
@@ -108,10 +112,8 @@ async fn a_warm_that_cannot_get_a_token_in_time_is_dropped_without_a_request() {
 async fn concurrency_limit_bounds_requests_in_flight() {
     let up = TestUpstream::start().await;
     up.set(Behaviour { delay: Duration::from_millis(100), ..Default::default() });
-    let client = std::sync::Arc::new(Upstream::new(
-        UpstreamConfig { concurrency: 3, ..cfg(&up) },
-        Metrics::new(),
-    ));
+    let client =
+        std::sync::Arc::new(client(UpstreamConfig { concurrency: 3, ..cfg(&up) }, Metrics::new()));
     let tasks: Vec<_> = (0..12)
         .map(|i| {
             let c = client.clone();
@@ -128,11 +130,11 @@ async fn concurrency_limit_bounds_requests_in_flight() {
 async fn retries_500s_then_succeeds_or_gives_up_after_the_last_retry() {
     let up = TestUpstream::start().await;
     let metrics = Metrics::new();
-    let client = Upstream::new(cfg(&up), metrics.clone());
+    let client = client(cfg(&up), metrics.clone());
     // Two failures, then success: retries = 2 is just enough.
     up.set(Behaviour { fail_first: 2, ..Default::default() });
-    let body = client.fetch(&key("FLAKY"), Source::Warm).await.expect("third attempt succeeds");
-    assert_eq!(body["n"], 3);
+    let fetched = client.fetch(&key("FLAKY"), Source::Warm).await.expect("third attempt succeeds");
+    assert_eq!(fetched.body["n"], 3);
     assert_eq!(up.count("/data/price/FLAKY"), 3);
     // Always failing: 1 + 2 attempts, then the error.
     up.set(Behaviour { fail_first: 1000, ..Default::default() });
@@ -142,7 +144,7 @@ async fn retries_500s_then_succeeds_or_gives_up_after_the_last_retry() {
     // A 404 is an answer, not a failure to retry.
     up.set(Behaviour { fail_first: 1000, fail_status: 404, ..Default::default() });
     let e = client.fetch(&key("NOPE"), Source::Warm).await.unwrap_err();
-    assert!(matches!(e, FetchError::Status { status: 404, .. }), "{e}");
+    assert!(matches!(e, FetchError::NotFound { .. }), "{e}");
     assert_eq!(up.count("/data/price/NOPE"), 1);
     let text = exposition(&metrics);
     assert_eq!(
@@ -174,7 +176,7 @@ async fn timeouts_are_retried_then_reported() {
     let up = TestUpstream::start().await;
     up.set(Behaviour { delay: Duration::from_millis(800), ..Default::default() });
     let metrics = Metrics::new();
-    let client = Upstream::new(
+    let client = client(
         UpstreamConfig { timeout: Duration::from_millis(150), retries: 1, ..cfg(&up) },
         metrics.clone(),
     );
@@ -194,4 +196,108 @@ async fn timeouts_are_retried_then_reported() {
         ),
         Some(2.0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retry_after_delays_the_retry_and_pauses_every_warm() {
+    let up = std::sync::Arc::new(TestUpstream::start().await);
+    let metrics = Metrics::new();
+    let client = std::sync::Arc::new(client(
+        UpstreamConfig { rate: 100.0, burst: 10, ..cfg(&up) },
+        metrics.clone(),
+    ));
+    // The first answer is 429 "come back in 1 s"; the retry must not come sooner.
+    up.set(Behaviour {
+        fail_first: 1,
+        fail_status: 429,
+        headers: vec![("retry-after", "1".into())],
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let other = {
+        let (c, up) = (client.clone(), up.clone());
+        tokio::spawn(async move {
+            // Another key asked right after the 429 (and answered at once): warming as a
+            // whole is paused.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            up.set(Behaviour::default());
+            let t = Instant::now();
+            c.fetch(&key("OTHER"), Source::Warm).await.unwrap();
+            t.elapsed()
+        })
+    };
+    client.fetch(&key("BUSY"), Source::Warm).await.expect("the retry succeeds");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(950), "retried after only {waited:?}");
+    let other_waited = other.await.unwrap();
+    assert!(
+        other_waited >= Duration::from_millis(600),
+        "another warm went during the pause after {other_waited:?}"
+    );
+    assert_eq!(up.count("/data/price/BUSY"), 2);
+    let text = exposition(&metrics);
+    assert_eq!(
+        sample(
+            &text,
+            "smart_prefetch_warmer_upstream_throttled_total{status=\"429\",retry_after=\"yes\"}"
+        ),
+        Some(1.0)
+    );
+    // A pause longer than the backoff cap ends the fetch with the upstream's Retry-After.
+    up.set(Behaviour {
+        fail_first: 1000,
+        fail_status: 503,
+        headers: vec![("retry-after", "120".into())],
+        ..Default::default()
+    });
+    let e = client.fetch(&key("DOWN"), Source::Demand).await.unwrap_err();
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(120)), "{e}");
+    assert_eq!(up.count("/data/price/DOWN"), 1, "not retried within the pause");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cache_control_is_reported_only_when_honoured() {
+    let up = TestUpstream::start().await;
+    up.set(Behaviour {
+        headers: vec![("cache-control", "public, max-age=7".into())],
+        ..Default::default()
+    });
+    let plain = client(cfg(&up), Metrics::new());
+    assert_eq!(plain.fetch(&key("A"), Source::Warm).await.unwrap().max_age, None);
+    let honouring =
+        client(UpstreamConfig { honor_cache_control: true, ..cfg(&up) }, Metrics::new());
+    assert_eq!(
+        honouring.fetch(&key("A"), Source::Warm).await.unwrap().max_age,
+        Some(Duration::from_secs(7))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn query_credentials_reach_the_upstream_and_never_an_error_message() {
+    let up = TestUpstream::start().await;
+    let template = format!("http://user:pw@{}/api/v3/{{module}}/{{ticker}}", up.addr);
+    let client = client(
+        UpstreamConfig {
+            query: vec![("apikey".into(), "QK-123secret".into())],
+            retries: 0,
+            ..UpstreamConfig { url_template: template, ..cfg(&up) }
+        },
+        Metrics::new(),
+    );
+    let k =
+        Key { module: Module::parse("price").unwrap(), ticker: Ticker::parse("BRK.B").unwrap() };
+    client.fetch(&k, Source::Demand).await.unwrap();
+    client.fetch(&key("^GSPC"), Source::Demand).await.unwrap();
+    let seen: Vec<String> = up.seen().into_iter().map(|(u, _)| u).collect();
+    assert_eq!(
+        seen,
+        vec![
+            "/api/v3/price/BRK.B?apikey=QK-123secret",
+            "/api/v3/price/%5EGSPC?apikey=QK-123secret"
+        ]
+    );
+    up.set(Behaviour { fail_first: 1000, ..Default::default() });
+    let e = client.fetch(&key("X"), Source::Demand).await.unwrap_err().to_string();
+    assert!(!e.contains("QK-123secret") && !e.contains("pw@"), "{e}");
+    assert!(e.contains("/api/v3/price/X?[redacted]"), "{e}");
 }

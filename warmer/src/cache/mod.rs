@@ -53,8 +53,12 @@ pub struct Entry {
     /// The prediction's confidence, for warmed entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
-    /// The upstream's JSON body, as it answered.
+    /// The upstream's JSON body, as it answered (null for a negative entry).
     pub body: serde_json::Value,
+    /// The upstream answered 404: the key does not exist, and read-through answers 404 until
+    /// the entry expires (`--negative-ttl`) instead of asking again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub negative: bool,
 }
 
 impl Entry {
@@ -66,9 +70,19 @@ impl Entry {
         body: serde_json::Value,
         ttls: &Ttls,
     ) -> Self {
+        Self::living(key, source, confidence, body, ttls.for_module(key.module.as_str()))
+    }
+
+    /// An entry for `body` just fetched, living for `ttl`.
+    pub fn living(
+        key: &Key,
+        source: Source,
+        confidence: Option<f64>,
+        body: serde_json::Value,
+        ttl: Duration,
+    ) -> Self {
         let fetched_at = Utc::now();
-        let ttl = chrono::Duration::from_std(ttls.for_module(key.module.as_str()))
-            .unwrap_or(chrono::Duration::MAX);
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         Self {
             module: key.module.clone(),
             ticker: key.ticker.clone(),
@@ -77,7 +91,13 @@ impl Entry {
             source,
             confidence,
             body,
+            negative: false,
         }
+    }
+
+    /// A negative entry: the upstream answered 404 for `key`; remembered for `ttl`.
+    pub fn not_found(key: &Key, source: Source, ttl: Duration) -> Self {
+        Self { negative: true, ..Self::living(key, source, None, serde_json::Value::Null, ttl) }
     }
 
     /// The entry's key.

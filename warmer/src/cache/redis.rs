@@ -69,7 +69,13 @@ impl RedisCache {
         Ok(Self { conn, prefix: prefix.to_owned(), limits })
     }
 
-    fn member(key: &Key) -> String {
+    /// The connection (shared with the cluster's rate limit, leases and ledger).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The member name of `key` in the index (`<module>:<ticker>`), also the cluster's.
+    pub fn member(key: &Key) -> String {
         format!("{}:{}", key.module, key.ticker)
     }
 

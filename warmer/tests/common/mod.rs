@@ -28,17 +28,26 @@ pub struct Behaviour {
     pub fail_status: u16,
     /// Body padding, to make entries bigger.
     pub padding: usize,
+    /// Headers of every answer (e.g. `Retry-After`, `Cache-Control`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Self { delay: Duration::ZERO, fail_first: 0, fail_status: 500, padding: 0 }
+        Self {
+            delay: Duration::ZERO,
+            fail_first: 0,
+            fail_status: 500,
+            padding: 0,
+            headers: Vec::new(),
+        }
     }
 }
 
 #[derive(Default)]
 struct UpState {
     requests: Mutex<Vec<(String, Instant)>>,
+    seen: Mutex<Vec<(String, axum::http::HeaderMap)>>,
     behaviour: Mutex<Behaviour>,
     in_flight: AtomicU32,
     max_in_flight: AtomicU32,
@@ -87,14 +96,24 @@ impl TestUpstream {
         self.paths().iter().filter(|p| *p == path).count()
     }
 
+    /// Every request's URI (path and query) and headers, in order.
+    pub fn seen(&self) -> Vec<(String, axum::http::HeaderMap)> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
     /// Most requests that were ever in flight at once.
     pub fn max_in_flight(&self) -> u32 {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 }
 
-async fn answer(State(s): State<Arc<UpState>>, uri: Uri) -> axum::response::Response {
+async fn answer(
+    State(s): State<Arc<UpState>>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
     let path = uri.path().to_owned();
+    s.seen.lock().unwrap().push((uri.to_string(), headers));
     let n = {
         let mut r = s.requests.lock().unwrap();
         r.push((path.clone(), Instant::now()));
@@ -105,11 +124,16 @@ async fn answer(State(s): State<Arc<UpState>>, uri: Uri) -> axum::response::Resp
     let b = s.behaviour.lock().unwrap().clone();
     tokio::time::sleep(b.delay).await;
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
-    if n <= b.fail_first {
-        return (StatusCode::from_u16(b.fail_status).unwrap(), "upstream trouble").into_response();
+    let mut resp = if n <= b.fail_first {
+        (StatusCode::from_u16(b.fail_status).unwrap(), "upstream trouble").into_response()
+    } else {
+        axum::Json(serde_json::json!({"path": path, "n": n, "padding": "x".repeat(b.padding)}))
+            .into_response()
+    };
+    for (name, value) in b.headers {
+        resp.headers_mut().insert(name, value.parse().unwrap());
     }
-    axum::Json(serde_json::json!({"path": path, "n": n, "padding": "x".repeat(b.padding)}))
-        .into_response()
+    resp
 }
 
 /// A directory removed when dropped.
@@ -301,4 +325,28 @@ fn parse_series(s: &str) -> (String, std::collections::BTreeSet<String>) {
 /// Parses an RFC 3339 time.
 pub fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// How long a test waits for something the services do on their own.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `/metrics` until `series` has value `want`.
+pub async fn metric_reaches(w: &Running, series: &str, want: f64) -> String {
+    let what = format!("{series} = {want}");
+    eventually(WAIT, &what, || async {
+        let text = w.metrics().await;
+        (sample(&text, series) == Some(want)).then_some(text)
+    })
+    .await
+}
+
+/// GETs `url` (with `X-Client-Id` when given): status, `x-cache`, JSON body (null if none).
+pub async fn get(url: &str, client: Option<&str>) -> (u16, Option<String>, serde_json::Value) {
+    let mut req = http().get(url);
+    if let Some(c) = client {
+        req = req.header("X-Client-Id", c);
+    }
+    let r = req.send().await.unwrap();
+    let cache = r.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
+    (r.status().as_u16(), cache, r.json().await.unwrap_or(serde_json::Value::Null))
 }
