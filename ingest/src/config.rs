@@ -34,7 +34,8 @@ pub struct Config {
     pub produce_timeout: Duration,
 
     /// Base URL of the warmer's admin API, which answers `action=status` (cache counters and
-    /// size) and `action=warmup`.
+    /// size) and `action=warmup`; with several warmers, all of them, comma-separated (status
+    /// adds their counters up, warm-up asks each). Ingest sends them its --api-token.
     #[arg(long, env = "INGEST_WARMER_URL", default_value = "http://127.0.0.1:8082")]
     pub warmer_url: String,
 

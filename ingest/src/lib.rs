@@ -120,7 +120,7 @@ async fn connect_api(
         views,
         producer: sink.producer().clone(),
         config_topic: cfg.topics.config_topic.clone(),
-        warmer_url: cfg.warmer_url.trim_end_matches('/').to_owned(),
+        warmers: api::warmers::parse_list(&cfg.warmer_url),
         http: reqwest::Client::builder().timeout(WARMER_TIMEOUT).build()?,
         token: cfg.api_token.clone().filter(|t| !t.is_empty()),
         produce_timeout: cfg.produce_timeout,

@@ -73,6 +73,8 @@ pub async fn spawn_stack(kafka: &TestKafka, test: &str, opts: StackOptions) -> S
     w.spread = Duration::ZERO;
     w.holdback = 0.0;
     w.rate_limit = 0.0;
+    // One token for every mutating door: ingest passes it on to the warmer's warm-up.
+    w.api_token = opts.token.clone().map(warmer::credentials::Redacted);
     let warmer = spawn_warmer(w).await;
 
     let mut a = analyzer::service::Config::new(kafka.bootstrap());

@@ -4,11 +4,13 @@
 //!
 //! The front door reaches the other services only through topics and their documented admin
 //! HTTP: the config, stats and predictions come from topics ([`views::Views`]); the cache's
-//! counters and the warmup come from the warmer's admin API (`--warmer-url`). Mutating actions
-//! (config, warmup) need `Authorization: Bearer <token>` when `--api-token` is set.
+//! counters and the warmup come from every warmer's admin API (`--warmer-url`, a list;
+//! `warmers.rs`), which ingest calls with its API token. Mutating actions (config, warmup) need
+//! `Authorization: Bearer <token>` when `--api-token` is set.
 
 pub mod status;
 pub mod views;
+pub mod warmers;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,8 +31,8 @@ pub struct Api {
     pub producer: FutureProducer,
     /// The live config topic.
     pub config_topic: String,
-    /// Base URL of the warmer's admin API.
-    pub warmer_url: String,
+    /// Base URLs of the warmers' admin APIs (every instance of the cluster).
+    pub warmers: Vec<String>,
     /// HTTP client for the warmer.
     pub http: reqwest::Client,
     /// Bearer token the mutating actions require, if set.
@@ -145,44 +147,6 @@ impl Api {
             ),
         }
     }
-
-    /// `GET|POST ?action=warmup`: asks the warmer to warm the current predictions now.
-    pub async fn warmup(&self) -> Response {
-        let url = format!("{}/v1/warmup", self.warmer_url);
-        match self.http.post(&url).send().await {
-            Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                Ok(v) => Json(v).into_response(),
-                Err(e) => warmer_unreachable(&url, &e.to_string()),
-            },
-            Ok(r) => warmer_unreachable(&url, &format!("it answered {}", r.status())),
-            Err(e) => warmer_unreachable(&url, &e.to_string()),
-        }
-    }
-
-    /// The warmer's `/v1/status`.
-    pub async fn warmer_status(&self) -> Result<Value, Response> {
-        let url = format!("{}/v1/status", self.warmer_url);
-        let answer = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| warmer_unreachable(&url, &e.to_string()))?;
-        if !answer.status().is_success() {
-            return Err(warmer_unreachable(&url, &format!("it answered {}", answer.status())));
-        }
-        answer.json().await.map_err(|e| warmer_unreachable(&url, &e.to_string()))
-    }
-}
-
-fn warmer_unreachable(url: &str, why: &str) -> Response {
-    error_response(
-        StatusCode::BAD_GATEWAY,
-        "warmer_unreachable",
-        format!(
-            "the warmer at {url} did not answer ({why}); is it running, and is --warmer-url right?"
-        ),
-    )
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -1,10 +1,14 @@
 //! `GET ?action=status`: the original tool's status fields, with what to do about them.
 //!
-//! The counters and the cache size come from the warmer (it counts every query event on the
-//! topic, hit or miss, and owns the cache); `enabled` and `config` are the live config. The
+//! The counters and the cache size come from the warmers (each counts the query events of its
+//! partitions, hit or miss, so the cluster's counters are their sum; a shared Redis cache is
+//! counted once, file caches are added up); `enabled` and `config` are the live config. A
+//! warmer that does not answer is listed under `warmers` with why, and its share is missing
+//! from the counters (`complete: false`); none answering is a 502. The
 //! learning stage is the original's table, by queries seen; the hints are its troubleshooting
 //! advice, given only when they apply.
 
+use super::warmers::{unreachable, WarmerAnswer};
 use super::Api;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -84,33 +88,81 @@ pub fn hints(
     out
 }
 
+/// What the warmers' `/v1/status` answers add up to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Totals {
+    /// Hits counted by all warmers.
+    pub hits: u64,
+    /// Misses counted by all warmers.
+    pub misses: u64,
+    /// Entries cached (a shared Redis cache once).
+    pub cached_items: u64,
+    /// Their size in MB (likewise).
+    pub cache_size_mb: f64,
+    /// The backends the warmers named (`fs`, `redis`), without repeats.
+    pub backends: Vec<String>,
+    /// Whether every warmer answered.
+    pub complete: bool,
+}
+
+/// Adds the answers up: counters summed (each warmer counts its own partitions), the cache
+/// size summed for file caches and taken once (the largest report) for a shared Redis.
+pub fn totals(answers: &[WarmerAnswer]) -> Totals {
+    let ok: Vec<&serde_json::Value> =
+        answers.iter().filter_map(|a| a.result.as_ref().ok()).collect();
+    let n = |v: &serde_json::Value, f: &str| v[f].as_u64().unwrap_or(0);
+    let mut backends: Vec<String> = ok
+        .iter()
+        .filter_map(|v| v["config"]["cache_backend"].as_str().map(str::to_owned))
+        .collect();
+    backends.dedup();
+    let shared = |v: &&&serde_json::Value| v["config"]["cache_backend"] == "redis";
+    let (redis, files): (Vec<&&serde_json::Value>, Vec<&&serde_json::Value>) =
+        ok.iter().partition(shared);
+    let cached_items = redis.iter().map(|v| n(v, "cached_items")).max().unwrap_or(0)
+        + files.iter().map(|v| n(v, "cached_items")).sum::<u64>();
+    let mb = |v: &serde_json::Value| v["cache_size_mb"].as_f64().unwrap_or(0.0);
+    let cache_size_mb =
+        redis.iter().map(|v| mb(v)).fold(0.0, f64::max) + files.iter().map(|v| mb(v)).sum::<f64>();
+    Totals {
+        hits: ok.iter().map(|v| n(v, "cache_hits")).sum(),
+        misses: ok.iter().map(|v| n(v, "cache_misses")).sum(),
+        cached_items,
+        cache_size_mb,
+        backends,
+        complete: ok.len() == answers.len(),
+    }
+}
+
 impl Api {
     /// `GET ?action=status`.
     pub async fn status(&self) -> Response {
-        let warmer = match self.warmer_status().await {
-            Ok(v) => v,
-            Err(resp) => return resp,
-        };
+        let answers = self.ask_warmers("/v1/status", false).await;
+        if answers.iter().all(|a| a.result.is_err()) {
+            return unreachable(&answers);
+        }
+        let t = totals(&answers);
         let cfg = self.views.config();
-        let n = |f: &str| warmer[f].as_u64().unwrap_or(0);
-        let (hits, misses) = (n("cache_hits"), n("cache_misses"));
-        let total = hits + misses;
-        let hit_rate = if total == 0 { 0.0 } else { hits as f64 / total as f64 };
+        let total = t.hits + t.misses;
+        let hit_rate = if total == 0 { 0.0 } else { t.hits as f64 / total as f64 };
         let live = self.views.predictions(Utc::now(), usize::MAX).len();
         let stage = Stage::of(total);
+        let warmers: Vec<serde_json::Value> = answers.iter().map(WarmerAnswer::summary).collect();
         Json(json!({
             "enabled": cfg.enabled,
             "total_queries": total,
-            "cache_hits": hits,
-            "cache_misses": misses,
+            "cache_hits": t.hits,
+            "cache_misses": t.misses,
             "hit_rate": hit_rate,
-            "cached_items": n("cached_items"),
-            "cache_size_mb": warmer["cache_size_mb"].as_f64().unwrap_or(0.0),
+            "cached_items": t.cached_items,
+            "cache_size_mb": t.cache_size_mb,
             "config": cfg,
             "learning_stage": {"stage": stage, "range": stage.range()},
             "live_predictions": live,
             "hints": hints(&cfg, total, hit_rate, live),
-            "warmer": {"url": self.warmer_url, "cache_backend": warmer["config"]["cache_backend"].clone()},
+            "warmer": {"url": self.warmers.join(","), "cache_backend": t.backends.join(",")},
+            "warmers": warmers,
+            "complete": t.complete,
         }))
         .into_response()
     }
@@ -150,5 +202,30 @@ mod tests {
         let disabled = LiveConfig { enabled: false, ..LiveConfig::default() };
         assert!(hints(&disabled, 500, 0.9, 0)[0].contains("disabled"));
         assert!(hints(&cfg, 500, 0.9, 0)[0].contains("No live predictions"));
+    }
+
+    fn answer(url: &str, backend: &str, hits: u64, misses: u64, items: u64) -> WarmerAnswer {
+        WarmerAnswer {
+            url: url.into(),
+            result: Ok(json!({"cache_hits": hits, "cache_misses": misses, "cached_items": items,
+                "cache_size_mb": items as f64 / 10.0, "config": {"cache_backend": backend}})),
+        }
+    }
+
+    #[test]
+    fn warmer_counters_add_up_and_a_shared_cache_counts_once() {
+        let down = WarmerAnswer { url: "http://c".into(), result: Err("refused".into()) };
+        let t = totals(&[
+            answer("http://a", "redis", 3, 1, 50),
+            answer("http://b", "redis", 5, 2, 50),
+            down,
+        ]);
+        assert_eq!((t.hits, t.misses, t.cached_items), (8, 3, 50));
+        assert!((t.cache_size_mb - 5.0).abs() < 1e-9);
+        assert_eq!(t.backends, vec!["redis"]);
+        assert!(!t.complete);
+        let t = totals(&[answer("http://a", "fs", 1, 1, 10), answer("http://b", "fs", 1, 0, 20)]);
+        assert_eq!((t.hits, t.misses, t.cached_items), (2, 1, 30));
+        assert!(t.complete);
     }
 }
