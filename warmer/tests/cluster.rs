@@ -1,0 +1,154 @@
+//! Warmers as one cluster over a real Redis (`REDIS_URL`, or a private redis-server) and a
+//! broker: three warmers never exceed the one upstream rate limit together (the upstream
+//! records arrival times), a miss storm on one cold key across three warmers makes exactly one
+//! upstream call, and a hit served by one warmer counts as a useful warm made by another.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// The sum of every sample of `name` (all label sets) in an exposition.
+fn total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// Most requests that arrived within any one second.
+fn busiest_second(mut times: Vec<Instant>) -> usize {
+    times.sort();
+    (0..times.len())
+        .map(|i| times[i..].iter().take_while(|&&t| t < times[i] + Duration::from_secs(1)).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_warmers_share_one_upstream_rate_limit() {
+    let Some(redis) = TestRedis::start() else { return };
+    let kafka = TestKafka::start();
+    let up = TestUpstream::start().await;
+    let mut base = config(&kafka, "cluster-rate", &up, &redis.url);
+    base.rate_limit = 10.0;
+    base.rate_burst = 1;
+    base.rate_max_wait = Duration::from_secs(3);
+    let (args, topic) = (base.kafka.clone(), base.topics.predictions_topic.clone());
+    // Each in its own group, so each reads every prediction and wants to warm all 60 keys:
+    // three times the load one warmer would make, against one limit.
+    let mut warmers = Vec::new();
+    for i in 0..3 {
+        let mut cfg = base.clone();
+        cfg.group = format!("{}-{i}", base.group);
+        warmers.push(spawn_warmer(cfg).await);
+    }
+    let preds: Vec<_> = (0..60).map(|i| prediction(&format!("R{i}"), "price", 0.9)).collect();
+    produce(&args, &topic, &preds).await;
+    for w in &warmers {
+        eventually(WAIT, "every prediction handled (stored, skipped or dropped)", || async {
+            (total(&w.metrics().await, "smart_prefetch_warmer_warms_total") >= 60.0).then_some(())
+        })
+        .await;
+    }
+    let times = up.times();
+    let busiest = busiest_second(times.clone());
+    // GCRA grants at most burst + rate * t in any window of t seconds: 11 here.
+    assert!(busiest <= 11, "{busiest} upstream requests within one second (limit 10/s, burst 1)");
+    assert!(times.len() >= 20, "the limit was put to work: only {} requests", times.len());
+    let dropped: f64 = {
+        let mut d = 0.0;
+        for w in &warmers {
+            d += sample(
+                &w.metrics().await,
+                "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"dropped_rate_limit\"}",
+            )
+            .unwrap_or(0.0);
+        }
+        d
+    };
+    assert!(dropped > 0.0, "three warmers' demand exceeded the shared limit and some was dropped");
+    for w in warmers {
+        w.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_miss_storm_across_three_warmers_makes_one_upstream_call() {
+    let Some(redis) = TestRedis::start() else { return };
+    let kafka = TestKafka::start();
+    let up = TestUpstream::start().await;
+    up.set(Behaviour { delay: Duration::from_millis(300), ..Default::default() });
+    let base = config(&kafka, "cluster-storm", &up, &redis.url);
+    let mut warmers = Vec::new();
+    for _ in 0..3 {
+        warmers.push(spawn_warmer(base.clone()).await);
+    }
+    let urls: Vec<String> = (0..50).map(|i| warmers[i % 3].url("/v1/cache/price/COLD")).collect();
+    let answers = futures::future::join_all(urls.iter().map(|u| get(u, None))).await;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["path"], "/data/price/COLD");
+        assert_eq!(body["n"], 1, "every answer is the one fetch's: {body}");
+    }
+    assert_eq!(up.count("/data/price/COLD"), 1, "one upstream call for 50 misses on 3 warmers");
+    let mut cluster_waits = 0.0;
+    for w in &warmers {
+        cluster_waits += sample(
+            &w.metrics().await,
+            "smart_prefetch_warmer_demand_coalesced_total{scope=\"cluster\"}",
+        )
+        .unwrap_or(0.0);
+    }
+    assert!(cluster_waits >= 1.0, "the other warmers waited on the lease");
+    for w in warmers {
+        w.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hit_on_one_warmer_counts_a_warm_made_by_another() {
+    let Some(redis) = TestRedis::start() else { return };
+    let kafka = TestKafka::start();
+    let up = TestUpstream::start().await;
+    let base = config(&kafka, "cluster-ledger", &up, &redis.url);
+    // A warms (it reads the predictions) but never sees a query event; B serves and counts
+    // the queries but never warms. Only a ledger they share can tell B the hit was A's warm.
+    let mut a = base.clone();
+    a.group = format!("{}-a", base.group);
+    a.topics.query_events_topic = format!("{}-a", base.topics.query_events_topic);
+    let mut b = base.clone();
+    b.group = format!("{}-b", base.group);
+    b.topics.predictions_topic = format!("{}-b", base.topics.predictions_topic);
+    for t in [&a.topics.query_events_topic, &b.topics.predictions_topic] {
+        kafka.prepare_topic(t, 3);
+    }
+    let (args, topic) = (base.kafka.clone(), base.topics.predictions_topic.clone());
+    let wa = spawn_warmer(a).await;
+    let wb = spawn_warmer(b).await;
+    produce(&args, &topic, &[prediction("LEDG", "price", 0.9)]).await;
+    metric_reaches(
+        &wa,
+        "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"stored\"}",
+        1.0,
+    )
+    .await;
+    let (status, cache, _) = get(&wb.url("/v1/cache/price/LEDG"), None).await;
+    assert_eq!((status, cache.as_deref()), (200, Some("HIT")), "B serves A's warm from Redis");
+    metric_reaches(&wb, "smart_prefetch_warmer_useful_warms_total{module=\"price\"}", 1.0).await;
+    // Counted once: a second hit is not another useful warm.
+    get(&wb.url("/v1/cache/price/LEDG"), None).await;
+    metric_reaches(
+        &wb,
+        "smart_prefetch_warmer_queries_total{module=\"price\",result=\"hit\",group=\"warmed\"}",
+        2.0,
+    )
+    .await;
+    let text = wb.metrics().await;
+    assert_eq!(
+        sample(&text, "smart_prefetch_warmer_useful_warms_total{module=\"price\"}"),
+        Some(1.0)
+    );
+    wa.stop().await;
+    wb.stop().await;
+}
