@@ -2,7 +2,7 @@
 //! conversion into the runtime [`WarmPolicy`], TTL table and cache location.
 
 use crate::cache::Ttls;
-use crate::credentials::{Redacted, Secret};
+use crate::credentials::{redact_url, Redacted, Secret};
 use crate::policy::{Schedule, WarmPolicy};
 use chrono::{NaiveTime, Weekday};
 use chrono_tz::Tz;
@@ -18,7 +18,7 @@ use std::time::Duration;
 /// Smart Prefetch warmer: reads predictions from Kafka and fetches the predicted keys from the
 /// upstream data API into the cache before apps ask; serves the cache read-through to apps
 /// (publishing each query as a query event); exports hit-rate metrics with a holdback group.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "warmer", version, about, long_about = None)]
 pub struct Config {
     /// Address the HTTP API (read-through cache, status, warm-up, health, metrics) listens on.
@@ -67,7 +67,12 @@ pub struct Config {
 
     /// Where the cache lives: a directory (entries at `<dir>/<module>/<ticker>.json`) or a
     /// Redis URL (`redis://host:port/db`) for deployments sharing one cache.
-    #[arg(long, env = "WARMER_CACHE", default_value = "data/prefetch_cache")]
+    #[arg(
+        long,
+        env = "WARMER_CACHE",
+        default_value = "data/prefetch_cache",
+        hide_env_values = true
+    )]
     pub cache: String,
 
     /// Prefix of every Redis key this warmer writes (entries and its two index keys).
@@ -104,6 +109,7 @@ pub struct Config {
     #[arg(
         long,
         env = "WARMER_UPSTREAM_URL",
+        hide_env_values = true,
         default_value = "http://data-api:8000/{module}/{ticker}"
     )]
     pub upstream_url: String,
@@ -207,6 +213,54 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
+}
+
+/// Like the derived `Debug`, but URLs (the upstream template, a Redis location) drop their
+/// query and userinfo: a key or password written there never reaches a log or a panic message.
+/// Credentials and tokens redact themselves (`Secret`, `Redacted`).
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("group", &self.group)
+            .field("enabled", &self.enabled)
+            .field("top_n", &self.top_n)
+            .field("min_confidence", &self.min_confidence)
+            .field("holdback", &self.holdback)
+            .field("active_hours", &self.active_hours)
+            .field("active_days", &self.active_days)
+            .field("market_tz", &self.market_tz)
+            .field("cache", &redact_url(&self.cache))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("ttls", &self.ttls)
+            .field("default_ttl", &self.default_ttl)
+            .field("max_entries", &self.max_entries)
+            .field("max_bytes", &self.max_bytes)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("upstream_url", &redact_url(&self.upstream_url))
+            .field("upstream_ca", &self.upstream_ca)
+            .field("upstream_headers", &self.upstream_headers)
+            .field("upstream_header_file", &self.upstream_header_file)
+            .field("upstream_query", &self.upstream_query)
+            .field("negative_ttl", &self.negative_ttl)
+            .field("honor_cache_control", &self.honor_cache_control)
+            .field("upstream_concurrency", &self.upstream_concurrency)
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("upstream_retries", &self.upstream_retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_burst", &self.rate_burst)
+            .field("rate_limit_scope", &self.rate_limit_scope)
+            .field("rate_max_wait", &self.rate_max_wait)
+            .field("spread", &self.spread)
+            .field("api_token", &self.api_token)
+            .field("read_token", &self.read_token)
+            .field("startup_timeout", &self.startup_timeout)
+            .field("kafka", &self.kafka)
+            .field("topics", &self.topics)
+            .field("log", &self.log)
+            .finish()
+    }
 }
 
 impl Config {
@@ -345,6 +399,14 @@ mod tests {
         assert_eq!(p.schedule.weekdays.as_ref().unwrap().len(), 5);
         assert_eq!(p.schedule.hours.unwrap().0, NaiveTime::from_hms_opt(9, 30, 0).unwrap());
         let t = cfg.ttls();
+        let mut secret = cfg.clone();
+        secret.upstream_url = "https://u:pw@h/{module}/{ticker}?apikey=K3Y".into();
+        secret.cache = "redis://:PASSW0RD@r:6379/0".into();
+        let shown = format!("{secret:?}");
+        assert!(
+            !shown.contains("K3Y") && !shown.contains("PASSW0RD") && !shown.contains("pw@"),
+            "{shown}"
+        );
         assert_eq!(t.for_module("price"), Duration::from_secs(5));
         assert_eq!(t.for_module("chart"), Duration::from_secs(120));
         assert_eq!(t.for_module("fundamentals"), Duration::from_secs(86_400), "built-ins kept");

@@ -167,33 +167,26 @@ pub fn query_pairs(flags: &[Secret]) -> Result<Vec<(String, String)>, Credential
         .collect()
 }
 
-/// `url` fit to print: no userinfo, and the query (where keys live) replaced by `[redacted]`.
-/// Something that does not parse as a URL is cut at its first `?` and `@`-prefix the same way.
+/// `url` fit to print: no userinfo, and the query (where keys live) replaced by `[redacted]`;
+/// the rest exactly as written (a template's `{module}` stays readable). Anything up to the
+/// last `@` before the query counts as userinfo, so a password with a stray `/` is cut too.
 pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            let had_query = u.query().is_some();
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            let mut s = u.to_string();
-            if had_query {
-                s.push_str("?[redacted]");
-            }
-            s
+    let (base, had_query) = match url.split_once('?') {
+        Some((b, _)) => (b, true),
+        None => (url, false),
+    };
+    let base = base.split('#').next().unwrap_or_default();
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}://{host_and_path}")
         }
-        Err(_) => {
-            let no_query = url.split('?').next().unwrap_or_default();
-            match no_query.split_once("://") {
-                Some((scheme, rest)) => {
-                    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-                    format!("{scheme}://{host}")
-                }
-                None => no_query.to_owned(),
-            }
-        }
+        None => base.to_owned(),
+    };
+    if had_query {
+        out.push_str("?[redacted]");
     }
+    out
 }
 
 /// A reqwest error as a sentence without the URL (its `Display` names the URL, query and
@@ -255,7 +248,12 @@ mod tests {
             "https://h:8443/api/v3/price/AAPL?[redacted]"
         );
         assert_eq!(redact_url("http://h/price/%5EGSPC"), "http://h/price/%5EGSPC");
-        assert_eq!(redact_url("nonsense?key=SECRET"), "nonsense");
-        assert_eq!(redact_url("h ttp://u:p@h/x?key=SECRET"), "h ttp://h/x");
+        assert_eq!(redact_url("nonsense?key=SECRET"), "nonsense?[redacted]");
+        assert_eq!(redact_url("https://u:p/w@h/x#frag"), "https://h/x");
+        assert_eq!(
+            redact_url("http://data-api:8000/{module}/{ticker}"),
+            "http://data-api:8000/{module}/{ticker}"
+        );
+        assert_eq!(redact_url("redis://:PASS@r:6379/0"), "redis://r:6379/0");
     }
 }

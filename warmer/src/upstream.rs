@@ -208,10 +208,24 @@ impl Upstream {
             }
             Err(e) => return Err(template_error(e.to_string())),
         }
-        // Redirects are followed (a data API behind a moved path still works; reqwest drops
-        // `Authorization` when a redirect leaves the host); the timeout is set per request.
+        // Redirects within the upstream's own scheme, host and port are followed (a data API
+        // behind a moved path still works); one that leaves them is not, since reqwest would
+        // carry custom credential headers (`X-Api-Key`) along: it ends the fetch as a 3xx.
+        // The timeout is set per request.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let (next, first) = (attempt.url(), &attempt.previous()[0]);
+            let same = next.scheme() == first.scheme()
+                && next.host_str() == first.host_str()
+                && next.port_or_known_default() == first.port_or_known_default();
+            if !same || attempt.previous().len() > 5 {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        });
         let mut builder = reqwest::Client::builder()
             .pool_max_idle_per_host(cfg.concurrency.max(1))
+            .redirect(redirects)
             .default_headers(cfg.headers.clone());
         if let Some(pem) = &cfg.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)

@@ -301,3 +301,32 @@ async fn query_credentials_reach_the_upstream_and_never_an_error_message() {
     assert!(!e.contains("QK-123secret") && !e.contains("pw@"), "{e}");
     assert!(e.contains("/api/v3/price/X?[redacted]"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_never_follow_a_redirect_to_another_host() {
+    let elsewhere = TestUpstream::start().await;
+    // An upstream that sends everything to another host (another port counts).
+    let app = axum::Router::new().fallback({
+        let to = format!("http://{}/stolen", elsewhere.addr);
+        move || {
+            let to = to.clone();
+            async move { axum::response::Redirect::temporary(&to) }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", "K-secret".parse().unwrap());
+    let client = client(
+        UpstreamConfig {
+            headers,
+            retries: 0,
+            ..UpstreamConfig::new(format!("http://{addr}/{{module}}/{{ticker}}"))
+        },
+        Metrics::new(),
+    );
+    let e = client.fetch(&key("A"), Source::Demand).await.unwrap_err();
+    assert!(matches!(e, FetchError::Status { status: 307, .. }), "{e}");
+    assert!(elsewhere.paths().is_empty(), "the redirect to another host was followed");
+}

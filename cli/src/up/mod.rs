@@ -96,7 +96,12 @@ impl fmt::Display for Endpoints {
         }
         let kafka =
             if self.embedded { "embedded (in memory)".to_owned() } else { self.brokers.clone() };
-        writeln!(f, "  Kafka {kafka}; cache {}; upstream {}", self.cache, self.upstream_url)?;
+        writeln!(
+            f,
+            "  Kafka {kafka}; cache {}; upstream {}",
+            warmer::credentials::redact_url(&self.cache),
+            warmer::credentials::redact_url(&self.upstream_url)
+        )?;
         write!(f, "  try: curl -s http://{}/v1/status   (ctrl-c stops everything)", self.warmer)
     }
 }
