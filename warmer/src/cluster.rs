@@ -71,6 +71,20 @@ redis.call('DEL', KEYS[1])
 return tonumber(stored)
 ";
 
+/// Keeps a lease only if this instance still holds it. KEYS: lease. ARGV: holder id, ms.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
+/// Longest one cluster operation may take before the caller goes on without it (the
+/// connection's own response timeout is 5 s, too long for a warm or an app to wait).
+const OP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a demand-fetch lease lives unless renewed; the holder renews it every third of
+/// that while its fetch runs, so a warmer that dies (kill -9) holds others up at most this long.
+pub const LEASE: Duration = Duration::from_secs(3);
+
 /// The shared half of a cluster of warmers: a Redis connection, the key prefix, and this
 /// instance's id (the value of the leases it holds).
 #[derive(Clone)]
@@ -84,6 +98,10 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 4)
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1)
+}
+
 impl Cluster {
     /// The cluster of warmers sharing `conn` under `prefix`.
     pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
@@ -93,6 +111,24 @@ impl Cluster {
 
     fn key(&self, what: &str) -> String {
         format!("{}{what}", self.prefix)
+    }
+
+    /// Runs `cmd`, giving up after [`OP_TIMEOUT`].
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(OP_TIMEOUT, cmd.query_async(&mut conn)).await {
+            Ok(r) => r,
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the cluster's Redis did not answer within 1 s",
+            ))),
+        }
+    }
+
+    fn script(&self, script: &str, keys: &[String]) -> redis::Cmd {
+        let mut c = redis::cmd("EVAL");
+        c.arg(script).arg(keys.len()).arg(keys);
+        c
     }
 
     /// GCRA parameters: the interval between requests and the burst tolerance, in µs.
@@ -112,65 +148,51 @@ impl Cluster {
         force: bool,
     ) -> Result<Option<Duration>, RedisError> {
         let (t, tau) = Self::gcra(rate, burst);
-        let wait: i64 = redis::cmd("EVAL")
-            .arg(GCRA)
-            .arg(1)
-            .arg(self.key("ratelimit"))
-            .arg(t)
-            .arg(tau)
-            .arg(micros(max_wait))
-            .arg(if force { 1 } else { 0 })
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let mut c = self.script(GCRA, &[self.key("ratelimit")]);
+        c.arg(t).arg(tau).arg(micros(max_wait)).arg(if force { 1 } else { 0 });
+        let wait: i64 = self.run(&c).await?;
         Ok((wait >= 0).then(|| Duration::from_micros(wait as u64)))
     }
 
     /// No request of the cluster before `pause` from now (the upstream said `Retry-After`).
     pub async fn pause(&self, rate: f64, burst: u32, pause: Duration) -> Result<(), RedisError> {
         let (_, tau) = Self::gcra(rate, burst);
-        redis::cmd("EVAL")
-            .arg(PAUSE)
-            .arg(1)
-            .arg(self.key("ratelimit"))
-            .arg(micros(pause))
-            .arg(tau)
-            .query_async::<i64>(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        let mut c = self.script(PAUSE, &[self.key("ratelimit")]);
+        c.arg(micros(pause)).arg(tau);
+        self.run::<i64>(&c).await.map(|_| ())
     }
 
-    /// Takes the lease on `member` for `lease`; false when another instance holds it.
-    pub async fn try_lock(&self, member: &str, lease: Duration) -> Result<bool, RedisError> {
-        let ok: Option<String> = redis::cmd("SET")
-            .arg(self.key(&format!("lock:{member}")))
-            .arg(&self.id)
-            .arg("NX")
-            .arg("PX")
-            .arg(lease.as_millis().max(1) as u64)
-            .query_async(&mut self.conn.clone())
-            .await?;
+    fn lease_key(&self, member: &str) -> String {
+        self.key(&format!("lock:{member}"))
+    }
+
+    /// Takes the lease on `member` for [`LEASE`]; false when another instance holds it.
+    pub async fn try_lock(&self, member: &str) -> Result<bool, RedisError> {
+        let mut c = redis::cmd("SET");
+        c.arg(self.lease_key(member)).arg(&self.id).arg("NX").arg("PX").arg(millis(LEASE));
+        let ok: Option<String> = self.run(&c).await?;
         Ok(ok.is_some())
+    }
+
+    /// Extends this instance's lease on `member` by [`LEASE`]; false if it no longer holds it.
+    pub async fn renew(&self, member: &str) -> Result<bool, RedisError> {
+        let mut c = self.script(RENEW, &[self.lease_key(member)]);
+        c.arg(&self.id).arg(millis(LEASE));
+        self.run::<i64>(&c).await.map(|n| n > 0)
     }
 
     /// Whether any instance holds the lease on `member`.
     pub async fn locked(&self, member: &str) -> Result<bool, RedisError> {
-        let n: i64 = redis::cmd("EXISTS")
-            .arg(self.key(&format!("lock:{member}")))
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(n > 0)
+        let mut c = redis::cmd("EXISTS");
+        c.arg(self.lease_key(member));
+        self.run::<i64>(&c).await.map(|n| n > 0)
     }
 
     /// Gives the lease on `member` back, if this instance still holds it.
     pub async fn unlock(&self, member: &str) -> Result<(), RedisError> {
-        redis::cmd("EVAL")
-            .arg(UNLOCK)
-            .arg(1)
-            .arg(self.key(&format!("lock:{member}")))
-            .arg(&self.id)
-            .query_async::<i64>(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        let mut c = self.script(UNLOCK, &[self.lease_key(member)]);
+        c.arg(&self.id);
+        self.run::<i64>(&c).await.map(|_| ())
     }
 
     /// A warmed entry of `member` was stored at `stored_ms`, live for `ttl`.
@@ -180,33 +202,23 @@ impl Cluster {
         stored_ms: i64,
         ttl: Duration,
     ) -> Result<(), RedisError> {
-        redis::cmd("SET")
-            .arg(self.key(&format!("ledger:{member}")))
-            .arg(stored_ms)
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async::<()>(&mut self.conn.clone())
-            .await
+        let mut c = redis::cmd("SET");
+        c.arg(self.key(&format!("ledger:{member}"))).arg(stored_ms).arg("PX").arg(millis(ttl));
+        self.run::<()>(&c).await
     }
 
     /// `member`'s entry now comes from a demand fetch.
     pub async fn ledger_replaced(&self, member: &str) -> Result<(), RedisError> {
-        redis::cmd("DEL")
-            .arg(self.key(&format!("ledger:{member}")))
-            .query_async::<i64>(&mut self.conn.clone())
-            .await
-            .map(|_| ())
+        let mut c = redis::cmd("DEL");
+        c.arg(self.key(&format!("ledger:{member}")));
+        self.run::<i64>(&c).await.map(|_| ())
     }
 
     /// A hit on `member` at `ts_ms`: the warm's time in ms when this is its first hit.
     pub async fn ledger_hit(&self, member: &str, ts_ms: i64) -> Result<Option<i64>, RedisError> {
-        let stored: i64 = redis::cmd("EVAL")
-            .arg(LEDGER_HIT)
-            .arg(1)
-            .arg(self.key(&format!("ledger:{member}")))
-            .arg(ts_ms)
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let mut c = self.script(LEDGER_HIT, &[self.key(&format!("ledger:{member}"))]);
+        c.arg(ts_ms);
+        let stored: i64 = self.run(&c).await?;
         Ok((stored >= 0).then_some(stored))
     }
 }

@@ -15,6 +15,7 @@
 
 use crate::cache::redis::RedisCache;
 use crate::cache::{Entry, Source};
+use crate::cluster::{Cluster, LEASE};
 use crate::policy::Key;
 use crate::state::Shared;
 use crate::upstream::{FetchError, Fetched};
@@ -126,19 +127,13 @@ async fn fetch_clustered(s: &Shared, key: &Key) -> Demand {
         return recheck_then_fetch(s, key).await;
     };
     let member = RedisCache::member(key);
-    let lease = s.upstream.max_fetch_time() + Duration::from_secs(1);
-    let deadline = Instant::now() + lease + Duration::from_secs(1);
+    // However the lease changes hands, nobody waits longer than one fetch of their own would
+    // take on top of the longest fetch.
+    let deadline = Instant::now() + s.upstream.max_fetch_time() * 2 + LEASE;
     let mut counted = false;
     loop {
-        match cluster.try_lock(&member, lease).await {
-            Ok(true) => {
-                let out = recheck_then_fetch(s, key).await;
-                if let Err(e) = cluster.unlock(&member).await {
-                    // The lease expires by itself; others wait at most that long.
-                    tracing::warn!(error = %e, "Could not release a demand-fetch lease.");
-                }
-                return out;
-            }
+        match cluster.try_lock(&member).await {
+            Ok(true) => return fetch_holding_lease(s, cluster, key, &member).await,
             Ok(false) => {}
             Err(e) => {
                 s.metrics.cache_error("lock");
@@ -157,15 +152,43 @@ async fn fetch_clustered(s: &Shared, key: &Key) -> Demand {
                 return d;
             }
             if Instant::now() > deadline {
-                tracing::warn!("A demand-fetch lease outlived the longest fetch; fetching here.");
+                tracing::warn!(
+                    "Waited on another warmer's fetch longer than a fetch takes; fetching here."
+                );
                 return recheck_then_fetch(s, key).await;
             }
-            // Released without an entry (the holder's fetch failed): try for the lease again.
+            // Released (or expired: its holder died) without an entry: try for the lease.
             if !matches!(cluster.locked(&member).await, Ok(true)) {
                 break;
             }
         }
     }
+}
+
+/// Fetches while renewing the lease, so it outlives a slow upstream but not a dead warmer.
+async fn fetch_holding_lease(s: &Shared, cluster: &Cluster, key: &Key, member: &str) -> Demand {
+    let renew = async {
+        let mut tick = tokio::time::interval(LEASE / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if !matches!(cluster.renew(member).await, Ok(true)) {
+                tracing::warn!(
+                    "Lost a demand-fetch lease while fetching; another warmer may fetch too."
+                );
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let out = tokio::select! {
+        out = recheck_then_fetch(s, key) => out,
+        _ = renew => unreachable!("renewing never ends"),
+    };
+    if let Err(e) = cluster.unlock(member).await {
+        // The lease expires by itself; others wait at most that long.
+        tracing::warn!(error = %e, "Could not release a demand-fetch lease.");
+    }
+    out
 }
 
 async fn recheck_then_fetch(s: &Shared, key: &Key) -> Demand {

@@ -152,3 +152,46 @@ async fn a_hit_on_one_warmer_counts_a_warm_made_by_another() {
     wa.stop().await;
     wb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_outlives_a_slow_fetch_but_not_a_dead_holder() {
+    let Some(redis) = TestRedis::start() else { return };
+    let kafka = TestKafka::start();
+    let up = TestUpstream::start().await;
+    let mut base = config(&kafka, "cluster-lease", &up, &redis.url);
+    base.upstream_timeout = Duration::from_secs(8);
+    let prefix = base.redis_prefix.clone();
+    let wa = spawn_warmer(base.clone()).await;
+    let wb = spawn_warmer(base).await;
+    // A fetch slower than the lease: the holder renews it, so the other warmer keeps waiting.
+    up.set(Behaviour {
+        delay: warmer::cluster::LEASE + Duration::from_secs(1),
+        ..Default::default()
+    });
+    let (url_a, url_b) = (wa.url("/v1/cache/price/SLOW"), wb.url("/v1/cache/price/SLOW"));
+    let (a, b) = tokio::join!(get(&url_a, None), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        get(&url_b, None).await
+    });
+    assert_eq!((a.0, b.0), (200, 200));
+    assert_eq!(up.count("/data/price/SLOW"), 1, "the lease expired under a live, slow fetch");
+    // A holder that died (a lease nobody renews): the others wait it out, then fetch.
+    up.set(Behaviour::default());
+    let mut conn = redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}cluster:lock:price:ORPHAN"))
+        .arg("a-dead-warmer")
+        .arg("PX")
+        .arg(warmer::cluster::LEASE.as_millis() as u64)
+        .query(&mut conn)
+        .unwrap();
+    let started = Instant::now();
+    let (status, _, body) = get(&wa.url("/v1/cache/price/ORPHAN"), None).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(waited >= warmer::cluster::LEASE - Duration::from_millis(500), "{waited:?}");
+    assert!(waited < warmer::cluster::LEASE + Duration::from_secs(3), "{waited:?}");
+    assert_eq!(up.count("/data/price/ORPHAN"), 1);
+    wa.stop().await;
+    wb.stop().await;
+}
