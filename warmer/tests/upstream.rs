@@ -213,26 +213,32 @@ async fn retry_after_delays_the_retry_and_pauses_every_warm() {
         headers: vec![("retry-after", "1".into())],
         ..Default::default()
     });
-    let started = Instant::now();
     let other = {
-        let (c, up) = (client.clone(), up.clone());
+        let (c, up, metrics) = (client.clone(), up.clone(), metrics.clone());
         tokio::spawn(async move {
-            // Another key asked right after the 429 (and answered at once): warming as a
-            // whole is paused.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Another key asked once the 429 is in (and answered at once): warming as a whole
+            // is paused.
+            let series = "smart_prefetch_warmer_upstream_throttled_total{status=\"429\",retry_after=\"yes\"}";
+            while sample(&exposition(&metrics), series).is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
             up.set(Behaviour::default());
-            let t = Instant::now();
             c.fetch(&key("OTHER"), Source::Warm).await.unwrap();
-            t.elapsed()
         })
     };
     client.fetch(&key("BUSY"), Source::Warm).await.expect("the retry succeeds");
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(950), "retried after only {waited:?}");
-    let other_waited = other.await.unwrap();
+    other.await.unwrap();
+    // Measured where it matters, at the upstream: arrivals after the 429's.
+    let arrivals: Vec<(String, Instant)> = up.paths().into_iter().zip(up.times()).collect();
+    let at = |p: &str, n: usize| arrivals.iter().filter(|(q, _)| q == p).nth(n).unwrap().1;
+    let first = at("/data/price/BUSY", 0);
+    let retried = at("/data/price/BUSY", 1) - first;
+    assert!(retried >= Duration::from_millis(950), "retried after only {retried:?}");
+    let other = at("/data/price/OTHER", 0) - first;
     assert!(
-        other_waited >= Duration::from_millis(600),
-        "another warm went during the pause after {other_waited:?}"
+        other >= Duration::from_millis(950),
+        "another warm went during the pause, after {other:?}"
     );
     assert_eq!(up.count("/data/price/BUSY"), 2);
     let text = exposition(&metrics);
