@@ -29,9 +29,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # ca-certificates for TLS upstreams and brokers configured by the operator; curl for the
-# compose health checks.
+# compose health checks. No tzdata: market time zones are compiled in (chrono-tz). The
+# binaries carry no debug info (Cargo.toml's release profile), so the image's own layer is
+# their size (BENCHMARKS.md, "Binary and image size").
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl tzdata \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/smart-prefetch --create-home smart-prefetch
 COPY --from=build /out/ /usr/local/bin/
