@@ -53,13 +53,19 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 /// stored as a demand entry. Either way the query is published as a query event.
 async fn read_through(
     State(s): State<Arc<Shared>>,
-    Path((module, ticker)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
     if let Some(refused) = auth::check(&s, &headers, Access::Read, "cache") {
         return refused;
     }
+    // A segment that is not UTF-8 once percent-decoded (`/v1/cache/%FF/AAPL`) gets the JSON
+    // error body every other refusal has, not axum's plain-text rejection.
+    let (module, ticker) = match path {
+        Ok(Path(p)) => p,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_key", e.body_text()),
+    };
     let key = match (Module::parse(&module), Ticker::parse(&ticker)) {
         (Ok(module), Ok(ticker)) => Key { module, ticker },
         (Err(e), _) | (_, Err(e)) => {
