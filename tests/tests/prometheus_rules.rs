@@ -91,6 +91,8 @@ fn every_alert_has_a_case_that_fires_and_one_that_does_not() {
         "SmartPrefetchIngestRejecting",
         "SmartPrefetchIngestKafkaUnavailable",
         "SmartPrefetchRestarting",
+        "SmartPrefetchReadThroughSlow",
+        "SmartPrefetchReadThroughErrors",
     ] {
         assert!(alerts.contains(wanted), "rules.yml lost {wanted}: {alerts:?}");
     }
