@@ -154,12 +154,6 @@ async fn every_dashboard_query_returns_data_from_the_running_pipeline() {
     wcfg.holdback = 0.0;
     wcfg.rate_limit = 0.0;
     wcfg.sweep_interval = Duration::from_millis(200);
-    // A module label is a configured module or `other` (the warmer bounds it): configure
-    // `chart`, which the traffic queries, so the dashboard's module variable lists it.
-    wcfg.ttls = vec![(
-        prefetch_common::contract::Module::parse("chart").unwrap(),
-        Duration::from_secs(120),
-    )];
     let warmer = spawn_service("warmer", |l, t| warmer::serve(wcfg, l, t)).await;
 
     let targets = BTreeMap::from([
