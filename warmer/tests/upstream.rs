@@ -336,3 +336,16 @@ async fn credentials_never_follow_a_redirect_to_another_host() {
     assert!(matches!(e, FetchError::Status { status: 307, .. }), "{e}");
     assert!(elsewhere.paths().is_empty(), "the redirect to another host was followed");
 }
+
+#[test]
+fn bad_upstream_settings_fail_start_up_with_the_reason() {
+    let bad =
+        |cfg: UpstreamConfig| Upstream::new(cfg, Metrics::new(), None).err().unwrap().to_string();
+    let base = UpstreamConfig::new("https://h/api/{module}/{ticker}?apikey=K3Y");
+    let e = bad(UpstreamConfig { ca_pem: Some(b"not a certificate".to_vec()), ..base.clone() });
+    assert!(e.contains("--upstream-ca"), "{e}");
+    let e = bad(UpstreamConfig::new("ftp://u:pw@h/{module}/{ticker}?apikey=K3Y"));
+    assert!(e.contains("not http or https") && !e.contains("K3Y") && !e.contains("pw@"), "{e}");
+    let e = bad(UpstreamConfig::new("no scheme/{module}/{ticker}"));
+    assert!(e.contains("--upstream-url"), "{e}");
+}
