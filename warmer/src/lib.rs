@@ -4,8 +4,9 @@
 //!
 //! # Layout
 //! - `config.rs`: flags and environment ([`Config`]), turned into the policy and TTL table.
-//! - `policy.rs`: the pure decisions (enabled, schedule in market time, staleness, holdback by a
-//!   stable hash, confidence, freshness, `top_n`), driven by an explicit `now`.
+//! - `policy` (in the pure `prefetch-model` crate, re-exported): the pure decisions (enabled,
+//!   schedule in market time, staleness, holdback by a stable hash, confidence, freshness,
+//!   `top_n`), driven by an explicit `now`.
 //! - `pacing.rs`: token bucket, jitter and backoff.
 //! - `upstream.rs`: the upstream client (URL template, TLS, timeout, retries, concurrency,
 //!   rate, `Retry-After`, `Cache-Control`).
@@ -49,7 +50,7 @@ pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod pacing;
-pub mod policy;
+pub use prefetch_model::policy;
 pub mod queries;
 pub mod state;
 pub mod upstream;

@@ -15,14 +15,12 @@
 use crate::model::IdHash;
 use crate::service::Shared;
 use chrono::{DateTime, Utc};
-use prefetch_common::contract::{EventError, Module, QueryEvent, Ticker};
+use prefetch_common::contract::{EventError, QueryEvent, Ticker};
 use prefetch_common::kafka::TopicArgs;
-use prefetch_common::prediction::Prediction;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde_json::json;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
@@ -87,110 +85,24 @@ pub(crate) struct Folded {
     pub spare: Chunk,
 }
 
-/// Event-driven predictions published lately, by key. A key is published again only when the
-/// last one is older than a fifth of its horizon (event time) or was less confident: every
-/// analyst opening `price` would otherwise re-publish the same `chart` prediction, and the
-/// warmer would only skip it as fresh. Measured: 16% of the benchmark's events caused a
-/// prediction, and publishing them cost 30% of the fold rate.
-///
-/// Nearly every event's follow-up was published moments ago, so the check must not allocate:
-/// entries are found by a hash of the names and confirmed by comparing them; the names are
-/// cloned only when an entry is written.
+/// The publish de-duplication ([`prefetch_model::Recent`]), shared by the fold and the tick.
 #[derive(Default, Clone)]
-pub struct Recent(Arc<Mutex<HashMap<u64, Seen, PassThrough>>>);
-
-struct Seen {
-    ticker: Ticker,
-    module: Module,
-    at: DateTime<Utc>,
-    confidence: f64,
-}
-
-/// The map's keys are already hashes: use them as they are.
-#[derive(Default, Clone, Copy)]
-struct PassThrough;
-
-struct PassThroughHasher(u64);
-
-impl BuildHasher for PassThrough {
-    type Hasher = PassThroughHasher;
-    fn build_hasher(&self) -> PassThroughHasher {
-        PassThroughHasher(0)
-    }
-}
-
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 keys")
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = x;
-    }
-}
-
-/// The hash of `ticker \xff module`. Collisions are harmless: the names are compared, and a
-/// mismatch publishes.
-fn key_hash(ticker: &str, module: &str) -> u64 {
-    let mut h = IdHash.build_hasher();
-    h.write(ticker.as_bytes());
-    h.write(&[0xff]);
-    h.write(module.as_bytes());
-    h.finish()
-}
-
-/// The locked table, for one chunk's worth of checks.
-pub(crate) struct RecentGuard<'a>(MutexGuard<'a, HashMap<u64, Seen, PassThrough>>);
-
-impl RecentGuard<'_> {
-    /// Whether `p` should be published now; remembers it if so.
-    pub fn fresh(&mut self, p: &Prediction) -> bool {
-        let again_after = chrono::Duration::seconds((p.horizon_s / 5) as i64);
-        let h = key_hash(p.ticker.as_str(), p.module.as_str());
-        if let Some(seen) = self.0.get_mut(&h) {
-            if seen.ticker == p.ticker && seen.module == p.module {
-                if p.generated_at < seen.at + again_after && p.confidence <= seen.confidence {
-                    return false;
-                }
-                (seen.at, seen.confidence) = (p.generated_at, p.confidence);
-                return true;
-            }
-        }
-        self.0.insert(
-            h,
-            Seen {
-                ticker: p.ticker.clone(),
-                module: p.module.clone(),
-                at: p.generated_at,
-                confidence: p.confidence,
-            },
-        );
-        true
-    }
-}
+pub struct Recent(Arc<Mutex<prefetch_model::Recent>>);
 
 impl Recent {
-    /// The table, locked.
-    pub(crate) fn lock(&self) -> RecentGuard<'_> {
-        RecentGuard(self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    /// The table, locked (one lock for a chunk's worth of checks).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, prefetch_model::Recent> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `p` should be published now; remembers it if so.
-    pub fn fresh(&self, p: &Prediction) -> bool {
-        self.lock().fresh(p)
-    }
-
-    /// Forgets entries older than `horizon` before `now` (called on each tick: memory follows
-    /// the keys predicted within one horizon).
+    /// Forgets entries older than `horizon` before `now`.
     pub fn prune(&self, now: DateTime<Utc>, horizon: chrono::Duration) {
-        self.lock().0.retain(|_, s| s.at + horizon > now);
+        self.lock().prune(now, horizon);
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.lock().0.len()
+        self.lock().len()
     }
 
     /// Whether no entry is held.
@@ -350,65 +262,5 @@ impl Folder {
                 tracing::warn!(error = %e, topic, "Could not enqueue; will retry after a restart.")
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use prefetch_common::prediction::Reason;
-
-    fn p(secs: i64, confidence: f64) -> Prediction {
-        Prediction {
-            ticker: Ticker::parse("MSFT").unwrap(),
-            module: Module::parse("chart").unwrap(),
-            confidence,
-            horizon_s: 300,
-            generated_at: DateTime::from_timestamp(1_773_066_600 + secs, 0).unwrap(),
-            reason: Reason::Sequence,
-        }
-    }
-
-    #[test]
-    fn a_sequence_prediction_is_republished_only_when_stale_or_more_confident() {
-        let r = Recent::default();
-        assert!(r.fresh(&p(0, 0.6)));
-        assert!(!r.fresh(&p(30, 0.6)), "same key, same confidence, within a fifth of the horizon");
-        assert!(r.fresh(&p(31, 0.7)), "more confident: published");
-        assert!(!r.fresh(&p(80, 0.7)));
-        assert!(
-            r.fresh(&p(91, 0.5)),
-            "a fifth of the horizon (60 s) after the last: published again"
-        );
-        r.prune(p(391, 0.5).generated_at, chrono::Duration::seconds(300));
-        assert!(r.is_empty(), "pruned after one horizon");
-        let other = Prediction { module: Module::parse("news").unwrap(), ..p(0, 0.6) };
-        assert!(r.fresh(&other) && r.fresh(&p(392, 0.1)));
-        assert!(!r.fresh(&other), "each key has its own entry");
-    }
-
-    #[test]
-    fn a_hash_collision_publishes_rather_than_suppresses() {
-        let r = Recent::default();
-        let a = p(0, 0.6);
-        // Plant an entry for another key under `a`'s hash, as a collision would.
-        let h = key_hash(a.ticker.as_str(), a.module.as_str());
-        r.lock().0.insert(
-            h,
-            Seen {
-                ticker: Ticker::parse("AAPL").unwrap(),
-                module: a.module.clone(),
-                at: a.generated_at,
-                confidence: 1.0,
-            },
-        );
-        assert!(r.fresh(&a), "a different key's entry must not suppress this one");
-        assert!(!r.fresh(&p(10, 0.6)), "and this key is remembered from now on");
-    }
-
-    #[test]
-    fn names_are_hashed_apart() {
-        // `AB`+`C` and `A`+`BC` must not meet: the separator is not a name byte.
-        assert_ne!(key_hash("AB", "c"), key_hash("A", "bc"));
     }
 }

@@ -116,9 +116,11 @@ impl Shared {
         *lock(&self.predictions) = ps;
     }
 
-    /// The patterns snapshot at `now`, as JSON. Runs polars: call from a blocking thread.
+    /// The patterns snapshot at `now`, as JSON. Runs polars: call from a blocking thread. The
+    /// model is locked only for the copy; the aggregation runs after, so folding goes on.
     pub fn stats_json(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<u8>> {
-        let stats = self.model().stats(now)?;
+        let input = self.model().patterns_input(now)?;
+        let stats = crate::stats::aggregate(input)?;
         Ok(serde_json::to_vec(&stats)?)
     }
 }

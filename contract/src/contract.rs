@@ -434,5 +434,4 @@ impl From<&QueryEvent> for RecordAck {
 }
 
 #[cfg(test)]
-#[path = "contract_tests.rs"]
 mod tests;

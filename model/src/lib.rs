@@ -1,19 +1,56 @@
-//! The model: [`Model::record`] folds one event in, [`Model::tick`] advances the watermark and
-//! ranks keys, [`Model::stats`] summarises the patterns. Pure, synchronous, driven only by the
-//! timestamps it is given.
+//! The pure core of Smart Prefetch: the model the analyzer runs, the warmer's policy, and the
+//! publish de-duplication between them. No Kafka, no HTTP, no clock, no polars: everything is
+//! driven by the timestamps it is given, so the live services, the tests (hand-made timestamps)
+//! and `prefetch backtest` run the same code — the compiler checks that the backtest runs what
+//! production runs.
 //!
-//! Files: `config.rs` (what may be configured), `keys.rs` (ids and the slot table),
-//! `window.rs` (one key's buckets and EWMAs), `profile.rs` (market time, seasonal rates),
-//! `sequence.rs` (learned follow-ups), `calibration.rs` (raw → calibrated probability),
-//! `tick.rs` (intensity, ranking, expiry), `stats.rs` (the polars summary).
+//! [`Model::record`] folds one event in, [`Model::tick`] advances the watermark and ranks keys,
+//! [`Model::patterns_input`] copies what the patterns snapshot needs (the analyzer aggregates it
+//! with polars outside its lock).
+//!
+//! # Layout
+//! - `lib.rs`: [`Model`], [`Model::record`] and the public result types.
+//! - `config.rs`: [`ModelConfig`] (serde, defaults) and its validation into the internal
+//!   settings; [`ConfigError`] names the field at fault.
+//! - `keys.rs`: interned ticker/module ids and the dense slot table of live keys.
+//! - `window.rs`: one key's state — sparse count buckets over the retention window and two
+//!   event-time EWMAs (recent and steady rate).
+//! - `profile.rs`: event time ↔ market time (chrono-tz, DST-correct), the bucket→hour cache, and
+//!   seasonal rates read off a key's buckets (hour of day × weekday factor).
+//! - `sequence.rs`: per-client last query and the learned transition tables (module → module on
+//!   one ticker, ticker → ticker:module).
+//! - `refresh.rs`: refresh-ahead — the model's view of when cached copies expire, so a tick ranks
+//!   keys by what a warm now would serve ([`Model::set_cache_ttls`]).
+//! - `calibration.rs`: event-time online calibration (binned outcomes, isotonic fit).
+//! - `tick.rs`: [`Model::tick`] — intensity blend, ranking, samples, expiry — and
+//!   [`Model::explain`].
+//! - `patterns.rs`: [`Model::patterns_input`] and the snapshot's result types.
+//! - `recent.rs`: [`Recent`], which event-driven predictions are new enough to publish.
+//! - `policy.rs`: the warmer's pure decisions ([`policy::plan`]).
+//!
+//! # How one event flows
+//! `record(event)` checks its time against the watermark (folded if late within the bound,
+//! counted and dropped beyond it), interns its ticker and module, bumps the key's bucket and
+//! EWMAs, closes the key's open calibration sample as a hit if it falls inside it, and, when the
+//! event names a client, teaches the transition tables and returns any learned follow-up likely
+//! enough to publish ([`Reason::Sequence`]); [`Recent`] then drops the ones published moments ago.
+//!
+//! `tick(now)` moves the watermark and walks every live key once: expire old buckets (and the
+//! key, if none is left), update a prior built from the steady and seasonal rates with the
+//! recent events (gamma-Poisson), bound it by how long the key has been idle, scale it by the
+//! hour weight, turn it into `1 − exp(−λ·horizon)`, map that through the calibrator, and keep
+//! the best `top_n` at or above `min_confidence`. The warmer's [`policy::plan`] decides which of
+//! those to fetch.
 
 mod calibration;
 pub mod config;
 mod keys;
+pub mod patterns;
+pub mod policy;
 mod profile;
+mod recent;
 mod refresh;
 mod sequence;
-pub mod stats;
 mod tick;
 mod window;
 
@@ -24,12 +61,16 @@ mod trace_tests;
 
 use calibration::Calibrator;
 use chrono::{DateTime, Utc};
-use config::{ConfigError, ModelConfig, Settings};
-pub(crate) use keys::IdHash;
+pub use config::parse_hour_weights;
+use config::Settings;
+pub use config::{ConfigError, ModelConfig};
+pub use keys::{IdHash, IdHasher};
 use keys::{Interner, KeyTable};
-use prefetch_common::contract::{ClientId, Module, QueryEvent, Ticker};
-use prefetch_common::prediction::{Prediction, Reason};
+pub use patterns::{KeyCount, NameCount, PatternsInput, SequenceKind, SequenceStat, Stats};
+use prefetch_contract::contract::{ClientId, Module, QueryEvent, Ticker};
+use prefetch_contract::prediction::{Prediction, Reason};
 use profile::{to_secs, Calendar, SeasonFrame, Slot};
+pub use recent::Recent;
 pub use refresh::CacheTtls;
 use refresh::CacheView;
 use sequence::Sequences;

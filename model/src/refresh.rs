@@ -24,9 +24,9 @@ use super::keys::IdHash;
 use super::tick::{intensity, Rates};
 use super::Model;
 use chrono::{DateTime, Utc};
-use prefetch_common::config::LiveConfig;
-use prefetch_common::contract::Module;
-use prefetch_common::prediction::Prediction;
+use prefetch_contract::config::LiveConfig;
+use prefetch_contract::contract::Module;
+use prefetch_contract::prediction::Prediction;
 use std::collections::{BTreeMap, HashMap};
 
 /// A hit on a copy expiring within this many seconds refreshes it at once (when likely to be

@@ -171,7 +171,7 @@ fn invalid_json_is_an_event_error() {
 #[test]
 fn json_schema_matches_the_contract() {
     let schema: Value =
-        serde_json::from_str(include_str!("../../docs/query-event.schema.json")).unwrap();
+        serde_json::from_str(include_str!("../../../docs/query-event.schema.json")).unwrap();
     let props = schema["properties"].as_object().unwrap();
     let e = parse(json!({"ticker": "A", "module": "m", "client": "c", "latency_ms": 1})).unwrap();
     let wire: Value = serde_json::from_slice(&e.to_json()).unwrap();

@@ -1,6 +1,6 @@
 use super::*;
 use chrono::TimeZone;
-use prefetch_common::prediction::Reason;
+use prefetch_contract::prediction::Reason;
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -1,6 +1,6 @@
 //! Scenario tests of the whole model, time driven by hand-made timestamps.
 
-use super::stats::{KeyCount, NameCount, SequenceKind, Stats};
+use super::patterns::SequenceKind;
 use super::*;
 use chrono::{Duration, TimeZone};
 
@@ -118,7 +118,7 @@ fn hour_weights_apply_in_market_time_across_dst_and_midnight() {
         let x = m
             .explain(&Ticker::parse("SPY").unwrap(), &Module::parse("quote").unwrap(), now)
             .unwrap();
-        let stats = m.stats(now).unwrap();
+        let stats = m.patterns_input(now).unwrap();
         (confidence(&preds, "SPY", "quote").unwrap().0, x, stats)
     };
     let (c_est, x_est, s_est) = probe(utc(2026, 3, 6, 13, 30));
@@ -189,7 +189,7 @@ fn sequences_produce_event_driven_predictions() {
     // got none for price → chart (below 0.5).
     assert!(emitted >= 2);
     assert_eq!(m.counters().predictions_sequence, emitted);
-    let stats = m.stats(now).unwrap();
+    let stats = m.patterns_input(now).unwrap();
     let top = &stats.top_sequences[0];
     assert_eq!(
         (top.kind, top.from.as_str(), top.to.as_str()),
@@ -289,51 +289,9 @@ fn expired_buckets_and_keys_are_dropped_so_memory_stays_bounded() {
     assert!(m
         .explain(&Ticker::parse("K1").unwrap(), &Module::parse("price").unwrap(), t)
         .is_none());
-    let stats = m.stats(t).unwrap();
-    assert_eq!(stats.live_keys, 1);
+    let stats = m.patterns_input(t).unwrap();
+    assert_eq!(stats.total.len(), 1);
     assert!(stats.top_sequences.iter().all(|s| !s.from.starts_with('K')));
-}
-
-#[test]
-fn stats_report_top_lists_profiles_and_serialise() {
-    let mut m = Model::new(ModelConfig { top_n: 2, ..ModelConfig::default() }).unwrap();
-    // Monday 10:xx New York: AAPL price ×5, AAPL news ×2, MSFT price ×3, GOOG price ×3.
-    let mon = utc(2026, 1, 5, 15, 0);
-    for (t, md, n) in
-        [("AAPL", "price", 5), ("AAPL", "news", 2), ("MSFT", "price", 3), ("GOOG", "price", 3)]
-    {
-        for i in 0..n {
-            m.record(&ev(t, md, mon + Duration::minutes(i), None));
-        }
-    }
-    // Tuesday 15:xx: MSFT news ×4.
-    let tue = utc(2026, 1, 6, 20, 0);
-    for i in 0..4 {
-        m.record(&ev("MSFT", "news", tue + Duration::minutes(i), None));
-    }
-    m.tick(tue + Duration::minutes(5));
-    // Asked on Wednesday at 10:30 New York.
-    let s = m.stats(utc(2026, 1, 7, 15, 30)).unwrap();
-    assert_eq!((s.market_hour, s.market_weekday.as_str(), s.current_hour_weight), (10, "Wed", 1.5));
-    assert_eq!((s.live_keys, s.events_in_window), (5, 17));
-    let names = |v: &[NameCount]| v.iter().map(|n| (n.name.clone(), n.count)).collect::<Vec<_>>();
-    assert_eq!(names(&s.top_tickers), vec![("AAPL".into(), 7), ("MSFT".into(), 7)]);
-    assert_eq!(names(&s.top_modules), vec![("price".into(), 11), ("news".into(), 6)]);
-    let keys = |v: &[KeyCount]| {
-        v.iter().map(|k| format!("{}:{}={}", k.ticker, k.module, k.count)).collect::<Vec<_>>()
-    };
-    assert_eq!(keys(&s.top_pairs), vec!["AAPL:price=5", "MSFT:news=4"]);
-    // Hour 10 happened only on Monday; GOOG and MSFT price tie and break alphabetically.
-    assert_eq!(keys(&s.popular_this_hour), vec!["AAPL:price=5", "GOOG:price=3"]);
-    // Nothing happened on a Wednesday yet.
-    assert!(s.popular_this_weekday.is_empty());
-    assert_eq!(s.hourly_profile[10], 13);
-    assert_eq!(s.hourly_profile[15], 4);
-    assert_eq!((s.weekday_profile[0], s.weekday_profile[1]), (13, 4));
-    let json = serde_json::to_value(&s).unwrap();
-    assert_eq!(json["top_pairs"][0]["ticker"], "AAPL");
-    let back: Stats = serde_json::from_value(json).unwrap();
-    assert_eq!(back, s);
 }
 
 #[test]

@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
-use prefetch_common::contract::{Module, Ticker};
-use prefetch_common::prediction::Prediction;
+use prefetch_contract::contract::{Module, Ticker};
+use prefetch_contract::prediction::Prediction;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -287,5 +287,4 @@ pub fn plan(
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod tests;

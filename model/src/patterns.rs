@@ -1,29 +1,15 @@
-//! The patterns snapshot (the original tool's `analyze_patterns`), aggregated with polars.
-//!
-//! One pass over the live keys builds a frame with a row per key — alphabetical ranks of its
-//! ticker and module, and its counts in the window, in the current market hour (every day) and
-//! on the current weekday — and polars does the group-bys and top-k sorts. Ties are broken
-//! alphabetically by ticker, then module, so the snapshot is deterministic. The frame is
-//! O(live keys) rows; `stats` is meant for an occasional HTTP request, not for every tick.
+//! The patterns snapshot's input (the original tool's `analyze_patterns`): one pass over the
+//! live keys copies what the summary needs — each key's alphabetical ticker and module ranks and
+//! its counts in the window, in the current market hour (every day) and on the current weekday —
+//! so the aggregation (polars, in the analyzer) runs on the copy, outside the model's lock.
+//! Ties are broken alphabetically by ticker, then module, so the snapshot is deterministic.
 
 use super::profile::{to_secs, WEEKDAYS};
 use super::sequence::EdgeKind;
 use super::Model;
 use chrono::{DateTime, Utc};
-use polars::prelude::*;
-use prefetch_common::contract::{Module, Ticker};
+use prefetch_contract::contract::{Module, Ticker};
 use serde::{Deserialize, Serialize};
-
-/// Why a snapshot could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum StatsError {
-    /// The polars aggregation failed (a bug, not bad input).
-    #[error("aggregation failed: {0}")]
-    Polars(#[from] PolarsError),
-    /// `now` is outside the model's time range (before 2000 or after 2136).
-    #[error("time {0} is out of range")]
-    Time(DateTime<Utc>),
-}
 
 /// A name with its event count in the window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +56,7 @@ pub struct SequenceStat {
     pub probability: f64,
 }
 
-/// The patterns snapshot returned by [`Model::stats`].
+/// The patterns snapshot, as the analyzer builds it from a [`PatternsInput`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// When it was taken (the later of `now` and the watermark).
@@ -103,6 +89,46 @@ pub struct Stats {
     pub weekday_profile: Vec<u64>,
 }
 
+/// Everything the patterns snapshot needs, copied out of the model ([`Model::patterns_input`]).
+#[derive(Debug, Clone)]
+pub struct PatternsInput {
+    /// When it was taken (the later of `now` and the watermark).
+    pub generated_at: DateTime<Utc>,
+    /// Current market hour, 0–23.
+    pub market_hour: u32,
+    /// Current market weekday, `Mon`…`Sun`.
+    pub market_weekday: String,
+    /// The configured weight of the current market hour.
+    pub current_hour_weight: f64,
+    /// Entries per list.
+    pub top_n: usize,
+    /// Tickers in alphabetical order; `ticker_rank` indexes into it.
+    pub ticker_names: Vec<Ticker>,
+    /// Modules in alphabetical order; `module_rank` indexes into it.
+    pub module_names: Vec<Module>,
+    /// Per live key: its ticker's alphabetical rank.
+    pub ticker_rank: Vec<u32>,
+    /// Per live key: its module's alphabetical rank.
+    pub module_rank: Vec<u32>,
+    /// Per live key: events in the retention window.
+    pub total: Vec<u64>,
+    /// Per live key: events in the current market hour, summed over the window's days.
+    pub hour: Vec<u64>,
+    /// Per live key: events on the current market weekday within the window.
+    pub weekday: Vec<u64>,
+    /// Transitions seen most often within the session gap, at most `top_n`.
+    pub top_sequences: Vec<SequenceStat>,
+    /// Events per market hour 0–23 in the window.
+    pub hourly_profile: Vec<u64>,
+    /// Events per market weekday, Monday first, in the window.
+    pub weekday_profile: Vec<u64>,
+}
+
+/// `now` is outside the model's time range (before 2000 or after 2136).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("time {0} is out of range")]
+pub struct TimeOutOfRange(pub DateTime<Utc>);
+
 /// Values sorted alphabetically by `name`, and each id's rank among them.
 fn ranks<'a, T: 'a>(
     items: impl Iterator<Item = (u32, &'a T)>,
@@ -118,43 +144,12 @@ fn ranks<'a, T: 'a>(
     (rank, sorted.into_iter().map(|(_, n)| n).collect())
 }
 
-/// The `k` rows with the largest `value` (grouped by `group` first when it is not the key),
-/// ties broken by the group columns ascending.
-fn top(
-    df: &DataFrame,
-    group: &[&str],
-    value: &str,
-    k: usize,
-    aggregate: bool,
-) -> PolarsResult<DataFrame> {
-    let mut lf = df.clone().lazy();
-    if aggregate {
-        lf = lf.group_by(group.iter().map(|c| col(*c)).collect::<Vec<_>>()).agg([col(value).sum()]);
-    }
-    let mut by = vec![value];
-    by.extend_from_slice(group);
-    let mut descending = vec![true];
-    descending.extend(group.iter().map(|_| false));
-    lf.filter(col(value).gt(lit(0u64)))
-        .sort(by, SortMultipleOptions::new().with_order_descending_multi(descending))
-        .limit(k as IdxSize)
-        .collect()
-}
-
-fn u32s(df: &DataFrame, name: &str) -> PolarsResult<Vec<u32>> {
-    Ok(df.column(name)?.u32()?.iter().flatten().collect())
-}
-
-fn u64s(df: &DataFrame, name: &str) -> PolarsResult<Vec<u64>> {
-    Ok(df.column(name)?.u64()?.iter().flatten().collect())
-}
-
 impl Model {
-    /// The patterns snapshot at `now` (or the watermark, if later), `top_n` entries per list.
-    /// Runs polars: call it from `spawn_blocking` in an async service.
-    pub fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StatsError> {
+    /// A copy of what the patterns snapshot at `now` (or the watermark, if later) needs: O(live
+    /// keys), cheap next to the aggregation, which the caller runs after releasing the model.
+    pub fn patterns_input(&self, now: DateTime<Utc>) -> Result<PatternsInput, TimeOutOfRange> {
         let at =
-            to_secs(now).ok_or(StatsError::Time(now))?.max(self.watermark.map_or(0, |(wm, _)| wm));
+            to_secs(now).ok_or(TimeOutOfRange(now))?.max(self.watermark.map_or(0, |(wm, _)| wm));
         let generated_at = match self.watermark {
             Some((wm, t)) if wm >= at => t,
             _ => now,
@@ -188,57 +183,20 @@ impl Model {
             hour_col.push(hour);
             wd_col.push(wd);
         }
-        let events_in_window = total_col.iter().sum();
-        let df = polars::df!("ticker" => t_col, "module" => m_col, "total" => total_col, "hour" => hour_col, "weekday" => wd_col)?;
-
-        let k = self.s.top_n;
-        let names = |out: DataFrame,
-                     key: &str,
-                     name: &dyn Fn(usize) -> String|
-         -> PolarsResult<Vec<NameCount>> {
-            let ids = u32s(&out, key)?;
-            let counts = u64s(&out, "total")?;
-            Ok(ids
-                .into_iter()
-                .zip(counts)
-                .map(|(r, count)| NameCount { name: name(r as usize), count })
-                .collect())
-        };
-        let keys = |out: DataFrame, value: &str| -> PolarsResult<Vec<KeyCount>> {
-            let (ts, ms, counts) =
-                (u32s(&out, "ticker")?, u32s(&out, "module")?, u64s(&out, value)?);
-            Ok(ts
-                .into_iter()
-                .zip(ms)
-                .zip(counts)
-                .map(|((t, m), count)| KeyCount {
-                    ticker: ticker_names[t as usize].clone(),
-                    module: module_names[m as usize].clone(),
-                    count,
-                })
-                .collect())
-        };
-
-        Ok(Stats {
+        Ok(PatternsInput {
             generated_at,
             market_hour: u32::from(slot.hour),
             market_weekday: WEEKDAYS[usize::from(slot.weekday)].to_owned(),
             current_hour_weight: weight,
-            live_keys: n as u64,
-            events_in_window,
-            top_tickers: names(top(&df, &["ticker"], "total", k, true)?, "ticker", &|r| {
-                ticker_names[r].to_string()
-            })?,
-            top_modules: names(top(&df, &["module"], "total", k, true)?, "module", &|r| {
-                module_names[r].to_string()
-            })?,
-            top_pairs: keys(top(&df, &["ticker", "module"], "total", k, false)?, "total")?,
-            popular_this_hour: keys(top(&df, &["ticker", "module"], "hour", k, false)?, "hour")?,
-            popular_this_weekday: keys(
-                top(&df, &["ticker", "module"], "weekday", k, false)?,
-                "weekday",
-            )?,
-            top_sequences: self.top_sequences(at, k),
+            top_n: self.s.top_n,
+            ticker_names: ticker_names.into_iter().cloned().collect(),
+            module_names: module_names.into_iter().cloned().collect(),
+            ticker_rank: t_col,
+            module_rank: m_col,
+            total: total_col,
+            hour: hour_col,
+            weekday: wd_col,
+            top_sequences: self.top_sequences(at, self.s.top_n),
             hourly_profile: hourly,
             weekday_profile: weekly,
         })

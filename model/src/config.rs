@@ -5,8 +5,8 @@
 //! an operator can fix a config file without reading code.
 
 use chrono_tz::Tz;
-use prefetch_common::config::{hour_table, LiveConfig};
-pub use prefetch_common::config::{parse_hour_weights, ConfigError};
+use prefetch_contract::config::{hour_table, LiveConfig};
+pub use prefetch_contract::config::{parse_hour_weights, ConfigError};
 use serde::{Deserialize, Serialize};
 
 /// What the analyzer's model is asked to do. Every field has a default, so `{}` is a valid config.

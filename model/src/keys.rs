@@ -15,11 +15,11 @@ pub(crate) const DEAD: u32 = u32::MAX;
 /// SipHash would cost more than the rest of `record`; the finaliser (MurmurHash3's fmix64)
 /// spreads ids so that hashbrown's low and high bits both vary.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct IdHash;
+pub struct IdHash;
 
 /// The hasher [`IdHash`] builds.
 #[derive(Debug, Default)]
-pub(crate) struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl BuildHasher for IdHash {
     type Hasher = IdHasher;

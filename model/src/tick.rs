@@ -13,8 +13,8 @@ use super::refresh;
 use super::window::NO_SAMPLE;
 use super::{Explanation, Model, Season};
 use chrono::{DateTime, Utc};
-use prefetch_common::contract::{Module, Ticker};
-use prefetch_common::prediction::{Prediction, Reason};
+use prefetch_contract::contract::{Module, Ticker};
+use prefetch_contract::prediction::{Prediction, Reason};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 

@@ -1,0 +1,20 @@
+//! The Smart Prefetch wire contract: the types every topic and HTTP boundary carries, with the
+//! validation that turns bytes into them. Pure: serde, chrono and nothing of Kafka or HTTP, so the
+//! model core, the thin CLI and every service share it at no build cost.
+//!
+//! # Layout
+//! - `contract.rs`: [`contract::QueryEvent`] and its validated newtypes ([`contract::Ticker`],
+//!   [`contract::Module`], [`contract::ClientId`]); the one parser every boundary uses, reporting
+//!   every bad field (its tests in `contract/tests.rs`).
+//! - `prediction.rs`: [`prediction::Prediction`], what the analyzer publishes and the warmer reads.
+//! - `config.rs`: [`config::LiveConfig`], the one live configuration of every analyzer and warmer
+//!   (compacted `prefetch.config` topic), its validation and partial updates.
+//!
+//! An event enters at a service boundary as JSON, becomes a `QueryEvent` through
+//! `QueryEvent::from_value`, is written to Kafka as `QueryEvent::to_json` keyed by its ticker, and
+//! is read back by consumers through `QueryEvent::from_json`, which re-validates it because a
+//! topic can be written by anyone.
+
+pub mod config;
+pub mod contract;
+pub mod prediction;
