@@ -22,8 +22,9 @@ use std::fmt;
 /// value per key is kept).
 pub const CONFIG_KEY: &str = "config";
 
-/// Longest TTL or horizon a config may set: one day for the horizon, 30 days for TTLs.
-const MAX_HORIZON_S: u64 = 86_400;
+/// Longest horizon a config may set (and a prediction may carry): one day.
+pub const MAX_HORIZON_S: u64 = 86_400;
+/// Longest TTL a config may set: 30 days.
 const MAX_TTL_S: u64 = 30 * 86_400;
 
 /// What the pipeline is asked to do: which predictions to publish and warm, and how long cached
@@ -188,7 +189,7 @@ impl LiveConfig {
 
     /// Reads a config document from JSON bytes (a topic message, a file) and validates it.
     pub fn from_json(bytes: &[u8]) -> Result<LiveConfig, ConfigError> {
-        let v: Value = serde_json::from_slice(bytes)
+        let v: Value = crate::contract::parse_json_strict(bytes)
             .map_err(|e| ConfigError::new("config", format!("is not JSON: {e}")))?;
         LiveConfig::from_value(v)
     }

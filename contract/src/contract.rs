@@ -24,6 +24,9 @@ pub const TICKER_MAX_LEN: usize = 20;
 pub const MODULE_MAX_LEN: usize = 64;
 /// Longest accepted client id, in characters.
 pub const CLIENT_MAX_LEN: usize = 128;
+/// Largest accepted `latency_ms`: one hour. A longer answer is a broken clock or a unit
+/// mistake (microseconds), not a latency.
+pub const MAX_LATENCY_MS: f64 = 3_600_000.0;
 
 /// A problem with one field of one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,8 +52,12 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-/// A ticker symbol: trimmed, upper-cased, 1–20 characters of `A–Z 0–9 . - ^ =`
-/// (so `BRK.B`, `^GSPC` and `EURUSD=X` pass).
+/// A ticker symbol: trimmed, upper-cased, 1–20 characters of `A–Z 0–9 . - ^ =` with at least
+/// one letter or digit (so `BRK.B`, `^GSPC` and `EURUSD=X` pass, and `.` or `..` — which would
+/// address the upstream's directories once substituted into a URL — do not).
+///
+/// Only ASCII is case-mapped: Unicode case mapping turns `ſpy` into `SPY` and `ıbm` into `IBM`,
+/// so a non-ASCII character is refused before any mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Ticker(String);
@@ -58,18 +65,18 @@ pub struct Ticker(String);
 impl Ticker {
     /// Normalises and validates a ticker.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let t = raw.trim().to_uppercase();
-        check_len("ticker", &t, TICKER_MAX_LEN)?;
-        if let Some(bad) = t
-            .chars()
-            .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || ".-^=".contains(*c)))
-        {
+        let t = raw.trim();
+        check_len("ticker", t, TICKER_MAX_LEN)?;
+        if let Some(bad) = t.chars().find(|c| !(c.is_ascii_alphanumeric() || ".-^=".contains(*c))) {
             return Err(FieldError::new(
                 "ticker",
                 format!("character {bad:?} is not allowed (use A-Z 0-9 . - ^ =)"),
             ));
         }
-        Ok(Self(t))
+        if !t.chars().any(|c| c.is_ascii_alphanumeric()) {
+            return Err(FieldError::new("ticker", "must contain a letter or a digit"));
+        }
+        Ok(Self(t.to_ascii_uppercase()))
     }
 
     /// The normalised symbol.
@@ -79,7 +86,8 @@ impl Ticker {
 }
 
 /// A data module such as `price`, `news` or `fundamentals`: trimmed, lower-cased,
-/// 1–64 characters of `a–z 0–9 _ -`.
+/// 1–64 characters of `a–z 0–9 _ -` with at least one letter or digit. Only ASCII is
+/// case-mapped (the Kelvin sign `K` would otherwise become `k`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Module(String);
@@ -87,17 +95,18 @@ pub struct Module(String);
 impl Module {
     /// Normalises and validates a module name.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let m = raw.trim().to_lowercase();
-        check_len("module", &m, MODULE_MAX_LEN)?;
-        if let Some(bad) =
-            m.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(*c)))
-        {
+        let m = raw.trim();
+        check_len("module", m, MODULE_MAX_LEN)?;
+        if let Some(bad) = m.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-".contains(*c))) {
             return Err(FieldError::new(
                 "module",
                 format!("character {bad:?} is not allowed (use a-z 0-9 _ -)"),
             ));
         }
-        Ok(Self(m))
+        if !m.chars().any(|c| c.is_ascii_alphanumeric()) {
+            return Err(FieldError::new("module", "must contain a letter or a digit"));
+        }
+        Ok(Self(m.to_ascii_lowercase()))
     }
 
     /// The normalised name.
@@ -239,9 +248,9 @@ impl QueryEvent {
         let latency_ms = match obj.get("latency_ms") {
             None | Some(Value::Null) => Some(None),
             Some(Value::Number(n)) => match n.as_f64() {
-                Some(x) if x.is_finite() && x >= 0.0 => Some(Some(x)),
+                Some(x) if latency_ok(x) => Some(Some(x)),
                 _ => {
-                    problems.push(FieldError::new("latency_ms", "must be a non-negative number"));
+                    problems.push(latency_error());
                     None
                 }
             },
@@ -268,7 +277,7 @@ impl QueryEvent {
         if let Ok(typed) = serde_json::from_slice::<Typed<'_>>(bytes) {
             return typed.validate(now);
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| EventError {
+        let value: Value = parse_json_strict(bytes).map_err(|e| EventError {
             problems: vec![FieldError::new("event", format!("invalid JSON: {e}"))],
         })?;
         Self::from_value(&value, now)
@@ -277,6 +286,77 @@ impl QueryEvent {
     /// The canonical JSON form written to the query-events topic.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a QueryEvent always serialises")
+    }
+}
+
+/// Parses JSON like `serde_json::from_slice::<Value>`, but refuses an object that names a key
+/// twice (serde_json keeps the last one silently, so `{"ticker":"A","ticker":"B"}` would mean
+/// whatever the last parser in a chain decides). Every boundary that takes event or config
+/// bytes parses with this.
+pub fn parse_json_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<Strict>(bytes).map(|s| s.0)
+}
+
+/// A JSON value whose objects have no duplicate keys.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Strict::deserialize(d).map(|s| s.0)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(v) = map.next_value()?;
+            if out.insert(key.clone(), v).is_some() {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -312,9 +392,24 @@ fn parse_ts(v: Option<&Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>, Fiel
 }
 
 fn ts_from_str(s: &str) -> Result<DateTime<Utc>, FieldError> {
-    DateTime::parse_from_rfc3339(s.trim())
+    let ts = DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| FieldError::new("ts", format!("{s:?} is not an RFC 3339 timestamp ({e})")))
+        .map_err(|e| FieldError::new("ts", format!("{s:?} is not an RFC 3339 timestamp ({e})")))?;
+    if ts.timestamp_millis() < MIN_EPOCH_MS {
+        return Err(FieldError::new("ts", format!("{s:?} is before 2000-01-01")));
+    }
+    Ok(no_leap_second(ts))
+}
+
+/// A leap second (`23:59:60`, which chrono keeps as a nanosecond count past one second) becomes
+/// the last instant of the second before it: third-party consumers of the topic reject `:60`.
+fn no_leap_second(ts: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Timelike;
+    if ts.nanosecond() >= 1_000_000_000 {
+        ts.with_nanosecond(999_999_999).unwrap_or(ts)
+    } else {
+        ts
+    }
 }
 
 fn ts_from_millis(ms: i64) -> Result<DateTime<Utc>, FieldError> {
@@ -379,8 +474,8 @@ impl Typed<'_> {
         .ok();
         let client =
             self.client.map(ClientId::parse).transpose().map_err(|e| problems.push(e)).ok();
-        if self.latency_ms.is_some_and(|x| !(x.is_finite() && x >= 0.0)) {
-            problems.push(FieldError::new("latency_ms", "must be a non-negative number"));
+        if self.latency_ms.is_some_and(|x| !latency_ok(x)) {
+            problems.push(latency_error());
         }
         match (ticker, module, ts, client) {
             (Some(ticker), Some(module), Some(ts), Some(client)) if problems.is_empty() => {
@@ -396,6 +491,14 @@ impl Typed<'_> {
             _ => Err(EventError { problems }),
         }
     }
+}
+
+fn latency_ok(x: f64) -> bool {
+    x.is_finite() && (0.0..=MAX_LATENCY_MS).contains(&x)
+}
+
+fn latency_error() -> FieldError {
+    FieldError::new("latency_ms", "must be a number of milliseconds between 0 and 3600000")
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -80,7 +80,7 @@ pub fn parse_body(
         }
     };
     match framing {
-        Framing::Json => match serde_json::from_slice::<Value>(body) {
+        Framing::Json => match prefetch_common::contract::parse_json_strict(body) {
             Err(e) => take(Err(vec![not_json(e)]), None, None),
             Ok(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
@@ -96,7 +96,7 @@ pub fn parse_body(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let r = serde_json::from_slice::<Value>(line)
+                let r = prefetch_common::contract::parse_json_strict(line)
                     .map_err(|e| vec![not_json(e)])
                     .and_then(|v| QueryEvent::from_value(&v, now).map_err(|e| e.problems));
                 take(r, None, Some(i + 1));

@@ -15,7 +15,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use prefetch_common::contract::{
-    ClientId, EventError, Module, QueryEvent, Ticker, MAX_FUTURE_SKEW,
+    ClientId, EventError, Module, QueryEvent, Ticker, MAX_FUTURE_SKEW, MAX_LATENCY_MS, MIN_EPOCH_MS,
 };
 
 /// Parses and validates one message payload, as [`QueryEvent::from_json`] does.
@@ -110,7 +110,8 @@ fn canonical(bytes: &[u8], now: DateTime<Utc>) -> Option<QueryEvent> {
     };
     s.lit(b",\"ts\":")?;
     let ts = s.ts()?;
-    if ts > now + MAX_FUTURE_SKEW {
+    // Out of the contract's range: the contract parser says why.
+    if ts > now + MAX_FUTURE_SKEW || ts.timestamp_millis() < MIN_EPOCH_MS {
         return None;
     }
     let client = match s.lit(b",\"client\":") {
@@ -118,7 +119,7 @@ fn canonical(bytes: &[u8], now: DateTime<Utc>) -> Option<QueryEvent> {
         None => None,
     };
     let latency_ms = match s.lit(b",\"latency_ms\":") {
-        Some(()) => Some(s.number()?),
+        Some(()) => Some(s.number().filter(|x| *x <= MAX_LATENCY_MS)?),
         None => None,
     };
     s.lit(b"}")?;
@@ -180,6 +181,18 @@ mod tests {
             let fast = e.latency_ms != Some(1e-7);
             agree(&json, fast);
             assert_eq!(event(json.as_bytes(), now()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_keeps_the_contract_bounds() {
+        // Canonical in shape, out of the contract's range: refused, as the contract parser does.
+        for json in [
+            r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"1999-12-31T23:59:59.000Z"}"#,
+            r#"{"ticker":"AAPL","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z","latency_ms":3600001}"#,
+            r#"{"ticker":"..","module":"price","hit":false,"ts":"2026-03-09T14:29:59.000Z"}"#,
+        ] {
+            assert!(event(json.as_bytes(), now()).is_err(), "{json}");
         }
     }
 

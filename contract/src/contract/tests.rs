@@ -134,7 +134,7 @@ fn bad_events_name_the_field() {
         (
             json!({"ticker": "AAPL", "module": "price", "latency_ms": -1}),
             "latency_ms",
-            "non-negative",
+            "between 0 and 3600000",
         ),
         (
             json!({"ticker": "AAPL", "module": "price", "latency_ms": "5"}),
@@ -227,4 +227,83 @@ fn the_fast_path_agrees_with_the_tree_parser() {
             .as_str(),
         "A"
     );
+}
+
+#[test]
+fn names_without_a_letter_or_digit_are_refused() {
+    // `.` and `..` would address the upstream's directories once substituted into a URL.
+    for t in [".", "..", "...", "-", "^=", " .. "] {
+        let err = Ticker::parse(t).unwrap_err();
+        assert_eq!(err.field, "ticker", "{t:?}");
+    }
+    for m in ["-", "_", "--_"] {
+        assert_eq!(Module::parse(m).unwrap_err().field, "module", "{m:?}");
+    }
+    assert_eq!(Ticker::parse("^GSPC").unwrap().as_str(), "^GSPC");
+    assert_eq!(Ticker::parse("brk.b").unwrap().as_str(), "BRK.B");
+}
+
+#[test]
+fn non_ascii_is_refused_before_case_mapping() {
+    // Unicode case mapping would turn these into real ASCII tickers: SPY, IBM, MASS.
+    for t in ["\u{17f}py", "\u{131}bm", "ma\u{df}"] {
+        assert!(Ticker::parse(t).is_err(), "{t:?} was accepted");
+    }
+    // The Kelvin sign lower-cases to `k`.
+    assert!(Module::parse("\u{212a}ey").is_err());
+    assert!(parse(json!({"ticker": "\u{17f}py", "module": "price"})).is_err());
+}
+
+#[test]
+fn duplicate_keys_are_refused() {
+    let now = now();
+    for body in [
+        r#"{"ticker":"AAPL","module":"price","ticker":"MSFT"}"#,
+        r#"{"ticker":"AAPL","module":"price","hit":false,"hit":true}"#,
+        r#"{"ts":"2026-03-09T14:00:00Z","ticker":"AAPL","module":"price","ts":1773066600000}"#,
+    ] {
+        let err = QueryEvent::from_json(body.as_bytes(), now).unwrap_err();
+        assert!(err.to_string().contains("duplicate"), "{body}: {err}");
+        assert!(parse_json_strict(body.as_bytes()).is_err(), "{body}");
+    }
+    // The strict parser (every HTTP body) refuses any repeated key, known or not.
+    assert!(parse_json_strict(br#"{"ticker":"AAPL","module":"price","x":1,"x":2}"#).is_err());
+    // Nested objects too; arrays of objects each on their own.
+    assert!(parse_json_strict(br#"[{"a":1},{"a":2}]"#).is_ok());
+    assert!(parse_json_strict(br#"{"o":{"a":1,"a":2}}"#).is_err());
+}
+
+#[test]
+fn timestamps_before_2000_are_refused_in_every_form() {
+    for ts in
+        [json!("1999-12-31T23:59:59Z"), json!("1970-01-01T00:00:00Z"), json!(946_684_799_999_i64)]
+    {
+        let err = parse(json!({"ticker": "A", "module": "price", "ts": ts})).unwrap_err();
+        assert_eq!(err.problems[0].field, "ts", "{ts}");
+    }
+    assert!(parse(json!({"ticker": "A", "module": "price", "ts": "2000-01-01T00:00:00Z"})).is_ok());
+}
+
+#[test]
+fn a_leap_second_is_never_written_as_60() {
+    let e =
+        parse(json!({"ticker": "A", "module": "price", "ts": "2016-12-31T23:59:60.5Z"})).unwrap();
+    let out = String::from_utf8(e.to_json()).unwrap();
+    assert!(out.contains("2016-12-31T23:59:59.999Z"), "{out}");
+    let typed = QueryEvent::from_json(
+        br#"{"ticker":"A","module":"price","ts":"2016-12-31T23:59:60Z"}"#,
+        now(),
+    )
+    .unwrap();
+    assert!(!String::from_utf8(typed.to_json()).unwrap().contains(":60"));
+}
+
+#[test]
+fn latency_is_bounded() {
+    for (lat, ok) in [(0.0, true), (3_600_000.0, true), (3_600_000.5, false), (1e300, false)] {
+        let r = parse(json!({"ticker": "A", "module": "price", "latency_ms": lat}));
+        assert_eq!(r.is_ok(), ok, "{lat}");
+        let body = format!(r#"{{"ticker":"A","module":"price","latency_ms":{lat}}}"#);
+        assert_eq!(QueryEvent::from_json(body.as_bytes(), now()).is_ok(), ok, "typed {lat}");
+    }
 }

@@ -71,7 +71,7 @@ impl Api {
     /// config topic, answered once Kafka acknowledged it. An invalid change is refused (400
     /// naming the field) and the stored config stays.
     pub async fn set_config(&self, body: &[u8]) -> Response {
-        let patch: Value = match serde_json::from_slice(body) {
+        let patch: Value = match prefetch_common::contract::parse_json_strict(body) {
             Ok(v) => v,
             Err(e) => {
                 return error_response(
