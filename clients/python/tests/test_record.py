@@ -99,7 +99,9 @@ def test_a_killed_ingest_never_blocks_and_buffered_events_arrive_after_restart(s
         t0 = time.perf_counter()
         c.record_query(f"DOWN{i}", "price", i % 2 == 0)
         worst = max(worst, time.perf_counter() - t0)
-    assert worst < 0.005, f"a call took {worst * 1e3:.2f} ms while ingest was down"
+    # Never waiting on the network: a connect or request timeout would be seconds. (The
+    # per-call cost is measured by bench/bench_record.py, not asserted here.)
+    assert worst < 0.05, f"a call took {worst * 1e3:.2f} ms while ingest was down"
     time.sleep(1.0)
     s = c.stats()
     assert s["failed_requests"] >= 1 and s["buffered"] == 300 and s["sent"] == 1, s

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
 from . import contract
 from ._http import Answer, Http, Unreachable
@@ -110,7 +110,7 @@ class Client:
             self._read_headers["X-Client-Id"] = self.client_id
         self._warmer_retry = warmer_retry
         self._warmer_skip_until = 0.0
-        self._warned: set = set()
+        self._warned: Set[str] = set()
         self.sender: Sender = Sender(
             self._ingest,
             auth,
@@ -172,7 +172,7 @@ class Client:
         except Unreachable as e:
             raise PrefetchUnavailable(f"ingest at {self.api} could not be reached: {e}") from e
 
-    def _json(self, method: str, query: str, ok_statuses: tuple = ()) -> Any:
+    def _json(self, method: str, query: str, ok_statuses: Tuple[int, ...] = ()) -> Any:
         ans = self._api(method, query)
         try:
             doc = json.loads(ans.body) if ans.body else None
@@ -212,14 +212,15 @@ class Client:
     def warmup_cache(self) -> Dict[str, Any]:
         """Warms the current predictions now: ``{"status", "cached", "items"}``. Needs the API
         token when ingest has one."""
-        return self._json("POST", "action=warmup")
+        doc: Dict[str, Any] = self._json("POST", "action=warmup")
+        return doc
 
     def get_cache_status(self) -> Dict[str, Any]:
         """The cache status, ``hit_rate`` in percent as the original gave it (``hit_ratio`` is
         the same as a fraction): ``enabled``, ``total_queries``, ``cache_hits``,
         ``cache_misses``, ``cached_items``, ``cache_size_mb``, ``config``,
         ``learning_stage``, ``live_predictions``, ``hints``, ..."""
-        doc = self._json("GET", "action=status")
+        doc: Dict[str, Any] = self._json("GET", "action=status")
         ratio = float(doc.get("hit_rate") or 0.0)
         doc["hit_ratio"] = ratio
         doc["hit_rate"] = ratio * 100.0

@@ -32,7 +32,7 @@ import random
 import threading
 import time
 import weakref
-from typing import Deque, Dict, List, Mapping, Optional
+from typing import Deque, Dict, List, Mapping, Optional, Set
 
 from ._http import Http, Unreachable
 
@@ -98,7 +98,7 @@ class Sender:
         )
         self._warned_drop = False
         self._down_since: Optional[float] = None
-        self._warned: set = set()
+        self._warned: Set[str] = set()
         _live.add(self)
 
     # -- the app's side -------------------------------------------------------------------
@@ -295,13 +295,13 @@ def _count_value(c: "itertools.count[int]") -> int:
     return int(repr(c)[6:-1])
 
 
-def _refused_lines(body: bytes, n: int) -> set:
+def _refused_lines(body: bytes, n: int) -> Set[int]:
     """0-based indexes of the lines a 400 ``invalid_events`` answer names."""
     try:
         problems = json.loads(body).get("problems") or []
     except (ValueError, AttributeError):
         return set()
-    out = set()
+    out: Set[int] = set()
     for p in problems:
         line = p.get("line") if isinstance(p, dict) else None
         if isinstance(line, int) and 1 <= line <= n:
@@ -319,4 +319,9 @@ def _flush_at_exit() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: [s._reset_after_fork() for s in list(_live)])
+
+    def _after_fork_in_child() -> None:
+        for s in list(_live):
+            s._reset_after_fork()
+
+    os.register_at_fork(after_in_child=_after_fork_in_child)
