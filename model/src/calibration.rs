@@ -84,6 +84,29 @@ impl Calibrator {
         self.resolved
     }
 
+    /// The outcome counts `(hits, samples, raw sum)` per class and bin, and the time they were
+    /// aged to, for a snapshot (`snapshot.rs`).
+    pub(crate) fn export(&self) -> (Vec<[[f64; 3]; BINS]>, Option<u32>) {
+        let cells = self.cells.iter().map(|t| t.map(|c| [c.hits, c.samples, c.raw_sum])).collect();
+        (cells, self.decayed_to)
+    }
+
+    /// Replaces the counts with a snapshot's and refits; false (and nothing changed) when the
+    /// class count differs.
+    pub(crate) fn import(&mut self, cells: &[[[f64; 3]; BINS]], decayed_to: Option<u32>) -> bool {
+        if cells.len() != self.cells.len() {
+            return false;
+        }
+        for (table, saved) in self.cells.iter_mut().zip(cells) {
+            *table = saved.map(|[hits, samples, raw_sum]| Cell { hits, samples, raw_sum });
+        }
+        self.decayed_to = decayed_to;
+        for (table, map) in self.cells.iter().zip(self.maps.iter_mut()) {
+            *map = fit(table);
+        }
+        true
+    }
+
     /// Ages the counts to `now` and refits every class's map.
     pub fn refit(&mut self, now: u32) {
         if let Some(then) = self.decayed_to {

@@ -24,6 +24,8 @@
 //! - `calibration.rs`: event-time online calibration (binned outcomes, isotonic fit).
 //! - `tick.rs`: [`Model::tick`] — intensity blend, ranking, samples, expiry — and
 //!   [`Model::explain`].
+//! - `snapshot.rs`: [`Model::snapshot`] / [`Model::restore`] — the state of a set of tickers in
+//!   a versioned binary form (the analyzer's per-partition checkpoints).
 //! - `patterns.rs`: [`Model::patterns_input`] and the snapshot's result types.
 //! - `recent.rs`: [`Recent`], which event-driven predictions are new enough to publish.
 //! - `policy.rs`: the warmer's pure decisions ([`policy::plan`]).
@@ -51,6 +53,7 @@ mod profile;
 mod recent;
 mod refresh;
 mod sequence;
+mod snapshot;
 mod tick;
 mod window;
 
@@ -75,6 +78,7 @@ pub use refresh::CacheTtls;
 use refresh::CacheView;
 use sequence::Sequences;
 use serde::Serialize;
+pub use snapshot::{Restored, SnapshotError, SNAPSHOT_VERSION};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use window::NO_SAMPLE;
 

@@ -165,6 +165,11 @@ impl CacheView {
         );
     }
 
+    /// Sets the believed copy of a key read back from a snapshot (`snapshot.rs`).
+    pub(crate) fn restore_copy(&mut self, tid: u32, mid: u32, c: Copy) {
+        self.copies.insert(pack(tid, mid), c);
+    }
+
     /// Believed copy of the key, if it was ever fetched.
     pub fn copy(&self, tid: u32, mid: u32) -> Option<Copy> {
         self.copies.get(&pack(tid, mid)).copied()

@@ -109,6 +109,16 @@ impl KeyState {
         self.buckets.iter().map(|&(_, n)| u64::from(n)).sum()
     }
 
+    /// The EWMAs and the latest event time, for a snapshot (`snapshot.rs`).
+    pub(crate) fn parts(&self) -> (f32, f32, u32) {
+        (self.fast, self.slow, self.last)
+    }
+
+    /// A key state read back from a snapshot (ids are set by the caller).
+    pub(crate) fn restored(buckets: Vec<(u32, u32)>, fast: f32, slow: f32, last: u32) -> Self {
+        Self { buckets, fast, slow, last, ..Self::new(0, 0) }
+    }
+
     /// Heap bytes held beyond the struct itself.
     pub fn heap_bytes(&self) -> usize {
         self.buckets.capacity() * std::mem::size_of::<(u32, u32)>()
