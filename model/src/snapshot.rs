@@ -77,10 +77,12 @@ impl fmt::Display for SnapshotError {
 impl std::error::Error for SnapshotError {}
 
 /// What [`Model::restore`] applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Restored {
     /// Keys restored.
     pub keys: usize,
+    /// The tickers of the restored keys.
+    pub tickers: Vec<Ticker>,
     /// Whether the calibration tables were taken (only by a model with no resolved sample).
     pub calibration: bool,
 }
@@ -272,7 +274,11 @@ impl Model {
             }
         }
         let restored = keys.len();
+        let mut tickers: Vec<Ticker> = Vec::new();
         for k in keys {
+            if tickers.last() != Some(&k.ticker) {
+                tickers.push(k.ticker.clone());
+            }
             let tid = self.tickers.intern(&k.ticker);
             let mid = self.modules.intern(&k.module);
             let (slot, created) = self.keys.get_or_insert(tid, mid);
@@ -288,7 +294,9 @@ impl Model {
                 view.restore_copy(tid, mid, c);
             }
         }
-        Ok(Restored { keys: restored, calibration })
+        tickers.sort_unstable();
+        tickers.dedup();
+        Ok(Restored { keys: restored, tickers, calibration })
     }
 
     /// Every live key with its events in the retention window, for checks that compare two

@@ -22,6 +22,7 @@ fn config(kafka: &TestKafka, test: &str) -> analyzer::service::Config {
     cfg.refresh_ahead = false;
     cfg.stats_interval = Duration::from_secs(1);
     kafka.prepare(&cfg.topics);
+    kafka.prepare_topic(&cfg.state_topic(), 3);
     cfg
 }
 
@@ -142,10 +143,26 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_good_events_keep_flowin
     an.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_rebuilds_state_from_the_topic_and_keeps_predicting() {
+/// Events of `ticker:module` the instance holds in its window (`/v1/window`).
+async fn window_count(an: &Service, key: &str) -> Option<u64> {
+    let v: Value = http().get(an.url("/v1/window")).send().await.ok()?.json().await.ok()?;
+    v["keys"]
+        .as_array()?
+        .iter()
+        .find(|k| format!("{}:{}", k[0].as_str().unwrap(), k[1].as_str().unwrap()) == key)
+        .and_then(|k| k[2].as_u64())
+}
+
+/// Stops an analyzer that folded a dashboard's 60 events, starts another in the same group and
+/// checks it holds those 60 events as soon as it is ready, folded nothing twice, and predicts
+/// again. With checkpoints the state comes from the one written on shutdown (nothing is
+/// replayed); without, from a replay of the topic (`--checkpoint-interval 0s`).
+async fn restart_keeps_state(test: &str, checkpoints: bool) {
     let kafka = TestKafka::start();
-    let cfg = config(&kafka, "an-restart");
+    let mut cfg = config(&kafka, test);
+    if !checkpoints {
+        cfg.checkpoint_interval = Duration::ZERO;
+    }
     let (events, predictions) =
         (cfg.topics.query_events_topic.clone(), cfg.topics.predictions_topic.clone());
     kafka.precreate(&events).await;
@@ -155,17 +172,23 @@ async fn a_restart_rebuilds_state_from_the_topic_and_keeps_predicting() {
         is_prediction_for(&r.value, "NVDA", "price")
     })
     .await;
+    assert_eq!(window_count(&an, "NVDA:price").await, Some(60));
     an.stop().await;
 
     // Same group: the new instance starts at the committed offset, with nothing new to read.
     let before = topic_count(&kafka.bootstrap(), &predictions).await;
     let an = spawn_analyzer(cfg).await;
-    let metrics_url = an.url("/metrics");
-    eventually(Duration::from_secs(30), "state rebuilt from the topic", || async {
-        let m = http().get(&metrics_url).send().await.ok()?.text().await.ok()?;
-        m.contains("smart_prefetch_analyzer_rebuild_events_total 60").then_some(())
-    })
-    .await;
+    // Ready means restored: the state is complete the moment /readyz answers 200.
+    assert_eq!(window_count(&an, "NVDA:price").await, Some(60), "state complete when ready");
+    let m = an.metrics().await;
+    let replayed = if checkpoints { 0 } else { 60 };
+    assert!(
+        m.contains(&format!("smart_prefetch_analyzer_rebuild_events_total {replayed}\n")),
+        "{replayed} events replayed: {m}"
+    );
+    if checkpoints {
+        assert!(m.contains("smart_prefetch_analyzer_restore_duration_seconds_count 3"), "{m}");
+    }
     let listed_url = an.url("/v1/predictions");
     eventually(Duration::from_secs(30), "the restarted instance predicting NVDA", || async {
         let v: Value = http().get(&listed_url).send().await.ok()?.json().await.ok()?;
@@ -180,12 +203,22 @@ async fn a_restart_rebuilds_state_from_the_topic_and_keeps_predicting() {
         topic_count(&kafka.bootstrap(), &predictions).await > before,
         "predictions resumed after the restart"
     );
-    let m = http().get(&metrics_url).send().await.unwrap().text().await.unwrap();
+    let m = an.metrics().await;
     assert!(
         m.contains("smart_prefetch_analyzer_events_total{admission=\"on_time\"} 0"),
         "nothing re-folded as new: {m}"
     );
     an.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_restores_state_from_its_checkpoint_and_keeps_predicting() {
+    restart_keeps_state("an-restart-cp", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_checkpoints_a_restart_rebuilds_state_from_the_topic() {
+    restart_keeps_state("an-restart", false).await;
 }
 
 /// Keys `(ticker, module)` an instance currently predicts.

@@ -22,6 +22,29 @@ pub struct Config {
     #[arg(long, env = "ANALYZER_GROUP", default_value = "prefetch-analyzer")]
     pub group_id: String,
 
+    /// Static membership: this instance's `group.instance.id`, stable across restarts (e.g. the
+    /// pod name of a StatefulSet). A restart within the session timeout then keeps its
+    /// partitions without a rebalance. Unset: dynamic membership.
+    #[arg(long, env = "ANALYZER_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+
+    /// How often the state each owned partition contributes is checkpointed to the state topic
+    /// (a new owner restores it and replays only the events after it). `0s` turns
+    /// checkpoints off: every assignment then replays the retention window.
+    #[arg(long, env = "ANALYZER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+
+    /// The compacted topic checkpoints go to, one partition per query-events partition
+    /// (created if missing). Default: `<group id>.state`.
+    #[arg(long, env = "ANALYZER_STATE_TOPIC")]
+    pub state_topic: Option<String>,
+
+    /// A partition whose newest event arrived longer ago than this (wall clock) is idle: it no
+    /// longer holds back the model's clock, which is the minimum event time over the other
+    /// partitions.
+    #[arg(long, env = "ANALYZER_PARTITION_IDLE", default_value = "30s", value_parser = parse_duration)]
+    pub partition_idle: Duration,
+
     /// How often predictions are published (wall-clock period; the model itself advances on
     /// event time).
     #[arg(long, env = "ANALYZER_TICK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
@@ -166,6 +189,11 @@ impl Config {
             patch["default_ttl_s"] = d.into();
         }
         Ok(prefetch_common::config::LiveConfig::default().patched(&patch)?)
+    }
+
+    /// The checkpoint topic's name.
+    pub fn state_topic(&self) -> String {
+        self.state_topic.clone().unwrap_or_else(|| format!("{}.state", self.group_id))
     }
 
     /// This instance's id in the stats topic.

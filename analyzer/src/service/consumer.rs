@@ -1,10 +1,17 @@
-//! The group consumer's context: rebalance bookkeeping (commit on revoke, remember what to
-//! rebuild on assign) and consumer-lag metrics from librdkafka's statistics.
+//! The group consumer's context: rebalance bookkeeping (commit on revoke; on assign, pause the
+//! new partitions until their state is restored) and consumer-lag metrics from librdkafka's
+//! statistics.
+//!
+//! The assignor is `cooperative-sticky` (set in `serve`): a rebalance revokes and assigns only
+//! the partitions that move, so the partitions an instance keeps go on being consumed with
+//! their state untouched.
 
 use super::metrics::Metrics;
+use super::Shared;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Partition changes the consume loop has yet to act on.
@@ -24,6 +31,11 @@ pub struct GroupContext {
     pub metrics: Metrics,
     /// The topic consumed (lag is reported for it only).
     pub topic: String,
+    /// Where restoring partitions are noted (readiness).
+    pub shared: Arc<Shared>,
+    /// Wakes the consume loop when there are changes to act on (a paused partition brings no
+    /// message that would otherwise wake it).
+    pub wake: tokio::sync::Notify,
 }
 
 impl ClientContext for GroupContext {
@@ -47,13 +59,13 @@ impl ConsumerContext for GroupContext {
             // the stored ones now hands the next owner exactly the unfinished tail.
             if tpl.count() > 0 {
                 if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    tracing::warn!(error = %e, "Commit on revoke failed; the next owner re-reads from the last commit.");
+                    tracing::info!(error = %e, "Commit on revoke failed; the next owner re-reads from the last commit.");
                 }
             }
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         match rebalance {
             Rebalance::Assign(tpl) => {
@@ -64,7 +76,16 @@ impl ConsumerContext for GroupContext {
                     .map(|e| e.partition())
                     .collect();
                 tracing::info!(partitions = ?parts, "Partitions assigned.");
-                changes.revoked.retain(|p| !parts.contains(p));
+                // Nothing of a new partition is fetched before its state is restored; the
+                // consume loop resumes it then (restore.rs). The other partitions keep flowing.
+                if !parts.is_empty() {
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::warn!(error = %e, "Could not pause new partitions.");
+                    }
+                }
+                self.shared.restoring(&parts);
+                // A partition revoked and assigned again before the loop acted stays in
+                // `revoked`: the loop forgets first, then restores, so nothing is counted twice.
                 changes.assigned.extend(parts);
             }
             Rebalance::Revoke(tpl) => {
@@ -76,9 +97,13 @@ impl ConsumerContext for GroupContext {
                     .collect();
                 tracing::info!(partitions = ?parts, "Partitions revoked.");
                 changes.assigned.retain(|p| !parts.contains(p));
+                for p in &parts {
+                    self.shared.restored(*p);
+                }
                 changes.revoked.extend(parts);
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "Rebalance error."),
         }
+        self.wake.notify_one();
     }
 }

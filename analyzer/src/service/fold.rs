@@ -207,28 +207,29 @@ impl Folder {
             self.epoch = chunk.epoch;
         }
         // One lock for the chunk, so no tick runs in the middle of it: noting a ticker's
-        // partition when it is first seen and the latest event time once, at the end, leaves
-        // `Shared` as noting every event would.
+        // partition when it is first seen and each partition's latest event time once, at the
+        // end, leaves `Shared` as noting every event would.
         let recorded: Vec<_> = {
             let mut model = self.shared.model();
-            let mut latest: Option<(&QueryEvent, i32)> = None;
+            let mut latest: Vec<(i32, DateTime<Utc>)> = Vec::new();
             let recorded = p
                 .events
                 .iter()
                 .map(|(i, e)| {
                     let partition = chunk.messages[*i].partition;
                     if self.noted.get(&e.ticker) != Some(&partition) {
-                        self.shared.note_partition(e, partition);
+                        self.shared.note_ticker(&e.ticker, partition);
                         self.noted.insert(e.ticker.clone(), partition);
                     }
-                    if latest.is_none_or(|(l, _)| e.ts > l.ts) {
-                        latest = Some((e, partition));
+                    match latest.iter_mut().find(|(p, _)| *p == partition) {
+                        Some(l) => l.1 = l.1.max(e.ts),
+                        None => latest.push((partition, e.ts)),
                     }
                     model.record(e)
                 })
                 .collect();
-            if let Some((e, partition)) = latest {
-                self.shared.note_partition(e, partition);
+            for (partition, ts) in latest {
+                self.shared.advance(partition, ts);
             }
             recorded
         };

@@ -25,6 +25,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/v1/stats", get(stats))
         .route("/v1/predictions", get(predictions))
+        .route("/v1/window", get(window))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route(
@@ -61,6 +62,26 @@ async fn predictions(State(s): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
+/// Not ready while any assigned partition is being restored (its keys would be missing from
+/// the predictions), nor before the group assigned anything; then Kafka's own readiness.
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    if let Some(why) = s.shared.not_ready() {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "restoring", why);
+    }
     prefetch_common::http::kafka_readiness(s.producer.clone(), s.topic.clone()).await
+}
+
+/// `GET /v1/window`: every live key's events in the retention window, as
+/// `{"keys": [[ticker, module, count], …], "events": total}` — for comparing deployments (the
+/// scale-out tests check that several analyzers together hold what one fed the same events
+/// holds). One pass over the keys under the model lock.
+async fn window(State(s): State<Arc<AdminState>>) -> Response {
+    let shared = s.shared.clone();
+    match tokio::task::spawn_blocking(move || shared.model().window_counts()).await {
+        Ok(keys) => {
+            let events: u64 = keys.iter().map(|k| k.2).sum();
+            Json(serde_json::json!({ "keys": keys, "events": events })).into_response()
+        }
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "window_failed", e.to_string()),
+    }
 }

@@ -19,6 +19,11 @@ pub struct Metrics {
     lag: IntGaugeVec,
     rebuilt: IntCounter,
     confidence: Histogram,
+    restoring: IntGauge,
+    restore_seconds: Histogram,
+    fallbacks: IntCounterVec,
+    checkpoints: IntCounter,
+    checkpoint_bytes: IntCounter,
 }
 
 fn reason_label(r: Reason) -> &'static str {
@@ -86,6 +91,40 @@ impl Metrics {
             .buckets(vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]),
         )
         .unwrap();
+        let restoring = IntGauge::new(
+            "smart_prefetch_analyzer_partitions_restoring",
+            "Assigned partitions whose state is being restored (paused; /readyz is 503 meanwhile).",
+        )
+        .unwrap();
+        let restore_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "smart_prefetch_analyzer_restore_duration_seconds",
+                "Time to restore one assigned partition (checkpoint read and applied, then the replay after it).",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+        )
+        .unwrap();
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "smart_prefetch_analyzer_checkpoint_fallbacks_total",
+                "Partition restores that replayed the retained window for want of a usable checkpoint, by reason (missing, unreadable, unusable).",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        let checkpoints = IntCounter::new(
+            "smart_prefetch_analyzer_checkpoints_total",
+            "Partition checkpoints written to the state topic.",
+        )
+        .unwrap();
+        let checkpoint_bytes = IntCounter::new(
+            "smart_prefetch_analyzer_checkpoint_bytes_total",
+            "Bytes of model state written in partition checkpoints.",
+        )
+        .unwrap();
+        for r in ["missing", "unreadable", "unusable"] {
+            fallbacks.with_label_values(&[r]);
+        }
         let event_counters = ["on_time", "late", "dropped"].map(|a| events.with_label_values(&[a]));
         for r in [Reason::Popularity, Reason::TimeOfDay, Reason::Burst, Reason::Sequence] {
             predictions.with_label_values(&[reason_label(r)]);
@@ -99,6 +138,11 @@ impl Metrics {
             Box::new(lag.clone()),
             Box::new(rebuilt.clone()),
             Box::new(confidence.clone()),
+            Box::new(restoring.clone()),
+            Box::new(restore_seconds.clone()),
+            Box::new(fallbacks.clone()),
+            Box::new(checkpoints.clone()),
+            Box::new(checkpoint_bytes.clone()),
         ] {
             registry.register(c).unwrap();
         }
@@ -112,6 +156,11 @@ impl Metrics {
             lag,
             rebuilt,
             confidence,
+            restoring,
+            restore_seconds,
+            fallbacks,
+            checkpoints,
+            checkpoint_bytes,
         }
     }
 
@@ -161,6 +210,27 @@ impl Metrics {
     /// `n` events were re-read to rebuild state.
     pub fn rebuilt(&self, n: u64) {
         self.rebuilt.inc_by(n);
+    }
+}
+
+impl Metrics {
+    /// `n` partitions are being restored.
+    pub fn restoring(&self, n: usize) {
+        self.restoring.set(n as i64);
+    }
+
+    /// A partition was restored in `seconds`; `fallback` says why without a checkpoint.
+    pub fn restored(&self, seconds: f64, fallback: Option<&'static str>) {
+        self.restore_seconds.observe(seconds);
+        if let Some(reason) = fallback {
+            self.fallbacks.with_label_values(&[reason]).inc();
+        }
+    }
+
+    /// A partition checkpoint of `bytes` was written.
+    pub fn checkpointed(&self, bytes: u64) {
+        self.checkpoints.inc();
+        self.checkpoint_bytes.inc_by(bytes);
     }
 }
 

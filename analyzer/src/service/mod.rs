@@ -6,12 +6,18 @@
 //!   - `fold.rs`: the parse and fold threads the loop hands chunks of messages to (fold into
 //!     the model, publish event-driven predictions and dead letters);
 //!   - `parse.rs`: reading the canonical event form without serde (`from_json` for the rest).
-//! - `consumer.rs`: the group consumer's context (rebalances, lag).
+//! - `consumer.rs`: the group consumer's context (cooperative rebalances: new partitions are
+//!   paused until restored; lag).
+//! - `checkpoint.rs`: each partition's state on the compacted state topic (write, read back).
+//! - `restore.rs`: a newly assigned partition's state: its checkpoint, then a replay of the
+//!   events after it (`rebuild.rs` re-reads a range of the topic; without a checkpoint, the
+//!   whole retained window).
+//! - `watermark.rs`: the model's clock, the minimum of the partitions' event-time watermarks.
 //! - `live.rs`: applying the live config topic to the running model.
-//! - `rebuild.rs`: re-reading a partition's retained window after a restart or rebalance.
-//! - `http.rs`: `/v1/stats`, `/v1/predictions`, `/healthz`, `/readyz`, `/metrics`.
+//! - `http.rs`: `/v1/stats`, `/v1/predictions`, `/v1/window`, `/healthz`, `/readyz`, `/metrics`.
 //! - `metrics.rs`: the Prometheus collectors.
 
+pub mod checkpoint;
 pub mod config;
 pub mod consumer;
 pub mod http;
@@ -19,13 +25,15 @@ pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod rebuild;
+pub mod restore;
+pub mod watermark;
 
 pub use config::Config;
 
 use crate::Model;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use prefetch_common::contract::{QueryEvent, Ticker};
+use prefetch_common::contract::Ticker;
 use prefetch_common::feed::ConfigFeed;
 use prefetch_common::kafka::{ensure_topics, TopicSpec};
 use prefetch_common::prediction::Prediction;
@@ -40,7 +48,10 @@ use tokio_util::sync::CancellationToken;
 pub struct Shared {
     model: Mutex<Model>,
     predictions: Mutex<Vec<Prediction>>,
-    event_time: Mutex<Option<DateTime<Utc>>>,
+    watermarks: Mutex<watermark::Watermarks>,
+    /// Assigned partitions whose state is not restored yet (`/readyz` is 503 while any is),
+    /// and whether the group was joined at all.
+    restoring: Mutex<(bool, HashSet<i32>)>,
     /// Which partition each ticker's events come from, so a revoked partition's keys can be
     /// forgotten (the topic is keyed by ticker, so a ticker lives on one partition).
     partitions: Mutex<HashMap<Ticker, i32>>,
@@ -54,12 +65,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Shared state around a fresh model.
-    pub fn new(model: Model, metrics: metrics::Metrics) -> Self {
+    /// Shared state around a fresh model; a partition without events for `idle` no longer
+    /// holds back the clock.
+    pub fn new(model: Model, metrics: metrics::Metrics, idle: Duration) -> Self {
         Self {
             model: Mutex::new(model),
             predictions: Mutex::default(),
-            event_time: Mutex::default(),
+            watermarks: Mutex::new(watermark::Watermarks::new(idle)),
+            restoring: Mutex::default(),
             partitions: Mutex::default(),
             metrics,
         }
@@ -70,23 +83,70 @@ impl Shared {
         lock(&self.model)
     }
 
-    /// Notes that `event` came from `partition` and advances the event-time watermark.
-    pub fn note_partition(&self, event: &QueryEvent, partition: i32) {
-        {
-            let mut t = lock(&self.event_time);
-            if t.is_none_or(|t| event.ts > t) {
-                *t = Some(event.ts);
-            }
-        }
+    /// Notes that `ticker`'s events come from `partition`.
+    pub fn note_ticker(&self, ticker: &Ticker, partition: i32) {
         let mut parts = lock(&self.partitions);
-        if parts.get(&event.ticker) != Some(&partition) {
-            parts.insert(event.ticker.clone(), partition);
+        if parts.get(ticker) != Some(&partition) {
+            parts.insert(ticker.clone(), partition);
         }
     }
 
-    /// The latest event time folded, if any (the tick's watermark).
+    /// Advances `partition`'s event-time watermark to `ts` (if later).
+    pub fn advance(&self, partition: i32, ts: DateTime<Utc>) {
+        lock(&self.watermarks).advance(partition, ts, std::time::Instant::now());
+    }
+
+    /// The model's clock: the minimum watermark over partitions that are not idle (the tick's
+    /// time), if any event was folded.
     pub fn event_time(&self) -> Option<DateTime<Utc>> {
-        *lock(&self.event_time)
+        lock(&self.watermarks).clock(std::time::Instant::now())
+    }
+
+    /// `partition`'s own watermark (for its checkpoint).
+    pub fn watermark_of(&self, partition: i32) -> Option<DateTime<Utc>> {
+        lock(&self.watermarks).of(partition)
+    }
+
+    /// The tickers whose events come from `partition`.
+    pub fn tickers_of(&self, partition: i32) -> HashSet<Ticker> {
+        lock(&self.partitions)
+            .iter()
+            .filter(|(_, p)| **p == partition)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Partitions were assigned: not ready until each is restored.
+    pub fn restoring(&self, partitions: &[i32]) {
+        let mut r = lock(&self.restoring);
+        r.0 = true;
+        r.1.extend(partitions);
+        self.metrics.restoring(r.1.len());
+    }
+
+    /// `partition` is restored (or no longer ours).
+    pub fn restored(&self, partition: i32) {
+        let mut r = lock(&self.restoring);
+        r.1.remove(&partition);
+        self.metrics.restoring(r.1.len());
+    }
+
+    /// Whether `partition` is still being restored.
+    pub fn is_restoring(&self, partition: i32) -> bool {
+        lock(&self.restoring).1.contains(&partition)
+    }
+
+    /// Why the analyzer is not ready to predict for its partitions, if it is not.
+    pub fn not_ready(&self) -> Option<String> {
+        let r = lock(&self.restoring);
+        if !r.0 {
+            return Some("not yet assigned partitions by the consumer group".into());
+        }
+        (!r.1.is_empty()).then(|| {
+            let mut p: Vec<_> = r.1.iter().copied().collect();
+            p.sort_unstable();
+            format!("restoring the state of partitions {p:?}")
+        })
     }
 
     /// Forgets every key whose ticker came from one of `partitions`; returns how many tickers.
@@ -101,6 +161,7 @@ impl Shared {
             parts.retain(|t, _| !gone.contains(t));
             gone
         };
+        lock(&self.watermarks).forget(partitions);
         self.model().forget_tickers(&tickers);
         tickers.len()
     }
@@ -154,7 +215,7 @@ pub async fn serve(
     ];
     ensure_topics(&cfg.kafka, &specs, cfg.startup_timeout).await?;
     let metrics = metrics::Metrics::new();
-    let shared = Arc::new(Shared::new(model, metrics.clone()));
+    let shared = Arc::new(Shared::new(model, metrics.clone(), cfg.partition_idle));
     // The live config applies before the first event is folded, then on every change.
     let mut feed = ConfigFeed::start(&cfg.kafka, &cfg.topics.config_topic, shutdown.clone())?;
     if !feed.wait_caught_up(cfg.startup_timeout).await {
@@ -168,10 +229,36 @@ pub async fn serve(
     let producer = cfg.kafka.producer(Duration::from_secs(30))?;
     let mut cc = cfg.kafka.consumer_config(&cfg.group_id)?;
     cc.set("statistics.interval.ms", "5000");
+    // Incremental rebalances: a partition an instance keeps is neither revoked nor restored.
+    cc.set("partition.assignment.strategy", "cooperative-sticky");
+    if let Some(id) = &cfg.group_instance_id {
+        cc.set("group.instance.id", id);
+    }
+    // The operator's -X options win, as in every other client of the project.
+    for opt in &cfg.kafka.options {
+        if let Some((k, v)) = opt.split_once('=') {
+            if k.trim() == "partition.assignment.strategy" {
+                cc.set(k.trim(), v.trim());
+            }
+        }
+    }
+    let state_topic = if cfg.checkpoint_interval.is_zero() {
+        tracing::info!(
+            "Checkpoints off (--checkpoint-interval 0s): assignments replay the retained window."
+        );
+        None
+    } else {
+        let partitions =
+            checkpoint::partition_count(&cfg.kafka, &cfg.topics.query_events_topic).await;
+        let topic = cfg.state_topic();
+        checkpoint::ensure_state_topic(&cfg.kafka, &topic, partitions).await.then_some(topic)
+    };
     let context = consumer::GroupContext {
         changes: Mutex::default(),
         metrics,
         topic: cfg.topics.query_events_topic.clone(),
+        shared: shared.clone(),
+        wake: tokio::sync::Notify::new(),
     };
     let consumer: Arc<StreamConsumer<consumer::GroupContext>> =
         Arc::new(cc.create_with_context(context)?);
@@ -202,6 +289,8 @@ pub async fn serve(
         stats_interval: cfg.stats_interval,
         kafka: cfg.kafka.clone(),
         recent: pipeline::Recent::default(),
+        state_topic,
+        checkpoint_interval: cfg.checkpoint_interval,
     };
     let result = pipeline.run(shutdown.clone()).await;
     shutdown.cancel();

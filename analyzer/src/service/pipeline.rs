@@ -12,7 +12,13 @@
 //! consumption goes on, and its offsets are stored and committed once it and every earlier
 //! batch are durable. A rebalance and shutdown first wait for every chunk handed over to be
 //! folded, then for all batches. A rebalance is acted on before the next chunk is handed over:
-//! revoked partitions' keys are forgotten, assigned ones are rebuilt.
+//! revoked partitions are settled and committed, checkpointed, and only then their keys are
+//! forgotten; assigned ones (paused by the consumer's context) are restored on a blocking task
+//! each (`restore.rs`) while the loop goes on with the others, and resumed when it reports back.
+//!
+//! Every `--checkpoint-interval` (and on shutdown) the loop drains and settles everything
+//! folded, commits, and snapshots each owned partition's state at that point; the snapshots are
+//! written to the state topic on a task of their own (`checkpoint.rs`).
 //!
 //! Why three threads (BENCHMARKS.md, analyzer): on one loop the analyzer was CPU-bound at
 //! ~1.9 µs an event against ~0.6 µs for a plain consumer's receive-and-store; receiving,
@@ -24,8 +30,8 @@ mod fold;
 pub mod parse;
 
 use super::consumer::GroupContext;
-use super::rebuild;
-use super::Shared;
+use super::restore::{self, Outcome};
+use super::{checkpoint, Shared};
 use chrono::{DateTime, Utc};
 pub use fold::Recent;
 use fold::{Chunk, Folded, Folder};
@@ -35,10 +41,10 @@ use prefetch_common::prediction::Prediction;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde_json::json;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +77,10 @@ pub struct Pipeline {
     pub kafka: prefetch_common::kafka::KafkaArgs,
     /// Event-driven predictions published lately, so a burst of one sequence is published once.
     pub recent: Recent,
+    /// The checkpoint topic (`None`: checkpoints off, assignments replay the retained window).
+    pub state_topic: Option<String>,
+    /// Checkpoint period.
+    pub checkpoint_interval: Duration,
 }
 
 /// The open batch: offsets folded since the last seal, and the deliveries they caused.
@@ -99,11 +109,48 @@ struct Sealed {
 
 /// Offsets on their way to being stored: the open batch, then sealed ones in consume order.
 /// An offset is stored only once its batch and every earlier one are durable.
-#[derive(Default)]
 struct Progress {
     open: Batch,
     sealed: VecDeque<Sealed>,
     committed_at: Option<Instant>,
+    /// Partitions assigned to this instance (restored or restoring).
+    owned: HashSet<i32>,
+    /// Per partition, the next offset to fold: what a checkpoint taken now covers.
+    next: HashMap<i32, i64>,
+    /// Per partition, the offset the last checkpoint written covered.
+    checkpointed: HashMap<i32, i64>,
+    /// Restores report back here.
+    restores:
+        (UnboundedSender<anyhow::Result<Outcome>>, UnboundedReceiver<anyhow::Result<Outcome>>),
+    restoring: usize,
+    /// The checkpoint being written, if any.
+    writing: Option<JoinHandle<()>>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            open: Batch::default(),
+            sealed: VecDeque::new(),
+            committed_at: None,
+            owned: HashSet::new(),
+            next: HashMap::new(),
+            checkpointed: HashMap::new(),
+            restores: tokio::sync::mpsc::unbounded_channel(),
+            restoring: 0,
+            writing: None,
+        }
+    }
+}
+
+impl Progress {
+    /// Adds a folded chunk to the open batch; returns the emptied chunk.
+    fn absorb(&mut self, f: Folded) -> Chunk {
+        for &(p, o) in &f.offsets {
+            self.next.insert(p, o + 1);
+        }
+        self.open.absorb(f)
+    }
 }
 
 /// The fold stage's two ends: chunks out to the parse thread, folded chunks back from the fold
@@ -141,7 +188,7 @@ impl Stage {
     /// Waits until every chunk handed over is folded, adding each to the open batch.
     async fn drain(&mut self, progress: &mut Progress) -> anyhow::Result<()> {
         while self.in_flight > 0 {
-            let spare = progress.open.absorb(self.next().await?);
+            let spare = progress.absorb(self.next().await?);
             self.spare.push(spare);
         }
         Ok(())
@@ -173,6 +220,13 @@ fn fold_producer(kafka: &prefetch_common::kafka::KafkaArgs) -> anyhow::Result<Fu
     let mut k = kafka.clone();
     k.options.insert(0, FOLD_LINGER.to_owned());
     Ok(k.producer(Duration::from_secs(30))?)
+}
+
+/// The loop's timers.
+struct Timers<'a> {
+    tick: &'a mut tokio::time::Interval,
+    stats: &'a mut tokio::time::Interval,
+    checkpoints: &'a mut tokio::time::Interval,
 }
 
 /// Least time between two commits of stored offsets (rebalance and shutdown commit at once).
@@ -217,8 +271,14 @@ impl Pipeline {
             spare: Vec::new(),
             epoch: 0,
         };
-        let result =
-            self.consume(&shutdown, &mut stage, &mut progress, &mut tick, &mut stats).await;
+        // The first checkpoint one period after the start (interval's first tick is at once).
+        let period = self.checkpoint_interval.max(Duration::from_secs(1));
+        let mut checkpoints =
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        checkpoints.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut timers =
+            Timers { tick: &mut tick, stats: &mut stats, checkpoints: &mut checkpoints };
+        let result = self.consume(&shutdown, &mut stage, &mut progress, &mut timers).await;
         // Even after an error, the threads are stopped (what was handed over is folded first);
         // the loop's own error is the one reported.
         let stopped = stage.stop(&mut progress).await;
@@ -234,6 +294,11 @@ impl Pipeline {
                 tracing::debug!(error = %e, "Final commit.");
                 Ok::<_, anyhow::Error>(())
             })?;
+        // A last checkpoint, so a clean restart (a rolling deploy) replays nothing.
+        let owned: Vec<i32> = progress.owned.iter().copied().collect();
+        if let Some(w) = self.checkpoint(&mut progress, &owned).await? {
+            let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+        }
         Ok(())
     }
 
@@ -242,15 +307,15 @@ impl Pipeline {
         shutdown: &CancellationToken,
         stage: &mut Stage,
         progress: &mut Progress,
-        tick: &mut tokio::time::Interval,
-        stats: &mut tokio::time::Interval,
+        timers: &mut Timers<'_>,
     ) -> anyhow::Result<()> {
+        let Timers { tick, stats, checkpoints } = timers;
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
                 f = stage.next(), if stage.in_flight > 0 => {
-                    let spare = progress.open.absorb(f?);
+                    let spare = progress.absorb(f?);
                     stage.spare.push(spare);
                     if progress.open.messages >= BATCH {
                         self.settle(progress, false).await?;
@@ -262,6 +327,21 @@ impl Pipeline {
                     self.publish_tick().await?;
                 }
                 _ = stats.tick() => self.publish_stats().await,
+                _ = self.consumer.context().wake.notified() => {
+                    self.apply_rebalances(stage, progress).await?;
+                }
+                r = progress.restores.1.recv(), if progress.restoring > 0 => {
+                    progress.restoring -= 1;
+                    let r = r.ok_or_else(|| anyhow::anyhow!("restore channel closed"))?;
+                    self.resume(progress, r?)?;
+                }
+                _ = checkpoints.tick(), if self.state_topic.is_some()
+                    && progress.writing.as_ref().is_none_or(JoinHandle::is_finished) => {
+                    stage.drain(progress).await?;
+                    self.settle(progress, true).await?;
+                    let owned: Vec<i32> = progress.owned.iter().copied().collect();
+                    progress.writing = self.checkpoint(progress, &owned).await?;
+                }
                 // `recv` is cancel-safe: a message not taken stays in the consumer's queue.
                 r = self.consumer.recv(), if stage.in_flight < CHUNKS_IN_FLIGHT => {
                     let mut chunk = stage.spare.pop().unwrap_or_default();
@@ -367,31 +447,138 @@ impl Pipeline {
             (std::mem::take(&mut c.assigned), std::mem::take(&mut c.revoked))
         };
         if !revoked.is_empty() {
+            // Everything folded is acknowledged and committed before the state goes: the next
+            // owner starts exactly where this one's published work ends.
             self.settle(progress, true).await?;
+            if let Some(w) = self.checkpoint(progress, &revoked).await? {
+                let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+            }
             let forgotten = self.shared.forget_partitions(&revoked);
-            tracing::info!(partitions = ?revoked, keys = forgotten, "Forgot the keys of revoked partitions.");
+            for p in &revoked {
+                progress.owned.remove(p);
+                progress.next.remove(p);
+                progress.checkpointed.remove(p);
+            }
+            tracing::info!(partitions = ?revoked, tickers = forgotten, "Forgot the keys of revoked partitions.");
         }
         for partition in assigned {
-            let started = Instant::now();
-            let (shared, consumer, kafka, topic) = (
+            progress.owned.insert(partition);
+            progress.restoring += 1;
+            let (shared, consumer, kafka, topic, state_topic, tx) = (
                 self.shared.clone(),
                 self.consumer.clone(),
                 self.kafka.clone(),
                 self.topics.query_events_topic.clone(),
+                self.state_topic.clone(),
+                progress.restores.0.clone(),
             );
-            let n = tokio::task::spawn_blocking(move || {
-                rebuild::partition(&shared, &consumer, &kafka, &topic, partition)
-            })
-            .await??;
-            self.shared.metrics.rebuilt(n);
-            tracing::info!(
-                partition,
-                events = n,
-                seconds = started.elapsed().as_secs_f64(),
-                "Rebuilt partition state from the topic."
-            );
+            tokio::task::spawn_blocking(move || {
+                let r = restore::partition(
+                    &shared,
+                    &consumer,
+                    &kafka,
+                    &topic,
+                    state_topic.as_deref(),
+                    partition,
+                );
+                let _ = tx.send(r);
+            });
         }
         Ok(())
+    }
+
+    /// A restore reported back: resumes its partition (or drops what it restored, if the
+    /// partition was revoked meanwhile).
+    fn resume(&self, progress: &mut Progress, r: Outcome) -> anyhow::Result<()> {
+        let p = r.partition;
+        self.shared.metrics.rebuilt(r.replayed);
+        self.shared.metrics.restored(r.seconds, r.fallback);
+        if !progress.owned.contains(&p) || !self.shared.is_restoring(p) {
+            self.shared.forget_partitions(&[p]);
+            tracing::info!(partition = p, "Restored a partition revoked meanwhile; dropped it.");
+            return Ok(());
+        }
+        let topic = &self.topics.query_events_topic;
+        if let Some(o) = r.seek_to {
+            self.consumer.seek(topic, p, rdkafka::Offset::Offset(o), Duration::from_secs(10))?;
+        }
+        if let Some(o) = r.position {
+            progress.next.insert(p, o);
+            if r.checkpoint == Some(o) {
+                progress.checkpointed.insert(p, o);
+            }
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(topic, p);
+        self.consumer.resume(&tpl)?;
+        self.shared.restored(p);
+        tracing::info!(
+            partition = p,
+            checkpoint = ?r.checkpoint,
+            keys = r.keys,
+            replayed = r.replayed,
+            seconds = r.seconds,
+            fallback = r.fallback,
+            "Partition restored; consuming it."
+        );
+        Ok(())
+    }
+
+    /// Snapshots `partitions` (those restored, with something new since their last checkpoint)
+    /// as they are now and writes them on a task of their own, returned. Call it only when
+    /// everything folded is settled and committed.
+    async fn checkpoint(
+        &self,
+        progress: &mut Progress,
+        partitions: &[i32],
+    ) -> anyhow::Result<Option<JoinHandle<()>>> {
+        let Some(state_topic) = self.state_topic.clone() else { return Ok(None) };
+        let due: Vec<(i32, i64)> = partitions
+            .iter()
+            .filter(|p| !self.shared.is_restoring(**p))
+            .filter_map(|p| Some((*p, *progress.next.get(p)?)))
+            .filter(|(p, o)| progress.checkpointed.get(p) != Some(o))
+            .collect();
+        if due.is_empty() {
+            return Ok(None);
+        }
+        let shared = self.shared.clone();
+        let snapshots = tokio::task::spawn_blocking(move || {
+            due.into_iter()
+                .map(|(p, covered)| {
+                    let tickers = shared.tickers_of(p);
+                    (p, covered, shared.watermark_of(p), shared.model().snapshot(&tickers))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        for (p, covered, _, _) in &snapshots {
+            progress.checkpointed.insert(*p, *covered);
+        }
+        let (producer, shared) = (self.producer.clone(), self.shared.clone());
+        Ok(Some(tokio::spawn(async move {
+            for (p, covered, watermark, bytes) in snapshots {
+                let started = Instant::now();
+                match checkpoint::write(&producer, &state_topic, p, covered, watermark, &bytes)
+                    .await
+                {
+                    Ok(head) => {
+                        shared.metrics.checkpointed(head.bytes);
+                        tracing::debug!(
+                            partition = p,
+                            covered,
+                            bytes = head.bytes,
+                            chunks = head.chunks,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "Checkpoint written."
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "Checkpoint not written; the next one retries.")
+                    }
+                }
+            }
+        })))
     }
 
     /// Advances the model to the event-time watermark and publishes its predictions.
@@ -481,6 +668,7 @@ mod tests {
         // whose copies these misses keep fresh, and this scenario needs produced messages).
         cfg.refresh_ahead = false;
         kafka.prepare(&cfg.topics);
+        kafka.prepare_topic(&cfg.state_topic(), 3);
         kafka.precreate(&cfg.topics.query_events_topic).await;
         // Twenty clients each walk the same ten tickers in order, a second apart: from the
         // second client on, every step predicts the next one.
