@@ -22,8 +22,9 @@
 //! - `refresh.rs`: refresh-ahead — the model's view of when cached copies expire, so a tick ranks
 //!   keys by what a warm now would serve ([`Model::set_cache_ttls`]).
 //! - `calibration.rs`: event-time online calibration (binned outcomes, isotonic fit).
-//! - `tick.rs`: [`Model::tick`] — intensity blend, ranking, samples, expiry — and
-//!   [`Model::explain`].
+//! - `score.rs`: the one formula — rates → intensity → probability of a query within a window
+//!   (and of a warm now serving one) — used by ticks, refresh-on-hit and explanations.
+//! - `tick.rs`: [`Model::tick`] — ranking, samples, expiry — and [`Model::explain`].
 //! - `snapshot.rs`: [`Model::snapshot`] / [`Model::restore`] — the state of a set of tickers in
 //!   a versioned binary form (the analyzer's per-partition checkpoints).
 //! - `patterns.rs`: [`Model::patterns_input`] and the snapshot's result types.
@@ -52,6 +53,7 @@ pub mod policy;
 mod profile;
 mod recent;
 mod refresh;
+mod score;
 mod sequence;
 mod snapshot;
 mod tick;

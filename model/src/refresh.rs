@@ -9,10 +9,9 @@
 //! keys whose copy is gone or expires before the next tick (a later tick can still refresh the
 //! others, with fresher evidence, at no loss), and ranks them by the probability that the copy a
 //! warm stores now serves a query: a query between the current expiry (or now) and now + TTL.
-//! With `p` the calibrated probability of a query within the horizon `H`, the key's rate
-//! `−ln(1 − p) / H` is a gamma prior updated with its own recent evidence — the queries its
-//! current copy saw over the copy's age, the scale of its TTL — and a Poisson arrival gives the
-//! probability of a query within the window.
+//! That probability is `score.rs`'s [`serve_probability`](crate::score::serve_probability): the
+//! model's rate updated with the key's own evidence — the queries its current copy saw over the
+//! copy's age, the scale of its TTL — and a Poisson arrival within the window.
 //!
 //! Event-driven follow-ups get the same treatment: one whose key the view holds fresh for a
 //! while yet is not published (a refresh now would only shorten the copy's useful life).
@@ -21,7 +20,7 @@
 //! hit on a key the view believed gone marks it live, to be reconsidered at the next tick.
 
 use super::keys::IdHash;
-use super::tick::{intensity, Rates};
+use super::score::{self, Due, Rates};
 use super::Model;
 use chrono::{DateTime, Utc};
 use prefetch_contract::config::LiveConfig;
@@ -73,18 +72,6 @@ pub(crate) struct Copy {
     /// Queries of the key since the fetch (the one that fetched it included).
     pub queries: u32,
 }
-
-/// A key due for a warm: how long a copy stored now would serve beyond the current one, and
-/// the key's recent evidence (the current copy's age and the queries it saw).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Due {
-    pub window: u32,
-    pub age: u32,
-    pub queries: u32,
-}
-
-/// Pseudo-events of the model's rate when updated with the queries a copy saw.
-const PRIOR_EVENTS: f64 = 1.0;
 
 fn pack(ticker: u32, module: u32) -> u64 {
     (u64::from(ticker) << 32) | u64::from(module)
@@ -221,29 +208,6 @@ impl CacheView {
     }
 }
 
-/// Probability of a query within `window` seconds, from the probability `p` of one within
-/// `horizon` seconds (a Poisson arrival).
-#[cfg(test)]
-fn within(p: f64, horizon: u32, window: u32) -> f64 {
-    let p = p.clamp(0.0, 1.0);
-    if p >= 1.0 {
-        return 1.0;
-    }
-    1.0 - (1.0 - p).powf(f64::from(window) / f64::from(horizon.max(1)))
-}
-
-/// Probability that a copy stored now serves a query: the model's rate (from `p` within
-/// `horizon`) as a gamma prior worth [`PRIOR_EVENTS`], updated with the queries the current copy
-/// saw over its age — the key's own evidence at the scale of its TTL — then a Poisson arrival
-/// within the window.
-pub(crate) fn serve_probability(p: f64, horizon: u32, due: Due) -> f64 {
-    let p = p.clamp(0.0, 1.0 - 1e-9);
-    let prior = (-(1.0 - p).ln() / f64::from(horizon.max(1))).max(1e-9);
-    let rate =
-        (PRIOR_EVENTS + f64::from(due.queries)) / (PRIOR_EVENTS / prior + f64::from(due.age));
-    -(-rate * f64::from(due.window)).exp_m1()
-}
-
 impl Model {
     /// The refresh-on-hit prediction for the key in `slot`, just hit at `t` (event time `ts`)
     /// on a copy expiring at `expires`: published when a copy stored now would likely serve a
@@ -270,17 +234,11 @@ impl Model {
         let (_, weight, class) = self.hour_context(t);
         let has_season =
             self.season.is_some_and(|s| s.frame.observed()) && k.season_epoch == self.season_epoch;
-        let (recent, popular) = k.rates(t, self.tau_fast, self.tau_slow);
-        let rates = Rates {
-            recent,
-            popular,
-            seasonal: has_season.then_some(f64::from(k.season)),
-            idle: 1.0,
-            window: f64::from(self.tau_fast),
-        };
-        let (lambda, reason) = intensity(rates, weight);
-        let raw = -(-lambda * f64::from(horizon)).exp_m1();
-        let p = serve_probability(self.calibrator.map(class, raw), horizon, due);
+        // The key was just queried, so its idle time is the minimum (1 s), as in a tick.
+        let seasonal = has_season.then_some(f64::from(k.season));
+        let rates = Rates::of(k, t, (self.tau_fast, self.tau_slow), seasonal);
+        let score::Score { reason, raw, .. } = score::score(rates, weight, horizon);
+        let p = score::serve_probability(self.calibrator.map(class, raw), horizon, due);
         if p < self.s.min_confidence {
             return None;
         }
@@ -338,19 +296,6 @@ impl Model {
     }
 }
 
-/// An upper bound of [`serve_probability`] with no `exp` or `ln`, from an upper bound `p` of
-/// the calibrated probability: `−ln(1 − p) ≤ p / (1 − p)` and `1 − e^(−x) ≤ x`. Lets a tick
-/// drop tail keys that cannot reach the cut cheaply.
-pub(crate) fn serve_bound(p: f64, horizon: u32, due: Due) -> f64 {
-    if p >= 1.0 {
-        return 1.0;
-    }
-    let prior = (p.max(0.0) / ((1.0 - p) * f64::from(horizon.max(1)))).max(1e-9);
-    let rate =
-        (PRIOR_EVENTS + f64::from(due.queries)) / (PRIOR_EVENTS / prior + f64::from(due.age));
-    rate * f64::from(due.window)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,33 +333,5 @@ mod tests {
         assert_eq!(v.expires(7, 1), Some(2_300), "chart uses the default TTL");
         v.sweep(2_001 + 86_400, &[], &[]);
         assert_eq!((v.expires(7, 0), v.expires(7, 1)), (None, Some(2_300)));
-    }
-
-    #[test]
-    fn probability_scales_with_the_window_and_the_copys_evidence() {
-        assert!((within(0.75, 300, 150) - 0.5).abs() < 1e-12);
-        // No evidence of its own: the model's rate as is.
-        let cold = serve_probability(0.75, 300, Due { window: 150, age: 0, queries: 0 });
-        assert!((cold - 0.5).abs() < 1e-9, "{cold}");
-        // A copy that served nothing in a minute lowers it; one queried ten times raises it.
-        let quiet = serve_probability(0.75, 300, Due { window: 150, age: 60, queries: 0 });
-        let busy = serve_probability(0.75, 300, Due { window: 150, age: 60, queries: 10 });
-        assert!(quiet < cold - 0.05 && busy > 0.99, "{quiet} {busy}");
-        // The cheap bound never falls below the probability it bounds.
-        for p in [0.0, 0.01, 0.3, 0.75, 0.99] {
-            for due in [
-                Due { window: 150, age: 0, queries: 0 },
-                Due { window: 60, age: 55, queries: 3 },
-                Due { window: 300, age: 900, queries: 1 },
-            ] {
-                assert!(
-                    serve_bound(p, 300, due) >= serve_probability(p, 300, due) - 1e-12,
-                    "{p} {due:?}"
-                );
-            }
-        }
-        assert!((within(0.75, 300, 600) - 0.9375).abs() < 1e-12);
-        assert_eq!(within(1.0, 300, 1), 1.0);
-        assert_eq!(within(0.0, 300, 1_000), 0.0);
     }
 }

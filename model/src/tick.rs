@@ -1,15 +1,12 @@
-//! The watermark path: intensity per key, ranking, calibration samples, expiry, housekeeping.
+//! The watermark path: ranking, calibration samples, expiry, housekeeping.
 //!
-//! Intensity: a gamma-Poisson update of the key's steady/seasonal rate with its recent events,
-//! bounded by how long it has been idle, times the hour weight (see [`intensity`]). The raw
-//! probability of a query within the horizon `H` is `1 − exp(−λH)` (a Poisson arrival), which
-//! the calibrator then maps to an observed frequency. One pass over the dense slot table per tick: a few
-//! multiplications and three `exp` per key, plus a bounded heap of `top_n`.
+//! One pass over the dense slot table per tick: each live key is scored by the one formula of
+//! `score.rs` (a few multiplications and three `exp`), and a bounded heap keeps the best `top_n`.
 
 use super::calibration::Calibrator;
 use super::keys::DEAD;
 use super::profile::{to_secs, SeasonFrame};
-use super::refresh;
+use super::score::{self, Rates};
 use super::window::NO_SAMPLE;
 use super::{Explanation, Model, Season};
 use chrono::{DateTime, Utc};
@@ -17,67 +14,6 @@ use prefetch_contract::contract::{Module, Ticker};
 use prefetch_contract::prediction::{Prediction, Reason};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-
-/// Pseudo-events of the gamma prior on a key's current rate.
-const PRIOR_EVENTS: f64 = 1.0;
-/// Share of the seasonal rate in the prior, once a seasonal estimate exists.
-const SEASONAL_SHARE: f64 = 0.8;
-/// No event for `idle` seconds makes a rate above `IDLE_BOUND / idle` implausible (for a
-/// Poisson stream, `P(idle > 2/λ) = e^-2`): this ends a burst's afterglow quickly.
-const IDLE_BOUND: f64 = 2.0;
-/// Share of the seasonal rate that stays even after a long idle spell (so a key that is
-/// only busy in market hours is still predicted before the open).
-const SEASONAL_FLOOR: f64 = 0.2;
-/// Recent rate this many times the prior makes a burst.
-const BURST_RATIO: f64 = 3.0;
-
-/// Rates of one key at one instant, events/s.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rates {
-    /// Fast EWMA (time constant `window` seconds).
-    pub recent: f64,
-    /// Slow EWMA.
-    pub popular: f64,
-    /// Seasonal rate for this market hour and weekday, if any history covers it.
-    pub seasonal: Option<f64>,
-    /// Seconds since the key's latest event.
-    pub idle: f64,
-    /// The fast EWMA's time constant, seconds.
-    pub window: f64,
-}
-
-/// The key's intensity (events/s, hour weight included) and the component that drove it.
-///
-/// The current rate gets a gamma prior centred on the steady rate (blended with the seasonal
-/// one when known) worth [`PRIOR_EVENTS`] events, updated with the events of the recent
-/// window: `λ = (α + n) / (α/prior + window)`. A quiet key's lone event then barely moves its
-/// rate, while a burst of many events does; a busy key's silence pulls it down fast. The
-/// idle bound and the seasonal floor follow, then the hour weight multiplies.
-pub(crate) fn intensity(r: Rates, weight: f64) -> (f64, Reason) {
-    let prior = match r.seasonal {
-        Some(s) => (1.0 - SEASONAL_SHARE) * r.popular + SEASONAL_SHARE * s,
-        None => r.popular,
-    }
-    .max(1e-9);
-    let events = r.recent * r.window;
-    let posterior = (PRIOR_EVENTS + events) / (PRIOR_EVENTS / prior + r.window);
-    let seasonal_floor = SEASONAL_FLOOR * r.seasonal.unwrap_or(0.0);
-    let lambda = posterior.min(IDLE_BOUND / r.idle.max(1.0)).max(seasonal_floor);
-    let reason = if r.recent > BURST_RATIO * prior {
-        Reason::Burst
-    } else if r.seasonal.is_some_and(|s| s > r.popular)
-        || (seasonal_floor > 0.0 && lambda <= seasonal_floor)
-    {
-        Reason::TimeOfDay
-    } else {
-        Reason::Popularity
-    };
-    (weight * lambda, reason)
-}
-
-fn probability(lambda: f64, horizon: u32) -> f64 {
-    -(-lambda * f64::from(horizon)).exp_m1()
-}
 
 /// A ranking candidate; ordered by raw probability, then slot for determinism.
 #[derive(Debug, Clone, Copy)]
@@ -152,16 +88,9 @@ impl Model {
                     season.and_then(|f| f.rate(k.buckets(), &self.calendar)).unwrap_or(0.0) as f32;
                 k.season_epoch = epoch;
             }
-            let (recent, popular) = k.rates(wm, self.tau_fast, self.tau_slow);
             let seasonal = has_season.then_some(f64::from(k.season));
-            let rates = Rates {
-                recent,
-                popular,
-                seasonal,
-                idle: f64::from(k.idle(wm)),
-                window: f64::from(self.tau_fast),
-            };
-            let (lambda, reason) = intensity(rates, weight);
+            let rates = Rates::of(k, wm, (self.tau_fast, self.tau_slow), seasonal);
+            let (lambda, reason) = score::intensity(rates, weight);
             if k.sample_at != NO_SAMPLE
                 && u64::from(wm) >= u64::from(k.sample_at) + u64::from(horizon)
             {
@@ -182,7 +111,7 @@ impl Model {
                     heap.peek().filter(|_| full).map_or(self.s.min_confidence, |Reverse(min)| {
                         min.raw.max(self.s.min_confidence)
                     });
-                let bound = refresh::serve_bound(
+                let bound = score::serve_bound(
                     self.calibrator.map(class, (lambda * f64::from(horizon)).min(1.0)),
                     horizon,
                     d,
@@ -191,7 +120,7 @@ impl Model {
                     continue;
                 }
             }
-            let raw = probability(lambda, horizon);
+            let raw = score::probability(lambda, horizon);
             if opens {
                 k.sample_at = wm;
                 k.sample_cell = Calibrator::encode(class, raw);
@@ -200,7 +129,7 @@ impl Model {
                 None => raw,
                 Some(None) => continue,
                 Some(Some(d)) => {
-                    refresh::serve_probability(self.calibrator.map(class, raw), horizon, d)
+                    score::serve_probability(self.calibrator.map(class, raw), horizon, d)
                 }
             };
             let c = Candidate { raw: rank, slot: slot as u32, reason };
@@ -313,60 +242,18 @@ impl Model {
             }
         };
         let seasonal = frame.rate(k.buckets(), &self.calendar);
-        let (recent, popular) = k.rates(at, self.tau_fast, self.tau_slow);
-        let rates = Rates {
-            recent,
-            popular,
-            seasonal,
-            idle: f64::from(k.idle(at)),
-            window: f64::from(self.tau_fast),
-        };
-        let (lambda, reason) = intensity(rates, weight);
-        let raw = probability(lambda, self.s.horizon);
+        let rates = Rates::of(k, at, (self.tau_fast, self.tau_slow), seasonal);
+        let s = score::score(rates, weight, self.s.horizon);
         Some(Explanation {
-            rate_recent: recent,
-            rate_popular: popular,
+            rate_recent: rates.recent,
+            rate_popular: rates.popular,
             rate_seasonal: seasonal,
             hour_weight: weight,
-            intensity: lambda,
-            raw_probability: raw,
-            confidence: self.calibrator.map(class, raw),
-            reason,
+            intensity: s.lambda,
+            raw_probability: s.raw,
+            confidence: self.calibrator.map(class, s.raw),
+            reason: s.reason,
             events_in_window: k.total(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn intensity_names_the_dominant_component() {
-        let r = |recent, popular, seasonal, idle| Rates {
-            recent,
-            popular,
-            seasonal,
-            idle,
-            window: 300.0,
-        };
-        // Steady: recent ≈ popular, and the estimate is that rate.
-        let (l, why) = intensity(r(0.01, 0.01, None, 30.0), 1.0);
-        assert_eq!(why, Reason::Popularity);
-        assert!((l - 0.01).abs() < 1e-9, "{l}");
-        // Recent far above the prior.
-        assert_eq!(intensity(r(0.05, 0.01, Some(0.005), 5.0), 1.0).1, Reason::Burst);
-        // Nothing lately, but this hour is usually busy: the seasonal floor survives idleness.
-        let (l, why) = intensity(r(0.0, 0.0, Some(0.02), 36_000.0), 1.0);
-        assert_eq!(why, Reason::TimeOfDay);
-        assert!((l - SEASONAL_FLOOR * 0.02).abs() < 1e-9, "{l}");
-        // A quiet key's lone event barely moves it; ten events do.
-        let one = intensity(r(1.0 / 300.0, 1.0 / 3600.0, None, 1.0), 1.0).0;
-        let ten = intensity(r(10.0 / 300.0, 10.0 / 3600.0, None, 1.0), 1.0).0;
-        assert!(one < 2.0 / 3600.0 && ten > 20.0 / 3600.0, "{one} {ten}");
-        // Silence bounds the rate: nothing for 20 minutes means at most 2 per 20 minutes.
-        let (l, _) = intensity(r(0.05, 0.05, None, 1_200.0), 2.0);
-        assert!((l - 2.0 * 2.0 / 1_200.0).abs() < 1e-12, "{l}");
-        assert!((probability(1.0 / 60.0, 300) - (1.0 - (-5.0f64).exp())).abs() < 1e-12);
     }
 }
