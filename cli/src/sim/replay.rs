@@ -11,6 +11,7 @@ use super::cache::{SimCache, Tally};
 use super::oracle::Oracle;
 use super::original::Original;
 use super::trace::Trace;
+use analyzer::model::Recent;
 use analyzer::{CacheTtls, ConfigError, Model, ModelConfig};
 use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
@@ -219,6 +220,9 @@ pub fn replay(
         }
     };
 
+    // The analyzer's publish de-duplication of event-driven predictions, pruned on each tick.
+    let mut recent = Recent::default();
+    let horizon = chrono::Duration::seconds(cfg.live.horizon_s as i64);
     for (i, e) in trace.events.iter().enumerate() {
         if !matches!(driver, Driver::NoWarming) {
             while next_tick < e.ts {
@@ -226,8 +230,9 @@ pub fn replay(
                 next_tick += tick_ms;
                 match &mut driver {
                     Driver::Model(model, policy) => {
-                        let preds =
-                            model.tick(DateTime::from_timestamp_millis(now).unwrap_or_default());
+                        let at = DateTime::from_timestamp_millis(now).unwrap_or_default();
+                        let preds = model.tick(at);
+                        recent.prune(at, horizon);
                         apply(&mut cache, policy, preds, now, on_warm);
                     }
                     Driver::Original(original, policy) => {
@@ -260,8 +265,10 @@ pub fn replay(
         timeline[b].1 += u64::from(hit);
         match &mut driver {
             Driver::Model(model, policy) => {
-                let recorded = model.record(&trace.event(e, hit));
-                apply(&mut cache, policy, recorded.predictions, e.ts, on_warm);
+                let mut preds = model.record(&trace.event(e, hit)).predictions;
+                // The live fold publishes only what `Recent` lets through; so does the replay.
+                preds.retain(|p| recent.fresh(p));
+                apply(&mut cache, policy, preds, e.ts, on_warm);
             }
             Driver::Original(original, _) => original.observe(trace, e),
             Driver::NoWarming | Driver::Oracle(_) => {}
