@@ -1,12 +1,23 @@
 //! Kafka plumbing shared by every stage: connection flags, one builder per client kind that sets
 //! every semantic key explicitly, topic names, and start-up topic creation.
+//!
+//! User settings reach every client in one order: built-in keys, then the `--kafka-config`
+//! properties file ([`properties`]), then `-X key=value`; each builder validates the result with
+//! librdkafka before returning, so a typo fails at start-up with the key and where it came from.
+
+pub mod properties;
+mod topics;
+
+pub use properties::{KafkaConfigFile, PropertiesError};
+pub use topics::{ensure_topics, topic_ready, SetupContext, TopicArgs, TopicSpec};
 
 use clap::Args;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureProducer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, FutureProducer};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Errors talking to Kafka at start-up or while checking readiness.
@@ -15,6 +26,27 @@ pub enum KafkaSetupError {
     /// A `-X key=value` option was not of that form.
     #[error("librdkafka option {0:?} is not of the form key=value")]
     BadOption(String),
+    /// The `--kafka-config` file could not be read or parsed.
+    #[error(transparent)]
+    Properties(#[from] PropertiesError),
+    /// librdkafka refused a key or value (unknown property, bad value, feature not built in).
+    #[error("librdkafka refused {key:?} (set by {origin}): {reason}")]
+    Refused {
+        /// The librdkafka key.
+        key: String,
+        /// Where it came from: `-X`, `FILE:LINE` of `--kafka-config`, or the built-in settings.
+        origin: String,
+        /// librdkafka's explanation, with a sensitive value redacted.
+        reason: String,
+    },
+    /// The brokers refused the credentials or the TLS handshake: retrying will not help.
+    #[error("Kafka at {brokers} refused the connection: {reason}")]
+    Rejected {
+        /// The bootstrap list tried.
+        brokers: String,
+        /// librdkafka's report (names the broker, the mechanism and the failure).
+        reason: String,
+    },
     /// The client could not be created (bad configuration).
     #[error("could not create the Kafka client: {0}")]
     Client(#[source] KafkaError),
@@ -52,13 +84,21 @@ pub enum KafkaSetupError {
 }
 
 /// How to reach Kafka. Shared by every binary so the flags read the same everywhere.
-#[derive(Debug, Clone, Args)]
+/// `Debug` redacts sensitive values (passwords, secrets, keys, `sasl.*`).
+#[derive(Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, comma-separated host:port.
     #[arg(long = "brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    /// Kafka client properties file (librdkafka keys as key=value lines, # comments), e.g.
+    /// security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.ca.location. Keeps
+    /// secrets out of argv and the environment. Applied after the built-in settings; -X wins.
+    /// Read when each client is built: a bad file stops start-up with its path and line.
+    #[arg(long = "kafka-config", value_name = "FILE", env = "KAFKA_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
     /// Extra librdkafka option for every client, as key=value (repeatable). Applied after the
-    /// built-in settings, so it can override them (e.g. `-X security.protocol=ssl`).
+    /// built-in settings and --kafka-config, so it overrides them (e.g. `-X acks=1`). Prefer
+    /// --kafka-config for passwords: argv is visible to every local user.
     #[arg(
         short = 'X',
         long = "kafka-option",
@@ -80,6 +120,7 @@ impl KafkaArgs {
     pub fn new(brokers: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
+            config_file: None,
             options: Vec::new(),
             topic_partitions: 6,
             topic_replication: 1,
@@ -95,13 +136,46 @@ impl KafkaArgs {
         Ok(c)
     }
 
+    /// The `-X` options as (key, value) pairs.
+    fn x_options(&self) -> Result<Vec<(&str, &str)>, KafkaSetupError> {
+        self.options
+            .iter()
+            .map(|opt| {
+                let (k, v) =
+                    opt.split_once('=').ok_or_else(|| KafkaSetupError::BadOption(opt.clone()))?;
+                Ok((k.trim(), v.trim()))
+            })
+            .collect()
+    }
+
+    /// Applies the properties file, then `-X`, then asks librdkafka to accept every key and
+    /// value (without starting a client), so a refusal names the key and where it was set.
     fn apply_options(&self, c: &mut ClientConfig) -> Result<(), KafkaSetupError> {
-        for opt in &self.options {
-            let (k, v) =
-                opt.split_once('=').ok_or_else(|| KafkaSetupError::BadOption(opt.clone()))?;
-            c.set(k.trim(), v.trim());
+        let file = self.config_file.as_ref().map(KafkaConfigFile::load).transpose()?;
+        for p in file.iter().flat_map(|f| &f.properties) {
+            c.set(&p.key, &p.value);
         }
-        Ok(())
+        let x = self.x_options()?;
+        for (k, v) in &x {
+            c.set(*k, *v);
+        }
+        let Err(e) = c.create_native_config() else { return Ok(()) };
+        let KafkaError::ClientConfig(_, desc, key, value) = e else {
+            return Err(KafkaSetupError::Client(e));
+        };
+        let origin = if x.iter().any(|(k, _)| *k == key) {
+            "-X".to_owned()
+        } else if let Some((f, line)) = file.as_ref().and_then(|f| Some((f, f.line_of(&key)?))) {
+            format!("--kafka-config {}:{line}", f.path.display())
+        } else {
+            "the built-in settings".to_owned()
+        };
+        let reason = if properties::is_sensitive(&key) && !value.is_empty() {
+            desc.replace(&value, "[redacted]")
+        } else {
+            desc
+        };
+        Err(KafkaSetupError::Refused { key, origin, reason })
     }
 
     /// A producer that never loses an acknowledged event: idempotent, `acks=all`, and a bounded
@@ -130,6 +204,15 @@ impl KafkaArgs {
         let mut c = self.base_config()?;
         self.apply_options(&mut c)?;
         c.create().map_err(KafkaSetupError::Client)
+    }
+
+    /// A bare client for start-up metadata requests whose errors are served by `poll`, so
+    /// [`SetupContext`] sees an authentication or TLS failure (an admin client never polls the
+    /// queue librdkafka reports them on).
+    pub(crate) fn probe(&self) -> Result<BaseProducer<SetupContext>, KafkaSetupError> {
+        let mut c = self.base_config()?;
+        self.apply_options(&mut c)?;
+        c.create_with_context(SetupContext::default()).map_err(KafkaSetupError::Client)
     }
 
     /// A consumer in `group` with manual offset storage: the caller stores an offset only after
@@ -168,151 +251,97 @@ impl KafkaArgs {
     }
 }
 
-/// Topic names, configurable so several deployments (or tests) can share one cluster.
-#[derive(Debug, Clone, Args)]
-pub struct TopicArgs {
-    /// Topic of query events (key = ticker).
-    #[arg(long, env = "TOPIC_QUERY_EVENTS", default_value = "prefetch.query-events")]
-    pub query_events_topic: String,
-    /// Topic of predictions.
-    #[arg(long, env = "TOPIC_PREDICTIONS", default_value = "prefetch.predictions")]
-    pub predictions_topic: String,
-    /// Compacted topic holding the live configuration.
-    #[arg(long, env = "TOPIC_CONFIG", default_value = "prefetch.config")]
-    pub config_topic: String,
-    /// Compacted topic of the analyzers' patterns snapshots (key = analyzer instance), read by
-    /// the API front door for `action=stats`.
-    #[arg(long, env = "TOPIC_STATS", default_value = "prefetch.stats")]
-    pub stats_topic: String,
-    /// Dead-letter topic for messages that could not be processed.
-    #[arg(long, env = "TOPIC_DLQ", default_value = "prefetch.dlq")]
-    pub dlq_topic: String,
-}
-
-impl Default for TopicArgs {
-    fn default() -> Self {
-        Self {
-            query_events_topic: "prefetch.query-events".into(),
-            predictions_topic: "prefetch.predictions".into(),
-            config_topic: "prefetch.config".into(),
-            stats_topic: "prefetch.stats".into(),
-            dlq_topic: "prefetch.dlq".into(),
-        }
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: Vec<String> = self
+            .options
+            .iter()
+            .map(|o| match o.split_once('=') {
+                Some((k, v)) => format!("{k}={}", properties::shown(k.trim(), v)),
+                None => o.clone(),
+            })
+            .collect();
+        f.debug_struct("KafkaArgs")
+            .field("brokers", &self.brokers)
+            .field("config_file", &self.config_file)
+            .field("options", &options)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("topic_replication", &self.topic_replication)
+            .finish()
     }
 }
 
-impl TopicArgs {
-    /// Every name with `prefix` prepended (tests use it to isolate themselves on a shared broker).
-    pub fn prefixed(prefix: &str) -> Self {
-        let d = Self::default();
-        Self {
-            query_events_topic: format!("{prefix}{}", d.query_events_topic),
-            predictions_topic: format!("{prefix}{}", d.predictions_topic),
-            config_topic: format!("{prefix}{}", d.config_topic),
-            stats_topic: format!("{prefix}{}", d.stats_topic),
-            dlq_topic: format!("{prefix}{}", d.dlq_topic),
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A topic a service needs, and how to create it when it is missing.
-#[derive(Debug, Clone)]
-pub struct TopicSpec {
-    /// The topic name.
-    pub name: String,
-    /// Log compaction (for the config and stats topics) instead of time retention.
-    pub compacted: bool,
-}
-
-/// Waits (up to `timeout`) for the brokers to answer, then creates whichever of `specs` are
-/// missing. Fails with a message that names the topic or the brokers at fault.
-pub async fn ensure_topics(
-    args: &KafkaArgs,
-    specs: &[TopicSpec],
-    timeout: Duration,
-) -> Result<(), KafkaSetupError> {
-    let admin = std::sync::Arc::new(args.admin()?);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut existing = loop {
-        let a = admin.clone();
-        // Metadata requests block; keep them off the async workers.
-        let md = tokio::task::spawn_blocking(move || {
-            a.inner()
-                .fetch_metadata(None, Duration::from_secs(2))
-                .map(|md| md.topics().iter().map(|t| t.name().to_owned()).collect::<Vec<_>>())
-        })
-        .await
-        .expect("metadata task panicked");
-        match md {
-            Ok(names) => break names,
-            Err(source) if tokio::time::Instant::now() >= deadline => {
-                return Err(KafkaSetupError::Unreachable {
-                    brokers: args.brokers.clone(),
-                    timeout,
-                    source,
-                })
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, brokers = %args.brokers, "Kafka not answering yet; retrying.");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
-    let missing: Vec<_> = specs.iter().filter(|s| !existing.contains(&s.name)).collect();
-    if missing.is_empty() {
-        return Ok(());
+    fn with_file(text: &str) -> (KafkaArgs, PathBuf) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join(format!("prefetch-kafka-config-{}-{n}.properties", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let mut a = KafkaArgs::new("127.0.0.1:1");
+        a.config_file = Some(path.clone());
+        (a, path)
     }
-    let new_topics: Vec<NewTopic> = missing
-        .iter()
-        .map(|s| {
-            let partitions = if s.compacted { 1 } else { args.topic_partitions };
-            let t =
-                NewTopic::new(&s.name, partitions, TopicReplication::Fixed(args.topic_replication));
-            if s.compacted {
-                t.set("cleanup.policy", "compact")
-            } else {
-                t
-            }
-        })
-        .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let create_err =
-        |reason: String| KafkaSetupError::CreateTopic { topic: missing[0].name.clone(), reason };
-    // The future has been seen to never resolve against a broker that lacks CreateTopics
-    // (rdkafka's MockCluster); bound it so start-up fails with a message instead of hanging.
-    let results =
-        tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new_topics, &opts))
-            .await
-            .map_err(|_| create_err("the broker did not answer CreateTopics within 15s".into()))?
-            .map_err(|e| create_err(e.to_string()))?;
-    for r in results {
-        match r {
-            Ok(name) => {
-                tracing::info!(topic = %name, "Created missing topic.");
-                existing.push(name);
-            }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(KafkaSetupError::CreateTopic { topic, reason: code.to_string() })
+
+    #[test]
+    fn the_file_applies_after_built_ins_and_x_overrides_it() {
+        let (mut a, path) =
+            with_file("# comment\nacks=1\nclient.id=from-file\nsasl.password=hunter2\n");
+        a.options = vec!["client.id=from-x".into()];
+        let c = a.consumer_config("g").unwrap();
+        assert_eq!(c.get("client.id"), Some("from-x"));
+        assert_eq!(c.get("acks"), Some("1"));
+        assert_eq!(c.get("group.id"), Some("g"));
+        let d = format!("{a:?}");
+        assert!(!d.contains("hunter2"), "{d}");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_key_and_the_file_line() {
+        let (a, path) = with_file("security.protocol=plaintext\n\nsasl.pasword=hunter2\n");
+        let e = a.reader_config().unwrap_err().to_string();
+        assert!(e.contains("\"sasl.pasword\""), "{e}");
+        assert!(e.contains(&format!("{}:3", path.display())), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let mut x = KafkaArgs::new("127.0.0.1:1");
+        x.options = vec!["sasl.pasword=hunter2".into()];
+        let e = x.admin().err().unwrap().to_string();
+        assert!(e.contains("\"sasl.pasword\"") && e.contains("-X") && !e.contains("hunter2"));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn tls_and_scram_are_built_in() {
+        let (a, path) = with_file(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n\
+             sasl.username=u\nsasl.password=p\n",
+        );
+        // librdkafka checks the protocol when the key is set and the mechanism when a client is
+        // made; without OpenSSL both are refused.
+        a.consumer_config("g").expect("librdkafka built with SSL");
+        for m in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] {
+            let mut b = a.clone();
+            b.options = vec![format!("sasl.mechanism={m}")];
+            if let Err(e) = b.admin() {
+                panic!("{m}: {e}");
             }
         }
+        let _ = std::fs::remove_file(path);
     }
-    Ok(())
-}
 
-/// Whether the brokers answer and `topic` exists with at least one partition (for `/readyz`).
-/// Blocking: call it from `spawn_blocking`.
-pub fn topic_ready<C: rdkafka::ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<(), String> {
-    let md = client
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| format!("Kafka unreachable: {e}"))?;
-    match md.topics().iter().find(|t| t.name() == topic) {
-        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-        Some(t) => Err(format!("topic {topic:?} not available: {:?}", t.error())),
-        None => Err(format!("topic {topic:?} not found")),
+    #[test]
+    fn an_unreadable_or_bad_file_is_named() {
+        let mut a = KafkaArgs::new("127.0.0.1:1");
+        a.config_file = Some("/nonexistent/client.properties".into());
+        let e = a.reader_config().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/client.properties"), "{e}");
+        let (b, path) = with_file("acks=all\nnot a property\n");
+        let e = b.reader_config().unwrap_err().to_string();
+        assert!(e.contains(&format!("{}:2", path.display())), "{e}");
+        let _ = std::fs::remove_file(path);
     }
 }

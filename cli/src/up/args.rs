@@ -52,8 +52,14 @@ pub struct UpArgs {
     #[arg(long, value_name = "HOST:PORT", env = "KAFKA_BROKERS")]
     pub brokers: Option<String>,
 
+    /// Kafka client properties file for --brokers (librdkafka keys as key=value lines, e.g.
+    /// security.protocol=SASL_SSL, sasl.mechanism, sasl.username, sasl.password,
+    /// ssl.ca.location); keeps passwords out of argv. -X overrides it.
+    #[arg(long = "kafka-config", value_name = "FILE", env = "KAFKA_CONFIG_FILE")]
+    pub kafka_config: Option<std::path::PathBuf>,
+
     /// Extra librdkafka option for every Kafka client, as key=value (repeatable), e.g.
-    /// `-X security.protocol=ssl` for --brokers.
+    /// `-X acks=1`; applied after --kafka-config.
     #[arg(short = 'X', long = "kafka-option", value_name = "KEY=VALUE")]
     pub kafka_options: Vec<String>,
 

@@ -192,6 +192,7 @@ pub async fn run(
         (None, None) => unreachable!("embedded when no --brokers"),
     };
     let mut kafka = KafkaArgs::new(brokers.clone());
+    kafka.config_file = args.kafka_config.clone();
     kafka.options = args.kafka_options.clone();
     if embedded.is_some() {
         kafka.topic_partitions = 3;
