@@ -1,17 +1,22 @@
 //! Kafka over TLS with SASL (SCRAM-SHA-256), as managed Kafka services require: the pipeline
 //! scenario (record over HTTP → prediction → warm) with every service configured only through
 //! `--kafka-config FILE`, and a wrong password that stops every service within seconds with a
-//! message naming the failure, the mechanism and the broker.
+//! message naming the failure, the mechanism and the broker; and mutual TLS with the client
+//! certificate named by a properties file (refused without it).
 //!
-//! The broker is Apache Kafka's SASL_SSL listener: `KAFKA_SASL_SSL_BOOTSTRAP` and
-//! `KAFKA_CLIENT_PROPERTIES` (set by `.ci/run`), or else a private broker this test starts with
+//! The broker is Apache Kafka's SASL_SSL and SSL listeners: `KAFKA_SASL_SSL_BOOTSTRAP`,
+//! `KAFKA_CLIENT_PROPERTIES`, `KAFKA_SSL_BOOTSTRAP`, `KAFKA_SSL_CLIENT_PROPERTIES` (set by
+//! `.ci/run`), or else a private broker this test starts with
 //! `scripts/kafka.sh` (needs Java and Maven). Without either the test fails: the MockCluster
 //! has no TLS or SASL, so there is nothing to fall back to.
 
 use chrono::{Duration as CDuration, Utc};
 use clap::Parser;
-use prefetch_common::kafka::KafkaArgs;
+use prefetch_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use prefetch_e2e::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,10 +25,12 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The SASL_SSL listener and its client properties file.
+/// The SASL_SSL listener and its client properties file, and the mutual-TLS listener and its.
 struct SecureKafka {
     bootstrap: String,
     properties: PathBuf,
+    ssl_bootstrap: String,
+    ssl_properties: PathBuf,
     _private: Option<PrivateBroker>,
 }
 
@@ -66,10 +73,23 @@ impl SecureKafka {
 
     fn start() -> Self {
         init_logs();
-        let bootstrap = std::env::var("KAFKA_SASL_SSL_BOOTSTRAP").unwrap_or_default();
-        let properties = std::env::var("KAFKA_CLIENT_PROPERTIES").unwrap_or_default();
-        if !bootstrap.is_empty() && !properties.is_empty() {
-            return Self { bootstrap, properties: properties.into(), _private: None };
+        let var = |v| std::env::var(v).unwrap_or_default();
+        let vars = [
+            "KAFKA_SASL_SSL_BOOTSTRAP",
+            "KAFKA_CLIENT_PROPERTIES",
+            "KAFKA_SSL_BOOTSTRAP",
+            "KAFKA_SSL_CLIENT_PROPERTIES",
+        ]
+        .map(var);
+        if vars.iter().all(|v| !v.is_empty()) {
+            let [bootstrap, properties, ssl_bootstrap, ssl_properties] = vars;
+            return Self {
+                bootstrap,
+                properties: properties.into(),
+                ssl_bootstrap,
+                ssl_properties: ssl_properties.into(),
+                _private: None,
+            };
         }
         for tool in ["java", "mvn", "openssl"] {
             let found = Command::new("sh")
@@ -92,7 +112,7 @@ impl SecureKafka {
             env: vec![
                 ("KAFKA_PORT", port.to_string()),
                 ("KAFKA_SASL_SSL_PORT", (port + 2).to_string()),
-                ("KAFKA_SSL_PORT", String::new()),
+                ("KAFKA_SSL_PORT", (port + 3).to_string()),
                 ("KAFKA_DATA", data.display().to_string()),
             ],
             data: data.clone(),
@@ -101,22 +121,27 @@ impl SecureKafka {
         Self {
             bootstrap: format!("127.0.0.1:{}", port + 2),
             properties: data.join("client-sasl-ssl.properties"),
+            ssl_bootstrap: format!("127.0.0.1:{}", port + 3),
+            ssl_properties: data.join("client-ssl.properties"),
             _private: Some(broker),
         }
     }
 
     /// Connection settings exactly as a service parses them from its flags.
     fn kafka_args(&self, properties: &Path) -> KafkaArgs {
+        self.kafka_args_at(&self.bootstrap, properties)
+    }
+
+    fn kafka_args_at(&self, bootstrap: &str, properties: &Path) -> KafkaArgs {
         #[derive(Parser)]
         struct Flags {
             #[command(flatten)]
             kafka: KafkaArgs,
         }
         let p = properties.display().to_string();
-        let mut k =
-            Flags::try_parse_from(["svc", "--brokers", &self.bootstrap, "--kafka-config", &p])
-                .unwrap_or_else(|e| panic!("--kafka-config {p}: {e}"))
-                .kafka;
+        let mut k = Flags::try_parse_from(["svc", "--brokers", bootstrap, "--kafka-config", &p])
+            .unwrap_or_else(|e| panic!("--kafka-config {p}: {e}"))
+            .kafka;
         assert!(k.options.is_empty(), "configured only through --kafka-config");
         k.topic_partitions = 3;
         k
@@ -278,4 +303,57 @@ where
 {
     let (a, b, c) = tokio::join!(a, b, c);
     [a, b, c]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_the_client_certificate_of_a_properties_file() {
+    let broker = SecureKafka::shared();
+    let kafka = broker.kafka_args_at(&broker.ssl_bootstrap, &broker.ssl_properties);
+    let topic = format!("{}mtls", unique_topics("mtls").query_events_topic);
+    let spec = TopicSpec { name: topic.clone(), compacted: false };
+    ensure_topics(&kafka, std::slice::from_ref(&spec), Duration::from_secs(30))
+        .await
+        .expect("topic created over mutual TLS");
+    // Round trip over the same listener: produced with the client certificate, read back.
+    let producer = kafka.producer(Duration::from_secs(10)).unwrap();
+    producer
+        .send(FutureRecord::<str, str>::to(&topic).key("k").payload("over mTLS"), Duration::ZERO)
+        .await
+        .expect("delivered");
+    let reader: BaseConsumer = kafka.reader_config().unwrap().create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..kafka.topic_partitions {
+        tpl.add_partition_offset(&topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    reader.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let payload = loop {
+        assert!(Instant::now() < deadline, "nothing read back over mutual TLS");
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(500)) {
+            break m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
+        }
+    };
+    assert_eq!(payload.as_deref(), Some("over mTLS"));
+
+    // Without the certificate the broker (ssl.client.auth=required) refuses the handshake.
+    let text = std::fs::read_to_string(&broker.ssl_properties).unwrap();
+    let no_cert: String = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("ssl.certificate.location") && !l.starts_with("ssl.key.location")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file =
+        std::env::temp_dir().join(format!("prefetch-nocert-{}.properties", std::process::id()));
+    std::fs::write(&file, no_cert).unwrap();
+    let anonymous = broker.kafka_args_at(&broker.ssl_bootstrap, &file);
+    let started = Instant::now();
+    let r = ensure_topics(&anonymous, &[spec], Duration::from_secs(20)).await;
+    let _ = std::fs::remove_file(&file);
+    let err = r.expect_err("a client without a certificate was let in").to_string();
+    eprintln!("without a client certificate: {err}");
+    assert!(err.contains("refused") && err.contains("certificate"), "{err}");
+    assert!(err.contains(&broker.ssl_bootstrap), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "gave up after {:?}", started.elapsed());
 }

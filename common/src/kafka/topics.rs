@@ -29,12 +29,21 @@ impl ClientContext for SetupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::error!(error = %error, reason, "librdkafka error.");
         let code = error.rdkafka_error_code();
-        if matches!(
-            code,
-            Some(RDKafkaErrorCode::Authentication)
-                | Some(RDKafkaErrorCode::SaslAuthenticationFailed)
-                | Some(RDKafkaErrorCode::SSL)
-        ) {
+        let refused = match code {
+            Some(
+                RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL,
+            ) => true,
+            // A certificate the broker refuses ("sslv3 alert bad certificate", mutual TLS
+            // without a client certificate) or the client does not trust ("certificate verify
+            // failed") arrives as a transport failure; other transport failures may heal.
+            Some(RDKafkaErrorCode::BrokerTransportFailure) => {
+                reason.contains("certificate") || reason.contains("SSL handshake failed")
+            }
+            _ => false,
+        };
+        if refused {
             let mut r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
             r.get_or_insert_with(|| reason.to_owned());
         }
