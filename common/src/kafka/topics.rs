@@ -27,7 +27,6 @@ impl SetupContext {
 
 impl ClientContext for SetupContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::error!(error = %error, reason, "librdkafka error.");
         let code = error.rdkafka_error_code();
         let refused = match code {
             Some(
@@ -43,10 +42,15 @@ impl ClientContext for SetupContext {
             }
             _ => false,
         };
-        if refused {
-            let mut r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-            r.get_or_insert_with(|| reason.to_owned());
+        if !refused {
+            // Expected while the brokers start (librdkafka's own log says why); ensure_topics warns
+            // once per retry.
+            tracing::debug!(error = %error, reason, "librdkafka error during start-up.");
+            return;
         }
+        tracing::error!(error = %error, reason, "Kafka refused the connection.");
+        let mut r = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        r.get_or_insert_with(|| reason.to_owned());
     }
 }
 
