@@ -70,4 +70,12 @@ pub enum Command {
     /// replays it), marks the frontier (no other setting has a better hit rate for as few
     /// fetches), and recommends the best hit rate within the budget, with the config patch.
     Tune(tune::TuneArgs),
+
+    /// Print a shell completion script, e.g. `prefetch completions bash >
+    /// /etc/bash_completion.d/prefetch` or `prefetch completions zsh > ~/.zfunc/_prefetch`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }

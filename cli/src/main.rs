@@ -39,6 +39,11 @@ fn main() -> ExitCode {
         Command::DemoUpstream(args) => demo_upstream(args),
         Command::Backtest(args) => backtest(&args),
         Command::Tune(args) => tune(&args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "prefetch", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -36,7 +36,9 @@ pub fn init(args: &LogArgs) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     match args.log_format {
-        LogFormat::Json => builder.json().init(),
+        // `message` and the event's fields at the top level of each object, as Vector, Loki and
+        // most log pipelines expect (not nested under `fields`).
+        LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
 }

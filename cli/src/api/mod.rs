@@ -42,20 +42,20 @@ pub struct ApiArgs {
 pub enum ApiCommand {
     /// Show whether prefetching is on, queries, hits and misses, hit rate, cache size, the
     /// learning stage, and what to do when the hit rate is low or nothing is warmed.
-    #[command(name = "cache-status")]
+    #[command(name = "cache-status", visible_alias = "status")]
     CacheStatus {
         #[command(flatten)]
         api: ApiArgs,
     },
     /// Show the usage patterns: top tickers, modules and pairs, popular this hour and this
     /// weekday, learned sequences, the current hour weight.
-    #[command(name = "prefetch-stats")]
+    #[command(name = "prefetch-stats", visible_alias = "stats")]
     PrefetchStats {
         #[command(flatten)]
         api: ApiArgs,
     },
     /// Warm the currently predicted keys now (needs the token when the API has one).
-    #[command(name = "prefetch-warmup")]
+    #[command(name = "prefetch-warmup", visible_alias = "warmup")]
     PrefetchWarmup {
         #[command(flatten)]
         api: ApiArgs,
@@ -63,7 +63,7 @@ pub enum ApiCommand {
     /// Show the live config, or change it: only the fields given change; every analyzer and
     /// warmer applies the change within seconds. An invalid change is refused and the old
     /// config stays.
-    #[command(name = "prefetch-config")]
+    #[command(name = "prefetch-config", visible_alias = "config")]
     PrefetchConfig {
         #[command(flatten)]
         change: ConfigChange,

@@ -1,0 +1,45 @@
+//! Command-line conventions: short aliases for the original tool's stuttering commands, and
+//! shell completions generated from the same definitions.
+
+use std::process::Command;
+
+fn prefetch(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_prefetch")).args(args).output().unwrap()
+}
+
+#[test]
+fn short_aliases_run_the_original_commands() {
+    for (alias, original) in [
+        ("config", "prefetch-config"),
+        ("stats", "prefetch-stats"),
+        ("warmup", "prefetch-warmup"),
+        ("status", "cache-status"),
+    ] {
+        let a = prefetch(&[alias, "--help"]);
+        let o = prefetch(&[original, "--help"]);
+        assert!(a.status.success(), "{alias}: {}", String::from_utf8_lossy(&a.stderr));
+        // Same command: the same options and explanations (the usage line names the command).
+        let body = |out: &std::process::Output| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.starts_with("Usage:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(body(&a), body(&o), "{alias} is not {original}");
+    }
+    let help = String::from_utf8_lossy(&prefetch(&["--help"]).stdout).into_owned();
+    assert!(help.contains("[aliases: config]"), "aliases are shown in --help:\n{help}");
+}
+
+#[test]
+fn completions_cover_every_command() {
+    let out = prefetch(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["cache-status", "prefetch-config", "backtest", "tune", "up", "config"] {
+        assert!(script.contains(cmd), "bash completion lacks {cmd}");
+    }
+    assert!(prefetch(&["completions", "zsh"]).status.success());
+    assert_eq!(prefetch(&["completions", "tcsh"]).status.code(), Some(2), "unknown shell");
+}

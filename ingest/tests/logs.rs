@@ -1,0 +1,28 @@
+//! JSON logs as log pipelines (Vector, Loki, Fluent Bit) expect them: one object per line with
+//! `message`, `level` and the event's fields at the top level, not nested under `fields`.
+
+use std::process::Command;
+
+#[test]
+fn json_logs_put_the_message_at_the_top_level() {
+    // An unreachable broker: the service logs its start and the failure, then exits.
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args(["--log-format", "json", "--log-level", "info"])
+        .args(["--brokers", "127.0.0.1:1", "--startup-timeout", "2s", "--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unreachable broker is an error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let objects: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!objects.is_empty(), "no JSON log line:\n{stderr}");
+    for o in &objects {
+        assert!(o["message"].is_string(), "no top-level message: {o}");
+        assert!(o["level"].is_string(), "no level: {o}");
+        assert!(o.get("fields").is_none(), "fields are flattened: {o}");
+    }
+}
