@@ -29,7 +29,7 @@ fn short_aliases_run_the_original_commands() {
         assert_eq!(body(&a), body(&o), "{alias} is not {original}");
     }
     let help = String::from_utf8_lossy(&prefetch(&["--help"]).stdout).into_owned();
-    assert!(help.contains("[aliases: config]"), "aliases are shown in --help:\n{help}");
+    assert!(help.contains("[alias: config]"), "aliases are shown in --help:\n{help}");
 }
 
 #[test]
