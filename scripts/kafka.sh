@@ -85,7 +85,8 @@ extendedKeyUsage=serverAuth"; else ext="extendedKeyUsage=clientAuth"; fi
   touch "$tls/.complete"
 }
 
-write_client_properties() {
+# A subshell, so the umask (the files hold the password) stays here.
+write_client_properties() (
   umask 077
   if [ -n "$ssl_port" ]; then
     cat >"$data/client-ssl.properties" <<CFG
@@ -106,7 +107,7 @@ sasl.password=$(cat "$tls/sasl-password")
 ssl.ca.location=$tls/ca.pem
 CFG
   fi
-}
+)
 
 write_config() {
   mkdir -p "$data/logs"
