@@ -4,7 +4,10 @@
 //! - `contract`, `prediction`, `config`: the wire types and the live config, re-exported from the
 //!   pure `prefetch-contract` crate (the model core and the thin CLI use that crate alone).
 //! - `kafka.rs`: connection flags ([`kafka::KafkaArgs`]), one builder per client kind with every
-//!   semantic key set explicitly, topic names ([`kafka::TopicArgs`]) and start-up topic creation.
+//!   semantic key set explicitly, then the `--kafka-config` file, then `-X`, validated by
+//!   librdkafka. `kafka/properties.rs` parses that file and decides which values are secret;
+//!   `kafka/topics.rs` holds topic names ([`kafka::TopicArgs`]), start-up topic creation (which
+//!   stops at once on refused credentials or certificates) and the readiness check.
 //! - `feed.rs`: following a topic outside any group ([`feed::follow`]), and
 //!   [`feed::ConfigFeed`], the live config as a watch channel.
 //! - `http.rs`: `/metrics` rendering and the JSON error body shared by the HTTP services.
