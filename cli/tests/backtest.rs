@@ -238,7 +238,7 @@ fn bad_input_is_refused_clearly() {
     );
     let out = prefetch(&["backtest", "--events", good.to_str().unwrap(), "--ttl", "price"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("MODULE=SECONDS"));
+    assert!(text(&out.stderr).contains("MODULE=DURATION"));
     let out = prefetch(&["backtest", "--events", d.join("missing.jsonl").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("missing.jsonl"));

@@ -285,15 +285,18 @@ pub fn hour_table(ranges: &[(String, f64)]) -> Result<([f64; 24], [u8; 24]), Con
     Ok((weight, class))
 }
 
-/// Parses the command-line form `MODULE=SECONDS` of one TTL (`chart=120`). The module and the
-/// range are checked by validation, like any other config.
+/// Parses the command-line form `MODULE=DURATION` of one TTL (`chart=120`, `chart=2m`,
+/// `news=1h30m`): the shared duration syntax, a bare number being seconds, in whole seconds.
+/// The module and the range are checked by validation, like any other config.
 pub fn parse_ttl_spec(spec: &str) -> Result<(String, u64), String> {
-    let (m, s) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not MODULE=SECONDS"))?;
-    let s = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{spec:?}: {:?} is not a number of seconds", s.trim()))?;
-    Ok((m.trim().to_owned(), s))
+    let (m, d) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("{spec:?} is not MODULE=DURATION (e.g. chart=120 or chart=2m)"))?;
+    let d = crate::duration::parse_duration(d).map_err(|e| format!("{spec:?}: {e}"))?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{spec:?}: a TTL is a whole number of seconds"));
+    }
+    Ok((m.trim().to_owned(), d.as_secs()))
 }
 
 /// Parses the command-line form `"9-11=1.5,11-15=1.2,21-9=0.3"` into `hour_weights` pairs.

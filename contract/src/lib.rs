@@ -7,6 +7,7 @@
 //!   [`contract::Module`], [`contract::ClientId`]); the one parser every boundary uses, reporting
 //!   every bad field (its tests in `contract/tests.rs`).
 //! - `prediction.rs`: [`prediction::Prediction`], what the analyzer publishes and the warmer reads.
+//! - `duration.rs`: [`duration::parse_duration`], the one duration syntax (`5s`, `1h30m`, `1d`).
 //! - `config.rs`: [`config::LiveConfig`], the one live configuration of every analyzer and warmer
 //!   (compacted `prefetch.config` topic), its validation and partial updates.
 //!
@@ -17,4 +18,5 @@
 
 pub mod config;
 pub mod contract;
+pub mod duration;
 pub mod prediction;

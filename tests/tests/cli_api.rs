@@ -137,7 +137,7 @@ async fn an_unreachable_api_is_a_clear_error_with_its_own_exit_code() {
     // A malformed flag value is a usage error (2), found before any request.
     let out = prefetch(&["prefetch-config", "--ttl", "chart", "--api", "http://127.0.0.1:1"]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("MODULE=SECONDS"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("MODULE=DURATION"), "{}", stderr(&out));
 }
 
 #[test]

@@ -79,10 +79,10 @@ pub struct Config {
     #[arg(long, env = "WARMER_REDIS_PREFIX", default_value = "prefetch:")]
     pub redis_prefix: String,
 
-    /// Time to live of one module's entries, as MODULE=SECONDS (repeatable). Built in:
+    /// Time to live of one module's entries, as MODULE=DURATION (repeatable). Built in:
     /// price=60, news=300, fundamentals=86400; a flag overrides that module only. Start-up
     /// values: once the live config topic holds a config, its `ttl_s` table applies.
-    #[arg(long = "ttl", env = "WARMER_TTL", value_delimiter = ',', value_parser = parse_ttl, value_name = "MODULE=SECONDS")]
+    #[arg(long = "ttl", env = "WARMER_TTL", value_delimiter = ',', value_parser = parse_ttl, value_name = "MODULE=DURATION")]
     pub ttls: Vec<(Module, Duration)>,
 
     /// Time to live of entries of modules without a `--ttl` (start-up value; the live
@@ -314,7 +314,7 @@ fn parse_share(s: &str) -> Result<f64, String> {
 
 fn parse_ttl(s: &str) -> Result<(Module, Duration), String> {
     let (m, d) =
-        s.split_once('=').ok_or_else(|| format!("{s:?} is not of the form MODULE=SECONDS"))?;
+        s.split_once('=').ok_or_else(|| format!("{s:?} is not of the form MODULE=DURATION"))?;
     let module = Module::parse(m).map_err(|e| format!("{s:?}: module {e}"))?;
     let ttl = parse_duration(d)?;
     if ttl < Duration::from_secs(1) {
@@ -420,7 +420,7 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_a_reason() {
         assert!(parse_share("1.5").unwrap_err().contains("between 0 and 1"));
-        assert!(parse_ttl("price").unwrap_err().contains("MODULE=SECONDS"));
+        assert!(parse_ttl("price").unwrap_err().contains("MODULE=DURATION"));
         assert!(parse_ttl("pri ce=5").is_err());
         assert!(parse_ttl("price=0").unwrap_err().contains("at least 1s"));
         assert!(parse_hours("9-5").is_err());

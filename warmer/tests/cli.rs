@@ -74,7 +74,7 @@ fn help_explains_every_flag() {
 #[test]
 fn bad_flag_values_are_refused_before_anything_starts() {
     for (args, says) in [
-        (vec!["--ttl", "price"], "MODULE=SECONDS"),
+        (vec!["--ttl", "price"], "MODULE=DURATION"),
         (vec!["--holdback", "2"], "between 0 and 1"),
         (vec!["--market-tz", "Mars/Base"], "IANA time zone"),
         (vec!["--active-hours", "nine-five"], "HH:MM"),

@@ -57,14 +57,14 @@ pub struct Config {
     #[arg(long, env = "ANALYZER_REFRESH_AHEAD", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub refresh_ahead: bool,
 
-    /// TTL of the warmer's cached copies of one module, as MODULE=SECONDS (repeatable), for
+    /// TTL of the warmer's cached copies of one module, as MODULE=DURATION (repeatable), for
     /// refresh-ahead until the live config's `ttl_s` applies. Set it like the warmer's `--ttl`.
     /// Default: the live config's defaults (price 60, news 300, fundamentals 86400).
     #[arg(
         long = "cache-ttl",
         env = "ANALYZER_CACHE_TTL",
         value_delimiter = ',',
-        value_name = "MODULE=SECONDS"
+        value_name = "MODULE=DURATION"
     )]
     pub cache_ttls: Vec<String>,
 

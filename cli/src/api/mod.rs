@@ -133,9 +133,9 @@ pub struct ConfigChange {
     /// Prediction horizon in seconds.
     #[arg(long = "horizon", value_name = "SECONDS")]
     pub horizon_s: Option<u64>,
-    /// Time to live of one module's cached entries, as MODULE=SECONDS (repeatable; other
+    /// Time to live of one module's cached entries, as MODULE=DURATION (repeatable; other
     /// modules keep theirs).
-    #[arg(long = "ttl", value_name = "MODULE=SECONDS")]
+    #[arg(long = "ttl", value_name = "MODULE=DURATION")]
     pub ttl: Vec<String>,
     /// Time to live of modules without their own, in seconds.
     #[arg(long = "default-ttl", value_name = "SECONDS")]

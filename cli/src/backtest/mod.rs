@@ -36,9 +36,9 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     pub tick_seconds: f64,
 
-    /// Time to live of one module's entries, as MODULE=SECONDS (repeatable). Built in:
+    /// Time to live of one module's entries, as MODULE=DURATION (repeatable). Built in:
     /// price=60, news=300, fundamentals=86400.
-    #[arg(long = "ttl", value_name = "MODULE=SECONDS", value_parser = parse_ttl)]
+    #[arg(long = "ttl", value_name = "MODULE=DURATION", value_parser = parse_ttl)]
     pub ttls: Vec<(Module, u64)>,
 
     /// Time to live of modules without a --ttl, seconds (default 300).
@@ -109,13 +109,8 @@ pub enum BacktestError {
 }
 
 fn parse_ttl(s: &str) -> Result<(Module, u64), String> {
-    let (m, v) =
-        s.split_once('=').ok_or_else(|| format!("{s:?} is not MODULE=SECONDS (e.g. price=60)"))?;
-    let module = Module::parse(m).map_err(|e| format!("{s:?}: {e}"))?;
-    let secs: u64 = v
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: {:?} is not a whole number of seconds", v.trim()))?;
+    let (m, secs) = prefetch_common::config::parse_ttl_spec(s)?;
+    let module = Module::parse(&m).map_err(|e| format!("{s:?}: {e}"))?;
     if secs == 0 {
         return Err(format!("{s:?}: a TTL must be at least 1 second"));
     }

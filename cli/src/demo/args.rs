@@ -112,19 +112,10 @@ impl DemoArgs {
     }
 }
 
-/// A span: what [`parse_duration`] reads, or whole or fractional days (`2d`, `1.5d`).
+/// A span of demo time: the shared duration syntax ([`parse_duration`]: `2d`, `1.5d`, `6h`,
+/// `1d12h`).
 pub fn parse_span(s: &str) -> Result<chrono::Duration, String> {
-    let t = s.trim();
-    let std = match t.strip_suffix('d') {
-        Some(days) => {
-            let n: f64 = days
-                .parse()
-                .map_err(|_| format!("{s:?} is not a duration (use e.g. 2d, 6h, 90m)"))?;
-            std::time::Duration::try_from_secs_f64(n * 86_400.0)
-                .map_err(|e| format!("{s:?}: {e}"))?
-        }
-        None => parse_duration(t).map_err(|e| format!("{e}; d for days also works"))?,
-    };
+    let std = parse_duration(s)?;
     chrono::Duration::from_std(std).map_err(|_| format!("{s:?} is too long"))
 }
 
@@ -166,6 +157,7 @@ mod tests {
         assert_eq!(parse_span("1.5d"), Ok(chrono::Duration::hours(36)));
         assert_eq!(parse_span("6h"), Ok(chrono::Duration::hours(6)));
         assert_eq!(parse_span("90m"), Ok(chrono::Duration::minutes(90)));
+        assert_eq!(parse_span("1d12h"), Ok(chrono::Duration::hours(36)));
         assert!(parse_span("xd").unwrap_err().contains("not a duration"));
         assert!(parse_span("3w").is_err());
     }
