@@ -5,7 +5,13 @@
 //! store offsets) — in alternation, each in a fresh consumer group.
 //!
 //! `analyzer-keys`: builds a model with K live keys and reports tick duration and resident
-//! memory (VmRSS) before and after, with no Kafka.
+//! memory (VmRSS) before and after, and the size of its checkpoint per key, with no Kafka.
+//!
+//! `analyzer-restart`: pre-fills a 12-partition topic with N events, lets an analyzer fold them
+//! and stop cleanly (it commits and writes its checkpoints), then starts it again twice in the
+//! same group — with checkpoints (restore + replay of what they do not cover: nothing here) and
+//! with `--checkpoint-interval 0s` (today's full replay of the retained window) — and times
+//! each from start to the first non-empty `/v1/predictions`.
 
 use anyhow::Context;
 use chrono::{Duration as CDuration, Utc};
@@ -57,6 +63,23 @@ pub struct KeysArgs {
     /// Ticks timed per size.
     #[arg(long, default_value_t = 5)]
     ticks: usize,
+    /// Hours of history the events of a key are spread over (168: a week, one bucket an hour).
+    #[arg(long, default_value_t = 24)]
+    span_hours: usize,
+}
+
+/// Flags of `analyzer-restart`.
+#[derive(clap::Args, Debug)]
+pub struct RestartArgs {
+    /// Kafka bootstrap servers (a real broker).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// History sizes (events in the topic), in order.
+    #[arg(long, value_delimiter = ',', default_value = "1000000")]
+    events: Vec<usize>,
+    /// Distinct tickers of the events (five modules each).
+    #[arg(long, default_value_t = 2_000)]
+    tickers: usize,
 }
 
 fn rss_bytes() -> u64 {
@@ -286,8 +309,8 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
 /// Runs `analyzer-keys`.
 pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
     const MODULES: [&str; 5] = ["price", "chart", "news", "fundamentals", "options"];
-    println!("| live keys | events | RSS before | RSS after | model bytes (own estimate) | record events/s | tick p50 | tick max |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| live keys | events | RSS before | RSS after | model bytes (own estimate) | record events/s | tick p50 | tick max | occupied buckets/key | checkpoint bytes/key |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for &k in &args.keys {
         let rss0 = rss_bytes();
         let mut model = analyzer::Model::new(analyzer::ModelConfig::default())?;
@@ -299,9 +322,10 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
         let mut n = 0u64;
         for round in 0..args.events_per_key {
             // Oldest round first, so event time moves forward as it would live.
+            let span = 3_600 * args.span_hours;
             let ts = now
                 - CDuration::seconds(
-                    (86_400 / args.events_per_key.max(1) * (args.events_per_key - round)) as i64,
+                    (span / args.events_per_key.max(1) * (args.events_per_key - round)) as i64,
                 );
             for i in 0..k {
                 let e = QueryEvent {
@@ -327,15 +351,161 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
         let rss1 = rss_bytes();
         let fp = model.footprint();
         anyhow::ensure!(fp.keys == k, "expected {k} live keys, model has {}", fp.keys);
+        let all: std::collections::HashSet<Ticker> = tickers.iter().cloned().collect();
+        let snapshot = model.snapshot(&all).len();
         println!(
-            "| {k} | {n} | {:.0} MB | {:.0} MB | {:.0} MB | {record_rate:.0} | {:.1} ms | {:.1} ms |",
+            "| {k} | {n} | {:.0} MB | {:.0} MB | {:.0} MB | {record_rate:.0} | {:.1} ms | {:.1} ms | {:.0} | {:.0} |",
             rss0 as f64 / 1e6,
             rss1 as f64 / 1e6,
             fp.key_bytes as f64 / 1e6,
             ticks[ticks.len() / 2],
-            ticks[ticks.len() - 1]
+            ticks[ticks.len() - 1],
+            fp.buckets as f64 / k as f64,
+            snapshot as f64 / k as f64
         );
         drop(model);
+    }
+    Ok(())
+}
+
+/// Starts the analyzer service on port 0; returns its base URL, shutdown token and task.
+async fn start_analyzer(
+    cfg: analyzer::service::Config,
+) -> anyhow::Result<(String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(analyzer::service::serve(cfg, listener, shutdown.clone()));
+    Ok((base, shutdown, task))
+}
+
+/// Seconds from `started` until `/readyz` answers 200 (every partition restored) and until
+/// `/v1/predictions` lists a prediction.
+async fn first_prediction(base: &str, started: Instant) -> anyhow::Result<(f64, f64)> {
+    let http = reqwest::Client::new();
+    loop {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(1_800), "not ready in 30 min");
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = started.elapsed().as_secs_f64();
+    loop {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(1_800), "no prediction in 30 min");
+        if let Ok(r) = http.get(format!("{base}/v1/predictions")).send().await {
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            if v["predictions"].as_array().is_some_and(|p| !p.is_empty()) {
+                return Ok((ready, started.elapsed().as_secs_f64()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `analyzer-restart`.
+pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
+    const MODULES: [&str; 5] = ["price", "chart", "news", "fundamentals", "options"];
+    let mut kafka = KafkaArgs::new(&args.brokers);
+    kafka.topic_partitions = 12;
+    let run = std::process::id();
+    println!("| events of history | checkpoints: ready | checkpoints: first prediction | events replayed | full replay (`--checkpoint-interval 0s`): ready | full replay: first prediction | events replayed |");
+    println!("|---|---|---|---|---|---|---|");
+    for &n in &args.events {
+        let topics = TopicArgs::prefixed(&format!("bench-restart-{run}-{n}."));
+        let specs = [TopicSpec { name: topics.query_events_topic.clone(), compacted: false }];
+        ensure_topics(&kafka, &specs, Duration::from_secs(30)).await?;
+        // N events one per millisecond up to now, over `tickers` × 5 modules.
+        let producer = kafka.producer(Duration::from_secs(300))?;
+        let start = Utc::now() - CDuration::milliseconds(n as i64);
+        for base in (0..n).step_by(100_000) {
+            let bodies: Vec<(String, String)> = (base..(base + 100_000).min(n))
+                .map(|i| {
+                    let t = format!("T{}", (i * 7919) % args.tickers);
+                    let ts = (start + CDuration::milliseconds(i as i64)).timestamp_millis();
+                    let body = format!(
+                        r#"{{"ticker":"{t}","module":"{}","ts":{ts},"client":"c{}"}}"#,
+                        MODULES[i % 5],
+                        i % 500
+                    );
+                    (t, body)
+                })
+                .collect();
+            let futs: Vec<_> = bodies
+                .iter()
+                .map(|(k, b)| {
+                    producer
+                        .send_result(FutureRecord::to(&topics.query_events_topic).key(k).payload(b))
+                        .map_err(|(e, _)| e)
+                })
+                .collect::<Result<_, _>>()?;
+            for f in futures::future::join_all(futs).await {
+                f?.map_err(|(e, _)| e)?;
+            }
+        }
+        producer.flush(Duration::from_secs(60))?;
+        let mut cfg = analyzer::service::Config::new(kafka.brokers.clone());
+        cfg.kafka = kafka.clone();
+        cfg.topics = topics.clone();
+        cfg.group_id = format!("bench-restart-{run}-{n}");
+        cfg.tick_interval = Duration::from_millis(500);
+        cfg.stats_interval = Duration::from_secs(3600);
+        cfg.checkpoint_interval = Duration::from_secs(3600);
+        cfg.refresh_ahead = false;
+        // First life: fold everything, stop cleanly (commit + checkpoint of every partition).
+        let (base, stop, task) = start_analyzer(cfg.clone()).await?;
+        let http = reqwest::Client::new();
+        loop {
+            let text = match http.get(format!("{base}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let folded: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("smart_prefetch_analyzer_events_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if folded as usize >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop.cancel();
+        task.await??;
+        // Restart with checkpoints.
+        let started = Instant::now();
+        let (base, stop, task) = start_analyzer(cfg.clone()).await?;
+        let with_cp = first_prediction(&base, started).await?;
+        let m = http.get(format!("{base}/metrics")).send().await?.text().await?;
+        let cp_replayed = m
+            .lines()
+            .find_map(|l| l.strip_prefix("smart_prefetch_analyzer_rebuild_events_total "))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        stop.cancel();
+        task.await??;
+        // Restart replaying the retained window, as before checkpoints.
+        let mut replay = cfg.clone();
+        replay.checkpoint_interval = Duration::ZERO;
+        let started = Instant::now();
+        let (base, stop, task) = start_analyzer(replay).await?;
+        let with_replay = first_prediction(&base, started).await?;
+        let m = http.get(format!("{base}/metrics")).send().await?.text().await?;
+        let replayed = m
+            .lines()
+            .find_map(|l| l.strip_prefix("smart_prefetch_analyzer_rebuild_events_total "))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        stop.cancel();
+        task.await??;
+        println!(
+            "| {n} | {:.2} s | {:.2} s | {cp_replayed} | {:.2} s | {:.2} s | {replayed} |",
+            with_cp.0, with_cp.1, with_replay.0, with_replay.1
+        );
     }
     Ok(())
 }

@@ -22,6 +22,8 @@ enum Bench {
     AnalyzerThroughput(analyzer::ThroughputArgs),
     /// Model tick duration and resident memory at many live keys (no Kafka).
     AnalyzerKeys(analyzer::KeysArgs),
+    /// Restart to first prediction with N events of history: checkpoint restore vs full replay.
+    AnalyzerRestart(analyzer::RestartArgs),
     /// Warms/s and prediction → cache latency vs plain GET-and-write against a slow upstream.
     Warmer(warmer::Args),
 }
@@ -32,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ingest(a) => ingest::run(a).await,
         Bench::AnalyzerThroughput(a) => analyzer::throughput(a).await,
         Bench::AnalyzerKeys(a) => analyzer::keys(a),
+        Bench::AnalyzerRestart(a) => analyzer::restart(a).await,
         Bench::Warmer(a) => warmer::run(a).await,
     }
 }

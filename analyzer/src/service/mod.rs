@@ -131,6 +131,19 @@ impl Shared {
         self.metrics.restoring(r.1.len());
     }
 
+    /// The tickers of partitions still being restored (their predictions wait for the end).
+    pub fn restoring_tickers(&self) -> HashSet<Ticker> {
+        let restoring = lock(&self.restoring).1.clone();
+        if restoring.is_empty() {
+            return HashSet::new();
+        }
+        lock(&self.partitions)
+            .iter()
+            .filter(|(_, p)| restoring.contains(p))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     /// Whether `partition` is still being restored.
     pub fn is_restoring(&self, partition: i32) -> bool {
         lock(&self.restoring).1.contains(&partition)

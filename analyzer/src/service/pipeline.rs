@@ -586,7 +586,13 @@ impl Pipeline {
         let Some(now) = self.shared.event_time() else { return Ok(()) };
         let shared = self.shared.clone();
         let started = Instant::now();
-        let predictions = tokio::task::spawn_blocking(move || shared.model().tick(now)).await?;
+        let mut predictions = tokio::task::spawn_blocking(move || shared.model().tick(now)).await?;
+        // A partition still being restored has part of its history folded: its keys' rates are
+        // underestimates until the restore ends, so none of them is published yet.
+        let restoring = self.shared.restoring_tickers();
+        if !restoring.is_empty() {
+            predictions.retain(|p| !restoring.contains(&p.ticker));
+        }
         let horizon = chrono::Duration::seconds(self.shared.model().config().horizon_s as i64);
         self.recent.prune(now, horizon);
         self.shared.metrics.ticked(started.elapsed(), self.shared.model().footprint().keys);
