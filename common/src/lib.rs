@@ -10,6 +10,8 @@
 //!   stops at once on refused credentials or certificates) and the readiness check.
 //! - `feed.rs`: following a topic outside any group ([`feed::follow`]), and
 //!   [`feed::ConfigFeed`], the live config as a watch channel.
+//! - `dlq.rs`: the dead-letter envelope (payload cut to a prefix, length and SHA-256) and the
+//!   acknowledged write whose success lets a stage store the source offset.
 //! - `http.rs`: `/metrics` rendering and the JSON error body shared by the HTTP services.
 //! - `cli.rs`: command-line helpers (durations such as `5s`).
 //! - `telemetry.rs`: `tracing` initialisation (text or JSON) and the shutdown signal.
@@ -20,6 +22,7 @@
 //! topic can be written by anyone.
 
 pub mod cli;
+pub mod dlq;
 pub mod feed;
 pub mod http;
 pub mod kafka;

@@ -85,3 +85,54 @@ pub async fn finish(consumer: Arc<WarmerConsumer>, label: &'static str) {
     }
     std::mem::forget(consumer);
 }
+
+/// Runs one of the warmer's long-lived tasks; if it ends while `stop` is not cancelled (it
+/// returned early or panicked), logs it, records its name in `failed` and cancels `stop`, so
+/// the whole service shuts down and exits with an error instead of serving on half-alive
+/// (issue #12: a panicking consume task left /healthz and /readyz at 200 while nothing warmed).
+pub async fn guard(
+    name: &'static str,
+    task: impl std::future::Future<Output = ()>,
+    stop: tokio_util::sync::CancellationToken,
+    failed: Arc<std::sync::OnceLock<&'static str>>,
+) {
+    use futures::FutureExt;
+    let ended = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+    if stop.is_cancelled() && ended.is_ok() {
+        return;
+    }
+    match ended {
+        Ok(()) => {
+            tracing::error!(task = name, "A warmer task ended on its own; stopping the service.")
+        }
+        Err(_) => tracing::error!(task = name, "A warmer task panicked; stopping the service."),
+    }
+    let _ = failed.set(name);
+    stop.cancel();
+}
+
+/// Dead-letters one prediction message that failed validation and waits for Kafka's
+/// acknowledgement: only then may its offset be stored.
+pub async fn dead_letter(
+    shared: &crate::state::Shared,
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    reason: &str,
+) -> Result<(), KafkaError> {
+    use rdkafka::message::Message;
+    let origin = prefetch_common::dlq::Origin {
+        stage: "warmer",
+        topic: msg.topic(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+    };
+    let payload = msg.payload().unwrap_or_default();
+    prefetch_common::dlq::send(
+        &shared.producer,
+        &shared.options.dlq_topic,
+        msg.key(),
+        origin,
+        reason,
+        payload,
+    )
+    .await
+}

@@ -97,6 +97,7 @@ pub async fn serve(
         TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.config_topic.clone(), compacted: true },
+        TopicSpec { name: cfg.topics.dlq_topic.clone(), compacted: false },
     ];
     ensure_topics(&cfg.kafka, &topics, cfg.startup_timeout).await?;
     let limits = Limits { max_entries: cfg.max_entries, max_bytes: cfg.max_bytes };
@@ -139,6 +140,7 @@ pub async fn serve(
             negative_ttl: cfg.negative_ttl,
             api_token: cfg.api_token.clone().map(|t| t.0),
             read_token: cfg.read_token.clone().map(|t| t.0),
+            dlq_topic: cfg.topics.dlq_topic.clone(),
         },
     ));
     // The live config applies before the first prediction is read, then on every change.
@@ -165,13 +167,20 @@ pub async fn serve(
         metrics.clone(),
     )?;
 
-    // The loops stop with the service, or when HTTP fails on its own.
+    // The loops stop with the service, or when HTTP fails on its own; a loop that ends on its
+    // own (or panics) stops the service too (see consume::guard).
     let stop = shutdown.child_token();
+    let failed = Arc::new(std::sync::OnceLock::new());
+    let guard = |name, task| tokio::spawn(consume::guard(name, task, stop.clone(), failed.clone()));
     let loops = [
-        tokio::spawn(warm::run(shared.clone(), predictions, stop.clone())),
-        tokio::spawn(queries::run(shared.clone(), queries, stop.clone())),
-        tokio::spawn(sweep_loop(shared.clone(), cfg.sweep_interval, stop.clone())),
-        tokio::spawn(live::follow(shared.clone(), feed.config, stop.clone())),
+        guard(
+            "predictions",
+            Box::pin(warm::run(shared.clone(), predictions, stop.clone()))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ),
+        guard("queries", Box::pin(queries::run(shared.clone(), queries, stop.clone()))),
+        guard("sweep", Box::pin(sweep_loop(shared.clone(), cfg.sweep_interval, stop.clone()))),
+        guard("config", Box::pin(live::follow(shared.clone(), feed.config, stop.clone()))),
     ];
     let addr = listener.local_addr()?;
     tracing::info!(%addr, cache = shared.cache.kind(), rate_limit = shared.upstream.limit_scope(), upstream = %credentials::redact_url(&cfg.upstream_url), predictions = %cfg.topics.predictions_topic, "Warmer listening.");
@@ -191,6 +200,9 @@ pub async fn serve(
     .await?
     .context("flushing the producer")?;
     served.context("HTTP server")?;
+    if let Some(task) = failed.get() {
+        anyhow::bail!("the warmer's {task} task ended unexpectedly (see the log above)");
+    }
     Ok(())
 }
 

@@ -68,6 +68,8 @@ pub struct Options {
     /// Bearer token of the read routes (`/v1/cache`, `/v1/status`), if set; the API token
     /// is accepted there too.
     pub read_token: Option<String>,
+    /// Dead-letter topic for predictions that fail validation.
+    pub dlq_topic: String,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -27,26 +27,6 @@ pub const BATCH_MAX: usize = 1000;
 /// How long a batch waits for more messages after its first.
 pub const BATCH_LINGER: Duration = Duration::from_millis(100);
 
-/// Why a prediction message was skipped as invalid.
-#[derive(Debug, thiserror::Error)]
-pub enum InvalidPrediction {
-    /// Not JSON of the prediction contract.
-    #[error("not a prediction: {0}")]
-    Json(#[from] serde_json::Error),
-    /// Confidence outside [0, 1].
-    #[error("confidence {0} is not within [0, 1]")]
-    Confidence(f64),
-}
-
-/// Parses and checks one prediction message (anyone can write a topic).
-pub fn parse_prediction(payload: &[u8]) -> Result<Prediction, InvalidPrediction> {
-    let p: Prediction = serde_json::from_slice(payload)?;
-    if !(0.0..=1.0).contains(&p.confidence) {
-        return Err(InvalidPrediction::Confidence(p.confidence));
-    }
-    Ok(p)
-}
-
 /// Decides and carries out the warms of one batch; returns each prediction with its outcome
 /// (also counted in the metrics). `use_schedule` is false for an operator's explicit warm-up.
 pub async fn warm_batch(
@@ -119,7 +99,7 @@ async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
 /// The predictions consume loop: runs until `shutdown`, then commits and lets go of the
 /// consumer (see [`finish`]).
 pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: CancellationToken) {
-    loop {
+    'batches: loop {
         let first = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -144,11 +124,22 @@ pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: C
                 }
             };
             offsets.push((msg.partition(), msg.offset()));
-            match parse_prediction(msg.payload().unwrap_or_default()) {
+            // Validated like at every consumer (anyone can write the topic); what fails goes
+            // to the DLQ with its reason, and its offset is stored only once that write is
+            // acknowledged.
+            match Prediction::from_json(msg.payload().unwrap_or_default()) {
                 Ok(p) => preds.push(p),
                 Err(e) => {
                     shared.metrics.invalid("predictions");
-                    tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "Skipping an invalid prediction.");
+                    tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "Dead-lettering an invalid prediction.");
+                    if let Err(de) =
+                        crate::consume::dead_letter(&shared, &msg, &e.to_string()).await
+                    {
+                        // Storing this batch's offsets would lose the message: stop instead (the
+                        // service stops with this task), so it is read again after a restart.
+                        tracing::error!(partition = msg.partition(), offset = msg.offset(), error = %de, "The dead letter was not acknowledged; stopping the predictions loop.");
+                        break 'batches;
+                    }
                 }
             }
         }
