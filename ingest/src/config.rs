@@ -44,6 +44,13 @@ pub struct Config {
     #[arg(long, env = "PREFETCH_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 
+    /// Browser origin allowed to call ingest with `fetch` (CORS), e.g.
+    /// `https://app.example.com`; repeat the flag or separate with commas for several, `*` for
+    /// any. Unset (the default), no CORS headers are sent and browsers on other origins cannot
+    /// read ingest's answers.
+    #[arg(long = "cors-origin", env = "INGEST_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Snapshots older than this are left out of `action=stats` (analyzers that stopped or
     /// restarted under a new id).
     #[arg(long, env = "INGEST_STATS_MAX_AGE", default_value = "5m", value_parser = parse_duration)]

@@ -13,7 +13,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use futures::StreamExt;
-use http_body_util::BodyExt;
 use prefetch_common::contract::{QueryEvent, RecordAck};
 use prefetch_common::http::{error_response, metrics_response, ErrorBody};
 use serde::Deserialize;
@@ -98,12 +97,14 @@ async fn original_api(
     let q = match q {
         Ok(Query(q)) => q,
         Err(e) => {
-            s.metrics.rejected(Rejection::Invalid, 0);
-            return error_response(StatusCode::BAD_REQUEST, "invalid_query", e.body_text());
+            s.metrics.rejected(Rejection::InvalidQuery, 0);
+            let resp = error_response(StatusCode::BAD_REQUEST, "invalid_query", e.body_text());
+            return close_if_unread(&headers, resp);
         }
     };
     let Some(action) = q.action.as_deref().filter(|a| ACTIONS.contains(a)) else {
-        return (
+        s.metrics.rejected(Rejection::UnknownAction, 0);
+        let resp = (
             StatusCode::BAD_REQUEST,
             Json(json!({
                 "error": "unknown_action",
@@ -112,6 +113,7 @@ async fn original_api(
             })),
         )
             .into_response();
+        return close_if_unread(&headers, resp);
     };
     let api = &s.api;
     match (action, method.as_str()) {
@@ -122,7 +124,7 @@ async fn original_api(
         ("config", "GET") => api.get_config(),
         ("config", "POST") => {
             if let Some(refused) = api.authorize(&headers) {
-                return refused;
+                return close_if_unread(&headers, refused);
             }
             let only_json = |f| (f == Framing::Json).then_some(f);
             match read_body(&s, &headers, body, only_json, "application/json").await {
@@ -131,7 +133,7 @@ async fn original_api(
             }
         }
         ("warmup", "GET" | "POST") => match api.authorize(&headers) {
-            Some(refused) => refused,
+            Some(refused) => close_if_unread(&headers, refused),
             None => api.warmup().await,
         },
         (a, m) => {
@@ -141,11 +143,13 @@ async fn original_api(
                 "warmup" => "GET or POST",
                 _ => "GET",
             };
-            error_response(
+            s.metrics.rejected(Rejection::MethodNotAllowed, 0);
+            let resp = error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("action {a:?} takes {allowed}, not {m}"),
-            )
+            );
+            close_if_unread(&headers, resp)
         }
     }
 }
@@ -186,16 +190,17 @@ async fn read_body(
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let Some(framing) = Framing::from_content_type(ct).and_then(accepts) else {
         s.metrics.rejected(Rejection::UnsupportedMediaType, 0);
-        return Err(error_response(
+        let resp = error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!("Content-Type {:?} is not accepted; send {wanted}", ct.unwrap_or("")),
-        ));
+        );
+        return Err(close_if_unread(headers, resp));
     };
     match read_limited(body, headers, s.max_body_bytes).await {
         Ok(b) => Ok((framing, b)),
-        Err(resp) => {
-            s.metrics.rejected(Rejection::TooLarge, 0);
+        Err((reason, resp)) => {
+            s.metrics.rejected(reason, 0);
             Err(resp)
         }
     }
@@ -235,40 +240,73 @@ fn refused(s: &AppState, refusal: Refusal) -> Response {
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
-/// Reads the body up to `limit` bytes, or answers 413. A body announced or found to be too
-/// large is still read to its end (up to a bound) so the client gets our answer instead of a
-/// reset connection.
-async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+/// A refusal sent without reading the request's body gets `Connection: close`: hyper cannot
+/// reuse a connection with an unread body, and a keep-alive client told nothing would send its
+/// next request into a closing connection.
+fn close_if_unread(headers: &HeaderMap, mut resp: Response) -> Response {
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if has_body {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Reads the body up to `limit` bytes, or answers 413 (with `Connection: close`). A body
+/// announced or found to be too large is still read to its end (up to a bound) before the
+/// answer, so a client that writes its whole body before reading gets our 413 instead of a
+/// broken pipe; a chunked body is found too large only while it is read, so it is drained the
+/// same way.
+async fn read_limited(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, (Rejection, Response)> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
-        error_response(
+        let mut resp = error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("the body is larger than the limit of {limit} bytes; split the batch"),
-        )
+        );
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        (Rejection::TooLarge, resp)
     };
+    let mut stream = body.into_data_stream();
     if announced.is_some_and(|n| n > limit as u64) {
-        drain(body, limit).await;
+        drain(&mut stream, limit).await;
         return Err(too_large());
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(too_large())
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if buf.len() + c.len() <= limit => buf.extend_from_slice(&c),
+            Ok(_) => {
+                drain(&mut stream, limit).await;
+                return Err(too_large());
+            }
+            Err(e) => {
+                let mut resp = error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("could not read the body: {e}"),
+                );
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Err((Rejection::BadBody, resp));
+            }
         }
-        Err(e) => Err(error_response(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            format!("could not read the body: {e}"),
-        )),
     }
+    Ok(Bytes::from(buf))
 }
 
-async fn drain(body: Body, limit: usize) {
-    let mut stream = body.into_data_stream();
+/// Reads and drops what is left of a body, at most `4 × limit` bytes or 10 s.
+async fn drain(stream: &mut axum::body::BodyDataStream, limit: usize) {
     let mut seen = 0usize;
     let bound = limit.saturating_mul(4);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {

@@ -11,6 +11,7 @@
 //!   hints), stats, predictions, config, warmup — fed by the config, stats and predictions
 //!   topics (`api/views.rs`) and the warmer's admin API.
 //! - `replay.rs`: `--from FILE|-`.
+//! - `cors.rs`: CORS for browser clients (`--cors-origin`), off by default.
 //! - `metrics.rs`: the Prometheus collectors.
 //!
 //! One event's path: `http::post_events` checks the content type (415) and size (413),
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod batch;
 pub mod config;
+pub mod cors;
 pub mod http;
 pub mod metrics;
 pub mod replay;
@@ -78,9 +80,12 @@ pub async fn serve(
     });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, topic = %cfg.topics.query_events_topic, "Ingest listening.");
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    let mut router = http::router(state);
+    let cors = Arc::new(cors::Cors::new(&cfg.cors_origins));
+    if cors.enabled() {
+        router = router.layer(axum::middleware::from_fn_with_state(cors, cors::layer));
+    }
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     tracing::info!("HTTP drained; flushing the producer.");
     tokio::task::spawn_blocking(move || sink.flush(FLUSH_TIMEOUT))
         .await?

@@ -14,6 +14,28 @@ pub enum Rejection {
     UnsupportedMediaType,
     /// Kafka did not acknowledge in time (503).
     KafkaUnavailable,
+    /// The original API's `action` is missing or unknown (400).
+    UnknownAction,
+    /// The query string does not parse (400).
+    InvalidQuery,
+    /// The body could not be read (400: a broken chunked encoding, a client gone mid-body).
+    BadBody,
+    /// The action does not take this method (405).
+    MethodNotAllowed,
+}
+
+impl Rejection {
+    /// Every reason, so each series exists from the start.
+    pub const ALL: [Rejection; 8] = [
+        Self::Invalid,
+        Self::TooLarge,
+        Self::UnsupportedMediaType,
+        Self::KafkaUnavailable,
+        Self::UnknownAction,
+        Self::InvalidQuery,
+        Self::BadBody,
+        Self::MethodNotAllowed,
+    ];
 }
 
 impl Rejection {
@@ -23,6 +45,10 @@ impl Rejection {
             Self::TooLarge => "too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::KafkaUnavailable => "kafka_unavailable",
+            Self::UnknownAction => "unknown_action",
+            Self::InvalidQuery => "invalid_query",
+            Self::BadBody => "bad_body",
+            Self::MethodNotAllowed => "method_not_allowed",
         }
     }
 }
@@ -73,12 +99,7 @@ impl Metrics {
             ]),
         )
         .unwrap();
-        for r in [
-            Rejection::Invalid,
-            Rejection::TooLarge,
-            Rejection::UnsupportedMediaType,
-            Rejection::KafkaUnavailable,
-        ] {
+        for r in Rejection::ALL {
             requests_rejected.with_label_values(&[r.label()]);
         }
         for r in [Rejection::Invalid, Rejection::KafkaUnavailable] {
