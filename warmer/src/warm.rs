@@ -127,7 +127,7 @@ pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: C
             // Validated like at every consumer (anyone can write the topic); what fails goes
             // to the DLQ with its reason, and its offset is stored only once that write is
             // acknowledged.
-            match Prediction::from_json(msg.payload().unwrap_or_default()) {
+            match serde_json::from_slice::<Prediction>(msg.payload().unwrap_or_default()) {
                 Ok(p) => preds.push(p),
                 Err(e) => {
                     shared.metrics.invalid("predictions");
