@@ -39,7 +39,7 @@ RUN apt-get update \
 COPY --from=build /out/ /usr/local/bin/
 USER smart-prefetch
 WORKDIR /var/lib/smart-prefetch
-ENV LOG_FORMAT=json
+ENV PREFETCH_LOG_FORMAT=json
 # ingest, analyzer admin, warmer admin, demo upstream
 EXPOSE 8080 8081 8082 8000
 CMD ["prefetch", "--help"]

@@ -44,10 +44,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 up_port=$(free_port); ingest_port=$(free_port); analyzer_port=$(free_port); warmer_port=$(free_port)
 
 run_id="apifuzz-$(date +%s)-$$"
-export KAFKA_BROKERS=$KAFKA_BOOTSTRAP LOG_FORMAT=json LOG_LEVEL=warn
-export TOPIC_QUERY_EVENTS=$run_id.query-events TOPIC_PREDICTIONS=$run_id.predictions \
-  TOPIC_CONFIG=$run_id.config TOPIC_STATS=$run_id.stats TOPIC_DLQ=$run_id.dlq
-export KAFKA_TOPIC_PARTITIONS=2
+export PREFETCH_KAFKA_BROKERS=$KAFKA_BOOTSTRAP PREFETCH_LOG_FORMAT=json PREFETCH_LOG_LEVEL=warn
+export PREFETCH_TOPIC_QUERY_EVENTS=$run_id.query-events PREFETCH_TOPIC_PREDICTIONS=$run_id.predictions \
+  PREFETCH_TOPIC_CONFIG=$run_id.config PREFETCH_TOPIC_STATS=$run_id.stats PREFETCH_TOPIC_DLQ=$run_id.dlq
+export PREFETCH_KAFKA_TOPIC_PARTITIONS=2
 token=api-fuzz-token
 export PREFETCH_API_TOKEN=$token
 

@@ -1,12 +1,12 @@
 use analyzer::service::{self, Config};
-use clap::Parser;
 use prefetch_common::telemetry;
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cfg = Config::parse();
+    let (cfg, renamed) = prefetch_common::env::parse::<Config>();
     telemetry::init(&cfg.log);
+    prefetch_common::env::warn_renamed(&renamed);
     let shutdown = telemetry::cancel_on_signal();
     telemetry::exit_code("analyzer", service::run(cfg, shutdown).await)
 }

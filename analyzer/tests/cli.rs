@@ -48,7 +48,7 @@ fn a_bad_model_configuration_names_the_field() {
         let out = analyzer()
             .args(&args)
             .args(["--brokers", "127.0.0.1:1", "--listen", "127.0.0.1:0"])
-            .env("LOG_LEVEL", "off")
+            .env("PREFETCH_LOG_LEVEL", "off")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");

@@ -1,12 +1,14 @@
 //! `prefetch`: parse the command line, run the command, report how it ended.
-use clap::Parser;
 use prefetch::demo::{self, DemoError};
 use prefetch::{Cli, Command};
 use prefetch_common::telemetry;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, renamed) = prefetch_common::env::parse::<Cli>();
+    for r in renamed {
+        eprintln!("warning: {} is deprecated; set {} instead", r.old, r.new);
+    }
     match cli.command {
         Command::DemoTraffic(args) => match demo::run(&args) {
             Ok(summary) => {

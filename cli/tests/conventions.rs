@@ -43,3 +43,32 @@ fn completions_cover_every_command() {
     assert!(prefetch(&["completions", "zsh"]).status.success());
     assert_eq!(prefetch(&["completions", "tcsh"]).status.code(), Some(2), "unknown shell");
 }
+
+#[test]
+fn every_environment_variable_has_the_one_prefix() {
+    // Every command's help, so a flag added anywhere is checked.
+    let top = String::from_utf8_lossy(&prefetch(&["--help"]).stdout).into_owned();
+    let mut names = Vec::new();
+    for cmd in [
+        "up",
+        "demo-traffic",
+        "demo-upstream",
+        "backtest",
+        "tune",
+        "cache-status",
+        "prefetch-config",
+    ] {
+        assert!(top.contains(cmd), "{cmd} is not a command");
+        let help = String::from_utf8_lossy(&prefetch(&[cmd, "--help"]).stdout).into_owned();
+        names.extend(
+            help.split("[env: ")
+                .skip(1)
+                .filter_map(|s| s.split(['=', ']']).next())
+                .map(str::to_owned),
+        );
+    }
+    assert!(names.len() > 10, "{names:?}");
+    for n in names {
+        assert!(n.starts_with("PREFETCH_"), "{n} lacks the PREFETCH_ prefix");
+    }
+}

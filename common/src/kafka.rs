@@ -88,13 +88,13 @@ pub enum KafkaSetupError {
 #[derive(Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long = "brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(long = "brokers", env = "PREFETCH_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// Kafka client properties file (librdkafka keys as key=value lines, # comments), e.g.
     /// security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.ca.location. Keeps
     /// secrets out of argv and the environment. Applied after the built-in settings; -X wins.
     /// Read when each client is built: a bad file stops start-up with its path and line.
-    #[arg(long = "kafka-config", value_name = "FILE", env = "KAFKA_CONFIG_FILE")]
+    #[arg(long = "kafka-config", value_name = "FILE", env = "PREFETCH_KAFKA_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
     /// Extra librdkafka option for every client, as key=value (repeatable). Applied after the
     /// built-in settings and --kafka-config, so it overrides them (e.g. `-X acks=1`). Prefer
@@ -103,15 +103,15 @@ pub struct KafkaArgs {
         short = 'X',
         long = "kafka-option",
         value_name = "KEY=VALUE",
-        env = "KAFKA_OPTIONS",
+        env = "PREFETCH_KAFKA_OPTIONS",
         value_delimiter = ','
     )]
     pub options: Vec<String>,
     /// Partitions for topics this service creates when they are missing.
-    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
+    #[arg(long, env = "PREFETCH_KAFKA_TOPIC_PARTITIONS", default_value_t = 6)]
     pub topic_partitions: i32,
     /// Replication factor for topics this service creates when they are missing.
-    #[arg(long, env = "KAFKA_TOPIC_REPLICATION", default_value_t = 1)]
+    #[arg(long, env = "PREFETCH_KAFKA_TOPIC_REPLICATION", default_value_t = 1)]
     pub topic_replication: i32,
 }
 

@@ -13,6 +13,7 @@
 //! - `dlq.rs`: the dead-letter envelope (payload cut to a prefix, length and SHA-256) and the
 //!   acknowledged write whose success lets a stage store the source offset.
 //! - `http.rs`: `/metrics` rendering and the JSON error body shared by the HTTP services.
+//! - `env.rs`: the one `PREFETCH_` environment prefix, and the old names still adopted.
 //! - `cli.rs`: command-line helpers (durations such as `5s`).
 //! - `telemetry.rs`: `tracing` initialisation (text or JSON) and the shutdown signal.
 //!
@@ -23,6 +24,7 @@
 
 pub mod cli;
 pub mod dlq;
+pub mod env;
 pub mod feed;
 pub mod http;
 pub mod kafka;

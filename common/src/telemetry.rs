@@ -16,11 +16,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log format on stderr.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "PREFETCH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax, e.g. `info` or `ingest=debug,rdkafka=warn`
     /// (`RUST_LOG` is read when this is not given).
-    #[arg(long, env = "LOG_LEVEL")]
+    #[arg(long, env = "PREFETCH_LOG_LEVEL")]
     pub log_level: Option<String>,
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 #[command(name = "ingest", version, about, long_about = None)]
 pub struct Config {
     /// Address the HTTP API listens on.
-    #[arg(long, env = "INGEST_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "PREFETCH_INGEST_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
     /// Replay a JSON-lines log of query events into the topic instead of serving HTTP
@@ -25,18 +25,18 @@ pub struct Config {
     pub from: Option<PathBuf>,
 
     /// Largest accepted request body in bytes (larger ones get 413).
-    #[arg(long, env = "INGEST_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, env = "PREFETCH_INGEST_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
     /// How long a request may wait for Kafka to acknowledge its events before the answer is
     /// 503 with Retry-After (e.g. `5s`, `1500ms`).
-    #[arg(long, env = "INGEST_PRODUCE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_INGEST_PRODUCE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub produce_timeout: Duration,
 
     /// Base URL of the warmer's admin API, which answers `action=status` (cache counters and
     /// size) and `action=warmup`; with several warmers, all of them, comma-separated (status
     /// adds their counters up, warm-up asks each). Ingest sends them its --api-token.
-    #[arg(long, env = "INGEST_WARMER_URL", default_value = "http://127.0.0.1:8082")]
+    #[arg(long, env = "PREFETCH_INGEST_WARMER_URL", default_value = "http://127.0.0.1:8082")]
     pub warmer_url: String,
 
     /// Bearer token required by the mutating API actions (`config` changes, `warmup`); unset,
@@ -48,16 +48,16 @@ pub struct Config {
     /// `https://app.example.com`; repeat the flag or separate with commas for several, `*` for
     /// any. Unset (the default), no CORS headers are sent and browsers on other origins cannot
     /// read ingest's answers.
-    #[arg(long = "cors-origin", env = "INGEST_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(long = "cors-origin", env = "PREFETCH_INGEST_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
     /// Snapshots older than this are left out of `action=stats` (analyzers that stopped or
     /// restarted under a new id).
-    #[arg(long, env = "INGEST_STATS_MAX_AGE", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_INGEST_STATS_MAX_AGE", default_value = "5m", value_parser = parse_duration)]
     pub stats_max_age: Duration,
 
     /// How long to wait for Kafka at start-up before giving up with an error.
-    #[arg(long, env = "INGEST_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_INGEST_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub startup_timeout: Duration,
 
     #[command(flatten)]

@@ -30,7 +30,7 @@ fn help_explains_every_flag() {
             "--log-level",
         ],
     );
-    assert!(help.contains("[env: KAFKA_BROKERS="), "env fallbacks are shown:\n{help}");
+    assert!(help.contains("[env: PREFETCH_KAFKA_BROKERS="), "env fallbacks are shown:\n{help}");
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn missing_replay_file_is_named() {
             "--from",
             "/nonexistent/log.jsonl",
         ])
-        .env("LOG_LEVEL", "off")
+        .env("PREFETCH_LOG_LEVEL", "off")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -398,7 +398,7 @@ pub fn assert_help_explains(bin: &str, flags: &[&str]) -> String {
 pub fn assert_unreachable_kafka_is_named(bin: &str) {
     let out = std::process::Command::new(bin)
         .args(["--brokers", "127.0.0.1:1", "--startup-timeout", "2s", "--listen", "127.0.0.1:0"])
-        .env("LOG_LEVEL", "off")
+        .env("PREFETCH_LOG_LEVEL", "off")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{bin}");

@@ -17,7 +17,7 @@ fn ingest_cmd(kafka: &TestKafka, topics: &prefetch_common::kafka::TopicArgs) -> 
             &topics.predictions_topic,
         ])
         .args(["--config-topic", &topics.config_topic, "--stats-topic", &topics.stats_topic])
-        .env("LOG_FORMAT", "text")
+        .env("PREFETCH_LOG_FORMAT", "text")
         .env_remove("RUST_LOG");
     c
 }

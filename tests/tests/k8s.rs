@@ -159,7 +159,7 @@ fn every_variable_exists_and_parses_and_every_service_runs() {
     assert_eq!(bins, BTreeSet::from(["analyzer", "ingest", "warmer"]), "one Deployment each");
     for p in &pods {
         let brokers = p.matches.get_raw("brokers").unwrap().next().unwrap();
-        assert!(!brokers.is_empty(), "{}: KAFKA_BROKERS", p.name);
+        assert!(!brokers.is_empty(), "{}: PREFETCH_KAFKA_BROKERS", p.name);
     }
 }
 

@@ -223,7 +223,7 @@ fn start_analyzer(kafka: &TestKafka, cfg: &analyzer::service::Config, id: &str, 
             "--dlq-topic",
             &t.dlq_topic,
         ])
-        .env("LOG_FORMAT", "text")
+        .env("PREFETCH_LOG_FORMAT", "text")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)

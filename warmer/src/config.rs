@@ -22,85 +22,85 @@ use std::time::Duration;
 #[command(name = "warmer", version, about, long_about = None)]
 pub struct Config {
     /// Address the HTTP API (read-through cache, status, warm-up, health, metrics) listens on.
-    #[arg(long, env = "WARMER_LISTEN", default_value = "0.0.0.0:8082")]
+    #[arg(long, env = "PREFETCH_WARMER_LISTEN", default_value = "0.0.0.0:8082")]
     pub listen: SocketAddr,
 
     /// Consumer group for the predictions topic; the query-events consumer uses
     /// `<group>.queries`.
-    #[arg(long, env = "WARMER_GROUP", default_value = "prefetch-warmer")]
+    #[arg(long, env = "PREFETCH_WARMER_GROUP", default_value = "prefetch-warmer")]
     pub group: String,
 
     /// Whether warming fetches at all (off: predictions are consumed and committed only).
     /// Start-up value: once the live config topic holds a config, its `enabled` applies.
-    #[arg(long, env = "WARMER_ENABLED", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    #[arg(long, env = "PREFETCH_WARMER_ENABLED", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
     pub enabled: bool,
 
     /// Most keys warmed per batch of predictions read together, highest confidence first.
     /// Start-up value: once the live config topic holds a config, its `top_n` applies.
-    #[arg(long, env = "WARMER_TOP_N", default_value_t = 10)]
+    #[arg(long, env = "PREFETCH_WARMER_TOP_N", default_value_t = 10)]
     pub top_n: usize,
 
     /// Predictions below this confidence (0–1) are not warmed. Start-up value: once the live
     /// config topic holds a config, its `min_confidence` applies.
-    #[arg(long, env = "WARMER_MIN_CONFIDENCE", default_value_t = 0.5, value_parser = parse_share)]
+    #[arg(long, env = "PREFETCH_WARMER_MIN_CONFIDENCE", default_value_t = 0.5, value_parser = parse_share)]
     pub min_confidence: f64,
 
     /// Share of keys (0–1) never warmed, by a stable hash of ticker and module: the control
     /// group whose hit rate shows the lift (`group="holdback"` in the metrics).
-    #[arg(long, env = "WARMER_HOLDBACK", default_value_t = 0.05, value_parser = parse_share)]
+    #[arg(long, env = "PREFETCH_WARMER_HOLDBACK", default_value_t = 0.05, value_parser = parse_share)]
     pub holdback: f64,
 
     /// Hours of the market day during which warming fetches, as HH:MM-HH:MM in `--market-tz`
     /// (e.g. 09:00-16:30; an end before the start spans midnight). Default: all day.
-    #[arg(long, env = "WARMER_ACTIVE_HOURS", value_parser = parse_hours, value_name = "HH:MM-HH:MM")]
+    #[arg(long, env = "PREFETCH_WARMER_ACTIVE_HOURS", value_parser = parse_hours, value_name = "HH:MM-HH:MM")]
     pub active_hours: Option<(NaiveTime, NaiveTime)>,
 
     /// Weekdays on which warming fetches, in `--market-tz`: a range or list such as `mon-fri`
     /// or `mon,wed,fri`. Default: every day.
-    #[arg(long, env = "WARMER_ACTIVE_DAYS", value_parser = parse_days, value_name = "DAYS")]
+    #[arg(long, env = "PREFETCH_WARMER_ACTIVE_DAYS", value_parser = parse_days, value_name = "DAYS")]
     pub active_days: Option<Weekdays>,
 
     /// Time zone of the market whose hours and weekdays the schedule follows (IANA name).
     /// Start-up value: once the live config topic holds a config, its `market_tz` applies.
-    #[arg(long, env = "MARKET_TZ", default_value = "America/New_York", value_parser = parse_tz)]
+    #[arg(long, env = "PREFETCH_MARKET_TZ", default_value = "America/New_York", value_parser = parse_tz)]
     pub market_tz: Tz,
 
     /// Where the cache lives: a directory (entries at `<dir>/<module>/<ticker>.json`) or a
     /// Redis URL (`redis://host:port/db`) for deployments sharing one cache.
     #[arg(
         long,
-        env = "WARMER_CACHE",
+        env = "PREFETCH_WARMER_CACHE",
         default_value = "data/prefetch_cache",
         hide_env_values = true
     )]
     pub cache: String,
 
     /// Prefix of every Redis key this warmer writes (entries and its two index keys).
-    #[arg(long, env = "WARMER_REDIS_PREFIX", default_value = "prefetch:")]
+    #[arg(long, env = "PREFETCH_WARMER_REDIS_PREFIX", default_value = "prefetch:")]
     pub redis_prefix: String,
 
     /// Time to live of one module's entries, as MODULE=DURATION (repeatable). Built in:
     /// price=60, news=300, fundamentals=86400; a flag overrides that module only. Start-up
     /// values: once the live config topic holds a config, its `ttl_s` table applies.
-    #[arg(long = "ttl", env = "WARMER_TTL", value_delimiter = ',', value_parser = parse_ttl, value_name = "MODULE=DURATION")]
+    #[arg(long = "ttl", env = "PREFETCH_WARMER_TTL", value_delimiter = ',', value_parser = parse_ttl, value_name = "MODULE=DURATION")]
     pub ttls: Vec<(Module, Duration)>,
 
     /// Time to live of entries of modules without a `--ttl` (start-up value; the live
     /// config's `default_ttl_s` replaces it).
-    #[arg(long, env = "WARMER_DEFAULT_TTL", default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_WARMER_DEFAULT_TTL", default_value = "300s", value_parser = parse_duration)]
     pub default_ttl: Duration,
 
     /// Most entries the cache holds; beyond it the soonest-expiring are evicted (0: no limit).
-    #[arg(long, env = "WARMER_MAX_ENTRIES", default_value_t = 100_000)]
+    #[arg(long, env = "PREFETCH_WARMER_MAX_ENTRIES", default_value_t = 100_000)]
     pub max_entries: u64,
 
     /// Most bytes of entries the cache holds; beyond it the soonest-expiring are evicted
     /// (0: no limit).
-    #[arg(long, env = "WARMER_MAX_BYTES", default_value_t = 1 << 30)]
+    #[arg(long, env = "PREFETCH_WARMER_MAX_BYTES", default_value_t = 1 << 30)]
     pub max_bytes: u64,
 
     /// How often expired entries are removed and the size gauges refreshed.
-    #[arg(long, env = "WARMER_SWEEP_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_WARMER_SWEEP_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 
     /// URL of the upstream data API for one key (http or https); `{module}` and `{ticker}` are
@@ -108,7 +108,7 @@ pub struct Config {
     /// --upstream-header rather than here; either way, printed URLs drop their query.
     #[arg(
         long,
-        env = "WARMER_UPSTREAM_URL",
+        env = "PREFETCH_WARMER_UPSTREAM_URL",
         hide_env_values = true,
         default_value = "http://data-api:8000/{module}/{ticker}"
     )]
@@ -116,76 +116,76 @@ pub struct Config {
 
     /// PEM file of certificates trusted for an HTTPS upstream besides the platform's roots
     /// (a private CA).
-    #[arg(long, env = "WARMER_UPSTREAM_CA", value_name = "FILE")]
+    #[arg(long, env = "PREFETCH_WARMER_UPSTREAM_CA", value_name = "FILE")]
     pub upstream_ca: Option<PathBuf>,
 
     /// Header sent with every upstream request, as `Name: value` (repeatable), e.g.
     /// `Authorization: Bearer ${API_KEY}`. `${VAR}` is read from the environment at start-up
     /// (an unset one is a start-up error). Values never reach logs, metrics or answers.
-    #[arg(long = "upstream-header", env = "WARMER_UPSTREAM_HEADER", value_delimiter = '\n', hide_env_values = true, value_parser = parse_secret, value_name = "NAME: VALUE")]
+    #[arg(long = "upstream-header", env = "PREFETCH_WARMER_UPSTREAM_HEADER", value_delimiter = '\n', hide_env_values = true, value_parser = parse_secret, value_name = "NAME: VALUE")]
     pub upstream_headers: Vec<Secret>,
 
     /// File of upstream headers, one `Name: value` per line (blank lines and `#` comments
     /// skipped), taken literally: keeps keys out of argv and the environment.
-    #[arg(long, env = "WARMER_UPSTREAM_HEADER_FILE", value_name = "FILE")]
+    #[arg(long, env = "PREFETCH_WARMER_UPSTREAM_HEADER_FILE", value_name = "FILE")]
     pub upstream_header_file: Option<PathBuf>,
 
     /// Query parameter appended to every upstream URL, as `name=value` (repeatable), e.g.
     /// `apikey=${API_KEY}`; `${VAR}` as for --upstream-header. Printed URLs drop their query.
-    #[arg(long = "upstream-query", env = "WARMER_UPSTREAM_QUERY", value_delimiter = '\n', hide_env_values = true, value_parser = parse_secret, value_name = "NAME=VALUE")]
+    #[arg(long = "upstream-query", env = "PREFETCH_WARMER_UPSTREAM_QUERY", value_delimiter = '\n', hide_env_values = true, value_parser = parse_secret, value_name = "NAME=VALUE")]
     pub upstream_query: Vec<Secret>,
 
     /// How long an upstream 404 (no such key) is remembered: read-through answers 404 from the
     /// cache meanwhile instead of asking again (0: not remembered).
-    #[arg(long, env = "WARMER_NEGATIVE_TTL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_WARMER_NEGATIVE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub negative_ttl: Duration,
 
     /// Let the upstream's `Cache-Control` shorten an entry's TTL below its module's
     /// (`s-maxage`, else `max-age`; `no-store`, `no-cache`, `private`: not stored).
-    #[arg(long, env = "WARMER_HONOR_CACHE_CONTROL", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_name = "BOOL")]
+    #[arg(long, env = "PREFETCH_WARMER_HONOR_CACHE_CONTROL", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_name = "BOOL")]
     pub honor_cache_control: bool,
 
     /// Most warm requests in flight to the upstream at once.
-    #[arg(long, env = "WARMER_UPSTREAM_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "PREFETCH_WARMER_UPSTREAM_CONCURRENCY", default_value_t = 8)]
     pub upstream_concurrency: usize,
 
     /// Time limit of one upstream request, body included.
-    #[arg(long, env = "WARMER_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_WARMER_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
     /// Retries after a failed upstream request (5xx, 429, timeout, connection error; a 4xx is
     /// final), with exponential backoff and full jitter.
-    #[arg(long, env = "WARMER_UPSTREAM_RETRIES", default_value_t = 2)]
+    #[arg(long, env = "PREFETCH_WARMER_UPSTREAM_RETRIES", default_value_t = 2)]
     pub upstream_retries: u32,
 
     /// Base of the retry backoff (doubled per retry, capped at 30 s, jittered).
-    #[arg(long, env = "WARMER_RETRY_BACKOFF", default_value = "200ms", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_WARMER_RETRY_BACKOFF", default_value = "200ms", value_parser = parse_duration)]
     pub retry_backoff: Duration,
 
     /// Upstream requests per second that warming may make (0: no limit). With a Redis cache
     /// and `--rate-limit-scope cluster` the limit is shared by every warmer on that Redis and
     /// prefix; otherwise it is per instance. Read-through fetches for apps never wait for it,
     /// but count against it (warming then waits longer).
-    #[arg(long, env = "WARMER_RATE_LIMIT", default_value_t = 20.0)]
+    #[arg(long, env = "PREFETCH_WARMER_RATE_LIMIT", default_value_t = 20.0)]
     pub rate_limit: f64,
 
     /// Requests the token bucket lets through at once after a quiet spell.
-    #[arg(long, env = "WARMER_RATE_BURST", default_value_t = 10)]
+    #[arg(long, env = "PREFETCH_WARMER_RATE_BURST", default_value_t = 10)]
     pub rate_burst: u32,
 
     /// How far `--rate-limit` reaches: `cluster` (every warmer sharing the Redis cache and
     /// prefix; GCRA in Redis) or `instance` (this process). With a file cache it is always
     /// `instance`.
-    #[arg(long, env = "WARMER_RATE_LIMIT_SCOPE", default_value = "cluster", value_parser = ["cluster", "instance"])]
+    #[arg(long, env = "PREFETCH_WARMER_RATE_LIMIT_SCOPE", default_value = "cluster", value_parser = ["cluster", "instance"])]
     pub rate_limit_scope: String,
 
     /// Longest a warm waits for the rate limit before it is dropped (`dropped_rate_limit`).
-    #[arg(long, env = "WARMER_RATE_MAX_WAIT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_WARMER_RATE_MAX_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub rate_max_wait: Duration,
 
     /// The warms of one batch start at random moments within this window, so refreshes of many
     /// keys never arrive at the upstream at once.
-    #[arg(long, env = "WARMER_SPREAD", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_WARMER_SPREAD", default_value = "2s", value_parser = parse_duration)]
     pub spread: Duration,
 
     /// Bearer token `POST /v1/warmup` requires (the same as ingest's --api-token, which ingest
@@ -199,7 +199,7 @@ pub struct Config {
     pub read_token: Option<Redacted>,
 
     /// How long to wait for Kafka (and the cache) at start-up before giving up with an error.
-    #[arg(long, env = "WARMER_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_WARMER_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub startup_timeout: Duration,
 
     #[command(flatten)]

@@ -60,12 +60,12 @@ fn help_explains_every_flag() {
         ],
     );
     for env in [
-        "WARMER_LISTEN",
-        "WARMER_TTL",
-        "WARMER_RATE_LIMIT",
-        "MARKET_TZ",
-        "KAFKA_BROKERS",
-        "WARMER_CACHE",
+        "PREFETCH_WARMER_LISTEN",
+        "PREFETCH_WARMER_TTL",
+        "PREFETCH_WARMER_RATE_LIMIT",
+        "PREFETCH_MARKET_TZ",
+        "PREFETCH_KAFKA_BROKERS",
+        "PREFETCH_WARMER_CACHE",
     ] {
         assert!(help.contains(&format!("[env: {env}")), "{env} fallback not shown:\n{help}");
     }

@@ -15,46 +15,46 @@ use std::time::Duration;
 #[command(name = "analyzer", version, about, long_about = None)]
 pub struct Config {
     /// Address of the admin HTTP API (`/v1/stats`, `/v1/predictions`, health, metrics).
-    #[arg(long, env = "ANALYZER_LISTEN", default_value = "0.0.0.0:8081")]
+    #[arg(long, env = "PREFETCH_ANALYZER_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
 
     /// Consumer group; analyzers in one group split the partitions (and so the tickers).
-    #[arg(long, env = "ANALYZER_GROUP", default_value = "prefetch-analyzer")]
+    #[arg(long, env = "PREFETCH_ANALYZER_GROUP", default_value = "prefetch-analyzer")]
     pub group_id: String,
 
     /// Static membership: this instance's `group.instance.id`, stable across restarts (e.g. the
     /// pod name of a StatefulSet). A restart within the session timeout then keeps its
     /// partitions without a rebalance. Unset: dynamic membership.
-    #[arg(long, env = "ANALYZER_GROUP_INSTANCE_ID")]
+    #[arg(long, env = "PREFETCH_ANALYZER_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
 
     /// How often the state each owned partition contributes is checkpointed to the state topic
     /// (a new owner restores it and replays only the events after it). `0s` turns
     /// checkpoints off: every assignment then replays the retention window.
-    #[arg(long, env = "ANALYZER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_ANALYZER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
 
     /// The compacted topic checkpoints go to, one partition per query-events partition
     /// (created if missing). Default: `<group id>.state`.
-    #[arg(long, env = "ANALYZER_STATE_TOPIC")]
+    #[arg(long, env = "PREFETCH_ANALYZER_STATE_TOPIC")]
     pub state_topic: Option<String>,
 
     /// A partition whose newest event arrived longer ago than this (wall clock) is idle: it no
     /// longer holds back the model's clock, which is the minimum event time over the other
     /// partitions.
-    #[arg(long, env = "ANALYZER_PARTITION_IDLE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_ANALYZER_PARTITION_IDLE", default_value = "30s", value_parser = parse_duration)]
     pub partition_idle: Duration,
 
     /// How often predictions are published (wall-clock period; the model itself advances on
     /// event time).
-    #[arg(long, env = "ANALYZER_TICK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_ANALYZER_TICK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub tick_interval: Duration,
 
     /// Refresh-ahead: track when the cache's copies expire (from the queries' hit flags, its own
     /// predictions and the live config's TTLs) and publish the keys whose warm now is most
     /// likely to serve a query, instead of the most popular keys, which are mostly cached
     /// already. `false` publishes the plain top keys by probability of a query.
-    #[arg(long, env = "ANALYZER_REFRESH_AHEAD", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    #[arg(long, env = "PREFETCH_ANALYZER_REFRESH_AHEAD", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub refresh_ahead: bool,
 
     /// TTL of the warmer's cached copies of one module, as MODULE=DURATION (repeatable), for
@@ -62,7 +62,7 @@ pub struct Config {
     /// Default: the live config's defaults (price 60, news 300, fundamentals 86400).
     #[arg(
         long = "cache-ttl",
-        env = "ANALYZER_CACHE_TTL",
+        env = "PREFETCH_ANALYZER_CACHE_TTL",
         value_delimiter = ',',
         value_name = "MODULE=DURATION"
     )]
@@ -70,22 +70,26 @@ pub struct Config {
 
     /// TTL of other modules' cached copies in seconds, like the warmer's `--default-ttl`
     /// (start-up value; the live config's `default_ttl_s` replaces it).
-    #[arg(long = "cache-default-ttl", env = "ANALYZER_CACHE_DEFAULT_TTL", value_name = "SECONDS")]
+    #[arg(
+        long = "cache-default-ttl",
+        env = "PREFETCH_ANALYZER_CACHE_DEFAULT_TTL",
+        value_name = "SECONDS"
+    )]
     pub cache_default_ttl: Option<u64>,
 
     /// How often the patterns snapshot is published to the stats topic.
-    #[arg(long, env = "ANALYZER_STATS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_ANALYZER_STATS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub stats_interval: Duration,
 
     /// Id of this instance in the stats topic (default: host name and process id).
-    #[arg(long, env = "ANALYZER_INSTANCE_ID")]
+    #[arg(long, env = "PREFETCH_ANALYZER_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
     /// Model configuration as a JSON file (fields of the model config; absent fields keep their
     /// defaults). The flags below override it. These are start-up values: once the live config
     /// topic (`--config-topic`) holds a config, its top_n, min_confidence, enabled,
     /// hour_weights, market_tz and horizon_s apply, and change without a restart.
-    #[arg(long, env = "ANALYZER_MODEL_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "PREFETCH_ANALYZER_MODEL_CONFIG", value_name = "FILE")]
     pub model_config: Option<PathBuf>,
 
     /// Most predictions one tick publishes.
@@ -118,7 +122,7 @@ pub struct Config {
     pub retention_s: Option<u64>,
 
     /// How long to wait for Kafka at start-up before giving up with an error.
-    #[arg(long, env = "ANALYZER_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PREFETCH_ANALYZER_STARTUP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub startup_timeout: Duration,
 
     #[command(flatten)]

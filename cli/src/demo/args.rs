@@ -39,53 +39,58 @@ pub struct DemoArgs {
     pub realtime: bool,
 
     /// Events per POST with --to.
-    #[arg(long, value_name = "N", default_value_t = 1000, env = "DEMO_BATCH_SIZE",
+    #[arg(long, value_name = "N", default_value_t = 1000, env = "PREFETCH_DEMO_BATCH_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
 
     /// Event time of the first instant of the trace: RFC 3339 (`2026-03-09T09:30:00-04:00`) or
     /// a date (`2026-03-09`, midnight in New York). Default: the latest Monday 00:00 New York
     /// from which the whole trace lies in the past (pass it explicitly for a reproducible file).
-    #[arg(long, value_name = "TIME", env = "DEMO_START", value_parser = parse_start)]
+    #[arg(long, value_name = "TIME", env = "PREFETCH_DEMO_START", value_parser = parse_start)]
     pub start: Option<DateTime<Utc>>,
 
     /// Length of the trace in event time: `2d`, `6h`, `90m`, `30s`.
-    #[arg(long, value_name = "SPAN", default_value = "1d", env = "DEMO_DURATION", value_parser = parse_span)]
+    #[arg(long, value_name = "SPAN", default_value = "1d", env = "PREFETCH_DEMO_DURATION", value_parser = parse_span)]
     pub duration: chrono::Duration,
 
     /// Seed of every random choice; the same seed and flags give the same events.
-    #[arg(long, value_name = "N", default_value_t = 1, env = "DEMO_SEED")]
+    #[arg(long, value_name = "N", default_value_t = 1, env = "PREFETCH_DEMO_SEED")]
     pub seed: u64,
 
     /// Number of distinct tickers (well-known symbols first, then synthetic ones).
-    #[arg(long, value_name = "N", default_value_t = 500, env = "DEMO_TICKERS")]
+    #[arg(long, value_name = "N", default_value_t = 500, env = "PREFETCH_DEMO_TICKERS")]
     pub tickers: usize,
 
     /// Zipf exponent of ticker popularity: the k-th most popular ticker is asked ∝ 1/k^S
     /// (0 = uniform).
-    #[arg(long, value_name = "S", default_value_t = 1.1, env = "DEMO_ZIPF_S")]
+    #[arg(long, value_name = "S", default_value_t = 1.1, env = "PREFETCH_DEMO_ZIPF_S")]
     pub zipf_s: f64,
 
     /// Mean events per second over weekday market hours (09:30–16:00 New York), dashboards and
     /// sessions included; one-off lookups fill the rest. Nights and weekends are much quieter;
     /// news bursts come on top. About 570k events per weekday at 20.
-    #[arg(long, value_name = "EVENTS_PER_S", default_value_t = 20.0, env = "DEMO_RATE")]
+    #[arg(long, value_name = "EVENTS_PER_S", default_value_t = 20.0, env = "PREFETCH_DEMO_RATE")]
     pub rate: f64,
 
     /// Number of dashboards, each refreshing 2–6 fixed (ticker, module) pairs at fixed periods
     /// (price and options every 60 s, news 120 s, chart 300 s, fundamentals 3600 s), most of
     /// them on weekdays from morning to evening, one in five around the clock.
-    #[arg(long, value_name = "N", default_value_t = 20, env = "DEMO_DASHBOARDS")]
+    #[arg(long, value_name = "N", default_value_t = 20, env = "PREFETCH_DEMO_DASHBOARDS")]
     pub dashboards: usize,
 
     /// Analyst sessions starting per hour in market hours; each walks price → chart → news
     /// (→ fundamentals, options) for one to six tickers, seconds to minutes apart.
-    #[arg(long, value_name = "N", default_value_t = 600.0, env = "DEMO_SESSIONS_PER_HOUR")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 600.0,
+        env = "PREFETCH_DEMO_SESSIONS_PER_HOUR"
+    )]
     pub sessions_per_hour: f64,
 
     /// Mean news bursts per weekday: a ticker outside the top ten suddenly hot for 10–60
     /// minutes.
-    #[arg(long, value_name = "N", default_value_t = 4.0, env = "DEMO_BURSTS_PER_DAY")]
+    #[arg(long, value_name = "N", default_value_t = 4.0, env = "PREFETCH_DEMO_BURSTS_PER_DAY")]
     pub bursts_per_day: f64,
 }
 

@@ -34,7 +34,7 @@ pub struct UpstreamArgs {
     #[arg(
         long,
         value_name = "ADDR",
-        env = "DEMO_UPSTREAM_LISTEN",
+        env = "PREFETCH_DEMO_UPSTREAM_LISTEN",
         default_value = "127.0.0.1:8000"
     )]
     pub listen: SocketAddr,

@@ -49,13 +49,13 @@ pub struct UpArgs {
 
     /// Kafka bootstrap servers (host:port, comma-separated) of a cluster to use. Default: an
     /// embedded in-process Kafka whose topics live in memory and vanish when `up` stops.
-    #[arg(long, value_name = "HOST:PORT", env = "KAFKA_BROKERS")]
+    #[arg(long, value_name = "HOST:PORT", env = "PREFETCH_KAFKA_BROKERS")]
     pub brokers: Option<String>,
 
     /// Kafka client properties file for --brokers (librdkafka keys as key=value lines, e.g.
     /// security.protocol=SASL_SSL, sasl.mechanism, sasl.username, sasl.password,
     /// ssl.ca.location); keeps passwords out of argv. -X overrides it.
-    #[arg(long = "kafka-config", value_name = "FILE", env = "KAFKA_CONFIG_FILE")]
+    #[arg(long = "kafka-config", value_name = "FILE", env = "PREFETCH_KAFKA_CONFIG_FILE")]
     pub kafka_config: Option<std::path::PathBuf>,
 
     /// Extra librdkafka option for every Kafka client, as key=value (repeatable), e.g.

@@ -94,7 +94,7 @@ class Service:
             pytest.fail(f"{exe} not found: build it (cargo build -p {self.name}) or set PREFETCH_BIN_DIR")
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("PREFETCH_", "INGEST_", "WARMER_", "ANALYZER_", "KAFKA_"))}
-        env["LOG_LEVEL"] = "info"
+        env["PREFETCH_LOG_LEVEL"] = "info"
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([str(exe), *self.args], stdout=out, stderr=out, env=env)
         eventually(f"{self.name} ready", self._ready, timeout=90)

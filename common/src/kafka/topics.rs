@@ -64,20 +64,20 @@ impl ProducerContext for SetupContext {
 #[derive(Debug, Clone, Args)]
 pub struct TopicArgs {
     /// Topic of query events (key = ticker).
-    #[arg(long, env = "TOPIC_QUERY_EVENTS", default_value = "prefetch.query-events")]
+    #[arg(long, env = "PREFETCH_TOPIC_QUERY_EVENTS", default_value = "prefetch.query-events")]
     pub query_events_topic: String,
     /// Topic of predictions.
-    #[arg(long, env = "TOPIC_PREDICTIONS", default_value = "prefetch.predictions")]
+    #[arg(long, env = "PREFETCH_TOPIC_PREDICTIONS", default_value = "prefetch.predictions")]
     pub predictions_topic: String,
     /// Compacted topic holding the live configuration.
-    #[arg(long, env = "TOPIC_CONFIG", default_value = "prefetch.config")]
+    #[arg(long, env = "PREFETCH_TOPIC_CONFIG", default_value = "prefetch.config")]
     pub config_topic: String,
     /// Compacted topic of the analyzers' patterns snapshots (key = analyzer instance), read by
     /// the API front door for `action=stats`.
-    #[arg(long, env = "TOPIC_STATS", default_value = "prefetch.stats")]
+    #[arg(long, env = "PREFETCH_TOPIC_STATS", default_value = "prefetch.stats")]
     pub stats_topic: String,
     /// Dead-letter topic for messages that could not be processed.
-    #[arg(long, env = "TOPIC_DLQ", default_value = "prefetch.dlq")]
+    #[arg(long, env = "PREFETCH_TOPIC_DLQ", default_value = "prefetch.dlq")]
     pub dlq_topic: String,
 }
 
