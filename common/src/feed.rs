@@ -65,7 +65,14 @@ where
             let Some(r) = consumer.poll(Duration::from_millis(200)) else { continue };
             match r {
                 Ok(m) => {
-                    on_message(m.key(), m.payload());
+                    // A bug in a handler must not end the follower silently (its views would
+                    // freeze while the service looks healthy): log it and go on with the next.
+                    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        on_message(m.key(), m.payload())
+                    }));
+                    if handled.is_err() {
+                        tracing::error!(%topic, partition = m.partition(), offset = m.offset(), "Handling a message panicked; skipped.");
+                    }
                     if pending.get(&m.partition()).is_some_and(|&high| m.offset() + 1 >= high) {
                         pending.remove(&m.partition());
                         if pending.is_empty() {

@@ -17,9 +17,9 @@ use crate::service::Shared;
 use chrono::{DateTime, Utc};
 use prefetch_common::contract::{EventError, QueryEvent, Ticker};
 use prefetch_common::kafka::TopicArgs;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use serde_json::json;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -80,6 +80,9 @@ pub(crate) struct Folded {
     pub offsets: Vec<(i32, i64)>,
     /// Messages in the chunk.
     pub messages: usize,
+    /// A prediction or dead letter Kafka would not take: the chunk's offsets must not be
+    /// stored, so the service stops and its events are re-read after the restart.
+    pub failed: Option<String>,
     /// The chunk itself, emptied, for the loop to fill again (its buffers are not reallocated
     /// for every chunk).
     pub spare: Chunk,
@@ -186,21 +189,16 @@ impl Folder {
             let payload = &chunk.bytes[m.payload.clone()];
             self.shared.metrics.dead_letter();
             tracing::warn!(partition = m.partition, offset = m.offset, problems = %e, "Dead-lettering a bad message.");
-            let dl = json!({
-                "stage": "analyzer",
-                "reason": e.to_string(),
-                "topic": self.topics.query_events_topic,
-                "partition": m.partition,
-                "offset": m.offset,
-                "payload": String::from_utf8_lossy(payload),
-            })
-            .to_string();
-            self.enqueue(
-                &self.topics.dlq_topic,
-                &chunk.bytes[m.key.clone()],
-                dl.as_bytes(),
-                &mut out,
-            );
+            let origin = prefetch_common::dlq::Origin {
+                stage: "analyzer",
+                topic: &self.topics.query_events_topic,
+                partition: m.partition,
+                offset: m.offset,
+            };
+            // The envelope carries a bounded prefix of the payload: it always fits the broker's
+            // message.max.bytes, so the write is acknowledged before the offset is stored.
+            let dl = prefetch_common::dlq::envelope(origin, &e.to_string(), payload);
+            self.enqueue(&self.topics.dlq_topic, &chunk.bytes[m.key.clone()], &dl, &mut out);
         }
         if chunk.epoch != self.epoch {
             self.noted.clear();
@@ -255,12 +253,24 @@ impl Folder {
     }
 
     fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8], out: &mut Folded) {
-        match self.producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
-            Ok(f) => out.deliveries.push(f),
-            // A full local queue: the loop goes on (the message is re-read after a restart
-            // because its offset is not stored). Rare enough to log.
-            Err((e, _)) => {
-                tracing::warn!(error = %e, topic, "Could not enqueue; will retry after a restart.")
+        loop {
+            match self.producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+                Ok(f) => return out.deliveries.push(f),
+                // A full local queue drains as Kafka acknowledges: wait for room (this is the
+                // folder's own thread) rather than go on, which would store the offset of a
+                // message whose output was never enqueued.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                // Not retryable (every message the analyzer writes is bounded in size): stop
+                // before this chunk's offsets are stored, so its events are folded again.
+                Err((e, _)) => {
+                    tracing::error!(error = %e, topic, "Could not enqueue a message; stopping before its offsets are stored.");
+                    if out.failed.is_none() {
+                        out.failed = Some(format!("could not produce to {topic}: {e}"));
+                    }
+                    return;
+                }
             }
         }
     }

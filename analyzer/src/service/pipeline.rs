@@ -89,6 +89,8 @@ struct Batch {
     deliveries: Vec<DeliveryFuture>,
     offsets: HashMap<i32, i64>,
     messages: usize,
+    /// A message the batch caused that Kafka would not take: its offsets must never be stored.
+    failed: Option<String>,
 }
 
 impl Batch {
@@ -97,6 +99,9 @@ impl Batch {
         self.deliveries.extend(f.deliveries);
         self.offsets.extend(f.offsets);
         self.messages += f.messages;
+        if self.failed.is_none() {
+            self.failed = f.failed;
+        }
         f.spare
     }
 }
@@ -373,6 +378,10 @@ impl Pipeline {
     /// after the restart.
     async fn settle(&self, progress: &mut Progress, all: bool) -> anyhow::Result<()> {
         let open = std::mem::take(&mut progress.open);
+        if let Some(why) = open.failed {
+            // Stop before storing: the batch's events are re-read after the restart.
+            anyhow::bail!("{why}");
+        }
         if open.messages > 0 {
             let done = (!open.deliveries.is_empty()).then(|| {
                 tokio::spawn(async move {
