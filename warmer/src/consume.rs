@@ -4,11 +4,13 @@
 use crate::metrics::Metrics;
 use prefetch_common::kafka::{KafkaArgs, KafkaSetupError};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How often librdkafka reports statistics (and so how fresh the lag gauge is).
 const STATS_INTERVAL_MS: &str = "5000";
@@ -135,4 +137,29 @@ pub async fn dead_letter(
         payload,
     )
     .await
+}
+
+/// The next batch: the first message (waited for until `shutdown`, then `None`) and whatever
+/// else arrives within `linger` of it, up to `max`. Both consume loops read this way, so a
+/// batch's offsets can be stored together once what they caused is durable.
+pub async fn next_batch<'a>(
+    consumer: &'a WarmerConsumer,
+    shutdown: &CancellationToken,
+    max: usize,
+    linger: Duration,
+) -> Option<Vec<KafkaResult<BorrowedMessage<'a>>>> {
+    let first = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return None,
+        m = consumer.recv() => m,
+    };
+    let mut batch = vec![first];
+    let linger_end = tokio::time::Instant::now() + linger;
+    while batch.len() < max {
+        match tokio::time::timeout_at(linger_end, consumer.recv()).await {
+            Ok(m) => batch.push(m),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
 }

@@ -5,7 +5,7 @@
 //! this warmer's read-through endpoint (which publishes to the same topic). The warmer's own
 //! warm fetches are never published, so they never count as queries.
 
-use crate::consume::{finish, WarmerConsumer};
+use crate::consume::{finish, next_batch, WarmerConsumer};
 use crate::policy::{group_of, Key};
 use crate::state::Shared;
 use chrono::Utc;
@@ -41,19 +41,9 @@ const BATCH_LINGER: Duration = Duration::from_millis(10);
 /// one per event. Offsets are stored once the whole batch is counted.
 pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: CancellationToken) {
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            m = consumer.recv() => m,
+        let Some(batch) = next_batch(&consumer, &shutdown, BATCH_MAX, BATCH_LINGER).await else {
+            break;
         };
-        let mut batch = vec![first];
-        let linger_end = tokio::time::Instant::now() + BATCH_LINGER;
-        while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(linger_end, consumer.recv()).await {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
         let mut offsets = Vec::with_capacity(batch.len());
         let mut events = Vec::with_capacity(batch.len());
         for m in batch {

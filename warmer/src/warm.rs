@@ -8,7 +8,7 @@
 //! ended (stored, skipped, dropped, or failed after its retries): at-least-once.
 
 use crate::cache::{Entry, Source};
-use crate::consume::{finish, WarmerConsumer};
+use crate::consume::{finish, next_batch, WarmerConsumer};
 use crate::flight::{store_not_found, ttl_for};
 use crate::pacing::jitter;
 use crate::policy::{self, Decision, Key, Outcome};
@@ -100,19 +100,9 @@ async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
 /// consumer (see [`finish`]).
 pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: CancellationToken) {
     'batches: loop {
-        let first = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            m = consumer.recv() => m,
+        let Some(batch) = next_batch(&consumer, &shutdown, BATCH_MAX, BATCH_LINGER).await else {
+            break;
         };
-        let mut batch = vec![first];
-        let linger_end = tokio::time::Instant::now() + BATCH_LINGER;
-        while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(linger_end, consumer.recv()).await {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
         let mut offsets = Vec::with_capacity(batch.len());
         let mut preds = Vec::with_capacity(batch.len());
         for m in batch {
