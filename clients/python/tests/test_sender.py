@@ -75,3 +75,21 @@ def test_retry_after_reads_seconds_and_dates():
     assert retry_after(None, 1.0) == 1.0
     assert retry_after("soon", 2.0) == 2.0
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 3.0) == 0.0
+
+
+def test_flush_without_a_timeout_gives_up_while_ingest_is_down():
+    # Nothing listens on the port: every send fails, so the buffer never empties.
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    c = Client(f"http://127.0.0.1:{port}", flush_interval=0.05, flush_timeout=0.5)
+    c.record_query("AAPL", "price")
+    t0 = time.monotonic()
+    assert not c.flush(), "nothing could be sent, yet flush() reported success"
+    waited = time.monotonic() - t0
+    assert 0.45 <= waited < 5, f"flush() waited {waited:.2f} s with flush_timeout=0.5"
+    assert c.stats()["sent"] == 0
+    c.close(0)

@@ -143,7 +143,8 @@ def cached(module: str, *, decode: Optional[Callable[[Any], Any]] = None) -> Cal
 
 
 def flush(timeout: Optional[float] = None) -> bool:
-    """Waits until every recorded event was sent; ``False`` if ``timeout`` passed first."""
+    """Waits until every recorded event was sent; ``False`` if ``timeout`` (default the
+    client's ``flush_timeout``, 30 s) passed first."""
     return get_client().flush(timeout)
 
 

@@ -73,6 +73,8 @@ class Client:
     * ``batch_size``: events per request (2,000); ``flush_interval``: seconds between sends (0.5);
     * ``max_backoff``: longest wait between retries of an unreachable ingest (5 s);
     * ``exit_timeout``: how long the exit flush may take (5 s);
+    * ``flush_timeout``: how long :meth:`flush` waits when given no timeout (30 s), so a call
+      made while ingest is down returns ``False`` instead of blocking the app for ever;
     * ``warmer_retry``: seconds :meth:`cached` skips an unreachable warmer (2 s).
     """
 
@@ -90,6 +92,7 @@ class Client:
         flush_interval: float = 0.5,
         max_backoff: float = 5.0,
         exit_timeout: float = 5.0,
+        flush_timeout: float = 30.0,
         warmer_retry: float = 2.0,
     ) -> None:
         env = os.environ.get
@@ -119,6 +122,7 @@ class Client:
             flush_interval=flush_interval,
             max_backoff=max_backoff,
             exit_timeout=exit_timeout,
+            flush_timeout=flush_timeout,
         )
         self._enqueue = self.sender.enqueue
 
@@ -150,7 +154,8 @@ class Client:
         self._enqueue(contract.encode(t, m, hit, _time_ns() // 1_000_000, c, lat))
 
     def flush(self, timeout: Optional[float] = None) -> bool:
-        """Waits until every recorded event was sent; ``False`` if ``timeout`` passed first."""
+        """Waits until every recorded event was sent; ``False`` if ``timeout`` (default
+        ``flush_timeout``, 30 s) passed first."""
         return self.sender.flush(timeout)
 
     def close(self, timeout: Optional[float] = None) -> None:

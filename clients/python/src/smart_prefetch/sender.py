@@ -69,9 +69,12 @@ class Sender:
         flush_interval: float,
         max_backoff: float,
         exit_timeout: float,
+        flush_timeout: float = 30.0,
     ) -> None:
         if capacity < 1 or batch_size < 1:
             raise ValueError("buffer_size and batch_size must be at least 1")
+        if not flush_timeout >= 0:
+            raise ValueError("flush_timeout must be a number of seconds, at least 0")
         self._http = http
         self._headers = {**headers, **_NDJSON}
         self._capacity = capacity
@@ -79,6 +82,7 @@ class Sender:
         self._interval = flush_interval
         self._max_backoff = max_backoff
         self._exit_timeout = exit_timeout
+        self._flush_timeout = flush_timeout
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -114,7 +118,9 @@ class Sender:
             self._wake.set()
 
     def flush(self, timeout: Optional[float] = None) -> bool:
-        """Waits until every event enqueued so far was sent (or dropped); ``False`` on timeout."""
+        """Waits until every event enqueued so far was sent (or dropped); ``False`` on timeout
+        (default ``flush_timeout``: never for ever, since ingest may be down for hours)."""
+        timeout = self._flush_timeout if timeout is None else timeout
         if self._thread is None:
             return not self._buf
         self._wake.set()
