@@ -45,6 +45,7 @@
 //! the best `top_n` at or above `min_confidence`. The warmer's [`policy::plan`] decides which of
 //! those to fetch.
 
+mod buckets;
 mod calibration;
 pub mod config;
 mod keys;
@@ -59,6 +60,8 @@ mod snapshot;
 mod tick;
 mod window;
 
+#[cfg(test)]
+mod buckets_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -410,7 +413,7 @@ impl Model {
     pub fn footprint(&self) -> Footprint {
         Footprint {
             keys: self.keys.len(),
-            buckets: self.keys.iter().map(|k| k.buckets().len()).sum(),
+            buckets: self.keys.iter().map(|k| k.bucket_count()).sum(),
             tickers: self.tickers.len(),
             modules: self.modules.len(),
             clients: self.sequences.live_clients(),

@@ -168,7 +168,7 @@ impl Model {
         let (mut hourly, mut weekly) = (vec![0u64; 24], vec![0u64; 7]);
         for k in self.keys.iter() {
             let (mut total, mut hour, mut wd) = (0u64, 0u64, 0u64);
-            for &(b, c) in k.buckets().iter().filter(|(b, _)| *b >= oldest) {
+            for (b, c) in k.buckets().filter(|&(b, _)| b >= oldest) {
                 let s = self.calendar.slot(b);
                 let c = u64::from(c);
                 total += c;

@@ -134,15 +134,18 @@ impl SeasonFrame {
         self.hour_exposure_s > 0.0
     }
 
-    /// The seasonal rate (events/s) of a key with these buckets, or `None` when the target hour
+    /// The seasonal rate (events/s) of a key with these buckets (oldest first), or `None` when the target hour
     /// has never been observed (a model younger than a day).
-    pub fn rate(&self, buckets: &[(u32, u32)], cal: &Calendar) -> Option<f64> {
+    pub fn rate(
+        &self,
+        buckets: impl IntoIterator<Item = (u32, u32)>,
+        cal: &Calendar,
+    ) -> Option<f64> {
         if self.hour_exposure_s <= 0.0 {
             return None;
         }
         let (mut in_hour, mut in_weekday, mut total) = (0u64, 0u64, 0u64);
-        let from = buckets.partition_point(|&(b, _)| b < self.start);
-        for &(b, n) in &buckets[from..] {
+        for (b, n) in buckets.into_iter().skip_while(|&(b, _)| b < self.start) {
             if b >= self.end {
                 break;
             }
@@ -193,9 +196,9 @@ mod tests {
         let now = secs(2026, 1, 7, 10, 0);
         let target = cal.slot_at(now);
         // 36 events in the 10:00 hour on Monday and on Tuesday, nothing else.
-        let buckets = vec![(start + 10, 36), (start + 34, 36)];
+        let buckets = [(start + 10, 36), (start + 34, 36)];
         let frame = SeasonFrame::measure(&cal, target, start, now / 3600);
-        let rate = frame.rate(&buckets, &cal).unwrap();
+        let rate = frame.rate(buckets.iter().copied(), &cal).unwrap();
         // 72 events over two observed 10:00 hours = 0.01/s; Wednesday has no history, so the
         // weekday factor is (0 + 2) / (72 × 10/58 + 2) — the shrinkage keeps it from being 0.
         let expected = 0.01 * 2.0 / (72.0 * 10.0 / 58.0 + 2.0);
@@ -203,9 +206,9 @@ mod tests {
         // Asking for Tuesday's slot instead gives a factor above 1.
         let tuesday = Slot { hour: 10, weekday: 1 };
         let frame = SeasonFrame::measure(&cal, tuesday, start, now / 3600);
-        assert!(frame.rate(&buckets, &cal).unwrap() > 0.01);
+        assert!(frame.rate(buckets.iter().copied(), &cal).unwrap() > 0.01);
         // A model with no earlier 10:00 hour has no seasonal estimate.
         let young = SeasonFrame::measure(&cal, target, now / 3600 - 3, now / 3600);
-        assert_eq!(young.rate(&buckets, &cal), None);
+        assert_eq!(young.rate(buckets.iter().copied(), &cal), None);
     }
 }

@@ -11,18 +11,22 @@
 //! calibration samples (the next grid point opens new ones) and cached seasonal rates
 //! (recomputed on the next tick).
 //!
-//! # Format (version 1), little-endian, `varint` = LEB128
+//! # Format (version 2), little-endian, `varint` = LEB128
 //! `"PFSN"`, `u16` version, `u32` bucket width (s), `u32` retention (s) — a model with other
 //! values refuses the snapshot —, `u8` calibration classes, `u8` has-decay flag and `u32`
 //! decayed-to, then per class and bin three `f64` (hits, samples, raw sum); `u8` cache view
 //! flag; varint key count; per key: ticker and module as varint length + UTF-8, `u32` last
-//! event, `f32` fast and slow EWMAs, varint bucket count, then per bucket the varint gap from the
-//! previous bucket index (the first from 0) and the varint count; when the cache flag is set, a
-//! `u8` copy flag and, if set, `u32` fetched, `u32` expires, varint queries.
+//! event, `f32` fast and slow EWMAs, then its buckets as held in memory (`buckets.rs`): varint
+//! newest bucket, varint its count, varint count of the older buckets, varint length of their
+//! tokens and the tokens; when the cache flag is set, a `u8` copy flag and, if set, `u32`
+//! fetched, `u32` expires, varint queries.
 //!
-//! Buckets are written as gaps: a key active every hour for a week costs about 2 bytes a bucket
-//! here (measured in the bench, `prefetch-bench analyzer-state`), against 8 in memory.
+//! Version 1 (still read) wrote instead of the buckets a varint bucket count, then per bucket
+//! the varint gap from the previous bucket index (the first from 0) and the varint count: about
+//! 2 bytes a bucket for a key active every hour, against 1 in version 2 (measured in the bench,
+//! `prefetch-bench analyzer-keys`). Every token is checked on restore.
 
+use super::buckets::Buckets;
 use super::calibration::BINS;
 use super::refresh::Copy;
 use super::window::KeyState;
@@ -31,8 +35,10 @@ use prefetch_contract::contract::{Module, Ticker};
 use std::collections::HashSet;
 use std::fmt;
 
-/// The snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u16 = 1;
+/// The snapshot format this build writes (it also reads version 1).
+pub const SNAPSHOT_VERSION: u16 = 2;
+/// The oldest format this build still reads.
+const OLDEST_READ: u16 = 1;
 const MAGIC: &[u8; 4] = b"PFSN";
 
 /// Why a snapshot could not be restored. Nothing is applied when restoring fails.
@@ -55,6 +61,8 @@ pub enum SnapshotError {
     },
     /// A ticker or module name that does not validate.
     Name(String),
+    /// Count buckets out of order, with a zero count, or with malformed tokens.
+    Buckets,
 }
 
 impl fmt::Display for SnapshotError {
@@ -62,7 +70,10 @@ impl fmt::Display for SnapshotError {
         match self {
             Self::NotASnapshot => write!(f, "not a model snapshot"),
             Self::Version(v) => {
-                write!(f, "snapshot format version {v}; this build reads {SNAPSHOT_VERSION}")
+                write!(
+                    f,
+                    "snapshot format version {v}; this build reads {OLDEST_READ} to {SNAPSHOT_VERSION}"
+                )
             }
             Self::Truncated => write!(f, "snapshot is truncated"),
             Self::Settings { field, snapshot, model } => write!(
@@ -70,6 +81,7 @@ impl fmt::Display for SnapshotError {
                 "snapshot was written with {field} = {snapshot}, the model runs with {model}"
             ),
             Self::Name(e) => write!(f, "snapshot holds an invalid name: {e}"),
+            Self::Buckets => write!(f, "snapshot holds malformed count buckets"),
         }
     }
 }
@@ -139,6 +151,23 @@ impl<'a> Reader<'a> {
         let n = self.varint()? as usize;
         std::str::from_utf8(self.take(n)?).map_err(|e| SnapshotError::Name(e.to_string()))
     }
+    /// A key's buckets in version 2: as held in memory, every token checked.
+    fn buckets(&mut self) -> Result<Buckets, SnapshotError> {
+        let (newest, count, entries) = (self.u32v()?, self.u32v()?, self.u32v()?);
+        let n = self.varint()? as usize;
+        Buckets::from_encoded(newest, count, entries, self.take(n)?).ok_or(SnapshotError::Buckets)
+    }
+    /// A key's buckets in version 1: a count, then (gap, count) varint pairs.
+    fn buckets_v1(&mut self) -> Result<Buckets, SnapshotError> {
+        let nb = self.varint()? as usize;
+        let mut pairs = Vec::with_capacity(nb.min(self.0.len() / 2));
+        let mut b = 0u32;
+        for _ in 0..nb {
+            b = b.checked_add(self.u32v()?).ok_or(SnapshotError::Buckets)?;
+            pairs.push((b, self.u32v()?));
+        }
+        Buckets::from_pairs(&pairs).ok_or(SnapshotError::Buckets)
+    }
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -187,13 +216,11 @@ impl Model {
             out.extend_from_slice(&last.to_le_bytes());
             out.extend_from_slice(&fast.to_le_bytes());
             out.extend_from_slice(&slow.to_le_bytes());
-            varint(&mut out, k.buckets().len() as u64);
-            let mut prev = 0u32;
-            for &(b, n) in k.buckets() {
-                varint(&mut out, u64::from(b - prev));
-                varint(&mut out, u64::from(n));
-                prev = b;
+            let (newest, count, entries, tokens) = k.raw_buckets().encoded();
+            for v in [newest, count, entries, tokens.len() as u32] {
+                varint(&mut out, u64::from(v));
             }
+            out.extend_from_slice(tokens);
             if let Some(view) = &self.cache {
                 match view.copy(k.ticker, k.module) {
                     Some(c) => {
@@ -220,7 +247,7 @@ impl Model {
             return Err(SnapshotError::NotASnapshot);
         }
         let version = r.u16()?;
-        if version != SNAPSHOT_VERSION {
+        if !(OLDEST_READ..=SNAPSHOT_VERSION).contains(&version) {
             return Err(SnapshotError::Version(version));
         }
         for (field, model) in [("bucket_s", self.s.bucket), ("retention_s", self.s.retention)] {
@@ -250,13 +277,7 @@ impl Model {
             let module = Module::parse(r.str()?).map_err(|e| SnapshotError::Name(e.to_string()))?;
             let last = r.u32()?;
             let (fast, slow) = (r.f32()?, r.f32()?);
-            let nb = r.varint()? as usize;
-            let mut buckets = Vec::with_capacity(nb.min(r.0.len() / 2));
-            let mut b = 0u32;
-            for _ in 0..nb {
-                b = b.checked_add(r.u32v()?).ok_or(SnapshotError::Truncated)?;
-                buckets.push((b, r.u32v()?));
-            }
+            let buckets = if version == 1 { r.buckets_v1()? } else { r.buckets()? };
             let copy = if with_copies && r.u8()? != 0 {
                 Some(Copy { fetched: r.u32()?, expires: r.u32()?, queries: r.u32v()? })
             } else {
@@ -269,7 +290,7 @@ impl Model {
             && cells.len() == self.s.classes
             && self.calibrator.import(&cells, decayed.then_some(decayed_to));
         for k in &keys {
-            if let Some(&(first, _)) = k.state.buckets().first() {
+            if let Some((first, _)) = k.state.buckets().next() {
                 self.first_bucket = Some(self.first_bucket.map_or(first, |b| b.min(first)));
             }
         }
@@ -381,9 +402,9 @@ mod tests {
         let mut fresh = Model::new(ModelConfig::default()).unwrap();
         assert_eq!(fresh.restore(b"nope"), Err(SnapshotError::NotASnapshot));
         assert_eq!(fresh.restore(&bytes[..bytes.len() - 3]), Err(SnapshotError::Truncated));
-        let mut v2 = bytes.clone();
-        v2[4] = 2;
-        assert_eq!(fresh.restore(&v2), Err(SnapshotError::Version(2)));
+        let mut v3 = bytes.clone();
+        v3[4] = 3;
+        assert_eq!(fresh.restore(&v3), Err(SnapshotError::Version(3)));
         let mut other =
             Model::new(ModelConfig { retention_s: 86_400, ..ModelConfig::default() }).unwrap();
         assert!(matches!(
@@ -392,5 +413,77 @@ mod tests {
         ));
         assert!(fresh.window_counts().is_empty() && other.window_counts().is_empty());
         assert_eq!(fresh.restore(&bytes).unwrap().keys, 1);
+    }
+    fn fixture_ttls() -> crate::CacheTtls {
+        crate::CacheTtls {
+            per_module: [("price".to_owned(), 60)].into_iter().collect(),
+            default_s: 600,
+        }
+    }
+
+    /// The model behind `testdata/snapshot_v1.bin`: two tickers × three modules over a week,
+    /// hourly and busier buckets, late events, a gap of days, refresh-ahead's cache view.
+    fn fixture_model() -> Model {
+        let mut m = Model::new(publish_all()).unwrap();
+        m.set_cache_ttls(fixture_ttls());
+        let start = utc(2026, 1, 5, 0, 0);
+        for i in 0..2_000i64 {
+            let module = ["price", "chart", "news"][i as usize % 3];
+            // Mostly one event every ~5 minutes; a burst of 300 in one hour; a 3-day gap.
+            let minutes = if (600..900).contains(&i) { 3_000 + i / 10 } else { i * 5 + i % 7 };
+            let minutes = if i > 1_500 { minutes + 3 * 1_440 } else { minutes };
+            let t = start + Duration::minutes(minutes) + Duration::seconds(i * 13 % 60);
+            m.record(&ev("AAPL", module, t, None));
+            if i % 4 == 0 {
+                let mut late = ev("MSFT", module, t - Duration::minutes(3), None);
+                late.hit = i % 8 == 0;
+                m.record(&late);
+            }
+            if i % 97 == 0 {
+                m.tick(t);
+            }
+        }
+        m
+    }
+
+    /// `testdata/snapshot_v1.bin` was written by the version-1 build (commit e5994d6) from
+    /// [`fixture_model`]: it still restores, to the state this build holds for the same events.
+    #[test]
+    fn a_version_1_checkpoint_still_restores() {
+        let v1: &[u8] = include_bytes!("testdata/snapshot_v1.bin");
+        assert_eq!(u16::from_le_bytes([v1[4], v1[5]]), 1);
+        let want = fixture_model();
+        let mut got = Model::new(publish_all()).unwrap();
+        got.set_cache_ttls(fixture_ttls());
+        let r = got.restore(v1).unwrap();
+        assert_eq!(r.keys, 6);
+        assert!(r.calibration);
+        let (mut a, mut b) = (want.window_counts(), got.window_counts());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        let all = names(&["AAPL", "MSFT"]);
+        let v2 = want.snapshot(&all);
+        // Same buckets, EWMAs, copies and calibration: the same version-2 bytes.
+        assert!(got.snapshot(&all) == v2, "restored v1 differs from the model it was taken of");
+        assert!(v2.len() < v1.len(), "v2 {} bytes, v1 {}", v2.len(), v1.len());
+        let later = utc(2026, 1, 12, 0, 0);
+        assert_eq!(got.tick(later), fixture_model().tick(later));
+    }
+
+    /// A version-2 snapshot with a malformed token is refused whole.
+    #[test]
+    fn malformed_buckets_are_refused() {
+        let m = fixture_model();
+        let mut bytes = m.snapshot(&names(&["AAPL"]));
+        let k = m.keys.iter().next().unwrap();
+        let (_, _, entries, tokens) = k.raw_buckets().encoded();
+        assert!(entries > 2);
+        let at = bytes.windows(tokens.len()).position(|w| w == tokens).unwrap();
+        // The last token made an escape with nothing after it.
+        bytes[at + tokens.len() - 1] = 0x00;
+        let mut fresh = Model::new(publish_all()).unwrap();
+        assert_eq!(fresh.restore(&bytes), Err(SnapshotError::Buckets));
+        assert!(fresh.window_counts().is_empty());
     }
 }

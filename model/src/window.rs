@@ -1,8 +1,11 @@
 //! Per-key state over the retention window: sparse count buckets plus two event-time EWMAs.
 //!
-//! One [`KeyState`] is about 64 bytes plus 8 bytes per non-empty bucket, so memory grows with
-//! live keys times *occupied* buckets, never with the window's full width for a quiet key.
+//! One [`KeyState`] is 64 bytes, its newest bucket included, plus about one byte per older
+//! non-empty bucket (delta-coded in `buckets.rs`), so memory grows with live keys times
+//! *occupied* buckets, never with the window's full width for a quiet key.
 //! Times are seconds since 2000-01-01 UTC as `u32` (see [`super::time`]).
+
+use super::buckets::{Buckets, Iter};
 
 /// Marks a calibration sample slot as free.
 pub(crate) const NO_SAMPLE: u32 = u32::MAX;
@@ -15,7 +18,7 @@ pub(crate) struct KeyState {
     /// Interned module id.
     pub module: u32,
     /// `(bucket index, count)`, oldest first, no zero counts.
-    buckets: Vec<(u32, u32)>,
+    buckets: Buckets,
     /// Exponentially decayed event count with the fast time constant, as of `last`.
     fast: f32,
     /// The same with the slow time constant.
@@ -36,7 +39,7 @@ impl KeyState {
         Self {
             ticker,
             module,
-            buckets: Vec::new(),
+            buckets: Buckets::default(),
             fast: 0.0,
             slow: 0.0,
             last: 0,
@@ -60,29 +63,13 @@ impl KeyState {
             self.fast += (-age / tau_fast).exp();
             self.slow += (-age / tau_slow).exp();
         }
-        // Nearly every event lands in the newest bucket; late ones search backwards.
-        match self.buckets.last_mut() {
-            Some((b, n)) if *b == bucket => *n = n.saturating_add(1),
-            Some((b, _)) if *b < bucket => self.buckets.push((bucket, 1)),
-            None => self.buckets.push((bucket, 1)),
-            Some(_) => match self.buckets.binary_search_by_key(&bucket, |&(b, _)| b) {
-                Ok(i) => self.buckets[i].1 = self.buckets[i].1.saturating_add(1),
-                Err(i) => self.buckets.insert(i, (bucket, 1)),
-            },
-        }
+        self.buckets.add(bucket);
     }
 
     /// Drops buckets before `oldest`. Returns true when nothing is left: the key had no event in
     /// the window and should be forgotten.
     pub fn expire(&mut self, oldest: u32) -> bool {
-        let keep_from = self.buckets.partition_point(|&(b, _)| b < oldest);
-        if keep_from > 0 {
-            self.buckets.drain(..keep_from);
-            if self.buckets.len() * 4 < self.buckets.capacity() {
-                self.buckets.shrink_to_fit();
-            }
-        }
-        self.buckets.is_empty()
+        self.buckets.expire(oldest)
     }
 
     /// Recent and steady rates in events/s at `now`: the fast and slow EWMAs divided by their
@@ -99,14 +86,20 @@ impl KeyState {
         now.saturating_sub(self.last).max(1)
     }
 
-    /// The occupied buckets, oldest first.
-    pub fn buckets(&self) -> &[(u32, u32)] {
-        &self.buckets
+    /// The occupied buckets as `(bucket index, count)`, oldest first (decoded on the fly:
+    /// an iterator, no longer a slice).
+    pub fn buckets(&self) -> Iter<'_> {
+        self.buckets.iter()
+    }
+
+    /// Occupied buckets.
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
     }
 
     /// Events in the window.
     pub fn total(&self) -> u64 {
-        self.buckets.iter().map(|&(_, n)| u64::from(n)).sum()
+        self.buckets().map(|(_, n)| u64::from(n)).sum()
     }
 
     /// The EWMAs and the latest event time, for a snapshot (`snapshot.rs`).
@@ -114,14 +107,19 @@ impl KeyState {
         (self.fast, self.slow, self.last)
     }
 
+    /// The compact buckets, for a snapshot.
+    pub(crate) fn raw_buckets(&self) -> &Buckets {
+        &self.buckets
+    }
+
     /// A key state read back from a snapshot (ids are set by the caller).
-    pub(crate) fn restored(buckets: Vec<(u32, u32)>, fast: f32, slow: f32, last: u32) -> Self {
+    pub(crate) fn restored(buckets: Buckets, fast: f32, slow: f32, last: u32) -> Self {
         Self { buckets, fast, slow, last, ..Self::new(0, 0) }
     }
 
     /// Heap bytes held beyond the struct itself.
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.capacity() * std::mem::size_of::<(u32, u32)>()
+        self.buckets.heap_bytes()
     }
 }
 
@@ -161,7 +159,7 @@ mod tests {
             (fa - fb).abs() < 1e-9 && (sa - sb).abs() < 1e-9,
             "order changed the result: {fa} vs {fb}"
         );
-        assert_eq!(a.buckets(), &[(2, 2)]);
+        assert_eq!(a.buckets().collect::<Vec<_>>(), [(2, 2)]);
     }
 
     #[test]
@@ -170,10 +168,10 @@ mod tests {
         for (t, b) in [(100, 5), (200, 7), (150, 6), (120, 5), (300, 9)] {
             k.record(t, b, 300.0, 3600.0);
         }
-        assert_eq!(k.buckets(), &[(5, 2), (6, 1), (7, 1), (9, 1)]);
+        assert_eq!(k.buckets().collect::<Vec<_>>(), [(5, 2), (6, 1), (7, 1), (9, 1)]);
         assert_eq!(k.total(), 5);
         assert!(!k.expire(7));
-        assert_eq!(k.buckets(), &[(7, 1), (9, 1)]);
+        assert_eq!(k.buckets().collect::<Vec<_>>(), [(7, 1), (9, 1)]);
         assert!(k.expire(10));
         assert_eq!(k.total(), 0);
     }
