@@ -1,11 +1,13 @@
 //! Online calibration: learns, in event time, how often a raw probability came true, and maps
 //! raw probabilities to calibrated ones.
 //!
-//! Sampling: at every multiple of the horizon (a grid in event time, the same for every key)
-//! each live key opens one sample holding its raw probability. The first event of the key within
-//! the horizon closes it as a hit; reaching the end of the horizon closes it as a miss. Because
-//! samples open on a fixed grid, not after the key's own events, they are an unbiased draw of
-//! "raw p at an arbitrary time → queried within the horizon?".
+//! Sampling: at every multiple of the horizon shifted by the key's phase (a grid in event time
+//! fixed per key, its phase a hash of the key — `schedule::phase` — so the keys' samples open
+//! spread over the horizon rather than all on one tick) each live key opens one sample holding
+//! its raw probability. The first event of the key within the horizon closes it as a hit;
+//! reaching the end of the horizon closes it as a miss. Because samples open on a fixed grid,
+//! not after the key's own events, they are an unbiased draw of "raw p at an arbitrary time →
+//! queried within the horizon?".
 //!
 //! Fitting: outcomes are counted in 20 equal-width bins of the raw probability, one table per
 //! hour-weight class (the weight multiplies the intensity, so each class needs its own map).
@@ -142,6 +144,37 @@ impl Calibrator {
     }
 }
 
+impl Calibrator {
+    /// A factor `K` such that, for every raw probability `r = 1 − e^(−x)`,
+    /// `−ln(1 − min(map(class, r), 1 − 1e-9)) ≤ K·x`: how much the map can stretch the rate
+    /// behind a probability. A tick bounds what a warm would serve with it (`schedule.rs`).
+    ///
+    /// With `φ(r) = −ln(1 − r)` (so `φ(r) = x`) the ratio `φ(map(r)) / φ(r)` is bounded
+    /// piecewise: below the first bin mean the map is `c·r` and `φ(c·r)/φ(r)` is `≤ c` for
+    /// `c ≤ 1` (φ convex, φ(0) = 0) and increasing in `r` for `c > 1` (a ratio of power series
+    /// whose coefficient ratio `c^k` grows), so at most its value at the bin mean; between bin
+    /// means (in 32 pieces each) `φ(map(r)) ≤ φ(map(right end))` and `φ(r) ≥ φ(left end)`; above the last it is flat.
+    pub fn gain_bound(&self, class: u8) -> f64 {
+        let Some(points) = self.maps.get(usize::from(class)) else { return 1.0 };
+        let phi = |p: f64| -(1.0 - p.clamp(0.0, 1.0 - 1e-9)).ln();
+        let (x0, y0) = points[0];
+        let mut k = (y0 / x0).max(phi(y0) / phi(x0));
+        for w in points.windows(2) {
+            let ((xa, ya), (xb, yb)) = (w[0], w[1]);
+            // Thirty-two pieces per segment keep the bound within a few percent of the ratio.
+            for i in 0..32 {
+                let (r1, r2) = (
+                    xa + (xb - xa) * f64::from(i) / 32.0,
+                    xa + (xb - xa) * f64::from(i + 1) / 32.0,
+                );
+                let m2 = ya + (yb - ya) * (r2 - xa) / (xb - xa);
+                k = k.max(phi(m2.max(ya)) / phi(r1));
+            }
+        }
+        k * (1.0 + 1e-9)
+    }
+}
+
 /// Weighted pool-adjacent-violators over the bins, each carrying its prior.
 fn fit(table: &[Cell; BINS]) -> [(f64, f64); BINS] {
     let mut xs = [0.0; BINS];
@@ -206,5 +239,18 @@ mod tests {
         c.refit(60 + 86_400);
         assert!((c.map(0, 0.8) - 0.4).abs() < 0.05);
         assert_eq!(c.resolved(), 4_000);
+        // The gain bound holds at every raw probability, for both learned maps.
+        for class in 0..2 {
+            let k = c.gain_bound(class);
+            for i in 1..2_000 {
+                let x = f64::from(i) / 200.0;
+                let p = c.map(class, 1.0 - (-x).exp()).min(1.0 - 1e-9);
+                assert!(-(1.0 - p).ln() <= k * x * (1.0 + 1e-12), "{class} {x}: {p} vs K {k}");
+            }
+        }
+        assert!(
+            (Calibrator::new(1).gain_bound(0) - 1.0).abs() < 0.2,
+            "a cold map barely stretches"
+        );
     }
 }

@@ -24,7 +24,11 @@
 //! - `calibration.rs`: event-time online calibration (binned outcomes, isotonic fit).
 //! - `score.rs`: the one formula — rates → intensity → probability of a query within a window
 //!   (and of a warm now serving one) — used by ticks, refresh-on-hit and explanations.
-//! - `tick.rs`: [`Model::tick`] — ranking, samples, expiry — and [`Model::explain`].
+//! - `tick.rs`: [`Model::tick`] — ranking, samples, expiry — its reference full walk
+//!   ([`Model::tick_full_scan`]) and [`Model::explain`].
+//! - `lazy.rs`: the tick that visits only keys that changed, expire, resolve or open a sample,
+//!   and those whose score upper bound reaches the cut — and why the bounds hold.
+//! - `schedule.rs`: its index — a max-heap of bounds, parking, expiry and sample wheels.
 //! - `snapshot.rs`: [`Model::snapshot`] / [`Model::restore`] — the state of a set of tickers in
 //!   a versioned binary form (the analyzer's per-partition checkpoints).
 //! - `patterns.rs`: [`Model::patterns_input`] and the snapshot's result types.
@@ -38,22 +42,26 @@
 //! event names a client, teaches the transition tables and returns any learned follow-up likely
 //! enough to publish ([`Reason::Sequence`]); [`Recent`] then drops the ones published moments ago.
 //!
-//! `tick(now)` moves the watermark and walks every live key once: expire old buckets (and the
+//! `tick(now)` moves the watermark and, for each key it must visit: expire old buckets (and the
 //! key, if none is left), update a prior built from the steady and seasonal rates with the
 //! recent events (gamma-Poisson), bound it by how long the key has been idle, scale it by the
 //! hour weight, turn it into `1 − exp(−λ·horizon)`, map that through the calibrator, and keep
-//! the best `top_n` at or above `min_confidence`. The warmer's [`policy::plan`] decides which of
+//! the best `top_n` at or above `min_confidence`. The keys it visits are those the index of
+//! `schedule.rs` names — new events, a bucket leaving the window, a sample to resolve or open,
+//! a score bound that can still make the cut — not every live key (`lazy.rs`). The warmer's [`policy::plan`] decides which of
 //! those to fetch.
 
 mod buckets;
 mod calibration;
 pub mod config;
 mod keys;
+mod lazy;
 pub mod patterns;
 pub mod policy;
 mod profile;
 mod recent;
 mod refresh;
+mod schedule;
 mod score;
 mod sequence;
 mod snapshot;
@@ -64,6 +72,8 @@ mod window;
 mod buckets_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tick_tests;
 #[cfg(test)]
 mod trace_tests;
 
@@ -178,7 +188,7 @@ struct Season {
 }
 
 /// The analyzer's model. CPU-bound and synchronous: an async service runs `tick` and `stats`
-/// on `tokio::task::spawn_blocking` (or its own thread), because they walk every key and
+/// on `tokio::task::spawn_blocking` (or its own thread), because they can walk every key and
 /// `stats` runs polars, which calls `block_in_place` and must not run on a current-thread
 /// runtime.
 #[derive(Debug)]
@@ -198,8 +208,11 @@ pub struct Model {
     first_bucket: Option<u32>,
     season: Option<Season>,
     season_epoch: u32,
-    /// Last calibration grid index samples were opened for.
+    /// The watermark of the last tick, from which the next one finds the keys whose sampling
+    /// point passed (`None`: every key without an open sample opens one).
     grid: Option<u32>,
+    /// The lazy tick's index of keys (`schedule.rs`).
+    schedule: schedule::Schedule,
     housekept_at: Option<u32>,
     counters: Counters,
     /// Refresh-ahead's view of the cache, once TTLs are known ([`Model::set_cache_ttls`]).
@@ -233,6 +246,7 @@ impl Model {
             season: None,
             season_epoch: 0,
             grid: None,
+            schedule: schedule::Schedule::default(),
             housekept_at: None,
             counters: Counters::default(),
             cache: None,
@@ -279,6 +293,7 @@ impl Model {
         }
         self.s = s;
         self.cfg = cfg;
+        self.schedule.invalidate();
         Ok(())
     }
 
@@ -348,6 +363,7 @@ impl Model {
             self.modules.release(m);
         }
         self.keys.compact_if_sparse();
+        self.schedule.invalidate();
         gone.len()
     }
 
@@ -364,7 +380,14 @@ impl Model {
             self.modules.retain(mid);
         }
         let k = self.keys.slot_mut(slot);
+        let first = k.buckets().next().map(|b| b.0);
         k.record(t, bucket, self.tau_fast, self.tau_slow);
+        let horizon = self.s.horizon;
+        self.schedule.touched(
+            slot,
+            created.then(|| schedule::phase(tid, mid, horizon)),
+            first.is_none_or(|f| bucket < f).then_some(bucket),
+        );
         if let Some(view) = self.cache.as_mut() {
             self.hit_refresh =
                 view.observe(tid, mid, &event.module, t, event.hit).map(|e| (slot, e));

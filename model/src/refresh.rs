@@ -35,7 +35,7 @@ pub(crate) const HIT_LEAD_S: u32 = 10;
 pub(crate) const FOLLOW_UP_LEAD_S: u32 = 30;
 /// Most seconds between ticks the refresh lead follows (a longer pause is a gap in the stream,
 /// not a slower tick).
-const MAX_LEAD_S: u32 = 60;
+pub(crate) const MAX_LEAD_S: u32 = 60;
 
 /// How long the cache keeps each module's entries, as the warmer is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +108,23 @@ impl CacheView {
         self.by_module[i]
     }
 
+    /// The longest TTL any module can get (bounds what a warm can serve, `lazy.rs`).
+    pub fn max_ttl(&self) -> u32 {
+        let most = self.ttls.per_module.values().copied().max().unwrap_or(0);
+        most.max(self.ttls.default_s).clamp(1, u64::from(u32::MAX / 2)) as u32
+    }
+
+    /// The most seconds a warm of a key of module `mid` (named `name`) can serve, now or later:
+    /// its resolved TTL, or, while unresolved, the larger of its own and the default.
+    pub fn ttl_bound(&self, mid: u32, name: Option<&Module>) -> u32 {
+        match self.by_module.get(mid as usize) {
+            Some(&t) if t > 0 => t,
+            _ => {
+                name.map_or(self.max_ttl(), |n| self.ttls.for_module(n.as_str())).max(self.ttl(mid))
+            }
+        }
+    }
+
     /// The TTL of a module id already resolved (the default otherwise).
     pub fn ttl(&self, mid: u32) -> u32 {
         match self.by_module.get(mid as usize) {
@@ -144,6 +161,9 @@ impl CacheView {
     }
 
     /// The key was (assumed) warmed at `t`.
+    ///
+    /// (The lazy tick's score bounds rely on a copy's `queries` growing only with the key's own
+    /// events, folded through `Model::record`; see `lazy.rs`.)
     pub fn warmed(&mut self, tid: u32, mid: u32, t: u32) {
         let ttl = self.ttl(mid);
         self.copies.insert(
@@ -202,8 +222,10 @@ impl CacheView {
                 && !freed(freed_tickers, (k >> 32) as u32)
                 && !freed(freed_modules, k as u32)
         });
-        if freed_modules.iter().any(|&f| f) {
-            self.by_module.clear();
+        // Only recycled ids lose their TTL: a live module's stays resolved, which the lazy
+        // tick's bounds rely on (`ttl_bound`).
+        for (t, _) in self.by_module.iter_mut().zip(freed_modules).filter(|(_, &f)| f) {
+            *t = 0;
         }
     }
 }
@@ -262,6 +284,7 @@ impl Model {
     /// confidence, and follow-ups of keys believed fresh are held back. Call it again when the
     /// TTLs change; the view of the cache is kept.
     pub fn set_cache_ttls(&mut self, ttls: CacheTtls) {
+        self.schedule.invalidate();
         match &mut self.cache {
             Some(view) => {
                 view.ttls = ttls;

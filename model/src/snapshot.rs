@@ -295,6 +295,7 @@ impl Model {
             }
         }
         let restored = keys.len();
+        self.schedule.invalidate();
         let mut tickers: Vec<Ticker> = Vec::new();
         for k in keys {
             if tickers.last() != Some(&k.ticker) {

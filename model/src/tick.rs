@@ -1,11 +1,15 @@
 //! The watermark path: ranking, calibration samples, expiry, housekeeping.
 //!
-//! One pass over the dense slot table per tick: each live key is scored by the one formula of
-//! `score.rs` (a few multiplications and three `exp`), and a bounded heap keeps the best `top_n`.
+//! [`Model::tick`] visits only the keys that need it (`lazy.rs`, over the index of
+//! `schedule.rs`); [`Model::tick_full_scan`] is the reference it must equal: one pass over the
+//! dense slot table, each live key scored by the one formula of `score.rs` and a bounded heap
+//! keeping the best `top_n`. A tick that starts a new seasonal frame (twice per market hour)
+//! or follows a change that renumbered keys runs that walk and rebuilds the index.
 
 use super::calibration::Calibrator;
 use super::keys::DEAD;
 use super::profile::{to_secs, SeasonFrame};
+use super::schedule::{crossed, phase};
 use super::score::{self, Rates};
 use super::window::NO_SAMPLE;
 use super::{Explanation, Model, Season};
@@ -15,12 +19,12 @@ use prefetch_contract::prediction::{Prediction, Reason};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-/// A ranking candidate; ordered by raw probability, then slot for determinism.
+/// A ranking candidate; ordered by rank, then slot for determinism.
 #[derive(Debug, Clone, Copy)]
-struct Candidate {
-    raw: f64,
-    slot: u32,
-    reason: Reason,
+pub(crate) struct Candidate {
+    pub raw: f64,
+    pub slot: u32,
+    pub reason: Reason,
 }
 
 impl PartialEq for Candidate {
@@ -40,14 +44,72 @@ impl Ord for Candidate {
     }
 }
 
+/// The best `top_n` candidates seen, worst on top.
+pub(crate) type Top = BinaryHeap<Reverse<Candidate>>;
+
+/// Keeps `c` if it is among the best `n`.
+pub(crate) fn offer(top: &mut Top, n: usize, c: Candidate) {
+    if top.len() < n {
+        top.push(Reverse(c));
+    } else if top.peek().is_some_and(|Reverse(min)| c > *min) {
+        top.pop();
+        top.push(Reverse(c));
+    }
+}
+
+/// What one tick is computed against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TickCtx {
+    pub wm: u32,
+    pub generated_at: DateTime<Utc>,
+    pub weight: f64,
+    pub class: u8,
+    pub horizon: u32,
+    /// Oldest bucket index kept.
+    pub oldest: u32,
+    /// The previous tick's watermark for sampling (`None`: every key opens a sample).
+    pub sampled_to: Option<u32>,
+    pub epoch: u32,
+    pub season: Option<SeasonFrame>,
+    pub has_season: bool,
+    /// Whether this tick started a new seasonal frame.
+    pub new_season: bool,
+}
+
 impl Model {
     /// Advances the watermark to `now` (it never moves back) and returns the keys whose
     /// calibrated probability of a query within the horizon is at least `min_confidence`, best
     /// first, at most `top_n`. Also expires buckets and keys that left the retention window,
     /// resolves and opens calibration samples, and (once per bucket width) forgets idle
     /// clients, faded sequences and unused ids. Returns nothing when the model is disabled.
+    ///
+    /// Its cost follows the keys that changed, expire, resolve or open a sample since the last
+    /// tick and the keys whose score bound reaches the cut, not every live key (`lazy.rs`); it
+    /// returns exactly what [`Model::tick_full_scan`] would.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Prediction> {
-        let Some(now_s) = to_secs(now) else { return Vec::new() };
+        let Some(ctx) = self.begin_tick(now) else { return Vec::new() };
+        if ctx.new_season || !self.schedule.valid() || ctx.sampled_to.is_none() {
+            let (top, expired) = self.walk(&ctx, true);
+            return self.finish_tick(&ctx, top, expired);
+        }
+        let (top, expired) = self.lazy_tick(&ctx);
+        self.finish_tick(&ctx, top, expired)
+    }
+
+    /// The reference tick: the same result as [`Model::tick`], computed by walking every live
+    /// key. Kept for the equivalence tests and the tick benchmark; it drops the lazy tick's
+    /// index (the next `tick` rebuilds it).
+    #[doc(hidden)]
+    pub fn tick_full_scan(&mut self, now: DateTime<Utc>) -> Vec<Prediction> {
+        let Some(ctx) = self.begin_tick(now) else { return Vec::new() };
+        self.schedule.invalidate();
+        let (top, expired) = self.walk(&ctx, false);
+        self.finish_tick(&ctx, top, expired)
+    }
+
+    /// Moves the watermark and the seasonal frame; `None` for an unrepresentable `now`.
+    fn begin_tick(&mut self, now: DateTime<Utc>) -> Option<TickCtx> {
+        let now_s = to_secs(now)?;
         let wm = match self.watermark {
             Some((wm, at)) if wm >= now_s => {
                 self.watermark = Some((wm, at));
@@ -59,21 +121,39 @@ impl Model {
             }
         };
         let generated_at = self.watermark.map_or(now, |(_, at)| at);
+        let epoch_before = self.season_epoch;
         self.refresh_season(wm);
         let (_, weight, class) = self.hour_context(wm);
-        let horizon = self.s.horizon;
-        let oldest = wm.saturating_sub(self.s.retention) / self.s.bucket;
-        let grid = wm / horizon;
-        let open_samples = self.grid != Some(grid);
-        self.grid = Some(grid);
-        let (epoch, season) = (self.season_epoch, self.season.map(|s| s.frame));
-        let has_season = season.is_some_and(|f| f.observed());
+        let sampled_to = self.grid;
+        self.grid = Some(wm);
         if let Some(view) = self.cache.as_mut() {
             view.tick(wm);
         }
-        let cache = self.cache.as_ref();
+        let season = self.season.map(|s| s.frame);
+        Some(TickCtx {
+            wm,
+            generated_at,
+            weight,
+            class,
+            horizon: self.s.horizon,
+            oldest: wm.saturating_sub(self.s.retention) / self.s.bucket,
+            sampled_to,
+            epoch: self.season_epoch,
+            season,
+            has_season: season.is_some_and(|f| f.observed()),
+            new_season: epoch_before != self.season_epoch,
+        })
+    }
 
-        let mut heap: BinaryHeap<Reverse<Candidate>> = BinaryHeap::with_capacity(self.s.top_n + 1);
+    /// Walks every live key: expiry, seasonal rate, samples, ranking. With `index`, rebuilds
+    /// the lazy tick's index on the way. Returns the best candidates and the expired slots.
+    fn walk(&mut self, ctx: &TickCtx, index: bool) -> (Top, Vec<u32>) {
+        let TickCtx { wm, weight, class, horizon, oldest, epoch, season, has_season, .. } = *ctx;
+        if index {
+            self.schedule.rebuild(self.keys.slots_mut().len(), horizon);
+        }
+        let cache = self.cache.as_ref();
+        let mut heap: Top = BinaryHeap::with_capacity(self.s.top_n + 1);
         let mut expired = Vec::new();
         for (slot, k) in self.keys.slots_mut().iter_mut().enumerate() {
             if k.ticker == DEAD {
@@ -97,7 +177,18 @@ impl Model {
                 self.calibrator.resolve(k.sample_cell, false);
                 k.sample_at = NO_SAMPLE;
             }
-            let opens = open_samples && k.sample_at == NO_SAMPLE;
+            let key_phase = phase(k.ticker, k.module, horizon);
+            let opens = k.sample_at == NO_SAMPLE && crossed(ctx.sampled_to, wm, key_phase, horizon);
+            if index {
+                let factors = super::lazy::copy_factors(cache, &self.modules, k);
+                let bound = super::lazy::bound_scalar(rates, factors);
+                self.schedule.note_factors(factors);
+                let resolves = (k.sample_at != NO_SAMPLE)
+                    .then(|| k.sample_at.saturating_add(horizon))
+                    .or(opens.then(|| wm.saturating_add(horizon)));
+                let first = k.buckets().next().map(|b| b.0);
+                self.schedule.add(slot as u32, bound, first, key_phase, resolves);
+            }
             // With refresh-ahead the rank is what a warm now would serve (already calibrated);
             // a key whose copy outlives the next tick waits for a later tick, and one whose
             // upper bound cannot make the cut is dropped before any `exp` or `ln`.
@@ -132,58 +223,66 @@ impl Model {
                     score::serve_probability(self.calibrator.map(class, raw), horizon, d)
                 }
             };
-            let c = Candidate { raw: rank, slot: slot as u32, reason };
-            if heap.len() < self.s.top_n {
-                heap.push(Reverse(c));
-            } else if heap.peek().is_some_and(|Reverse(min)| c > *min) {
-                heap.pop();
-                heap.push(Reverse(c));
-            }
+            offer(&mut heap, self.s.top_n, Candidate { raw: rank, slot: slot as u32, reason });
         }
-        for slot in expired {
+        (heap, expired)
+    }
+
+    /// Removes expired keys (ascending slots, as the walk found them), refits the calibrator,
+    /// turns the best candidates into predictions and marks them warmed, then housekeeps.
+    fn finish_tick(&mut self, ctx: &TickCtx, heap: Top, expired: Vec<u32>) -> Vec<Prediction> {
+        self.remove_expired(&expired);
+        let (wm, class, horizon) = (ctx.wm, ctx.class, ctx.horizon);
+        self.calibrator.refit(wm);
+        let mut out = Vec::new();
+        if self.s.enabled {
+            let ranked = heap.into_sorted_vec(); // ascending Reverse = best first
+            let calibrated = self.cache.is_some();
+            let mut warmed = Vec::new();
+            out = ranked
+                .into_iter()
+                .map(|Reverse(c)| c)
+                .map(|c| (c, if calibrated { c.raw } else { self.calibrator.map(class, c.raw) }))
+                .take_while(|&(_, p)| p >= self.s.min_confidence)
+                .filter_map(|(c, p)| {
+                    let k = self.keys.slot(c.slot)?;
+                    warmed.push((k.ticker, k.module));
+                    Some(Prediction {
+                        ticker: self.tickers.name(k.ticker)?.clone(),
+                        module: self.modules.name(k.module)?.clone(),
+                        confidence: p,
+                        horizon_s: u64::from(horizon),
+                        generated_at: ctx.generated_at,
+                        reason: c.reason,
+                    })
+                })
+                .collect();
+            if let Some(view) = self.cache.as_mut() {
+                for (t, m) in warmed {
+                    view.warmed(t, m, wm);
+                }
+            }
+            self.counters.predictions_tick += out.len() as u64;
+        }
+        // After the predictions are named: housekeeping may compact the table (new slots).
+        if self.housekept_at.is_none_or(|at| wm >= at.saturating_add(self.s.bucket)) {
+            self.housekeep(wm);
+        }
+        out
+    }
+
+    /// Forgets the keys in `slots` (ascending: the free list, and so later slot numbers, then
+    /// match the full walk's).
+    pub(crate) fn remove_expired(&mut self, slots: &[u32]) {
+        for &slot in slots {
             let k = self.keys.slot_mut(slot);
             let (t, m) = (k.ticker, k.module);
             self.keys.remove(slot);
+            self.schedule.removed(slot);
             self.tickers.release(t);
             self.modules.release(m);
             self.counters.keys_expired += 1;
         }
-        self.calibrator.refit(wm);
-        if self.housekept_at.is_none_or(|at| wm >= at.saturating_add(self.s.bucket)) {
-            self.housekeep(wm);
-        }
-        if !self.s.enabled {
-            return Vec::new();
-        }
-
-        let ranked = heap.into_sorted_vec(); // ascending Reverse = best first
-        let calibrated = self.cache.is_some();
-        let mut warmed = Vec::new();
-        let out: Vec<Prediction> = ranked
-            .into_iter()
-            .map(|Reverse(c)| c)
-            .map(|c| (c, if calibrated { c.raw } else { self.calibrator.map(class, c.raw) }))
-            .take_while(|&(_, p)| p >= self.s.min_confidence)
-            .filter_map(|(c, p)| {
-                let k = self.keys.slot(c.slot)?;
-                warmed.push((k.ticker, k.module));
-                Some(Prediction {
-                    ticker: self.tickers.name(k.ticker)?.clone(),
-                    module: self.modules.name(k.module)?.clone(),
-                    confidence: p,
-                    horizon_s: u64::from(horizon),
-                    generated_at,
-                    reason: c.reason,
-                })
-            })
-            .collect();
-        if let Some(view) = self.cache.as_mut() {
-            for (t, m) in warmed {
-                view.warmed(t, m, wm);
-            }
-        }
-        self.counters.predictions_tick += out.len() as u64;
-        out
     }
 
     /// Rebuilds the seasonal frame when the market hour or the horizon's target slot changes,
@@ -217,7 +316,11 @@ impl Model {
         if let Some(view) = self.cache.as_mut() {
             view.sweep(wm, &freed_tickers, &freed_modules);
         }
+        let slots = self.keys.slots_mut().len();
         self.keys.compact_if_sparse();
+        if self.keys.slots_mut().len() != slots {
+            self.schedule.invalidate();
+        }
         self.housekept_at = Some(wm);
     }
 
