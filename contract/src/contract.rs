@@ -209,6 +209,43 @@ impl QueryEvent {
     /// Validates a JSON value as an event. `now` stamps events without `ts` and bounds future
     /// timestamps; pass the receiving clock at the boundary.
     pub fn from_value(value: &Value, now: DateTime<Utc>) -> Result<Self, EventError> {
+        Self::from_value_with(value, now, Future::Refuse)
+    }
+
+    /// Like [`QueryEvent::from_value`], but a `ts` more than `max_skew` ahead of `now` is not
+    /// refused: it becomes `now`, the receiver's clock, and the flag says so. A producer whose
+    /// clock runs ahead then cannot move event time (and the analyzer's watermark) forward.
+    /// `max_skew` is capped at [`MAX_FUTURE_SKEW`], the bound every consumer re-checks.
+    pub fn from_value_clamped(
+        value: &Value,
+        now: DateTime<Utc>,
+        max_skew: chrono::Duration,
+    ) -> Result<(Self, bool), EventError> {
+        Self::from_value_with(value, now, Future::Keep).map(|e| e.clamped(now, max_skew))
+    }
+
+    /// [`QueryEvent::from_json`] with the clamp of [`QueryEvent::from_value_clamped`].
+    pub fn from_json_clamped(
+        bytes: &[u8],
+        now: DateTime<Utc>,
+        max_skew: chrono::Duration,
+    ) -> Result<(Self, bool), EventError> {
+        Self::from_json_with(bytes, now, Future::Keep).map(|e| e.clamped(now, max_skew))
+    }
+
+    fn clamped(mut self, now: DateTime<Utc>, max_skew: chrono::Duration) -> (Self, bool) {
+        let ahead = self.ts > now + max_skew.min(MAX_FUTURE_SKEW);
+        if ahead {
+            self.ts = now;
+        }
+        (self, ahead)
+    }
+
+    fn from_value_with(
+        value: &Value,
+        now: DateTime<Utc>,
+        future: Future,
+    ) -> Result<Self, EventError> {
         let Some(obj) = value.as_object() else {
             return Err(EventError {
                 problems: vec![FieldError::new(
@@ -233,7 +270,7 @@ impl QueryEvent {
                 None
             }
         };
-        let ts = parse_ts(obj.get("ts"), now).map_err(|e| problems.push(e)).ok();
+        let ts = parse_ts(obj.get("ts"), now, future).map_err(|e| problems.push(e)).ok();
         let client = match obj.get("client") {
             None | Some(Value::Null) => Some(None),
             Some(Value::String(s)) => {
@@ -274,13 +311,21 @@ impl QueryEvent {
 
     /// Parses and validates one JSON document as an event (e.g. a Kafka message payload).
     pub fn from_json(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, EventError> {
+        Self::from_json_with(bytes, now, Future::Refuse)
+    }
+
+    fn from_json_with(
+        bytes: &[u8],
+        now: DateTime<Utc>,
+        future: Future,
+    ) -> Result<Self, EventError> {
         if let Ok(typed) = serde_json::from_slice::<Typed<'_>>(bytes) {
-            return typed.validate(now);
+            return typed.validate(now, future);
         }
         let value: Value = parse_json_strict(bytes).map_err(|e| EventError {
             problems: vec![FieldError::new("event", format!("invalid JSON: {e}"))],
         })?;
-        Self::from_value(&value, now)
+        Self::from_value_with(&value, now, future)
     }
 
     /// The canonical JSON form written to the query-events topic.
@@ -371,7 +416,20 @@ fn required_str<'a>(
     }
 }
 
-fn parse_ts(v: Option<&Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
+/// What a parser does with a timestamp beyond [`MAX_FUTURE_SKEW`].
+#[derive(Debug, Clone, Copy)]
+enum Future {
+    /// Refuse it (every consumer of a topic).
+    Refuse,
+    /// Keep it for the caller to clamp (ingest, which owns the receiving clock).
+    Keep,
+}
+
+fn parse_ts(
+    v: Option<&Value>,
+    now: DateTime<Utc>,
+    future: Future,
+) -> Result<DateTime<Utc>, FieldError> {
     let ts = match v {
         None | Some(Value::Null) => return Ok(now),
         Some(Value::String(s)) => ts_from_str(s)?,
@@ -388,7 +446,7 @@ fn parse_ts(v: Option<&Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>, Fiel
             ))
         }
     };
-    not_future(ts, now)
+    not_future(ts, now, future)
 }
 
 fn ts_from_str(s: &str) -> Result<DateTime<Utc>, FieldError> {
@@ -426,8 +484,12 @@ fn ts_from_millis(ms: i64) -> Result<DateTime<Utc>, FieldError> {
         .ok_or_else(|| FieldError::new("ts", format!("{ms} is out of range")))
 }
 
-fn not_future(ts: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
-    if ts > now + MAX_FUTURE_SKEW {
+fn not_future(
+    ts: DateTime<Utc>,
+    now: DateTime<Utc>,
+    future: Future,
+) -> Result<DateTime<Utc>, FieldError> {
+    if matches!(future, Future::Refuse) && ts > now + MAX_FUTURE_SKEW {
         return Err(FieldError::new(
             "ts",
             format!(
@@ -461,14 +523,16 @@ enum TypedTs<'a> {
 }
 
 impl Typed<'_> {
-    fn validate(self, now: DateTime<Utc>) -> Result<QueryEvent, EventError> {
+    fn validate(self, now: DateTime<Utc>, future: Future) -> Result<QueryEvent, EventError> {
         let mut problems = Vec::new();
         let ticker = Ticker::parse(self.ticker).map_err(|e| problems.push(e)).ok();
         let module = Module::parse(self.module).map_err(|e| problems.push(e)).ok();
         let ts = match self.ts {
             None => Ok(now),
-            Some(TypedTs::Text(s)) => ts_from_str(s).and_then(|t| not_future(t, now)),
-            Some(TypedTs::Millis(ms)) => ts_from_millis(ms).and_then(|t| not_future(t, now)),
+            Some(TypedTs::Text(s)) => ts_from_str(s).and_then(|t| not_future(t, now, future)),
+            Some(TypedTs::Millis(ms)) => {
+                ts_from_millis(ms).and_then(|t| not_future(t, now, future))
+            }
         }
         .map_err(|e| problems.push(e))
         .ok();

@@ -57,19 +57,39 @@ pub struct Refusal {
     pub bad_events: usize,
 }
 
-/// Parses a whole body. `now` stamps events without a timestamp.
-pub fn parse_body(
-    body: &[u8],
-    framing: Framing,
-    now: DateTime<Utc>,
-) -> Result<Vec<QueryEvent>, Refusal> {
+/// Ingest's clock as the parser applies it.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Stamps events without a timestamp.
+    pub now: DateTime<Utc>,
+    /// A `ts` further than this ahead of `now` becomes `now` (`--max-clock-skew`).
+    pub max_skew: chrono::Duration,
+}
+
+/// The events of an accepted body.
+#[derive(Debug)]
+pub struct Batch {
+    /// Every event, in body order.
+    pub events: Vec<QueryEvent>,
+    /// How many of them had their `ts` clamped to ingest's clock.
+    pub clamped: usize,
+}
+
+/// Parses a whole body.
+pub fn parse_body(body: &[u8], framing: Framing, clock: Clock) -> Result<Batch, Refusal> {
     let mut out = Vec::new();
+    let mut clamped = 0;
     let mut problems = Vec::new();
     let mut bad = 0;
-    let mut take = |r: Result<QueryEvent, Vec<FieldError>>,
+    let Clock { now, max_skew } = clock;
+    let parse = |v: &Value| QueryEvent::from_value_clamped(v, now, max_skew);
+    let mut take = |r: Result<(QueryEvent, bool), Vec<FieldError>>,
                     index: Option<usize>,
                     line: Option<usize>| match r {
-        Ok(e) => out.push(e),
+        Ok((e, c)) => {
+            clamped += usize::from(c);
+            out.push(e);
+        }
         Err(errs) => {
             bad += 1;
             for fe in errs {
@@ -84,12 +104,10 @@ pub fn parse_body(
             Err(e) => take(Err(vec![not_json(e)]), None, None),
             Ok(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
-                    take(QueryEvent::from_value(item, now).map_err(|e| e.problems), Some(i), None);
+                    take(parse(item).map_err(|e| e.problems), Some(i), None);
                 }
             }
-            Ok(item) => {
-                take(QueryEvent::from_value(&item, now).map_err(|e| e.problems), None, None)
-            }
+            Ok(item) => take(parse(&item).map_err(|e| e.problems), None, None),
         },
         Framing::Ndjson => {
             for (i, line) in body.split(|b| *b == b'\n').enumerate() {
@@ -98,7 +116,7 @@ pub fn parse_body(
                 }
                 let r = prefetch_common::contract::parse_json_strict(line)
                     .map_err(|e| vec![not_json(e)])
-                    .and_then(|v| QueryEvent::from_value(&v, now).map_err(|e| e.problems));
+                    .and_then(|v| parse(&v).map_err(|e| e.problems));
                 take(r, None, Some(i + 1));
             }
         }
@@ -106,7 +124,7 @@ pub fn parse_body(
     if bad > 0 {
         return Err(Refusal { problems, bad_events: bad });
     }
-    Ok(out)
+    Ok(Batch { events: out, clamped })
 }
 
 fn not_json(e: serde_json::Error) -> FieldError {
@@ -119,6 +137,10 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         "2026-03-09T14:30:00Z".parse().unwrap()
+    }
+
+    fn clock() -> Clock {
+        Clock { now: now(), max_skew: chrono::Duration::minutes(1) }
     }
 
     #[test]
@@ -136,32 +158,47 @@ mod tests {
     #[test]
     fn arrays_objects_and_lines_parse() {
         let arr = br#"[{"ticker":"a","module":"price"},{"ticker":"b","module":"news","hit":true}]"#;
-        let evs = parse_body(arr, Framing::Json, now()).unwrap();
+        let evs = parse_body(arr, Framing::Json, clock()).unwrap().events;
         assert_eq!(evs.iter().map(|e| e.ticker.as_str()).collect::<Vec<_>>(), ["A", "B"]);
-        let one = parse_body(br#"{"ticker":"c","module":"price"}"#, Framing::Json, now()).unwrap();
+        let one = parse_body(br#"{"ticker":"c","module":"price"}"#, Framing::Json, clock())
+            .unwrap()
+            .events;
         assert_eq!(one.len(), 1);
         let nd = b"{\"ticker\":\"a\",\"module\":\"price\"}\n\n  \r\n{\"ticker\":\"b\",\"module\":\"price\"}\r\n";
-        assert_eq!(parse_body(nd, Framing::Ndjson, now()).unwrap().len(), 2);
+        assert_eq!(parse_body(nd, Framing::Ndjson, clock()).unwrap().events.len(), 2);
     }
 
     #[test]
     fn one_bad_event_refuses_the_batch_and_is_located() {
         let arr = br#"[{"ticker":"a","module":"price"},{"ticker":"a;b","module":"price"},{"module":"x"}]"#;
-        let r = parse_body(arr, Framing::Json, now()).unwrap_err();
+        let r = parse_body(arr, Framing::Json, clock()).unwrap_err();
         assert_eq!(r.bad_events, 2);
         assert_eq!((r.problems[0].index, r.problems[0].field), (Some(1), "ticker"));
         assert_eq!((r.problems[1].index, r.problems[1].field), (Some(2), "ticker"));
 
         let nd = b"{\"ticker\":\"a\",\"module\":\"price\"}\n\n{not json\n";
-        let r = parse_body(nd, Framing::Ndjson, now()).unwrap_err();
+        let r = parse_body(nd, Framing::Ndjson, clock()).unwrap_err();
         assert_eq!((r.problems[0].line, r.problems[0].field), (Some(3), "event"));
         assert!(r.problems[0].message.starts_with("invalid JSON"));
     }
 
     #[test]
+    fn a_ts_ahead_of_the_skew_is_clamped_and_counted() {
+        let ahead = (now() + chrono::Duration::hours(1)).timestamp_millis();
+        let near = (now() + chrono::Duration::seconds(30)).timestamp_millis();
+        let body = format!(
+            "{{\"ticker\":\"a\",\"module\":\"price\",\"ts\":{ahead}}}\n{{\"ticker\":\"b\",\"module\":\"price\",\"ts\":{near}}}\n"
+        );
+        let b = parse_body(body.as_bytes(), Framing::Ndjson, clock()).unwrap();
+        assert_eq!(b.clamped, 1);
+        assert_eq!(b.events[0].ts, now());
+        assert_eq!(b.events[1].ts.timestamp_millis(), near);
+    }
+
+    #[test]
     fn problems_are_capped_but_counted() {
         let body = "{\"ticker\":\"\",\"module\":\"p\"}\n".repeat(500);
-        let r = parse_body(body.as_bytes(), Framing::Ndjson, now()).unwrap_err();
+        let r = parse_body(body.as_bytes(), Framing::Ndjson, clock()).unwrap_err();
         assert_eq!(r.bad_events, 500);
         assert_eq!(r.problems.len(), MAX_LISTED_PROBLEMS);
     }

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use prefetch_common::cli::parse_duration;
+use prefetch_common::contract::MAX_FUTURE_SKEW;
 use prefetch_common::kafka::{KafkaArgs, TopicArgs};
 use prefetch_common::telemetry::LogArgs;
 use std::net::SocketAddr;
@@ -32,6 +33,13 @@ pub struct Config {
     /// 503 with Retry-After (e.g. `5s`, `1500ms`).
     #[arg(long, env = "PREFETCH_INGEST_PRODUCE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub produce_timeout: Duration,
+
+    /// A producer's `ts` more than this far ahead of ingest's clock is replaced by ingest's
+    /// clock (and counted in `smart_prefetch_ingest_events_clamped_total`) instead of being
+    /// written as sent: a producer whose clock runs fast cannot move event time forward. At
+    /// most 5m, the bound every consumer re-checks.
+    #[arg(long, env = "PREFETCH_INGEST_MAX_CLOCK_SKEW", default_value = "1m", value_parser = parse_skew)]
+    pub max_clock_skew: Duration,
 
     /// Base URL of the warmer's admin API, which answers `action=status` (cache counters and
     /// size) and `action=warmup`; with several warmers, all of them, comma-separated (status
@@ -71,6 +79,19 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
+}
+
+/// A `--max-clock-skew`: a duration of at most [`MAX_FUTURE_SKEW`].
+fn parse_skew(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let max = MAX_FUTURE_SKEW.to_std().unwrap_or_default();
+    if d > max {
+        return Err(format!(
+            "at most {}s: the analyzer refuses events further ahead than that",
+            max.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 impl Config {

@@ -2,7 +2,7 @@
 //! `api/`), health and metrics.
 
 use crate::api::Api;
-use crate::batch::{parse_body, Framing, Problem, Refusal};
+use crate::batch::{parse_body, Clock, Framing, Problem, Refusal};
 use crate::metrics::{Metrics, Rejection};
 use crate::sink::EventSink;
 use axum::body::{Body, Bytes};
@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Largest accepted body in bytes.
     pub max_body_bytes: usize,
+    /// A `ts` further ahead of ingest's clock than this is replaced by the clock.
+    pub max_clock_skew: chrono::Duration,
     /// The original API's other actions.
     pub api: Api,
 }
@@ -60,8 +62,9 @@ async fn post_events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: B
         Ok(fb) => fb,
         Err(resp) => return resp,
     };
-    let events = match parse_body(&body, framing, Utc::now()) {
-        Ok(evs) if evs.is_empty() => {
+    let clock = Clock { now: Utc::now(), max_skew: s.max_clock_skew };
+    let batch = match parse_body(&body, framing, clock) {
+        Ok(b) if b.events.is_empty() => {
             s.metrics.rejected(Rejection::Invalid, 0);
             return error_response(
                 StatusCode::BAD_REQUEST,
@@ -69,11 +72,14 @@ async fn post_events(State(s): State<Arc<AppState>>, headers: HeaderMap, body: B
                 "the body holds no events",
             );
         }
-        Ok(evs) => evs,
+        Ok(b) => b,
         Err(refusal) => return refused(&s, refusal),
     };
-    match produce(&s, &events).await {
-        Ok(()) => (StatusCode::OK, Json(json!({"accepted": events.len()}))).into_response(),
+    match produce(&s, &batch.events).await {
+        Ok(()) => {
+            s.metrics.clamped(batch.clamped);
+            (StatusCode::OK, Json(json!({"accepted": batch.events.len()}))).into_response()
+        }
         Err(resp) => resp,
     }
 }
@@ -161,8 +167,9 @@ async fn record(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
         Ok(fb) => fb,
         Err(resp) => return resp,
     };
-    let event = match QueryEvent::from_json(&body, Utc::now()) {
-        Ok(e) => e,
+    let (event, clamped) = match QueryEvent::from_json_clamped(&body, Utc::now(), s.max_clock_skew)
+    {
+        Ok(ec) => ec,
         Err(e) => {
             let problems = e
                 .problems
@@ -173,7 +180,10 @@ async fn record(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
         }
     };
     match produce(&s, std::slice::from_ref(&event)).await {
-        Ok(()) => Json(RecordAck::from(&event)).into_response(),
+        Ok(()) => {
+            s.metrics.clamped(usize::from(clamped));
+            Json(RecordAck::from(&event)).into_response()
+        }
         Err(resp) => resp,
     }
 }

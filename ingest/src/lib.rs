@@ -76,6 +76,7 @@ pub async fn serve(
         sink: sink.clone(),
         metrics: metrics::Metrics::new(),
         max_body_bytes: cfg.max_body_bytes,
+        max_clock_skew: chrono::Duration::from_std(cfg.max_clock_skew)?,
         api,
     });
     let addr = listener.local_addr()?;

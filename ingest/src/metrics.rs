@@ -62,6 +62,7 @@ pub struct Metrics {
     events_rejected: IntCounterVec,
     requests_rejected: IntCounterVec,
     produce_seconds: Histogram,
+    events_clamped: IntCounter,
 }
 
 impl Metrics {
@@ -99,6 +100,11 @@ impl Metrics {
             ]),
         )
         .unwrap();
+        let events_clamped = IntCounter::new(
+            "smart_prefetch_ingest_events_clamped_total",
+            "Accepted query events whose ts lay more than --max-clock-skew ahead of ingest's clock and were written with ingest's clock instead.",
+        )
+        .unwrap();
         for r in Rejection::ALL {
             requests_rejected.with_label_values(&[r.label()]);
         }
@@ -109,7 +115,15 @@ impl Metrics {
         registry.register(Box::new(events_rejected.clone())).unwrap();
         registry.register(Box::new(requests_rejected.clone())).unwrap();
         registry.register(Box::new(produce_seconds.clone())).unwrap();
-        Self { registry, events_accepted, events_rejected, requests_rejected, produce_seconds }
+        registry.register(Box::new(events_clamped.clone())).unwrap();
+        Self {
+            registry,
+            events_accepted,
+            events_rejected,
+            requests_rejected,
+            produce_seconds,
+            events_clamped,
+        }
     }
 
     /// The registry to expose on `/metrics`.
@@ -121,6 +135,11 @@ impl Metrics {
     pub fn accepted(&self, n: usize, took: Duration) {
         self.events_accepted.inc_by(n as u64);
         self.produce_seconds.observe(took.as_secs_f64());
+    }
+
+    /// `n` accepted events had their `ts` clamped to ingest's clock.
+    pub fn clamped(&self, n: usize) {
+        self.events_clamped.inc_by(n as u64);
     }
 
     /// A request was refused for `reason`, carrying `events` events (0 when none were parsed).

@@ -307,3 +307,37 @@ fn latency_is_bounded() {
         assert_eq!(QueryEvent::from_json(body.as_bytes(), now()).is_ok(), ok, "typed {lat}");
     }
 }
+
+#[test]
+fn a_ts_ahead_of_the_skew_is_clamped_only_when_asked() {
+    let ahead = now() + chrono::Duration::hours(1);
+    let v = json!({"ticker": "a", "module": "price", "ts": ahead.to_rfc3339()});
+    assert!(QueryEvent::from_value(&v, now()).is_err(), "consumers still refuse it");
+    let skew = chrono::Duration::minutes(1);
+    let (e, clamped) = QueryEvent::from_value_clamped(&v, now(), skew).unwrap();
+    assert!(clamped);
+    assert_eq!(e.ts, now());
+    let bytes = v.to_string();
+    let (e, clamped) = QueryEvent::from_json_clamped(bytes.as_bytes(), now(), skew).unwrap();
+    assert!(clamped);
+    assert_eq!(e.ts, now());
+
+    // Within the skew the producer's time stays.
+    let near = now() + chrono::Duration::seconds(30);
+    let v = json!({"ticker": "a", "module": "price", "ts": near.timestamp_millis()});
+    let (e, clamped) = QueryEvent::from_value_clamped(&v, now(), skew).unwrap();
+    assert_eq!((e.ts, clamped), (near, false));
+
+    // A skew beyond what consumers accept is capped at MAX_FUTURE_SKEW.
+    let ten = now() + chrono::Duration::minutes(10);
+    let v = json!({"ticker": "a", "module": "price", "ts": ten.to_rfc3339()});
+    let (e, clamped) =
+        QueryEvent::from_value_clamped(&v, now(), chrono::Duration::hours(2)).unwrap();
+    assert_eq!((e.ts, clamped), (now(), true));
+    assert!(QueryEvent::from_json(&e.to_json(), now()).is_ok());
+
+    // Everything else is still refused as before.
+    let bad = json!({"ticker": "a;b", "module": "price", "ts": ahead.to_rfc3339()});
+    let err = QueryEvent::from_value_clamped(&bad, now(), skew).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+}
