@@ -76,6 +76,37 @@ pub async fn send(
 mod tests {
     use super::*;
 
+    /// Property (seeded; a failure names its case): the envelope of any payload and any reason
+    /// is JSON that fits well under a broker's 1 MB `message.max.bytes`, carries the payload's
+    /// true length and SHA-256, and a prefix of its lossy text.
+    #[test]
+    fn any_payload_makes_a_bounded_envelope_that_fingerprints_it() {
+        use prefetch_contract::testgen::Gen;
+        let origin =
+            Origin { stage: "analyzer", topic: "prefetch.query-events", partition: 0, offset: 1 };
+        for case in 0..2_000u64 {
+            let mut g = Gen::new(case);
+            let mut payload = g.bytes(64);
+            if g.one_in(4) {
+                // Past the prefix bound, with control characters (6 bytes each once escaped).
+                payload.extend((0..g.below(20_000)).map(|_| g.next() as u8 & 0x9f));
+            }
+            let reason: String =
+                (0..g.below(3_000)).map(|_| ['\u{1}', 'é', '"', 'r'][g.below(4)]).collect();
+            let env = envelope(origin, &reason, &payload);
+            assert!(env.len() <= 32 * 1024, "case {case}: {} bytes", env.len());
+            let v: serde_json::Value = serde_json::from_slice(&env).unwrap();
+            assert_eq!(v["payload_bytes"], payload.len(), "case {case}");
+            assert_eq!(v["truncated"], payload.len() > PAYLOAD_PREFIX_BYTES, "case {case}");
+            let sha: String = Sha256::digest(&payload).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(v["payload_sha256"], sha, "case {case}");
+            let text = v["payload"].as_str().unwrap();
+            let cut = &payload[..payload.len().min(PAYLOAD_PREFIX_BYTES)];
+            assert_eq!(text, String::from_utf8_lossy(cut), "case {case}");
+            assert!(reason.starts_with(v["reason"].as_str().unwrap()), "case {case}");
+        }
+    }
+
     #[test]
     fn a_large_payload_is_cut_and_fingerprinted() {
         let origin = Origin { stage: "analyzer", topic: "t", partition: 2, offset: 7 };

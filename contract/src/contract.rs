@@ -8,7 +8,7 @@
 //! produced by [`QueryEvent::to_json`], so producers may add fields without breaking ingest,
 //! and consumers never see anything the contract does not describe.
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -456,7 +456,10 @@ fn ts_from_str(s: &str) -> Result<DateTime<Utc>, FieldError> {
     if ts.timestamp_millis() < MIN_EPOCH_MS {
         return Err(FieldError::new("ts", format!("{s:?} is before 2000-01-01")));
     }
-    Ok(no_leap_second(ts))
+    // Kept to the millisecond the topic carries, so the event ingest accepted is exactly the
+    // one consumers read back (the property test in `props.rs` found sub-millisecond times
+    // that did not survive the round trip).
+    Ok(no_leap_second(ts).trunc_subsecs(3))
 }
 
 /// A leap second (`23:59:60`, which chrono keeps as a nanosecond count past one second) becomes

@@ -10,6 +10,7 @@
 //! - `duration.rs`: [`duration::parse_duration`], the one duration syntax (`5s`, `1h30m`, `1d`).
 //! - `config.rs`: [`config::LiveConfig`], the one live configuration of every analyzer and warmer
 //!   (compacted `prefetch.config` topic), its validation and partial updates.
+//! - `testgen.rs`: the seeded generator of the parsers' property tests (test support, hidden).
 //!
 //! An event enters at a service boundary as JSON, becomes a `QueryEvent` through
 //! `QueryEvent::from_value`, is written to Kafka as `QueryEvent::to_json` keyed by its ticker, and
@@ -20,3 +21,7 @@ pub mod config;
 pub mod contract;
 pub mod duration;
 pub mod prediction;
+#[cfg(test)]
+mod props;
+#[doc(hidden)]
+pub mod testgen;

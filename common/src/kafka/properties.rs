@@ -177,6 +177,76 @@ mod tests {
         assert!(e.contains("/nonexistent/kafka.properties"), "{e}");
     }
 
+    /// Property (seeded; a failure names its case): no text makes the parser panic; what it
+    /// accepts re-renders as `key=value` lines that parse back to the same properties; an
+    /// error never quotes anything after a line's first `=` or space (where a secret sits);
+    /// `Debug` shows no sensitive value.
+    #[test]
+    fn any_text_parses_without_panic_round_trips_and_never_leaks_a_value() {
+        use prefetch_contract::testgen::Gen;
+        const KEYS: [&str; 7] = [
+            "sasl.password",
+            "ssl.key.password",
+            "sasl.username",
+            "acks",
+            "bootstrap.servers",
+            "a b",
+            "",
+        ];
+        let seps = ["=", " = ", " ", "\t", "==", ": "];
+        let mut accepted = 0;
+        for case in 0..5_000u64 {
+            let mut g = Gen::new(case);
+            let mut text = String::new();
+            let mut secrets = Vec::new();
+            for i in 0..g.below(6) {
+                match g.below(4) {
+                    0 => text.push_str(&String::from_utf8_lossy(&g.bytes(6))),
+                    1 => text.push_str(["# c", "! c", "", "   "][g.below(4)]),
+                    _ => {
+                        let key = KEYS[g.below(KEYS.len())];
+                        let secret = format!("s3cr3t{case}x{i}");
+                        // A line that is only a value (`  s3cr3t`) is quoted by design: its
+                        // first word is all the error can name.
+                        let sep = if key.is_empty() { "=" } else { seps[g.below(seps.len())] };
+                        text.push_str(&format!("{key}{sep}{secret}"));
+                        secrets.push((key, sep, secret));
+                    }
+                }
+                text.push_str(["\n", "\r\n"][g.below(2)]);
+            }
+            match parse(&text) {
+                Err(e) => {
+                    let e = e.to_string();
+                    for (_, _, secret) in &secrets {
+                        assert!(!e.contains(secret.as_str()), "case {case}: {e}");
+                    }
+                }
+                Ok(f) => {
+                    accepted += 1;
+                    for p in &f.properties {
+                        assert!(!p.key.is_empty() && !p.key.contains(char::is_whitespace));
+                        assert!(!p.key.contains('=') && p.value.trim() == p.value, "case {case}");
+                    }
+                    let rendered: String =
+                        f.properties.iter().map(|p| format!("{}={}\n", p.key, p.value)).collect();
+                    let again = parse(&rendered).unwrap_or_else(|e| panic!("case {case}: {e}"));
+                    let kv = |f: &KafkaConfigFile| -> Vec<(String, String)> {
+                        f.properties.iter().map(|p| (p.key.clone(), p.value.clone())).collect()
+                    };
+                    assert_eq!(kv(&again), kv(&f), "case {case}");
+                    let debug = format!("{f:?}");
+                    for p in &f.properties {
+                        if is_sensitive(&p.key) && p.value.starts_with("s3cr3t") {
+                            assert!(!debug.contains(&p.value), "case {case}: {debug}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(accepted > 500, "the generator reached the accepting path {accepted} times");
+    }
+
     #[test]
     fn debug_redacts_secrets() {
         let f = parse("sasl.username=alice\nsasl.password=hunter2\nssl.key.password=k\nacks=all\n")
