@@ -52,6 +52,13 @@ pub struct Config {
     #[arg(long, env = "PREFETCH_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 
+    /// Bearer token the read actions (`status`, `stats`, `predictions`, `GET config`) require,
+    /// as the warmer's --read-token guards its read routes; the API token is accepted too.
+    /// Unset: they are open. `record`, `/v1/events`, health, readiness and metrics are not
+    /// guarded by it. Also sent to the warmers for `status` when ingest has no API token.
+    #[arg(long, env = "PREFETCH_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+
     /// Browser origin allowed to call ingest with `fetch` (CORS), e.g.
     /// `https://app.example.com`; repeat the flag or separate with commas for several, `*` for
     /// any. Unset (the default), no CORS headers are sent and browsers on other origins cannot

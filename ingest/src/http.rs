@@ -122,6 +122,11 @@ async fn original_api(
         return close_if_unread(&headers, resp);
     };
     let api = &s.api;
+    let reads =
+        matches!((action, method.as_str()), ("status" | "stats" | "predictions" | "config", "GET"));
+    if let Some(refused) = reads.then(|| api.authorize_read(&headers)).flatten() {
+        return close_if_unread(&headers, refused);
+    }
     match (action, method.as_str()) {
         ("record", "POST") => record(s, headers, body).await,
         ("status", "GET") => api.status().await,

@@ -129,6 +129,7 @@ async fn connect_api(
         warmers: api::warmers::parse_list(&cfg.warmer_url),
         http: reqwest::Client::builder().timeout(WARMER_TIMEOUT).build()?,
         token: cfg.api_token.clone().filter(|t| !t.is_empty()),
+        read_token: cfg.read_token.clone().filter(|t| !t.is_empty()),
         produce_timeout: cfg.produce_timeout,
     })
 }

@@ -6,7 +6,9 @@
 //! HTTP: the config, stats and predictions come from topics ([`views::Views`]); the cache's
 //! counters and the warmup come from every warmer's admin API (`--warmer-url`, a list;
 //! `warmers.rs`), which ingest calls with its API token. Mutating actions (config, warmup) need
-//! `Authorization: Bearer <token>` when `--api-token` is set.
+//! `Authorization: Bearer <token>` when `--api-token` is set; the read actions (status, stats,
+//! predictions, the config's GET) need the read token (or the API token) when `--read-token`
+//! is set.
 
 pub mod status;
 pub mod views;
@@ -37,6 +39,8 @@ pub struct Api {
     pub http: reqwest::Client,
     /// Bearer token the mutating actions require, if set.
     pub token: Option<String>,
+    /// Bearer token the read actions require (the API token is accepted too), if set.
+    pub read_token: Option<String>,
     /// How long a config write may wait for Kafka's acknowledgement.
     pub produce_timeout: Duration,
 }
@@ -45,20 +49,25 @@ impl Api {
     /// `None` when the request may mutate; otherwise the 401 to answer.
     pub fn authorize(&self, headers: &HeaderMap) -> Option<Response> {
         let expected = self.token.as_deref()?;
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), expected.as_bytes())) {
+        if bearer_is(headers, expected) {
             return None;
         }
-        let mut resp = error_response(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        Some(unauthorized(
             "this action changes the pipeline and needs the API token: send `Authorization: Bearer <token>` (the ingest's --api-token)",
-        );
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Some(resp)
+        ))
+    }
+
+    /// `None` when the request may read; otherwise the 401 to answer. Open unless
+    /// `--read-token` is set; then the read token or the API token is required.
+    pub fn authorize_read(&self, headers: &HeaderMap) -> Option<Response> {
+        let read = self.read_token.as_deref()?;
+        if bearer_is(headers, read) || self.token.as_deref().is_some_and(|t| bearer_is(headers, t))
+        {
+            return None;
+        }
+        Some(unauthorized(
+            "this action needs the read token: send `Authorization: Bearer <token>` (the ingest's --read-token or --api-token)",
+        ))
     }
 
     /// `GET ?action=config`: the full live config.
@@ -147,6 +156,21 @@ impl Api {
             ),
         }
     }
+}
+
+/// Whether the request's bearer token is `expected`.
+fn bearer_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|g| constant_time_eq(g.trim().as_bytes(), expected.as_bytes()))
+}
+
+fn unauthorized(why: &'static str) -> Response {
+    let mut resp = error_response(StatusCode::UNAUTHORIZED, "unauthorized", why);
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

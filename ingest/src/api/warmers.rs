@@ -59,7 +59,13 @@ impl Api {
     async fn call(&self, base: &str, path: &str, post: bool) -> WarmerAnswer {
         let url = format!("{base}{path}");
         let mut req = if post { self.http.post(&url) } else { self.http.get(&url) };
-        if let Some(t) = &self.token {
+        // The warmer takes the API token on every route; a read needs only its read token.
+        let token = if post {
+            self.token.as_ref()
+        } else {
+            self.token.as_ref().or(self.read_token.as_ref())
+        };
+        if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         let result = match req.send().await {
