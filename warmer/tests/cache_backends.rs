@@ -242,6 +242,55 @@ async fn fs_no_torn_entry_under_concurrent_reads_and_writes() {
     no_torn_entries(Cache::open(dir.path().to_str().unwrap(), "", NO_LIMITS).await.unwrap()).await;
 }
 
+/// Writes run in parallel (one lock per key stripe, not one for the cache): many concurrent
+/// writes of the same and of different keys, racing evictions, leave the limit kept and the
+/// index describing exactly the files on disk, each with the expiry of its last write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fs_concurrent_writes_and_evictions_keep_index_and_disk_in_step() {
+    let dir = TempDir::new("fs-conc");
+    let limits = Limits { max_entries: 30, max_bytes: 0 };
+    let cache = Cache::open(dir.path().to_str().unwrap(), "", limits).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let cache = cache.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..6 {
+                let t = format!("K{}", (w * 7 + i * 13) % 50);
+                let ttl = Td::seconds(100 + ((w * 31 + i * 17) % 500) as i64);
+                cache
+                    .put(&entry(&t, "price", ttl, serde_json::json!({"w": w, "i": i})))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = cache.stats().await.unwrap();
+    assert!(stats.entries <= 30 && stats.entries > 0, "limit kept: {stats:?}");
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("price"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files.len() as u64,
+        stats.entries,
+        "no file outside the index, no tmp left: {files:?}"
+    );
+    for name in files {
+        let t = name.strip_suffix(".json").expect("an entry file");
+        let on_disk = cache.get(&key(t, "price"), Utc::now()).await.unwrap().expect("live");
+        assert_eq!(
+            cache.expires_at(&key(t, "price")).await.unwrap(),
+            Some(on_disk.expires_at),
+            "the index holds the expiry of the write the last rename left for {t}"
+        );
+    }
+    let reopened = Cache::open(dir.path().to_str().unwrap(), "", NO_LIMITS).await.unwrap();
+    assert_eq!(reopened.stats().await.unwrap(), stats, "a restart indexes the same entries");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_round_trip_expiry_with_ex() {
     let Some(r) = TestRedis::start() else { return };

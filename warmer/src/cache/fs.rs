@@ -4,14 +4,19 @@
 //! entry, and the directory is fsynced: a reader sees the old entry or the new one, never part
 //! of one, and a crash leaves no torn file. An in-memory index (rebuilt from the directory at
 //! start-up) knows every entry's expiry and size, for freshness checks, sweeps and eviction.
-//! One warmer process owns a directory; writes and evictions are serialised by one lock, reads
-//! take none.
+//! One warmer process owns a directory. Writes of different keys run in parallel (each pays its
+//! own two fsyncs; one lock over every write made concurrency above ~8 buy little, issue #15);
+//! writes of one key, and a write and the removal of that key, take turns under the key's
+//! stripe of [`STRIPES`] locks, so the index always describes the file the last rename left.
+//! Evictions and sweeps take one more lock among themselves; reads take none.
 
 use super::{over_limits, CacheError, CacheStats, Entry, Limits, Removed};
 use crate::policy::Key;
 use chrono::{DateTime, Utc};
 use prefetch_common::contract::{Module, Ticker};
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Temporary files start with this, so a start-up scan can remove leftovers of a crash.
 const TMP_PREFIX: &str = ".tmp-";
 
-#[derive(Debug, Clone, Copy)]
+/// Key stripes: enough that 32–64 concurrent warms rarely share one.
+const STRIPES: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Meta {
     expires_at: DateTime<Utc>,
     bytes: u64,
@@ -55,7 +63,11 @@ pub struct FsCache {
     root: Arc<PathBuf>,
     limits: Limits,
     index: Arc<Mutex<Index>>,
-    write: Arc<tokio::sync::Mutex<()>>,
+    /// A key's stripe: held across its atomic write and index update, and its removal.
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
+    hasher: RandomState,
+    /// Held by a sweep or an eviction (never while waiting for it inside a stripe).
+    evicting: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
@@ -73,7 +85,9 @@ impl FsCache {
             root: Arc::new(root),
             limits,
             index: Arc::new(Mutex::new(index)),
-            write: Arc::default(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+            evicting: Arc::default(),
         })
     }
 
@@ -86,6 +100,10 @@ impl FsCache {
     /// form `.` or `..`; modules contain no dots or slashes.
     pub fn path_of(&self, key: &Key) -> PathBuf {
         self.root.join(key.module.as_str()).join(format!("{}.json", key.ticker.as_str()))
+    }
+
+    fn stripe(&self, key: &Key) -> &tokio::sync::Mutex<()> {
+        &self.stripes[self.hasher.hash_one(key) as usize % STRIPES]
     }
 
     fn index(&self) -> MutexGuard<'_, Index> {
@@ -115,49 +133,68 @@ impl FsCache {
         let bytes = serde_json::to_vec_pretty(entry)?;
         let key = entry.key();
         let path = self.path_of(&key);
-        let _w = self.write.lock().await;
         let size = bytes.len() as u64;
-        tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await??;
-        self.index().insert(key, Meta { expires_at: entry.expires_at, bytes: size });
-        let evicted = self.evict().await?;
+        {
+            let _k = self.stripe(&key).lock().await;
+            tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await??;
+            self.index().insert(key, Meta { expires_at: entry.expires_at, bytes: size });
+        }
+        let evicted = if self.over() {
+            let _e = self.evicting.lock().await;
+            self.evict().await?
+        } else {
+            0
+        };
         Ok(Removed { expired: 0, evicted })
     }
 
     /// Removes entries expired at `now`, then evicts beyond the limits.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Removed, CacheError> {
-        let _w = self.write.lock().await;
-        let expired: Vec<Key> = self
+        let _e = self.evicting.lock().await;
+        let expired: Vec<(Key, Meta)> = self
             .index()
             .map
             .iter()
             .filter(|(_, m)| m.expires_at <= now)
-            .map(|(k, _)| k.clone())
+            .map(|(k, m)| (k.clone(), *m))
             .collect();
-        self.remove(&expired).await?;
+        let expired = self.remove(&expired).await?;
         let evicted = self.evict().await?;
-        Ok(Removed { expired: expired.len() as u64, evicted })
+        Ok(Removed { expired, evicted })
     }
 
-    /// Call with the write lock held.
+    /// Whether the index is beyond a limit: O(1), from the running totals.
+    fn over(&self) -> bool {
+        let idx = self.index();
+        (self.limits.max_entries > 0 && idx.map.len() as u64 > self.limits.max_entries)
+            || (self.limits.max_bytes > 0 && idx.bytes > self.limits.max_bytes)
+    }
+
+    /// Call with `evicting` held.
     async fn evict(&self) -> Result<u64, CacheError> {
-        let items = {
-            let idx = self.index();
-            let (n, bytes) = (idx.map.len() as u64, idx.bytes);
-            let over = (self.limits.max_entries > 0 && n > self.limits.max_entries)
-                || (self.limits.max_bytes > 0 && bytes > self.limits.max_bytes);
-            if !over {
-                // The common case, checked in O(1): no entry list is built.
-                return Ok(0);
-            }
-            idx.map.iter().map(|(k, m)| (k.clone(), m.expires_at, m.bytes)).collect()
-        };
+        if !self.over() {
+            // The common case: no entry list is built.
+            return Ok(0);
+        }
+        let items: Vec<((Key, Meta), DateTime<Utc>, u64)> = self
+            .index()
+            .map
+            .iter()
+            .map(|(k, m)| ((k.clone(), *m), m.expires_at, m.bytes))
+            .collect();
         let victims = over_limits(items, self.limits);
-        self.remove(&victims).await?;
-        Ok(victims.len() as u64)
+        self.remove(&victims).await
     }
 
-    async fn remove(&self, keys: &[Key]) -> Result<(), CacheError> {
-        for key in keys {
+    /// Removes each key whose index entry is still `meta` (one rewritten meanwhile is newer than
+    /// what was chosen, and stays); returns how many were removed.
+    async fn remove(&self, keys: &[(Key, Meta)]) -> Result<u64, CacheError> {
+        let mut removed = 0;
+        for (key, meta) in keys {
+            let _k = self.stripe(key).lock().await;
+            if self.index().map.get(key) != Some(meta) {
+                continue;
+            }
             let path = self.path_of(key);
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => {}
@@ -165,8 +202,9 @@ impl FsCache {
                 Err(e) => return Err(io_err(&path)(e)),
             }
             self.index().remove(key);
+            removed += 1;
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Entries and bytes in the index.
