@@ -106,11 +106,7 @@ fn any_bytes_parse_without_panic_and_accepted_events_round_trip() {
             (a, b) => a == b,
         };
         assert!(close(again.latency_ms, e.latency_ms), "case {case}");
-        assert_eq!(
-            QueryEvent { latency_ms: e.latency_ms, ..again.clone() },
-            e,
-            "case {case}"
-        );
+        assert_eq!(QueryEvent { latency_ms: e.latency_ms, ..again.clone() }, e, "case {case}");
         assert!(same_json(&again.to_json(), &wire), "case {case}");
     }
     assert!(accepted > 1_000, "the generator reached the accepting path {accepted} times");
