@@ -5,56 +5,63 @@
 //! [`Interner::sweep`], so neither table outgrows what the retention window holds.
 
 use super::window::KeyState;
+use foldhash::fast::{FoldHasher, SeedableRandomState};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::LazyLock;
 
 /// Marks a free slot in [`KeyTable`].
 pub(crate) const DEAD: u32 = u32::MAX;
 
-/// A fast hasher for keys that are already well-spread integers (packed ids, client hashes).
-/// SipHash would cost more than the rest of `record`; the finaliser (MurmurHash3's fmix64)
-/// spreads ids so that hashbrown's low and high bits both vary.
+/// The hasher of every map in the model: foldhash, fast on integers and short names alike,
+/// with a random seed per process. Tickers, modules and clients are chosen by clients, and an
+/// unseeded hash lets anyone craft keys that share one probe chain: 4,096 tickers crafted
+/// against the previous unseeded hash cut the interner's lookups from 17.3 M/s to 2.8 M/s,
+/// while under this one they run at 34 M/s (random tickers: 37 M/s; BENCHMARKS.md, "Seeded
+/// hasher"). One seed for the process, so every map and every `IdHash.build_hasher()` hashes
+/// alike within a run.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IdHash;
 
+static SEED: LazyLock<SeedableRandomState> = LazyLock::new(SeedableRandomState::random);
+
 /// The hasher [`IdHash`] builds.
-#[derive(Debug, Default)]
-pub struct IdHasher(u64);
+#[derive(Clone)]
+pub struct IdHasher(FoldHasher<'static>);
 
 impl BuildHasher for IdHash {
     type Hasher = IdHasher;
     fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
+        IdHasher(SEED.build_hasher())
     }
 }
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        x ^ (x >> 33)
+        self.0.finish()
     }
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
+        self.0.write(bytes);
     }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = self.0.rotate_left(32) ^ x;
+    fn write_u8(&mut self, x: u8) {
+        self.0.write_u8(x);
     }
     fn write_u32(&mut self, x: u32) {
-        self.write_u64(u64::from(x));
+        self.0.write_u32(x);
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0.write_u64(x);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.0.write_usize(x);
     }
 }
 
 /// Strings (tickers, modules) to small ids and back, with reference counts.
 #[derive(Debug)]
 pub(crate) struct Interner<T> {
-    /// Short validated names (tickers, modules) hashed with [`IdHash`]'s byte loop: SipHash was
-    /// a visible share of `record` in the analyzer's profile.
+    /// Short validated names (tickers, modules) hashed with [`IdHash`]: SipHash was a visible
+    /// share of `record` in the analyzer's profile.
     ids: HashMap<T, u32, IdHash>,
     names: Vec<Option<T>>,
     refs: Vec<u32>,
