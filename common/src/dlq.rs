@@ -89,7 +89,7 @@ mod tests {
             let mut payload = g.bytes(64);
             if g.one_in(4) {
                 // Past the prefix bound, with control characters (6 bytes each once escaped).
-                payload.extend((0..g.below(20_000)).map(|_| g.next() as u8 & 0x9f));
+                payload.extend((0..g.below(20_000)).map(|_| g.next_u64() as u8 & 0x9f));
             }
             let reason: String =
                 (0..g.below(3_000)).map(|_| ['\u{1}', 'é', '"', 'r'][g.below(4)]).collect();

@@ -29,7 +29,7 @@ fn near_valid_event(g: &mut Gen) -> Vec<u8> {
     let ts = match g.below(4) {
         0 => json!(base - g.below(1 << 34) as i64 + g.below(1 << 20) as i64),
         1 => json!(pick(g)),
-        2 => json!(g.next() as i64),
+        2 => json!(g.next_u64() as i64),
         _ => json!((now() - chrono::Duration::seconds(g.below(1 << 28) as i64)).to_rfc3339()),
     };
     let mut v = json!({
@@ -40,7 +40,7 @@ fn near_valid_event(g: &mut Gen) -> Vec<u8> {
     });
     if g.one_in(2) {
         v["latency_ms"] = if g.one_in(2) {
-            json!(f64::from_bits(g.next()))
+            json!(f64::from_bits(g.next_u64()))
         } else {
             json!(g.below(8_000_000) as f64 / 7.0)
         };
@@ -132,10 +132,10 @@ fn near_valid_prediction(g: &mut Gen) -> Vec<u8> {
     let field =
         ["ticker", "module", "confidence", "horizon_s", "generated_at", "reason"][g.below(6)];
     v[field] = match g.below(5) {
-        0 => json!(f64::from_bits(g.next())),
-        1 => json!(g.next() >> g.below(64)),
+        0 => json!(f64::from_bits(g.next_u64())),
+        1 => json!(g.next_u64() >> g.below(64)),
         2 => json!(pick(g)),
-        3 => json!((now() + chrono::Duration::seconds(g.next() as i32 as i64)).to_rfc3339()),
+        3 => json!((now() + chrono::Duration::seconds(g.next_u64() as i32 as i64)).to_rfc3339()),
         _ => v[field].clone(),
     };
     let bytes = serde_json::to_vec(&v).unwrap();
@@ -185,8 +185,8 @@ fn any_bytes_parse_without_panic_and_accepted_configs_round_trip() {
             let mut v = serde_json::to_value(LiveConfig::default()).unwrap();
             let field = fields[g.below(fields.len())];
             v[field] = match g.below(4) {
-                0 => json!(f64::from_bits(g.next())),
-                1 => json!(g.next() >> g.below(64)),
+                0 => json!(f64::from_bits(g.next_u64())),
+                1 => json!(g.next_u64() >> g.below(64)),
                 2 => json!(pick(&mut g)),
                 _ => v[field].clone(),
             };

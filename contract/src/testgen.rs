@@ -82,7 +82,7 @@ impl Gen {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -91,7 +91,7 @@ impl Gen {
 
     /// A number in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     /// True with probability 1/`n`.
@@ -106,7 +106,7 @@ impl Gen {
         let mut out = Vec::new();
         for _ in 0..n {
             match self.below(4) {
-                0 => out.push(self.next() as u8),
+                0 => out.push(self.next_u64() as u8),
                 _ => out.extend_from_slice(PIECES[self.below(PIECES.len())].as_bytes()),
             }
         }
