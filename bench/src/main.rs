@@ -3,6 +3,7 @@
 
 mod analyzer;
 mod ingest;
+mod tick;
 mod warmer;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Bench {
     AnalyzerKeys(analyzer::KeysArgs),
     /// Restart to first prediction with N events of history: checkpoint restore vs full replay.
     AnalyzerRestart(analyzer::RestartArgs),
+    /// Tick cost, lazy tick vs full walk: a 1M-event backtest replay and live ticks at 1M keys.
+    Tick(tick::Args),
     /// Warms/s and prediction → cache latency vs plain GET-and-write against a slow upstream.
     Warmer(warmer::Args),
 }
@@ -35,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::AnalyzerThroughput(a) => analyzer::throughput(a).await,
         Bench::AnalyzerKeys(a) => analyzer::keys(a),
         Bench::AnalyzerRestart(a) => analyzer::restart(a).await,
+        Bench::Tick(a) => tick::run(a),
         Bench::Warmer(a) => warmer::run(a).await,
     }
 }
