@@ -4,9 +4,14 @@
 //! reading topics back ([`read_topic`], [`read_topic_until`], [`topic_count`]), [`eventually`]
 //! for polling with a deadline (never a fixed sleep), and the `promtool` lint of an exposition.
 //! It depends on no service crate, so any of them can dev-depend on it without a cycle.
+//! `cluster.rs`: multi-instance scenarios — services as child processes that can be killed
+//! with SIGKILL, Redis, an upstream that records arrival times, rate-limit arithmetic.
 //!
 //! Readers use `assign` (not a subscribed group consumer): dropping a subscribed consumer on the
 //! MockCluster can hang (rust-rdkafka #453, #509, #611), and tests must never wait on that.
+
+mod cluster;
+pub use cluster::*;
 
 use prefetch_common::kafka::{KafkaArgs, TopicArgs};
 use rdkafka::config::ClientConfig;

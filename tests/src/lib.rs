@@ -5,11 +5,14 @@
 //!   plus [`spawn_ingest`] and [`spawn_analyzer`] (entry points on port 0, ready when they
 //!   return) and [`bin_path`] for the real binaries.
 //! - `stack.rs`: the whole pipeline in one test ([`spawn_stack`]) with a local upstream.
+//! - `fleet.rs`: several analyzers and warmers as child processes, steady traffic, and the
+//!   exactly-once check of per-key counts against a reference analyzer.
 //! - `tests/*.rs`: the scenarios.
 
 pub use prefetch_testkit::*;
 pub use stack::{spawn_stack, spawn_upstream, spawn_warmer, Stack, StackOptions};
 
+pub mod fleet;
 mod stack;
 
 use std::path::PathBuf;
