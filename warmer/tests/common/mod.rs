@@ -1,5 +1,5 @@
-//! Helpers of the warmer's tests: a controllable upstream, temporary directories, and a running
-//! warmer on port 0. The broker side and Redis ([`TestRedis`]) come from `prefetch-testkit`.
+//! Helpers of the warmer's tests: a controllable upstream, temporary directories, a Redis
+//! server, and a running warmer on port 0. The broker side comes from `prefetch-testkit`.
 #![allow(dead_code)]
 
 use axum::extract::State;
@@ -162,6 +162,71 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Redis server: the one `REDIS_URL` names (CI), or a private `redis-server` started here.
+pub struct TestRedis {
+    /// Its URL.
+    pub url: String,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn redis_answers(url: &str) -> bool {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+        .is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+}
+
+impl TestRedis {
+    /// `REDIS_URL` when set (it must answer); otherwise a `redis-server` on a free port. `None`
+    /// (the test is then skipped with a note) only outside CI with no redis-server installed.
+    pub fn start() -> Option<Self> {
+        let ci = std::env::var_os("CI").is_some();
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            if !url.trim().is_empty() {
+                assert!(redis_answers(&url), "REDIS_URL={url} does not answer PING; start redis-server there (CI's .ci/run does)");
+                return Some(Self { url, child: None });
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if !ci => {
+                eprintln!("NOTE: redis-server not found ({e}) and REDIS_URL unset; Redis test not run (CI runs it)");
+                return None;
+            }
+            Err(e) => panic!("CI must provide Redis: set REDIS_URL or install redis-server ({e})"),
+        };
+        let me = Self { url: format!("redis://127.0.0.1:{port}/"), child: Some(child) };
+        let end = Instant::now() + Duration::from_secs(10);
+        while !redis_answers(&me.url) {
+            assert!(Instant::now() < end, "redis-server on port {port} did not answer within 10s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(me)
     }
 }
 
