@@ -2,6 +2,7 @@
 //! Figures and the commands that produced them are in BENCHMARKS.md.
 
 mod analyzer;
+mod hash;
 mod ingest;
 mod tick;
 mod warmer;
@@ -27,6 +28,8 @@ enum Bench {
     AnalyzerRestart(analyzer::RestartArgs),
     /// Tick cost, lazy tick vs full walk: a 1M-event backtest replay and live ticks at 1M keys.
     Tick(tick::Args),
+    /// Crafted hash collisions vs random tickers through the fold: unseeded vs seeded hasher.
+    Hash(hash::Args),
     /// Warms/s and prediction → cache latency vs plain GET-and-write against a slow upstream.
     Warmer(warmer::Args),
 }
@@ -39,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::AnalyzerKeys(a) => analyzer::keys(a),
         Bench::AnalyzerRestart(a) => analyzer::restart(a).await,
         Bench::Tick(a) => tick::run(a),
+        Bench::Hash(a) => hash::run(a),
         Bench::Warmer(a) => warmer::run(a).await,
     }
 }

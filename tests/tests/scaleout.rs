@@ -211,7 +211,7 @@ async fn three_analyzers_and_three_warmers_survive_kill_9_as_one_cluster() {
                     produce_json(
                         &kafka.bootstrap(),
                         &topics.predictions_topic,
-                        &[prediction.clone()],
+                        std::slice::from_ref(&prediction),
                     )
                     .await;
                     tokio::time::sleep(Duration::from_millis(1500)).await;
