@@ -294,7 +294,8 @@ async fn refresh_ahead_warms_a_key_when_its_cached_copy_is_about_to_expire() {
     kafka.precreate(&events).await;
     // A dashboard polling AAPL/price every 60 s, each query a miss the app fetched: the last
     // copy was fetched at `end - 60 s` and lives for the price TTL (60 s), until `end`.
-    let end = Utc::now();
+    // Event time is kept to the millisecond the topic carries, so `end` is too.
+    let end = chrono::SubsecRound::trunc_subsecs(Utc::now(), 3);
     produce_json(&kafka.bootstrap(), &events, &dashboard("AAPL", "price", end)).await;
     let an = spawn_analyzer(cfg).await;
     let folded = eventually(Duration::from_secs(60), "the hour folded", || async {
