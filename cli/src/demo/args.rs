@@ -92,11 +92,27 @@ pub struct DemoArgs {
     /// minutes.
     #[arg(long, value_name = "N", default_value_t = 4.0, env = "PREFETCH_DEMO_BURSTS_PER_DAY")]
     pub bursts_per_day: f64,
+
+    /// Generate member N of the trace family of the backtest targets instead (its structure —
+    /// traffic mix, universe, skew, market, TTLs, clients, regime change — drawn from N; the
+    /// knobs above and --start, --duration, --seed are then ignored). Seeds 1–12 are the
+    /// development set, 1001–1010 the evaluation set. The summary names the member and the
+    /// `prefetch backtest` flags that replay it as evaluated.
+    #[arg(long, value_name = "N")]
+    pub family_seed: Option<u64>,
+
+    /// With --family-seed: write the member's live config (the defaults with its TTLs and
+    /// market time zone) to FILE, for `prefetch backtest --config FILE`.
+    #[arg(long, value_name = "FILE", requires = "family_seed")]
+    pub family_config: Option<PathBuf>,
 }
 
 impl DemoArgs {
     /// The generator's parameters; `now` only chooses the default start.
     pub fn params(&self, now: DateTime<Utc>) -> Params {
+        if let Some(seed) = self.family_seed {
+            return super::family::member(seed).params;
+        }
         let start = match (self.start, self.realtime) {
             (Some(start), _) => start,
             (None, true) => now,
@@ -113,6 +129,7 @@ impl DemoArgs {
             dashboards: self.dashboards,
             sessions_per_hour: self.sessions_per_hour,
             bursts_per_day: self.bursts_per_day,
+            shape: Default::default(),
         }
     }
 }

@@ -1,11 +1,9 @@
 //! The generator: every source on one priority queue of next firing times, popped in order.
 
-use super::calendar::{self, MinuteTable};
+use super::calendar::MinuteTable;
 use super::params::{Budget, Params, ParamsError};
 use super::rng::{Rng, Zipf};
-use super::sources::{
-    self, Burst, Fired, Session, Source, Spawn, Widget, World, BURST_FLOOR, MODULES,
-};
+use super::sources::{Burst, Fired, Session, Source, Spawn, Widget, World, BURST_FLOOR, MODULES};
 use chrono::{TimeZone, Utc};
 use prefetch_common::contract::{ClientId, Module, QueryEvent, Ticker};
 use std::cmp::Reverse;
@@ -22,12 +20,14 @@ pub enum Origin {
     Session,
     /// A query for a ticker in a news burst (`client` = a user of the pool).
     Burst,
+    /// A scheduled job scanning its list of tickers (`client` = `scan-NNN`).
+    Scan,
 }
 
 impl Origin {
     /// Every origin, in summary order.
-    pub const ALL: [Origin; 4] =
-        [Origin::Lookup, Origin::Dashboard, Origin::Session, Origin::Burst];
+    pub const ALL: [Origin; 5] =
+        [Origin::Lookup, Origin::Dashboard, Origin::Session, Origin::Burst, Origin::Scan];
 
     /// Lower-case name used in summaries.
     pub fn as_str(self) -> &'static str {
@@ -36,6 +36,7 @@ impl Origin {
             Origin::Dashboard => "dashboards",
             Origin::Session => "sessions",
             Origin::Burst => "bursts",
+            Origin::Scan => "scans",
         }
     }
 }
@@ -59,6 +60,9 @@ const STREAM_DASHBOARDS: u64 = 1;
 const STREAM_LOOKUPS: u64 = 2;
 const STREAM_SESSIONS: u64 = 3;
 const STREAM_BURSTS: u64 = 4;
+const STREAM_CLIENTS: u64 = 5;
+const STREAM_REGIME: u64 = 6;
+const STREAM_SCANNERS: u64 = 7;
 
 /// A deterministic stream of demo [`QueryEvent`]s in non-decreasing event time.
 ///
@@ -73,6 +77,8 @@ pub struct Generator {
     queue: BinaryHeap<Reverse<(i64, u32)>>,
     sessions_started: u64,
     budget: Budget,
+    /// Decides which events drop their client (with `client_share` below 1).
+    clients: Rng,
 }
 
 impl Generator {
@@ -82,36 +88,81 @@ impl Generator {
         params.validate()?;
         let start_ms = params.start.timestamp_millis();
         let end_ms = params.end().timestamp_millis();
+        let shape = params.shape.clone();
+        let identity: Vec<u32> = (0..params.tickers as u32).collect();
+        let (ranks, switch_ms) = if shape.regime_change {
+            let mut rng = Rng::new(params.seed, STREAM_REGIME);
+            let mut after = identity.clone();
+            // The top 10% of ranks (at least 5) each trade places with a ticker anywhere.
+            for r in 0..(params.tickers / 10).max(5).min(params.tickers) {
+                let other = rng.below(params.tickers);
+                after.swap(r, other);
+            }
+            ([identity, after], start_ms + (end_ms - start_ms) / 2)
+        } else {
+            ([identity.clone(), identity], i64::MAX)
+        };
         let world = World {
             tickers: ticker_universe(params.tickers),
             modules: MODULES.iter().map(|m| Module::parse(m).expect("valid module")).collect(),
             zipf: Zipf::new(params.tickers, params.zipf_s),
-            intensity: MinuteTable::new(start_ms, end_ms),
+            intensity: MinuteTable::new(&shape.market, start_ms, end_ms),
             users: (1..=USERS)
                 .map(|i| ClientId::parse(&format!("user-{i:05}")).expect("valid client"))
                 .collect(),
             end_ms,
-            burst_peak: (0.1 * params.rate).max(0.5),
+            burst_peak: (shape.burst_peak_share * params.rate).max(0.5),
+            shape,
+            ranks,
+            switch_ms,
         };
 
         let mut rng = Rng::new(params.seed, STREAM_DASHBOARDS);
-        let widgets: Vec<Widget> = (0..params.dashboards)
+        let first_until = world.switch_ms.min(end_ms);
+        let mut widgets: Vec<(Widget, f64)> = (0..params.dashboards)
             .flat_map(|d| {
                 let client = ClientId::parse(&format!("dash-{d:03}")).expect("valid client");
-                Widget::dashboard(&world, &mut rng, &client)
+                Widget::dashboard(&world, &mut rng, &client, start_ms as f64, first_until)
             })
+            .map(|w| (w, start_ms as f64))
             .collect();
-        let dashboards = widgets.iter().map(Widget::rate).sum::<f64>();
-        let sessions = params.sessions_per_hour / 3600.0 * sources::session_mean_events();
+        let dashboards = widgets.iter().map(|(w, _)| w.rate()).sum::<f64>();
+        if world.switch_ms < end_ms {
+            // The new regime's dashboards: as many, on the new favourites.
+            let at = world.switch_ms as f64;
+            for d in 0..params.dashboards {
+                let client = ClientId::parse(&format!("dash-{:03}", params.dashboards + d))
+                    .expect("valid client");
+                widgets.extend(
+                    Widget::dashboard(&world, &mut rng, &client, at, end_ms)
+                        .into_iter()
+                        .map(|w| (w, at)),
+                );
+            }
+        }
+        // Scheduled scans count with the dashboards: fixed pairs at fixed periods.
+        let (jobs, per_job, period_s) = world.shape.scanners;
+        let mut rng = Rng::new(params.seed, STREAM_SCANNERS);
+        let mut scans = 0.0;
+        for j in 0..jobs {
+            let client = ClientId::parse(&format!("scan-{j:03}")).expect("valid client");
+            for w in Widget::scanner(&world, &mut rng, &client, per_job, period_s) {
+                scans += w.rate();
+                widgets.push((w, start_ms as f64));
+            }
+        }
+        let dashboards = dashboards + scans;
+        let sessions = params.sessions_per_hour / 3600.0 * world.shape.session_mean_events();
         let lookups = params.rate - dashboards - sessions;
         if lookups < -1e-9 {
             return Err(ParamsError::RateTooLow { rate: params.rate, dashboards, sessions });
         }
         let lookups = lookups.max(0.0);
         // Arrivals per second at intensity 1, so that a weekday averages `bursts_per_day`.
-        let burst_rate = params.bursts_per_day / 86_400.0 / calendar::weekday_mean(BURST_FLOOR);
+        let burst_rate =
+            params.bursts_per_day / 86_400.0 / world.shape.market.weekday_mean(BURST_FLOOR);
         let burst_events =
-            params.bursts_per_day * expected_burst_events(world.burst_peak) / 86_400.0;
+            params.bursts_per_day * world.shape.expected_burst_events(world.burst_peak) / 86_400.0;
         let budget = Budget { dashboards, sessions, lookups, bursts: burst_events };
 
         let mut g = Self {
@@ -121,10 +172,14 @@ impl Generator {
             queue: BinaryHeap::new(),
             sessions_started: 0,
             budget,
+            clients: Rng::new(params.seed, STREAM_CLIENTS),
         };
         let start = start_ms as f64;
         let seed = params.seed;
-        let mut initial: Vec<Source> = widgets.into_iter().map(Source::Widget).collect();
+        for (w, at) in widgets {
+            g.schedule(Source::Widget(w), at);
+        }
+        let mut initial: Vec<Source> = Vec::new();
         if lookups > 0.0 {
             initial.push(Source::Lookups {
                 rng: Rng::new(seed, STREAM_LOOKUPS),
@@ -189,12 +244,14 @@ impl Generator {
                 self.schedule(source, at);
             }
             if let Some(e) = emit {
+                let share = self.world.shape.client_share;
+                let named = share >= 1.0 || (share > 0.0 && self.clients.chance(share));
                 let event = QueryEvent {
                     ticker: self.world.tickers[e.ticker as usize].clone(),
                     module: self.world.modules[e.kind as usize].clone(),
                     hit: false,
                     ts: Utc.timestamp_millis_opt(ts).single().expect("validated range"),
-                    client: Some(e.client),
+                    client: named.then_some(e.client),
                     latency_ms: None,
                 };
                 return Some((event, e.origin));
@@ -224,13 +281,6 @@ impl Iterator for Generator {
     fn next(&mut self) -> Option<QueryEvent> {
         self.next_with_origin().map(|(e, _)| e)
     }
-}
-
-/// Mean queries of one burst: a peak rate decaying with time constant a third of a duration
-/// drawn uniformly from 10 to 60 minutes.
-fn expected_burst_events(peak_per_s: f64) -> f64 {
-    let mean_tau_s = 35.0 * 60.0 / 3.0;
-    peak_per_s * mean_tau_s * (1.0 - (-3.0f64).exp())
 }
 
 /// `n` distinct valid tickers: the well-known ones, then `AAAA`, `AAAB`, … (skipping any

@@ -8,12 +8,16 @@
 //! # Layout
 //! - `params.rs`: [`Params`] (the knobs), their checks ([`ParamsError`]) and the planned
 //!   [`Budget`] of events per source.
-//! - `calendar.rs`: market time in New York — [`market_intensity`] (open and close spikes,
-//!   quiet nights and weekends, DST-correct) and the default start.
+//! - `calendar.rs`: market time — [`Market`] (New York by default, any zone and session, or
+//!   around the clock), [`market_intensity`] (open and close spikes, quiet nights and weekends,
+//!   DST-correct) and the default start.
+//! - `shape.rs`: [`Shape`], the structure beyond the headline knobs (mixes, periods, sessions,
+//!   bursts, scans, clients, a regime change).
+//! - `family.rs`: the trace family of issue #13 ([`family::member`]) and its dev/eval seeds.
 //! - `rng.rs`: the seeded random stream and the Zipf sampler, written out so a seed means the
 //!   same trace on every build.
-//! - `sources.rs`: the traffic sources — one-off lookups, dashboard widgets, analyst sessions,
-//!   news bursts — each with its own clock and random stream.
+//! - `sources.rs`: the traffic sources — one-off lookups, dashboard widgets, scheduled scans,
+//!   analyst sessions, news bursts — each with its own clock and random stream.
 //! - `generator.rs`: [`Generator`], a priority queue of the sources' next firing times.
 //! - `args.rs`: [`DemoArgs`], the flags.
 //! - `output.rs`: JSON lines to a file or stdout, and the run's [`Summary`].
@@ -30,11 +34,15 @@
 mod app;
 mod args;
 mod calendar;
+pub mod family;
+#[cfg(test)]
+mod family_tests;
 mod generator;
 mod output;
 mod params;
 mod rng;
 mod send;
+mod shape;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -42,11 +50,12 @@ mod upstream;
 
 pub use app::{ask_cache, AppCounters, Clock, MAX_IN_FLIGHT};
 pub use args::{parse_span, parse_start, DemoArgs};
-pub use calendar::{default_start, market_intensity, MARKET_TZ};
+pub use calendar::{default_start, market_intensity, Market, MARKET_TZ};
 pub use generator::{Generator, Origin};
 pub use output::{write_lines, CacheAnswers, Summary};
 pub use params::{Budget, Params, ParamsError, MAX_DURATION_DAYS, MAX_TICKERS};
 pub use send::{send, Pace, SendError};
+pub use shape::{PerModule, Shape};
 pub use sources::{dashboard_period, MODULES};
 pub use upstream::{
     body as upstream_body, serve_upstream, upstream_router, UpstreamArgs, UpstreamBehaviour,
@@ -87,6 +96,21 @@ pub enum DemoError {
 pub fn run(args: &DemoArgs) -> Result<Summary, DemoError> {
     let now = Utc::now();
     let params = args.params(now);
+    if let Some(seed) = args.family_seed {
+        let member = family::member(seed);
+        if let Some(path) = &args.family_config {
+            let json = serde_json::to_vec_pretty(&member.live_config()).expect("config serialises");
+            std::fs::write(path, json)
+                .map_err(|source| DemoError::Write { path: path.clone(), source })?;
+        }
+        eprintln!(
+            "family member {seed} ({} set): {}\nreplay as evaluated: prefetch backtest --events FILE --config CONFIG{}{}",
+            if family::EVAL_SEEDS.contains(&seed) { "evaluation" } else if family::DEV_SEEDS.contains(&seed) { "development" } else { "no" },
+            member.describe(),
+            if args.family_config.is_none() { " (write CONFIG with --family-config)" } else { "" },
+            if member.hit_flags { "" } else { " --hit-flags none" },
+        );
+    }
     let generator = Generator::new(&params)?;
     let mut summary = Summary::default();
     let started = Instant::now();

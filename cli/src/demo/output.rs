@@ -19,7 +19,7 @@ pub struct Summary {
     /// Event time of the last event.
     pub last: Option<DateTime<Utc>>,
     /// Events per [`Origin`], in [`Origin::ALL`] order.
-    pub by_origin: [u64; 4],
+    pub by_origin: [u64; 5],
     /// POST requests made (with `--to`).
     pub batches: u64,
     /// Wall time the run took.

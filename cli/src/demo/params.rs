@@ -1,5 +1,6 @@
 //! What a trace looks like: the knobs of the generator, checked before anything is generated.
 
+use super::shape::Shape;
 use chrono::{DateTime, Utc};
 
 /// The shape of a demo trace. Every field is a knob of `prefetch demo-traffic`; two generators
@@ -27,6 +28,9 @@ pub struct Params {
     pub sessions_per_hour: f64,
     /// Mean news bursts per weekday: one ticker suddenly hot for tens of minutes.
     pub bursts_per_day: f64,
+    /// The structure beyond these knobs (market, mixes, periods, clients, regime change); the
+    /// CLI always uses the default, the trace family draws it.
+    pub shape: Shape,
 }
 
 impl Default for Params {
@@ -44,6 +48,7 @@ impl Default for Params {
             dashboards: 20,
             sessions_per_hour: 600.0,
             bursts_per_day: 4.0,
+            shape: Shape::default(),
         }
     }
 }
@@ -67,6 +72,9 @@ pub enum ParamsError {
         /// The range it must lie in.
         rule: &'static str,
     },
+    /// The trace's structure is inconsistent (a programming error of a family member).
+    #[error("trace shape: {0}")]
+    Shape(String),
     /// `rate` is less than the dashboards and sessions alone produce.
     #[error(
         "--rate {rate}: the dashboards ({dashboards:.2}/s) and analyst sessions ({sessions:.2}/s) alone make \
@@ -112,6 +120,7 @@ impl Params {
                 "must be positive and at most 366d",
             );
         }
+        self.shape.check().map_err(ParamsError::Shape)?;
         if self.start.checked_add_signed(self.duration).is_none() {
             return bad(
                 "start",

@@ -4,8 +4,9 @@
 //! A source's clock is fractional milliseconds so that Poisson gaps below a millisecond do not
 //! round away; events carry the clock floored to the millisecond (the canonical JSON precision).
 
-use super::calendar::{self, MinuteTable};
+use super::calendar::{Market, MinuteTable};
 use super::rng::{Rng, Zipf};
+use super::shape::{Shape, SESSION_MAX_TICKERS, SESSION_P_FUNDAMENTALS, SESSION_P_OPTIONS};
 use super::Origin;
 use chrono::{Datelike, Days, NaiveDate, TimeZone, Utc, Weekday};
 use prefetch_common::contract::{ClientId, Module, Ticker};
@@ -30,41 +31,17 @@ impl Kind {
     fn pick(rng: &mut Rng, weights: &[f64; 5]) -> Self {
         Self::ALL[rng.weighted(weights)]
     }
-
-    /// How often a dashboard widget showing this module refreshes, in seconds.
-    fn dashboard_period_s(self) -> i64 {
-        match self {
-            Kind::Price | Kind::Options => 60,
-            Kind::News => 120,
-            Kind::Chart => 300,
-            Kind::Fundamentals => 3600,
-        }
-    }
 }
 
-/// How often a dashboard refreshes a widget of `module` (one of [`MODULES`]).
+/// How often a dashboard of the default shape refreshes a widget of `module` (one of
+/// [`MODULES`]).
 pub fn dashboard_period(module: &str) -> Option<std::time::Duration> {
     let i = MODULES.iter().position(|m| *m == module)?;
-    Some(std::time::Duration::from_secs(Kind::ALL[i].dashboard_period_s().unsigned_abs()))
+    Some(std::time::Duration::from_secs(Shape::default().widget_period_s[i].unsigned_abs()))
 }
 
-const LOOKUP_MIX: [f64; 5] = [0.45, 0.20, 0.15, 0.10, 0.10];
-const WIDGET_MIX: [f64; 5] = [0.40, 0.20, 0.20, 0.10, 0.10];
-const BURST_MIX: [f64; 5] = [0.35, 0.15, 0.35, 0.0, 0.15];
-
-/// Chance that an analyst goes on to another ticker, and the most tickers in one session.
-const SESSION_CONTINUE: f64 = 0.5;
-const SESSION_MAX_TICKERS: i32 = 6;
-const SESSION_P_FUNDAMENTALS: f64 = 0.5;
-const SESSION_P_OPTIONS: f64 = 0.25;
 /// Chance that an analyst reads the news before the chart (so price → chart holds "mostly").
 const SESSION_P_NEWS_FIRST: f64 = 0.15;
-
-/// Mean events of one analyst session (tickers looked at × modules per ticker).
-pub(crate) fn session_mean_events() -> f64 {
-    let tickers: f64 = (0..SESSION_MAX_TICKERS).map(|k| SESSION_CONTINUE.powi(k)).sum();
-    tickers * (3.0 + SESSION_P_FUNDAMENTALS + SESSION_P_OPTIONS)
-}
 
 /// What every source reads: the universe, its popularity, the market clock.
 pub(crate) struct World {
@@ -76,6 +53,13 @@ pub(crate) struct World {
     pub end_ms: i64,
     /// Events per second of a burst at its start.
     pub burst_peak: f64,
+    /// The trace's structure (mixes, periods, session and burst shapes).
+    pub shape: Shape,
+    /// Popularity rank → ticker index before `switch_ms`, and from it on (equal without a
+    /// regime change).
+    pub ranks: [Vec<u32>; 2],
+    /// When the regime changes (`i64::MAX` for never).
+    pub switch_ms: i64,
 }
 
 impl World {
@@ -103,8 +87,18 @@ impl World {
         self.users[rng.below(self.users.len())].clone()
     }
 
-    fn popular_ticker(&self, rng: &mut Rng) -> u32 {
-        self.zipf.sample(rng) as u32
+    /// A ticker drawn by popularity as it stands at `at` (ms).
+    fn popular_ticker(&self, rng: &mut Rng, at: f64) -> u32 {
+        self.ticker_of_rank(self.zipf.sample(rng), at)
+    }
+
+    /// The ticker holding popularity `rank` at `at` (ms).
+    fn ticker_of_rank(&self, rank: usize, at: f64) -> u32 {
+        self.ranks[usize::from(at >= self.switch_ms as f64)][rank]
+    }
+
+    fn market(&self) -> &Market {
+        &self.shape.market
     }
 }
 
@@ -178,8 +172,8 @@ impl Source {
         match self {
             Source::Lookups { rng, rate, clock } => {
                 let emit = Emit {
-                    ticker: world.popular_ticker(rng),
-                    kind: Kind::pick(rng, &LOOKUP_MIX),
+                    ticker: world.popular_ticker(rng, *clock),
+                    kind: Kind::pick(rng, &world.shape.lookup_mix),
                     client: world.user(rng),
                     origin: Origin::Lookup,
                 };
@@ -226,7 +220,7 @@ impl Session {
     pub(crate) fn new(world: &World, seed: u64, client: ClientId, clock: f64) -> Self {
         let mut rng = Rng::new(seed, 0);
         let mut tickers_left = 0;
-        while tickers_left + 1 < SESSION_MAX_TICKERS && rng.chance(SESSION_CONTINUE) {
+        while tickers_left + 1 < SESSION_MAX_TICKERS && rng.chance(world.shape.session_continue) {
             tickers_left += 1;
         }
         let mut s = Self {
@@ -246,7 +240,7 @@ impl Session {
     /// Chooses the next ticker (another than `previous`, if a few draws find one) and its walk.
     fn plan(&mut self, world: &World, previous: Option<u32>) {
         for _ in 0..8 {
-            self.ticker = world.popular_ticker(&mut self.rng);
+            self.ticker = world.popular_ticker(&mut self.rng, self.clock);
             if Some(self.ticker) != previous {
                 break;
             }
@@ -275,11 +269,11 @@ impl Session {
         };
         self.step += 1;
         let gap_s = if self.step < self.n_steps {
-            3.0 + self.rng.exp(25.0)
+            3.0 + self.rng.exp(world.shape.session_step_s)
         } else if self.tickers_left > 0 {
             self.tickers_left -= 1;
             self.plan(world, Some(self.ticker));
-            20.0 + self.rng.exp(90.0)
+            20.0 + self.rng.exp(world.shape.session_next_s)
         } else {
             return Fired { emit: Some(emit), next: None, spawn: None };
         };
@@ -303,25 +297,40 @@ pub(crate) struct Widget {
     next: i64,
     window_close: i64,
     end_ms: i64,
+    market: Market,
+    origin: Origin,
 }
 
 impl Widget {
-    /// Draws a dashboard's widgets: 2 to 6 distinct pairs of popular tickers.
-    pub(crate) fn dashboard(world: &World, rng: &mut Rng, client: &ClientId) -> Vec<Widget> {
+    /// Draws a dashboard's widgets: 2 to 6 distinct pairs of tickers popular at `at` (ms),
+    /// refreshed until `until` (ms).
+    pub(crate) fn dashboard(
+        world: &World,
+        rng: &mut Rng,
+        client: &ClientId,
+        at: f64,
+        until: i64,
+    ) -> Vec<Widget> {
+        let (open, close) = (world.market().open, world.market().close);
         let window = if rng.chance(0.2) {
             None
         } else {
-            // Desks open the board between 07:00 and 09:30 and close it between 16:00 and 19:00.
-            Some((7 * 60 + rng.below(151) as u32, 16 * 60 + rng.below(181) as u32))
+            // Desks open the board up to 2½ hours before the bell (07:00–09:30 in New York) and
+            // close it up to 3 hours after the close.
+            Some((
+                open.saturating_sub(150) + rng.below(151) as u32,
+                (close + rng.below(181) as u32).min(1439),
+            ))
         };
         let n = 2 + rng.below(5);
         let mut widgets: Vec<Widget> = Vec::with_capacity(n);
         for i in 0..n {
-            let (ticker, kind) = (world.popular_ticker(rng), Kind::pick(rng, &WIDGET_MIX));
+            let ticker = world.popular_ticker(rng, at);
+            let kind = Kind::pick(rng, &world.shape.widget_mix);
             if widgets.iter().any(|w| w.ticker == ticker && w.kind == kind) {
                 continue;
             }
-            let period_ms = kind.dashboard_period_s() * 1000;
+            let period_ms = world.shape.widget_period_s[kind as usize] * 1000;
             let offset_ms = match window {
                 Some(_) => i as i64 * 250 + rng.below(250) as i64,
                 None => rng.below(period_ms as usize) as i64,
@@ -335,10 +344,57 @@ impl Widget {
                 window,
                 next: 0,
                 window_close: i64::MAX,
-                end_ms: world.end_ms,
+                end_ms: world.end_ms.min(until),
+                market: world.shape.market,
+                origin: Origin::Dashboard,
             });
         }
         widgets
+    }
+
+    /// A scheduled job (always on): `n` distinct tickers, half popular and half from anywhere
+    /// in the universe, one module, scanned every `period_s` with queries 200 ms apart.
+    pub(crate) fn scanner(
+        world: &World,
+        rng: &mut Rng,
+        client: &ClientId,
+        n: usize,
+        period_s: i64,
+    ) -> Vec<Widget> {
+        let kind = Kind::pick(rng, &world.shape.widget_mix);
+        let period_ms = period_s * 1000;
+        let base = rng.below(period_ms as usize) as i64;
+        let mut tickers: Vec<u32> = Vec::with_capacity(n);
+        for _ in 0..n * 4 {
+            if tickers.len() >= n.min(world.tickers.len()) {
+                break;
+            }
+            let t = if rng.chance(0.5) {
+                world.popular_ticker(rng, 0.0)
+            } else {
+                world.ticker_of_rank(rng.below(world.tickers.len()), 0.0)
+            };
+            if !tickers.contains(&t) {
+                tickers.push(t);
+            }
+        }
+        tickers
+            .into_iter()
+            .enumerate()
+            .map(|(i, ticker)| Widget {
+                client: client.clone(),
+                ticker,
+                kind,
+                period_ms,
+                offset_ms: (base + 200 * i as i64) % period_ms,
+                window: None,
+                next: 0,
+                window_close: i64::MAX,
+                end_ms: world.end_ms,
+                market: world.shape.market,
+                origin: Origin::Scan,
+            })
+            .collect()
     }
 
     /// Refreshes per second while open.
@@ -358,12 +414,12 @@ impl Widget {
     /// The first refresh at or after `from` in an open window, noting when that window closes.
     fn first_in_window(&mut self, from: i64) -> Option<i64> {
         let (open_min, close_min) = self.window?;
-        let mut date: NaiveDate = calendar::local_date(Utc.timestamp_millis_opt(from).single()?);
+        let market = self.market;
+        let mut date: NaiveDate = market.local_date(Utc.timestamp_millis_opt(from).single()?);
         for _ in 0..8 {
             if !matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
-                let open =
-                    calendar::local_instant(date, open_min).timestamp_millis() + self.offset_ms;
-                let close = calendar::local_instant(date, close_min).timestamp_millis();
+                let open = market.local_instant(date, open_min).timestamp_millis() + self.offset_ms;
+                let close = market.local_instant(date, close_min).timestamp_millis();
                 let k = if from > open {
                     (from - open + self.period_ms - 1) / self.period_ms
                 } else {
@@ -385,7 +441,7 @@ impl Widget {
             ticker: self.ticker,
             kind: self.kind,
             client: self.client.clone(),
-            origin: Origin::Dashboard,
+            origin: self.origin,
         };
         let mut next = self.next + self.period_ms;
         if next >= self.window_close {
@@ -422,8 +478,9 @@ impl Burst {
         // A ticker outside the top ten, whose burst stands out from its everyday traffic.
         let n = world.tickers.len();
         let skip = if n > 10 { 10 } else { 0 };
-        let ticker = (skip + rng.below(n - skip)) as u32;
-        let minutes = rng.range(10.0, 60.0);
+        let ticker = world.ticker_of_rank(skip + rng.below(n - skip), clock);
+        let (shortest, longest) = world.shape.burst_minutes;
+        let minutes = rng.range(shortest, longest);
         let end = (clock + minutes * 60_000.0).min(world.end_ms as f64);
         Self {
             rng,
@@ -460,7 +517,7 @@ impl Burst {
     fn emit(&mut self, world: &World) -> Emit {
         Emit {
             ticker: self.ticker,
-            kind: Kind::pick(&mut self.rng, &BURST_MIX),
+            kind: Kind::pick(&mut self.rng, &world.shape.burst_mix),
             client: world.user(&mut self.rng),
             origin: Origin::Burst,
         }

@@ -21,6 +21,7 @@ fn light(start: &str, duration: Duration) -> Params {
         dashboards: 6,
         sessions_per_hour: 120.0,
         bursts_per_day: 3.0,
+        shape: Shape::default(),
     }
 }
 
