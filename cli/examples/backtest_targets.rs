@@ -5,7 +5,7 @@
 //! The members are drawn by `prefetch::demo::family` (its doc says what varies); each is
 //! replayed with the default live config except for what describes its deployment — the
 //! cache's TTLs, the market's time zone, and whether the producer reports hits — at the
-//! default tick (5 s). Run it in release (BENCHMARKS.md, "Backtest", has the figures):
+//! default tick (5 s). Run it in release (BENCHMARKS.md, "Evaluation on held-out traces", has the figures):
 //!
 //! ```sh
 //! cargo run --release -p prefetch --example backtest_targets            # the evaluation set

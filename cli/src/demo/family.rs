@@ -8,7 +8,7 @@
 //!
 //! **The split.** [`DEV_SEEDS`] are the members the model's defaults were developed and tuned
 //! on; [`EVAL_SEEDS`] are only ever evaluated (`cargo run --release -p prefetch --example
-//! backtest_targets`), never tuned on. BENCHMARKS.md ("Backtest") states the same split.
+//! backtest_targets`), never tuned on. BENCHMARKS.md ("Evaluation on held-out traces") states the same split.
 //!
 //! A member is replayed with the default live config, except for what describes the deployment
 //! rather than the model: the cache's TTLs and the market's time zone ([`Member::live_config`]),
@@ -32,7 +32,8 @@ pub const EVAL_SEEDS: RangeInclusive<u64> = 1001..=1010;
 /// The random stream of a member's structure (its events use the member's seed as usual).
 const STREAM_FAMILY: u64 = 0xFA;
 
-/// Which traffic dominates a member.
+/// Which traffic a member is built around: its rate is boosted, the others are kept low
+/// (one-off lookups are every member's floor, so they are a large share everywhere).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Archetype {
     /// Many dashboards polling fixed pairs.

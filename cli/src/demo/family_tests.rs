@@ -4,7 +4,8 @@
 use super::calendar::Market;
 use super::family::{self, Archetype, DEV_SEEDS, EVAL_SEEDS};
 use super::*;
-use chrono::{Duration, Timelike};
+use chrono::{DateTime, Duration, TimeZone, Timelike, Utc};
+use prefetch_common::contract::QueryEvent;
 use std::collections::{HashMap, HashSet};
 
 #[test]
@@ -12,10 +13,17 @@ fn dev_and_eval_seeds_are_disjoint_and_members_are_reproducible() {
     let dev: HashSet<u64> = DEV_SEEDS.collect();
     assert!(EVAL_SEEDS.clone().all(|s| !dev.contains(&s)));
     assert!(dev.len() >= 10 && EVAL_SEEDS.count() >= 8);
-    let (a, b) = (family::member(1003), family::member(1003));
-    assert_eq!(a.params, b.params);
-    assert_eq!(a.ttl_s, b.ttl_s);
-    assert_ne!(family::member(1003).params, family::member(1004).params);
+    // A seed names its traffic: drawn twice, the same events; another seed, other events.
+    let first = |seed: u64| -> Vec<QueryEvent> {
+        Generator::new(&light(seed, 2)).unwrap().take(5_000).collect()
+    };
+    for seed in [1, 6, 12, 1001, 1006, 1010] {
+        let (a, b) = (first(seed), first(seed));
+        assert!(a.len() > 100, "seed {seed}: {} events", a.len());
+        assert_eq!(a, b, "seed {seed}");
+        assert_eq!(family::member(seed).ttl_s, family::member(seed).ttl_s);
+    }
+    assert_ne!(first(1003), first(1004));
 }
 
 #[test]
@@ -66,10 +74,13 @@ fn members_generate_what_they_describe() {
         assert!(!events.is_empty(), "seed {seed}");
         assert!(events.windows(2).all(|w| w[0].ts <= w[1].ts));
         let named = events.iter().filter(|e| e.client.is_some()).count();
-        match m.params.shape.client_share {
-            s if s == 0.0 => assert_eq!(named, 0, "seed {seed}"),
-            s if s == 1.0 => assert_eq!(named, events.len(), "seed {seed}"),
-            _ => assert!(named > 0 && named < events.len(), "seed {seed}"),
+        let share = m.params.shape.client_share;
+        if share == 0.0 {
+            assert_eq!(named, 0, "seed {seed}");
+        } else if share == 1.0 {
+            assert_eq!(named, events.len(), "seed {seed}");
+        } else {
+            assert!(named > 0 && named < events.len(), "seed {seed}");
         }
         let tickers: HashSet<&str> = events.iter().map(|e| e.ticker.as_str()).collect();
         assert!(tickers.len() <= m.params.tickers);
@@ -119,4 +130,101 @@ fn another_market_opens_at_its_own_bell() {
     let crypto = Market { tz: chrono_tz::UTC, open: 0, close: 1440, around_the_clock: true };
     let saturday = chrono::DateTime::parse_from_rfc3339("2026-03-14T15:00:00Z").unwrap().to_utc();
     assert!(crypto.intensity(saturday) > 0.5, "a crypto venue trades at weekends");
+}
+
+/// The member's traffic from 90 minutes before to 90 minutes after its market's first opening
+/// bell (UTC midnight for a venue trading around the clock), with the source of each event, and
+/// that bell.
+fn around_open(seed: u64) -> (Vec<(QueryEvent, Origin)>, DateTime<Utc>) {
+    let p = family::member(seed).params;
+    let market = p.shape.market;
+    let day = p.start.with_timezone(&market.tz).date_naive();
+    let bell = day.and_hms_opt(market.open / 60, market.open % 60, 0).unwrap();
+    let open = market.tz.from_local_datetime(&bell).earliest().unwrap().with_timezone(&Utc);
+    let window = Params { start: open - Duration::minutes(90), duration: Duration::hours(3), ..p };
+    let mut g = Generator::new(&window).unwrap();
+    (std::iter::from_fn(|| g.next_with_origin()).collect(), open)
+}
+
+/// Share of `events` that `origin` produced.
+fn share(events: &[(QueryEvent, Origin)], origin: Origin) -> f64 {
+    events.iter().filter(|(_, o)| *o == origin).count() as f64 / events.len().max(1) as f64
+}
+
+#[test]
+fn the_traffic_follows_each_members_market_archetype_universe_and_skew() {
+    let members: Vec<_> = DEV_SEEDS.chain(EVAL_SEEDS).map(family::member).collect();
+    let traffic: Vec<_> = members.iter().map(|m| around_open(m.seed)).collect();
+    // The market: local open is where the day starts; a crypto venue has no bell.
+    for (m, (events, open)) in members.iter().zip(&traffic) {
+        let hour = |from: DateTime<Utc>| count_in(events, from, from + Duration::hours(1));
+        let (before, after) = (hour(*open - Duration::hours(1)), hour(*open));
+        let ratio = after as f64 / before.max(1) as f64;
+        if m.params.shape.market.around_the_clock {
+            assert!((0.6..1.6).contains(&ratio), "seed {}: {before} → {after}", m.seed);
+        } else {
+            assert!(ratio > 1.3, "seed {} ({}): {before} → {after}", m.seed, m.market_tz);
+        }
+    }
+    // The archetype: the traffic it is named after takes a far larger share of its members'
+    // events than of other members' (lookups are every member's floor, so less so there).
+    for (archetype, origin, factor) in [
+        (Archetype::Dashboards, Origin::Dashboard, 3.0),
+        (Archetype::Sessions, Origin::Session, 3.0),
+        (Archetype::Bursts, Origin::Burst, 3.0),
+        (Archetype::Lookups, Origin::Lookup, 1.2),
+    ] {
+        let mean = |own: bool| {
+            let xs: Vec<f64> = members
+                .iter()
+                .zip(&traffic)
+                .filter(|(m, _)| m.archetype != Archetype::Mixed)
+                .filter(|(m, _)| (m.archetype == archetype) == own)
+                .map(|(_, (events, _))| share(events, origin))
+                .collect();
+            assert!(!xs.is_empty(), "{archetype:?}");
+            xs.iter().sum::<f64>() / xs.len() as f64
+        };
+        let (own, others) = (mean(true), mean(false));
+        assert!(own > factor * others, "{archetype:?}: {own:.3} vs {others:.3}");
+    }
+    // The universe: from about a hundred tickers asked to thousands.
+    let distinct: Vec<usize> = traffic
+        .iter()
+        .map(|(events, _)| {
+            events.iter().map(|(e, _)| e.ticker.as_str()).collect::<HashSet<_>>().len()
+        })
+        .collect();
+    for (m, n) in members.iter().zip(&distinct) {
+        assert!(*n <= m.params.tickers, "seed {}", m.seed);
+    }
+    let (lo, hi) = (distinct.iter().min().unwrap(), distinct.iter().max().unwrap());
+    assert!(*hi >= 20 * lo && *hi > 5_000, "{distinct:?}");
+    // The skew: where lookups make nearly all the traffic, the ten most asked tickers take the
+    // share the member's Zipf law gives them, and that share differs widely across members.
+    let mut expected = Vec::new();
+    for (m, (events, _)) in members.iter().zip(&traffic) {
+        if share(events, Origin::Lookup) < 0.95 {
+            continue;
+        }
+        let law = |k: usize| (k as f64).powf(-m.params.zipf_s);
+        let want = (1..=10).map(law).sum::<f64>() / (1..=m.params.tickers).map(law).sum::<f64>();
+        let mut n: HashMap<&str, usize> = HashMap::new();
+        for (e, _) in events {
+            *n.entry(e.ticker.as_str()).or_default() += 1;
+        }
+        let mut counts: Vec<usize> = n.into_values().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        let got = counts.iter().take(10).sum::<usize>() as f64 / events.len() as f64;
+        assert!((got - want).abs() < 0.05, "seed {}: top 10 {got:.3}, Zipf {want:.3}", m.seed);
+        expected.push(want);
+    }
+    assert!(expected.len() >= 3, "{} lookup-only members", expected.len());
+    let spread =
+        expected.iter().copied().fold(0.0, f64::max) - expected.iter().copied().fold(1.0, f64::min);
+    assert!(spread > 0.3, "top-10 shares {expected:?}");
+}
+
+fn count_in(events: &[(QueryEvent, Origin)], from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
+    events.iter().filter(|(e, _)| e.ts >= from && e.ts < to).count()
 }

@@ -84,10 +84,11 @@ impl Shape {
         if self.widget_period_s.iter().any(|p| *p < 1) || self.scanners.2 < 1 {
             return Err("widget and scanner periods must be at least 1 s".into());
         }
-        if !(0.0..1.0).contains(&self.session_continue)
-            || !(0.0..=1.0).contains(&self.client_share)
-            || !(self.burst_peak_share.is_finite() && self.burst_peak_share >= 0.0)
-        {
+        let in_range = (0.0..1.0).contains(&self.session_continue)
+            && (0.0..=1.0).contains(&self.client_share)
+            && self.burst_peak_share.is_finite()
+            && self.burst_peak_share >= 0.0;
+        if !in_range {
             return Err("session_continue, client_share or burst_peak_share out of range".into());
         }
         let (lo, hi) = self.burst_minutes;
