@@ -6,12 +6,6 @@
 //!
 //! `analyzer-keys`: builds a model with K live keys and reports tick duration and resident
 //! memory (VmRSS) before and after, and the size of its checkpoint per key, with no Kafka.
-//!
-//! `analyzer-restart`: pre-fills a 12-partition topic with N events, lets an analyzer fold them
-//! and stop cleanly (it commits and writes its checkpoints), then starts it again twice in the
-//! same group — with checkpoints (restore + replay of what they do not cover: nothing here) and
-//! with `--checkpoint-interval 0s` (today's full replay of the retained window) — and times
-//! each from start to the first non-empty `/v1/predictions`.
 
 use anyhow::Context;
 use chrono::{Duration as CDuration, Utc};
@@ -66,20 +60,6 @@ pub struct KeysArgs {
     /// Hours of history the events of a key are spread over (168: a week, one bucket an hour).
     #[arg(long, default_value_t = 24)]
     span_hours: usize,
-}
-
-/// Flags of `analyzer-restart`.
-#[derive(clap::Args, Debug)]
-pub struct RestartArgs {
-    /// Kafka bootstrap servers (a real broker).
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    brokers: String,
-    /// History sizes (events in the topic), in order.
-    #[arg(long, value_delimiter = ',', default_value = "1000000")]
-    events: Vec<usize>,
-    /// Distinct tickers of the events (five modules each).
-    #[arg(long, default_value_t = 2_000)]
-    tickers: usize,
 }
 
 fn rss_bytes() -> u64 {
@@ -364,148 +344,6 @@ pub fn keys(args: KeysArgs) -> anyhow::Result<()> {
             snapshot as f64 / k as f64
         );
         drop(model);
-    }
-    Ok(())
-}
-
-/// Starts the analyzer service on port 0; returns its base URL, shutdown token and task.
-async fn start_analyzer(
-    cfg: analyzer::service::Config,
-) -> anyhow::Result<(String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(analyzer::service::serve(cfg, listener, shutdown.clone()));
-    Ok((base, shutdown, task))
-}
-
-/// Seconds from `started` until `/readyz` answers 200 (every partition restored) and until
-/// `/v1/predictions` lists a prediction.
-async fn first_prediction(base: &str, started: Instant) -> anyhow::Result<(f64, f64)> {
-    let http = reqwest::Client::new();
-    loop {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(1_800), "not ready in 30 min");
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let ready = started.elapsed().as_secs_f64();
-    loop {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(1_800), "no prediction in 30 min");
-        if let Ok(r) = http.get(format!("{base}/v1/predictions")).send().await {
-            let v: serde_json::Value = r.json().await.unwrap_or_default();
-            if v["predictions"].as_array().is_some_and(|p| !p.is_empty()) {
-                return Ok((ready, started.elapsed().as_secs_f64()));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs `analyzer-restart`.
-pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
-    const MODULES: [&str; 5] = ["price", "chart", "news", "fundamentals", "options"];
-    let mut kafka = KafkaArgs::new(&args.brokers);
-    kafka.topic_partitions = 12;
-    let run = std::process::id();
-    println!("| events of history | checkpoints: ready | checkpoints: first prediction | events replayed | full replay (`--checkpoint-interval 0s`): ready | full replay: first prediction | events replayed |");
-    println!("|---|---|---|---|---|---|---|");
-    for &n in &args.events {
-        let topics = TopicArgs::prefixed(&format!("bench-restart-{run}-{n}."));
-        let specs = [TopicSpec { name: topics.query_events_topic.clone(), compacted: false }];
-        ensure_topics(&kafka, &specs, Duration::from_secs(30)).await?;
-        // N events one per millisecond up to now, over `tickers` × 5 modules.
-        let producer = kafka.producer(Duration::from_secs(300))?;
-        let start = Utc::now() - CDuration::milliseconds(n as i64);
-        for base in (0..n).step_by(100_000) {
-            let bodies: Vec<(String, String)> = (base..(base + 100_000).min(n))
-                .map(|i| {
-                    let t = format!("T{}", (i * 7919) % args.tickers);
-                    let ts = (start + CDuration::milliseconds(i as i64)).timestamp_millis();
-                    let body = format!(
-                        r#"{{"ticker":"{t}","module":"{}","ts":{ts},"client":"c{}"}}"#,
-                        MODULES[i % 5],
-                        i % 500
-                    );
-                    (t, body)
-                })
-                .collect();
-            let futs: Vec<_> = bodies
-                .iter()
-                .map(|(k, b)| {
-                    producer
-                        .send_result(FutureRecord::to(&topics.query_events_topic).key(k).payload(b))
-                        .map_err(|(e, _)| e)
-                })
-                .collect::<Result<_, _>>()?;
-            for f in futures::future::join_all(futs).await {
-                f?.map_err(|(e, _)| e)?;
-            }
-        }
-        producer.flush(Duration::from_secs(60))?;
-        let mut cfg = analyzer::service::Config::new(kafka.brokers.clone());
-        cfg.kafka = kafka.clone();
-        cfg.topics = topics.clone();
-        cfg.group_id = format!("bench-restart-{run}-{n}");
-        cfg.tick_interval = Duration::from_millis(500);
-        cfg.stats_interval = Duration::from_secs(3600);
-        cfg.checkpoint_interval = Duration::from_secs(3600);
-        cfg.refresh_ahead = false;
-        // First life: fold everything, stop cleanly (commit + checkpoint of every partition).
-        let (base, stop, task) = start_analyzer(cfg.clone()).await?;
-        let http = reqwest::Client::new();
-        loop {
-            let text = match http.get(format!("{base}/metrics")).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            let folded: f64 = text
-                .lines()
-                .filter(|l| l.starts_with("smart_prefetch_analyzer_events_total{"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
-            if folded as usize >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        stop.cancel();
-        task.await??;
-        // Restart with checkpoints.
-        let started = Instant::now();
-        let (base, stop, task) = start_analyzer(cfg.clone()).await?;
-        let with_cp = first_prediction(&base, started).await?;
-        let m = http.get(format!("{base}/metrics")).send().await?.text().await?;
-        let cp_replayed = m
-            .lines()
-            .find_map(|l| l.strip_prefix("smart_prefetch_analyzer_rebuild_events_total "))
-            .unwrap_or("?")
-            .trim()
-            .to_owned();
-        stop.cancel();
-        task.await??;
-        // Restart replaying the retained window, as before checkpoints.
-        let mut replay = cfg.clone();
-        replay.checkpoint_interval = Duration::ZERO;
-        let started = Instant::now();
-        let (base, stop, task) = start_analyzer(replay).await?;
-        let with_replay = first_prediction(&base, started).await?;
-        let m = http.get(format!("{base}/metrics")).send().await?.text().await?;
-        let replayed = m
-            .lines()
-            .find_map(|l| l.strip_prefix("smart_prefetch_analyzer_rebuild_events_total "))
-            .unwrap_or("?")
-            .trim()
-            .to_owned();
-        stop.cancel();
-        task.await??;
-        println!(
-            "| {n} | {:.2} s | {:.2} s | {cp_replayed} | {:.2} s | {:.2} s | {replayed} |",
-            with_cp.0, with_cp.1, with_replay.0, with_replay.1
-        );
     }
     Ok(())
 }

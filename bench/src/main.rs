@@ -4,6 +4,7 @@
 mod analyzer;
 mod hash;
 mod ingest;
+mod restart;
 mod tick;
 mod warmer;
 
@@ -25,7 +26,7 @@ enum Bench {
     /// Model tick duration and resident memory at many live keys (no Kafka).
     AnalyzerKeys(analyzer::KeysArgs),
     /// Restart to first prediction with N events of history: checkpoint restore vs full replay.
-    AnalyzerRestart(analyzer::RestartArgs),
+    AnalyzerRestart(restart::RestartArgs),
     /// Tick cost, lazy tick vs full walk: a 1M-event backtest replay and live ticks at 1M keys.
     Tick(tick::Args),
     /// Crafted hash collisions vs random tickers through the fold: unseeded vs seeded hasher.
@@ -40,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ingest(a) => ingest::run(a).await,
         Bench::AnalyzerThroughput(a) => analyzer::throughput(a).await,
         Bench::AnalyzerKeys(a) => analyzer::keys(a),
-        Bench::AnalyzerRestart(a) => analyzer::restart(a).await,
+        Bench::AnalyzerRestart(a) => restart::restart(a).await,
         Bench::Tick(a) => tick::run(a),
         Bench::Hash(a) => hash::run(a),
         Bench::Warmer(a) => warmer::run(a).await,
