@@ -203,13 +203,15 @@ impl Model {
             }
         }
         out.push(u8::from(self.cache.is_some()));
-        let keys: Vec<&KeyState> = self.keys.iter().filter(|k| ids.contains(&k.ticker)).collect();
+        // Only keys whose names resolve are written, and the count says exactly how many.
+        let keys: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|k| ids.contains(&k.ticker))
+            .filter_map(|k| Some((k, self.tickers.name(k.ticker)?, self.modules.name(k.module)?)))
+            .collect();
         varint(&mut out, keys.len() as u64);
-        for k in keys {
-            let (Some(t), Some(m)) = (self.tickers.name(k.ticker), self.modules.name(k.module))
-            else {
-                continue;
-            };
+        for (k, t, m) in keys {
             string(&mut out, t.as_str());
             string(&mut out, m.as_str());
             let (fast, slow, last) = k.parts();
