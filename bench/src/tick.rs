@@ -6,6 +6,7 @@ use analyzer::{CacheTtls, Model, ModelConfig};
 use chrono::{DateTime, Duration as CDuration, TimeZone, Utc};
 use prefetch_common::config::LiveConfig;
 use prefetch_common::contract::{Module, QueryEvent, Ticker};
+use prefetch_contract::testgen::Gen;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -37,21 +38,11 @@ pub struct Args {
     pub no_live: bool,
 }
 
-/// xorshift64*: the same events on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// A key index in `[0, n)` with a Zipf-like skew (a power of a uniform draw).
-    fn key(&mut self, n: u64) -> u64 {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((u.powi(3) * n as f64) as u64).min(n - 1)
-    }
+/// A key index in `[0, n)` with a Zipf-like skew (a power of a uniform draw); the seeded
+/// generator gives the same events on every run.
+fn skewed_key(rng: &mut Gen, n: u64) -> u64 {
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    ((u.powi(3) * n as f64) as u64).min(n - 1)
 }
 
 struct Keys {
@@ -140,7 +131,7 @@ fn backtest(args: &Args) -> anyhow::Result<()> {
     let mut digests = Vec::new();
     for lazy in [true, false] {
         let mut twin = Twin::new(lazy)?;
-        let mut rng = Rng(0x5EED);
+        let mut rng = Gen::new(0x5EED);
         let mut cache: HashMap<u64, DateTime<Utc>> = HashMap::new();
         let ttl =
             |i: u64| CDuration::seconds(i64::from(ttls.for_module(MODULES[(i % 5) as usize])));
@@ -164,7 +155,7 @@ fn backtest(args: &Args) -> anyhow::Result<()> {
                 }
                 next_tick += CDuration::seconds(60);
             }
-            let i = rng.key(args.keys);
+            let i = skewed_key(&mut rng, args.keys);
             let hit = cache.get(&i).is_some_and(|&e| e > ts);
             if !hit {
                 cache.insert(i, ts + ttl(i));
@@ -200,12 +191,15 @@ fn live(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
-    let mut rng = Rng(0xF00D);
+    let mut rng = Gen::new(0xF00D);
     for tick in 0..args.live_ticks {
         let at = now + CDuration::seconds(5 * tick as i64);
         for j in 0..200 {
-            let e =
-                keys.event(rng.key(args.live_keys), at - CDuration::milliseconds(25 * j), false);
+            let e = keys.event(
+                skewed_key(&mut rng, args.live_keys),
+                at - CDuration::milliseconds(25 * j),
+                false,
+            );
             for t in &mut twins {
                 t.model.record(&e);
             }

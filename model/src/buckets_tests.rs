@@ -2,6 +2,7 @@
 //! replace, over seeded random operations.
 
 use super::buckets::Buckets;
+use prefetch_contract::testgen::Gen;
 
 /// The previous implementation, kept as the reference: sorted pairs, no zero counts.
 #[derive(Default)]
@@ -21,19 +22,9 @@ impl Reference {
     }
 }
 
-/// xorshift64*: deterministic, so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u32 {
-        (self.next() % n) as u32
-    }
+/// A bucket number in `0..n`.
+fn below(rng: &mut Gen, n: u64) -> u32 {
+    rng.below(n as usize) as u32
 }
 
 fn check(seed: u64, got: &Buckets, want: &Reference) {
@@ -51,34 +42,34 @@ fn check(seed: u64, got: &Buckets, want: &Reference) {
 #[test]
 fn compact_buckets_match_the_reference_over_random_operations() {
     for seed in 1..=300u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut rng = Gen::new(seed);
         let (mut got, mut want) = (Buckets::default(), Reference::default());
         let mut now = match seed % 3 {
             0 => 0,
-            1 => rng.below(1_000),
-            _ => 230_000 + rng.below(10_000),
+            1 => below(&mut rng, 1_000),
+            _ => 230_000 + below(&mut rng, 10_000),
         };
         let width: u64 = [3, 40, 200, 5_000][seed as usize % 4];
         for _ in 0..400 {
-            let op = rng.below(100);
+            let op = below(&mut rng, 100);
             if op < 55 {
                 // The newest bucket, or a few ahead: a live stream.
-                now += [0, 0, 0, 1, 1, 2, 13, 130, 300, 70_000][rng.below(10) as usize];
+                now += [0, 0, 0, 1, 1, 2, 13, 130, 300, 70_000][below(&mut rng, 10) as usize];
                 got.add(now);
                 want.add(now);
             } else if op < 70 {
-                let burst = [1, 126, 127, 128, 300][rng.below(5) as usize];
+                let burst = [1, 126, 127, 128, 300][below(&mut rng, 5) as usize];
                 for _ in 0..burst {
                     got.add(now);
                     want.add(now);
                 }
             } else if op < 92 {
                 // A late event somewhere in the window (or just before it).
-                let b = now.saturating_sub(rng.below(width + 2));
+                let b = now.saturating_sub(below(&mut rng, width + 2));
                 got.add(b);
                 want.add(b);
             } else {
-                let oldest = now.saturating_sub(rng.below(width * 2));
+                let oldest = now.saturating_sub(below(&mut rng, width * 2));
                 assert_eq!(got.expire(oldest), want.expire(oldest), "seed {seed}");
             }
             check(seed, &got, &want);
