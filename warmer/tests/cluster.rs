@@ -8,23 +8,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// The sum of every sample of `name` (all label sets) in an exposition.
-fn total(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
-        .sum()
-}
-
-/// Most requests that arrived within any one second.
-fn busiest_second(mut times: Vec<Instant>) -> usize {
-    times.sort();
-    (0..times.len())
-        .map(|i| times[i..].iter().take_while(|&&t| t < times[i] + Duration::from_secs(1)).count())
-        .max()
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_warmers_share_one_upstream_rate_limit() {
     let Some(redis) = TestRedis::start() else { return };
@@ -47,7 +30,8 @@ async fn three_warmers_share_one_upstream_rate_limit() {
     produce(&args, &topic, &preds).await;
     for w in &warmers {
         eventually(WAIT, "every prediction handled (stored, skipped or dropped)", || async {
-            (total(&w.metrics().await, "smart_prefetch_warmer_warms_total") >= 60.0).then_some(())
+            (metric_total(&w.metrics().await, "smart_prefetch_warmer_warms_total") >= 60.0)
+                .then_some(())
         })
         .await;
     }
