@@ -142,7 +142,7 @@ async fn an_unreachable_api_is_a_clear_error_with_its_own_exit_code() {
 
 #[test]
 fn every_flag_of_the_api_commands_is_explained() {
-    let flags = ["--api", "--token", "--json", "--timeout"];
+    let flags = ["--api", "--token", "--read-token", "--json", "--timeout"];
     for (cmd, own) in [
         ("cache-status", &[][..]),
         ("predictions", &["--limit"][..]),

@@ -29,6 +29,11 @@ pub struct ApiArgs {
     /// requires one (its --api-token).
     #[arg(long, env = "PREFETCH_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Bearer token for the read commands (status, stats, predictions, showing the config),
+    /// when the ingest requires one (its --read-token). --token, when given, is sent instead:
+    /// the ingest accepts its API token for reads too.
+    #[arg(long, env = "PREFETCH_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
     /// Print the API's JSON answer instead of a table (for scripts).
     #[arg(long)]
     pub json: bool,
@@ -288,7 +293,7 @@ impl<'a> Client<'a> {
             "POST" => self.http.post(&url),
             _ => self.http.get(&url),
         };
-        if let Some(t) = &self.args.token {
+        if let Some(t) = self.args.token.as_ref().or(self.args.read_token.as_ref()) {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
         if let Some(b) = body {
