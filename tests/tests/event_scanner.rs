@@ -18,9 +18,10 @@ fn now() -> DateTime<Utc> {
 fn canonical(g: &mut Gen) -> Vec<u8> {
     let e = QueryEvent {
         ticker: Ticker::parse(["AAPL", "BRK.B", "^GSPC", "X-1=Y"][g.below(4)]).unwrap(),
-        module: Module::parse(["price", "News", "chart.1d"][g.below(3)]).unwrap(),
+        module: Module::parse(["price", "News", "chart_1d"][g.below(3)]).unwrap(),
         hit: g.one_in(2),
-        ts: now() - Duration::milliseconds(g.below(1 << 40) as i64)
+        // Up to ~17 years back (the contract refuses a ts before 2000), up to 10 min ahead.
+        ts: now() - Duration::milliseconds(g.below(1 << 39) as i64)
             + Duration::milliseconds(g.below(600_000) as i64),
         client: g.one_in(2).then(|| ClientId::parse(&format!("c-{}", g.below(1000))).unwrap()),
         latency_ms: g

@@ -87,7 +87,7 @@ async fn a_dead_letter_kafka_refuses_stops_the_analyzer_before_its_offsets_are_s
         // From here on, every produce request is refused as the real broker refuses it above.
         let errors =
             vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 10_000];
-        m.request_errors(rdkafka::mocking::RDKafkaApiKey::Produce, &errors);
+        m.request_errors(rdkafka::types::RDKafkaApiKey::Produce, &errors);
     }
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
