@@ -181,6 +181,15 @@ impl KafkaArgs {
     /// A producer that never loses an acknowledged event: idempotent, `acks=all`, and a bounded
     /// delivery timeout so a caller learns of an outage within `delivery_timeout`.
     pub fn producer(&self, delivery_timeout: Duration) -> Result<FutureProducer, KafkaSetupError> {
+        self.producer_config(delivery_timeout)?.create().map_err(KafkaSetupError::Client)
+    }
+
+    /// The settings of [`KafkaArgs::producer`], for a producer with a context of its own (ingest
+    /// counts a batch's acknowledgements in its delivery callback instead of one future each).
+    pub fn producer_config(
+        &self,
+        delivery_timeout: Duration,
+    ) -> Result<ClientConfig, KafkaSetupError> {
         let mut c = self.base_config()?;
         c.set("enable.idempotence", "true")
             .set("acks", "all")
@@ -196,7 +205,7 @@ impl KafkaArgs {
             // places a ticker on the same partition.
             .set("partitioner", "murmur2_random");
         self.apply_options(&mut c)?;
-        c.create().map_err(KafkaSetupError::Client)
+        Ok(c)
     }
 
     /// An admin client, for creating topics and reading metadata.

@@ -603,5 +603,6 @@ impl From<&QueryEvent> for RecordAck {
     }
 }
 
+pub mod canonical;
 #[cfg(test)]
 mod tests;

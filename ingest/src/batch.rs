@@ -1,7 +1,14 @@
 //! Turns a request body into events, all or nothing: a batch with one bad event is refused
 //! whole, with every problem located by index (JSON array) or line (NDJSON).
+//!
+//! An NDJSON line or a single JSON object in the canonical form is read by the contract's byte
+//! scanner (`contract::canonical`), and when it is exactly what `QueryEvent::to_json` would
+//! write (and needs no clamp), its bytes are produced as they are: no JSON tree, no second
+//! serialisation (issue #15: the two cost more than producing the event). Anything else goes
+//! through the tree-based parser, which refuses duplicate keys and names every problem.
 
 use chrono::{DateTime, Utc};
+use prefetch_common::contract::canonical;
 use prefetch_common::contract::{FieldError, QueryEvent};
 use serde::Serialize;
 use serde_json::Value;
@@ -66,24 +73,63 @@ pub struct Clock {
     pub max_skew: chrono::Duration,
 }
 
+/// One accepted event, and its bytes in the body when those are already its canonical form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted<'a> {
+    /// The validated event.
+    pub event: QueryEvent,
+    /// The body's bytes of it, exactly what `event.to_json()` would write (produced as they
+    /// are); `None` when the event must be written again.
+    pub canonical: Option<&'a [u8]>,
+}
+
+impl Accepted<'_> {
+    /// An event to be written again.
+    pub fn rewritten(event: QueryEvent) -> Self {
+        Accepted { event, canonical: None }
+    }
+
+    /// The payload to produce.
+    pub fn payload(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.canonical {
+            Some(b) => b.into(),
+            None => self.event.to_json().into(),
+        }
+    }
+}
+
 /// The events of an accepted body.
 #[derive(Debug)]
-pub struct Batch {
+pub struct Batch<'a> {
     /// Every event, in body order.
-    pub events: Vec<QueryEvent>,
+    pub events: Vec<Accepted<'a>>,
     /// How many of them had their `ts` clamped to ingest's clock.
     pub clamped: usize,
 }
 
+/// The canonical fast path: the event when `doc` is in the canonical shape, valid, and needs
+/// no clamp (its `ts` within `max_skew` of `now`); `None` sends it to the tree parser.
+fn scanned(doc: &[u8], clock: Clock) -> Option<Accepted<'_>> {
+    let s = canonical::scan(doc, clock.now)?;
+    (s.event.ts <= clock.now + clock.max_skew)
+        .then(|| Accepted { canonical: s.exact.then_some(doc), event: s.event })
+}
+
 /// Parses a whole body.
-pub fn parse_body(body: &[u8], framing: Framing, clock: Clock) -> Result<Batch, Refusal> {
+pub fn parse_body<'a>(
+    body: &'a [u8],
+    framing: Framing,
+    clock: Clock,
+) -> Result<Batch<'a>, Refusal> {
     let mut out = Vec::new();
     let mut clamped = 0;
     let mut problems = Vec::new();
     let mut bad = 0;
     let Clock { now, max_skew } = clock;
-    let parse = |v: &Value| QueryEvent::from_value_clamped(v, now, max_skew);
-    let mut take = |r: Result<(QueryEvent, bool), Vec<FieldError>>,
+    let parse = |v: &Value| {
+        QueryEvent::from_value_clamped(v, now, max_skew).map(|(e, c)| (Accepted::rewritten(e), c))
+    };
+    let mut take = |r: Result<(Accepted<'a>, bool), Vec<FieldError>>,
                     index: Option<usize>,
                     line: Option<usize>| match r {
         Ok((e, c)) => {
@@ -100,23 +146,30 @@ pub fn parse_body(body: &[u8], framing: Framing, clock: Clock) -> Result<Batch, 
         }
     };
     match framing {
-        Framing::Json => match prefetch_common::contract::parse_json_strict(body) {
-            Err(e) => take(Err(vec![not_json(e)]), None, None),
-            Ok(Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    take(parse(item).map_err(|e| e.problems), Some(i), None);
+        Framing::Json => match scanned(body, clock) {
+            Some(a) => take(Ok((a, false)), None, None),
+            None => match prefetch_common::contract::parse_json_strict(body) {
+                Err(e) => take(Err(vec![not_json(e)]), None, None),
+                Ok(Value::Array(items)) => {
+                    for (i, item) in items.iter().enumerate() {
+                        take(parse(item).map_err(|e| e.problems), Some(i), None);
+                    }
                 }
-            }
-            Ok(item) => take(parse(&item).map_err(|e| e.problems), None, None),
+                Ok(item) => take(parse(&item).map_err(|e| e.problems), None, None),
+            },
         },
         Framing::Ndjson => {
             for (i, line) in body.split(|b| *b == b'\n').enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let r = prefetch_common::contract::parse_json_strict(line)
-                    .map_err(|e| vec![not_json(e)])
-                    .and_then(|v| parse(&v).map_err(|e| e.problems));
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let r = match scanned(line, clock) {
+                    Some(a) => Ok((a, false)),
+                    None => prefetch_common::contract::parse_json_strict(line)
+                        .map_err(|e| vec![not_json(e)])
+                        .and_then(|v| parse(&v).map_err(|e| e.problems)),
+                };
                 take(r, None, Some(i + 1));
             }
         }
@@ -159,7 +212,7 @@ mod tests {
     fn arrays_objects_and_lines_parse() {
         let arr = br#"[{"ticker":"a","module":"price"},{"ticker":"b","module":"news","hit":true}]"#;
         let evs = parse_body(arr, Framing::Json, clock()).unwrap().events;
-        assert_eq!(evs.iter().map(|e| e.ticker.as_str()).collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(evs.iter().map(|e| e.event.ticker.as_str()).collect::<Vec<_>>(), ["A", "B"]);
         let one = parse_body(br#"{"ticker":"c","module":"price"}"#, Framing::Json, clock())
             .unwrap()
             .events;
@@ -191,8 +244,8 @@ mod tests {
         );
         let b = parse_body(body.as_bytes(), Framing::Ndjson, clock()).unwrap();
         assert_eq!(b.clamped, 1);
-        assert_eq!(b.events[0].ts, now());
-        assert_eq!(b.events[1].ts.timestamp_millis(), near);
+        assert_eq!(b.events[0].event.ts, now());
+        assert_eq!(b.events[1].event.ts.timestamp_millis(), near);
     }
 
     #[test]
@@ -201,5 +254,43 @@ mod tests {
         let r = parse_body(body.as_bytes(), Framing::Ndjson, clock()).unwrap_err();
         assert_eq!(r.bad_events, 500);
         assert_eq!(r.problems.len(), MAX_LISTED_PROBLEMS);
+    }
+
+    /// A canonical line is forwarded byte for byte; any other spelling of the same event is
+    /// written again, to the same canonical bytes; a canonical line ahead of the skew is
+    /// clamped, not forwarded.
+    #[test]
+    fn canonical_lines_are_forwarded_others_rewritten() {
+        let canon = br#"{"ticker":"AAPL","module":"price","hit":true,"ts":"2026-03-09T14:29:59.000Z","client":"c1","latency_ms":3.0}"#;
+        let variants: [&[u8]; 4] = [
+            br#"{"ticker":"aapl","module":"price","hit":true,"ts":"2026-03-09T14:29:59.000Z","client":"c1","latency_ms":3.0}"#,
+            br#"{"ticker":"AAPL","module":"price","hit":true,"ts":"2026-03-09T14:29:59.000Z","client":"c1","latency_ms":3}"#,
+            br#"{"module":"price","ticker":"AAPL","hit":true,"ts":"2026-03-09T14:29:59.000Z","client":"c1","latency_ms":3.0}"#,
+            br#"{"ticker":"AAPL","module":"price","hit":true,"ts":1773066599000,"client":"c1","latency_ms":3.0}"#,
+        ];
+        let mut body = canon.to_vec();
+        body.extend_from_slice(b"\r\n");
+        for v in variants {
+            body.extend_from_slice(v);
+            body.push(b'\n');
+        }
+        let evs = parse_body(&body, Framing::Ndjson, clock()).unwrap().events;
+        assert_eq!(evs.len(), 5);
+        assert_eq!(evs[0].canonical, Some(&canon[..]), "forwarded as sent (CR stripped)");
+        for e in &evs {
+            assert_eq!(e.payload().as_ref(), &canon[..], "same bytes on the topic");
+            assert_eq!(e.event, evs[0].event);
+        }
+        assert!(evs[1..].iter().all(|e| e.canonical.is_none()));
+        let single = parse_body(canon, Framing::Json, clock()).unwrap().events;
+        assert_eq!(single[0].canonical, Some(&canon[..]));
+        // Duplicate keys are never canonical and still refused by the tree parser.
+        let dup = br#"{"ticker":"AAPL","module":"price","hit":true,"ts":"2026-03-09T14:29:59.000Z","ticker":"MSFT"}"#;
+        assert!(parse_body(dup, Framing::Ndjson, clock()).is_err());
+        // Canonical, but 3 minutes ahead: within the consumers' 5 minutes, beyond ingest's skew.
+        let ahead =
+            br#"{"ticker":"AAPL","module":"price","hit":true,"ts":"2026-03-09T14:33:00.000Z"}"#;
+        let b = parse_body(ahead, Framing::Ndjson, clock()).unwrap();
+        assert_eq!((b.clamped, b.events[0].canonical, b.events[0].event.ts), (1, None, now()));
     }
 }

@@ -2,7 +2,7 @@
 //! `api/`), health and metrics.
 
 use crate::api::Api;
-use crate::batch::{parse_body, Clock, Framing, Problem, Refusal};
+use crate::batch::{parse_body, Accepted, Clock, Framing, Problem, Refusal};
 use crate::metrics::{Metrics, Rejection};
 use crate::sink::EventSink;
 use axum::body::{Body, Bytes};
@@ -184,10 +184,11 @@ async fn record(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Response {
             return refused(&s, Refusal { problems, bad_events: 1 });
         }
     };
+    let event = Accepted::rewritten(event);
     match produce(&s, std::slice::from_ref(&event)).await {
         Ok(()) => {
             s.metrics.clamped(usize::from(clamped));
-            Json(RecordAck::from(&event)).into_response()
+            Json(RecordAck::from(&event.event)).into_response()
         }
         Err(resp) => resp,
     }
@@ -221,7 +222,7 @@ async fn read_body(
     }
 }
 
-async fn produce(s: &AppState, events: &[QueryEvent]) -> Result<(), Response> {
+async fn produce(s: &AppState, events: &[Accepted<'_>]) -> Result<(), Response> {
     let started = Instant::now();
     match s.sink.send_all(events).await {
         Ok(()) => {

@@ -16,8 +16,9 @@
 //!
 //! One event's path: `http::post_events` checks the content type (415) and size (413),
 //! `batch::parse_body` validates every event through the shared contract (400 naming each
-//! problem; nothing is produced), `EventSink::send_all` enqueues them all on the idempotent
-//! `acks=all` producer and waits for every acknowledgement, and only then does the client get
+//! problem; nothing is produced; a line already in canonical form is kept as it is),
+//! `EventSink::send_all` enqueues them all on the idempotent `acks=all` producer and waits until
+//! its delivery callback has counted every acknowledgement, and only then does the client get
 //! 2xx; if Kafka does not acknowledge within `--produce-timeout`, 503 with `Retry-After`.
 
 pub mod api;
@@ -99,7 +100,12 @@ async fn connect(cfg: &Config, delivery_timeout: Duration) -> anyhow::Result<Eve
     let spec = TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false };
     ensure_topics(&cfg.kafka, &[spec], cfg.startup_timeout).await?;
     let producer = cfg.kafka.producer(delivery_timeout)?;
-    Ok(EventSink::new(producer, cfg.topics.query_events_topic.clone(), delivery_timeout))
+    let events = cfg
+        .kafka
+        .producer_config(delivery_timeout)?
+        .create_with_context(sink::AckContext)
+        .context("creating the event producer")?;
+    Ok(EventSink::new(events, producer, cfg.topics.query_events_topic.clone(), delivery_timeout))
 }
 
 /// Creates the topics the API reads and writes if missing, and starts following them.

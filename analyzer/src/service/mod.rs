@@ -5,7 +5,7 @@
 //! - `pipeline.rs`: the consume loop (receive, settle offsets, tick, stats); it declares:
 //!   - `fold.rs`: the parse and fold threads the loop hands chunks of messages to (fold into
 //!     the model, publish event-driven predictions and dead letters);
-//!   - `parse.rs`: reading the canonical event form without serde (`from_json` for the rest).
+//!   - `parse`: the contract's `canonical` scanner (the canonical event form without serde).
 //! - `consumer.rs`: the group consumer's context (cooperative rebalances: new partitions are
 //!   paused until restored; lag).
 //! - `checkpoint.rs`: each partition's state on the compacted state topic (write, read back).

@@ -4,7 +4,7 @@
 //! One `tokio::select!` over shutdown, the publish tick, the stats tick, folded chunks coming
 //! back and the next message. The loop itself only receives: each message, with every other one
 //! already waiting in the consumer's queue (up to [`fold::CHUNK`]), is copied into a chunk and
-//! handed to the fold stage (`fold.rs`): a parse thread (`parse.rs`, the canonical form read
+//! handed to the fold stage (`fold.rs`): a parse thread (`contract::canonical`, the canonical form read
 //! without serde) and a fold thread that folds the events into the model and publishes what
 //! they cause, chunk after chunk in the order received. Each folded chunk comes back with its
 //! delivery futures and offsets and joins the open batch. Every `BATCH` messages and at each
@@ -26,8 +26,8 @@
 
 #[path = "fold.rs"]
 mod fold;
-#[path = "parse.rs"]
-pub mod parse;
+/// The canonical-form scanner, shared with ingest (it lives in the contract).
+pub use prefetch_common::contract::canonical as parse;
 
 use super::consumer::GroupContext;
 use super::restore::{self, Outcome};

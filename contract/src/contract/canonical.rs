@@ -1,4 +1,5 @@
-//! Reading the canonical form of an event without serde, for the consume path.
+//! Reading the canonical form of an event without serde, for the hot paths: the analyzer's
+//! consume path and ingest's batches (which forward a line that is already canonical as it is).
 //!
 //! The query-events topic carries the canonical JSON that [`QueryEvent::to_json`] writes: the
 //! fields in one order, no whitespace, `ts` as UTC RFC 3339 with milliseconds. [`event`] reads
@@ -10,13 +11,13 @@
 //!
 //! Why: serde's generic path (struct visitor, the untagged `ts`, chrono's RFC 3339 parser) was
 //! measured at ~0.5 µs an event, the largest single cost of the analyzer's consume path
-//! (BENCHMARKS.md, analyzer). This belongs next to `from_json` in `prefetch_common::contract`,
-//! where every consumer would gain from it; it lives here until that crate's owner moves it.
+//! (BENCHMARKS.md, analyzer); for ingest, building a JSON tree and writing the event again
+//! cost more than producing it (issue #15).
 
-use chrono::{DateTime, NaiveDate, Utc};
-use prefetch_common::contract::{
+use super::{
     ClientId, EventError, Module, QueryEvent, Ticker, MAX_FUTURE_SKEW, MAX_LATENCY_MS, MIN_EPOCH_MS,
 };
+use chrono::{DateTime, NaiveDate, Utc};
 
 /// Parses and validates one message payload, as [`QueryEvent::from_json`] does.
 pub fn event(bytes: &[u8], now: DateTime<Utc>) -> Result<QueryEvent, EventError> {
@@ -24,6 +25,75 @@ pub fn event(bytes: &[u8], now: DateTime<Utc>) -> Result<QueryEvent, EventError>
         Some(e) => Ok(e),
         None => QueryEvent::from_json(bytes, now),
     }
+}
+
+/// A valid event read by the scanner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scanned {
+    /// The event.
+    pub event: QueryEvent,
+    /// Whether the bytes are exactly what [`QueryEvent::to_json`] writes for it (names already
+    /// normalised, `latency_ms` spelled as serde_json spells it), so they can be forwarded as
+    /// they are instead of being written again.
+    pub exact: bool,
+}
+
+/// Reads the canonical shape: the valid event and whether the bytes are exactly canonical;
+/// `None` for any other shape or an invalid event (read those with [`QueryEvent::from_json`]
+/// or the tree-based parser, which name every problem).
+pub fn scan(bytes: &[u8], now: DateTime<Utc>) -> Option<Scanned> {
+    let mut s = Scan { b: bytes, i: 0 };
+    let mut exact = true;
+    s.lit(b"{\"ticker\":")?;
+    let raw = s.string()?;
+    let ticker = Ticker::parse(raw).ok()?;
+    exact &= ticker.as_str() == raw;
+    s.lit(b",\"module\":")?;
+    let raw = s.string()?;
+    let module = Module::parse(raw).ok()?;
+    exact &= module.as_str() == raw;
+    s.lit(b",\"hit\":")?;
+    let hit = if s.lit(b"true").is_some() {
+        true
+    } else {
+        s.lit(b"false")?;
+        false
+    };
+    s.lit(b",\"ts\":")?;
+    let ts = s.ts()?;
+    // Out of the contract's range: the contract parser says why.
+    if ts > now + MAX_FUTURE_SKEW || ts.timestamp_millis() < MIN_EPOCH_MS {
+        return None;
+    }
+    // A string without escapes or control characters is written back unchanged.
+    let client = match s.lit(b",\"client\":") {
+        Some(()) => Some(ClientId::parse(s.string()?).ok()?),
+        None => None,
+    };
+    let latency_ms = match s.lit(b",\"latency_ms\":") {
+        Some(()) => {
+            let start = s.i;
+            let x = s.number().filter(|x| *x <= MAX_LATENCY_MS)?;
+            exact &= same_as_serde(x, &bytes[start..s.i]);
+            Some(x)
+        }
+        None => None,
+    };
+    s.lit(b"}")?;
+    (s.i == bytes.len()).then_some(Scanned {
+        event: QueryEvent { ticker, module, hit, ts, client, latency_ms },
+        exact,
+    })
+}
+
+/// Whether serde_json writes `x` as `text` (`3` is written `3.0`), without allocating.
+fn same_as_serde(x: f64, text: &[u8]) -> bool {
+    let mut w = std::io::Cursor::new([0u8; 32]);
+    if serde_json::to_writer(&mut w, &x).is_err() {
+        return false;
+    }
+    let n = w.position() as usize;
+    &w.get_ref()[..n] == text
 }
 
 /// A cursor over the payload; every method returns `None` on anything unexpected.
@@ -96,34 +166,7 @@ impl<'a> Scan<'a> {
 
 /// The canonical shape, valid; `None` for anything else (the caller falls back to serde).
 fn canonical(bytes: &[u8], now: DateTime<Utc>) -> Option<QueryEvent> {
-    let mut s = Scan { b: bytes, i: 0 };
-    s.lit(b"{\"ticker\":")?;
-    let ticker = Ticker::parse(s.string()?).ok()?;
-    s.lit(b",\"module\":")?;
-    let module = Module::parse(s.string()?).ok()?;
-    s.lit(b",\"hit\":")?;
-    let hit = if s.lit(b"true").is_some() {
-        true
-    } else {
-        s.lit(b"false")?;
-        false
-    };
-    s.lit(b",\"ts\":")?;
-    let ts = s.ts()?;
-    // Out of the contract's range: the contract parser says why.
-    if ts > now + MAX_FUTURE_SKEW || ts.timestamp_millis() < MIN_EPOCH_MS {
-        return None;
-    }
-    let client = match s.lit(b",\"client\":") {
-        Some(()) => Some(ClientId::parse(s.string()?).ok()?),
-        None => None,
-    };
-    let latency_ms = match s.lit(b",\"latency_ms\":") {
-        Some(()) => Some(s.number().filter(|x| *x <= MAX_LATENCY_MS)?),
-        None => None,
-    };
-    s.lit(b"}")?;
-    (s.i == bytes.len()).then_some(QueryEvent { ticker, module, hit, ts, client, latency_ms })
+    scan(bytes, now).map(|s| s.event)
 }
 
 #[cfg(test)]
@@ -181,6 +224,48 @@ mod tests {
             let fast = e.latency_ms != Some(1e-7);
             agree(&json, fast);
             assert_eq!(event(json.as_bytes(), now()).unwrap(), e);
+            if fast {
+                assert!(scan(json.as_bytes(), now()).unwrap().exact, "to_json's own bytes: {json}");
+            }
+        }
+    }
+
+    /// `exact` holds only when `to_json` would write the very same bytes (ingest then forwards
+    /// them unchanged), for every way the input may differ from the canonical form.
+    #[test]
+    fn exact_only_when_to_json_writes_the_same_bytes() {
+        let ts = r#""ts":"2026-03-09T14:29:59.000Z""#;
+        for (json, exact) in [
+            (format!(r#"{{"ticker":"AAPL","module":"price","hit":false,{ts}}}"#), true),
+            (
+                format!(
+                    r#"{{"ticker":"AAPL","module":"price","hit":true,{ts},"client":"c 1é","latency_ms":12.5}}"#
+                ),
+                true,
+            ),
+            (
+                format!(
+                    r#"{{"ticker":"AAPL","module":"price","hit":false,{ts},"latency_ms":3.0}}"#
+                ),
+                true,
+            ),
+            (
+                format!(r#"{{"ticker":"AAPL","module":"price","hit":false,{ts},"latency_ms":3}}"#),
+                false,
+            ),
+            (
+                format!(
+                    r#"{{"ticker":"AAPL","module":"price","hit":false,{ts},"latency_ms":0.50}}"#
+                ),
+                false,
+            ),
+            (format!(r#"{{"ticker":"aapl","module":"price","hit":false,{ts}}}"#), false),
+            (format!(r#"{{"ticker":" AAPL","module":"price","hit":false,{ts}}}"#), false),
+            (format!(r#"{{"ticker":"AAPL","module":"Price","hit":false,{ts}}}"#), false),
+        ] {
+            let s = scan(json.as_bytes(), now()).expect("canonical shape");
+            assert_eq!(s.exact, exact, "{json}");
+            assert_eq!(s.exact, s.event.to_json() == json.as_bytes(), "{json}");
         }
     }
 
