@@ -188,6 +188,13 @@ pub struct Config {
     #[arg(long, env = "PREFETCH_WARMER_SPREAD", default_value = "2s", value_parser = parse_duration)]
     pub spread: Duration,
 
+    /// How long a batch of predictions waits for more after its first before it is warmed (0:
+    /// take what has already arrived and start at once). Waiting groups what one analyzer tick
+    /// publishes together, at the price of up to this much latency on every event-driven
+    /// prediction (BENCHMARKS.md, event → warm latency).
+    #[arg(long, env = "PREFETCH_WARMER_BATCH_LINGER", default_value = "100ms", value_parser = parse_duration)]
+    pub batch_linger: Duration,
+
     /// Bearer token `POST /v1/warmup` requires (the same as ingest's --api-token, which ingest
     /// sends); also accepted on the read routes. Unset: open.
     #[arg(long, env = "PREFETCH_API_TOKEN", hide_env_values = true)]
@@ -253,6 +260,7 @@ impl std::fmt::Debug for Config {
             .field("rate_limit_scope", &self.rate_limit_scope)
             .field("rate_max_wait", &self.rate_max_wait)
             .field("spread", &self.spread)
+            .field("batch_linger", &self.batch_linger)
             .field("api_token", &self.api_token)
             .field("read_token", &self.read_token)
             .field("startup_timeout", &self.startup_timeout)

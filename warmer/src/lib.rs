@@ -141,6 +141,7 @@ pub async fn serve(
             api_token: cfg.api_token.clone().map(|t| t.0),
             read_token: cfg.read_token.clone().map(|t| t.0),
             dlq_topic: cfg.topics.dlq_topic.clone(),
+            batch_linger: cfg.batch_linger,
         },
     ));
     // The live config applies before the first prediction is read, then on every change.

@@ -70,6 +70,8 @@ pub struct Options {
     pub read_token: Option<String>,
     /// Dead-letter topic for predictions that fail validation.
     pub dlq_topic: String,
+    /// How long a batch of predictions waits for more after its first (`--batch-linger`).
+    pub batch_linger: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,7 +1,7 @@
 //! Warming: the predictions consume loop and the executor it shares with `POST /v1/warmup`.
 //!
 //! The loop reads a batch (what is already fetched, up to [`BATCH_MAX`] messages or
-//! [`BATCH_LINGER`]), so the `top_n` budget compares the predictions one analyzer tick
+//! `--batch-linger`, 100 ms by default), so the `top_n` budget compares the predictions one analyzer tick
 //! published together. [`warm_batch`] asks the cache when each key expires, lets
 //! [`policy::plan`] decide, and fetches the chosen keys concurrently, each after a random delay
 //! within the spread window. Offsets of the batch are stored only after every warm in it has
@@ -24,8 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Most messages in one batch.
 pub const BATCH_MAX: usize = 1000;
-/// How long a batch waits for more messages after its first.
-pub const BATCH_LINGER: Duration = Duration::from_millis(100);
 
 /// Decides and carries out the warms of one batch; returns each prediction with its outcome
 /// (also counted in the metrics). `use_schedule` is false for an operator's explicit warm-up.
@@ -100,7 +98,9 @@ async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
 /// consumer (see [`finish`]).
 pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: CancellationToken) {
     'batches: loop {
-        let Some(batch) = next_batch(&consumer, &shutdown, BATCH_MAX, BATCH_LINGER).await else {
+        let Some(batch) =
+            next_batch(&consumer, &shutdown, BATCH_MAX, shared.options.batch_linger).await
+        else {
             break;
         };
         let mut offsets = Vec::with_capacity(batch.len());
