@@ -2,17 +2,22 @@
 //! same run with a plain rdkafka producer sending the same events (the raw limit on this
 //! machine), then single-event request latency at a fixed request rate.
 //!
+//! Ingest runs in a child process (`serve.rs`) and the raw producer in the bench process, so
+//! each side's CPU per event is its own process's CPU time over its span (`cpu.rs`); the HTTP
+//! client's cost (in the bench process, during ingest's span) is not ingest's.
+//!
 //! Run against a real broker (release build):
 //! `scripts/kafka.sh start && cargo run --release -p prefetch-bench -- ingest --brokers 127.0.0.1:9092`
 
+use crate::cpu::{fmt_opt, fmt_spread, load_average, Meter, Sample};
+use crate::serve::{Service, ServiceProcess};
 use anyhow::{ensure, Context};
 use futures::stream::{FuturesUnordered, StreamExt};
 use prefetch_common::contract::QueryEvent;
-use prefetch_common::kafka::{ensure_topics, KafkaArgs, TopicArgs, TopicSpec};
+use prefetch_common::kafka::{ensure_topics, KafkaArgs, TopicSpec};
 use rdkafka::producer::{FutureRecord, Producer};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// Benchmarks ingest against the raw producer limit.
 #[derive(clap::Args, Debug)]
@@ -41,6 +46,10 @@ pub struct Args {
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 15)]
     latency_seconds: u64,
+    /// Also count user-space instructions per event with `perf stat` (needs `perf` and a
+    /// machine with hardware counters; `n/a` otherwise).
+    #[arg(long)]
+    perf: bool,
 }
 
 pub fn events(n: usize) -> Vec<QueryEvent> {
@@ -61,8 +70,20 @@ pub fn events(n: usize) -> Vec<QueryEvent> {
         .collect()
 }
 
-async fn raw_round(kafka: &KafkaArgs, topic: &str, evs: &[QueryEvent]) -> anyhow::Result<f64> {
+/// One side of one round: events/s and what its process spent.
+struct Side {
+    rate: f64,
+    cpu: Sample,
+}
+
+async fn raw_round(
+    kafka: &KafkaArgs,
+    topic: &str,
+    evs: &[QueryEvent],
+    perf: bool,
+) -> anyhow::Result<Side> {
     let producer = kafka.producer(Duration::from_secs(120))?;
+    let meter = Meter::start(std::process::id(), perf);
     let started = Instant::now();
     let mut in_flight = VecDeque::new();
     for e in evs {
@@ -89,7 +110,8 @@ async fn raw_round(kafka: &KafkaArgs, topic: &str, evs: &[QueryEvent]) -> anyhow
         f.await?.map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(10))?;
-    Ok(evs.len() as f64 / started.elapsed().as_secs_f64())
+    let rate = evs.len() as f64 / started.elapsed().as_secs_f64();
+    Ok(Side { rate, cpu: meter.stop() })
 }
 
 async fn ingest_round(
@@ -97,8 +119,10 @@ async fn ingest_round(
     bodies: &[String],
     clients: usize,
     n: usize,
-) -> anyhow::Result<f64> {
+    (pid, perf): (u32, bool),
+) -> anyhow::Result<Side> {
     let http = reqwest::Client::new();
+    let meter = Meter::start(pid, perf);
     let started = Instant::now();
     let mut next = 0;
     let mut running = FuturesUnordered::new();
@@ -115,7 +139,8 @@ async fn ingest_round(
         let r = running.next().await.expect("non-empty")?;
         ensure!(r.status() == 200, "ingest answered {}", r.status());
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    Ok(Side { rate, cpu: meter.stop() })
 }
 
 async fn latency(url: &str, rate: u64, secs: u64) -> anyhow::Result<(f64, f64, f64, usize)> {
@@ -156,8 +181,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     kafka.topic_partitions = 6;
     kafka.options = args.kafka_option.clone();
     let run = std::process::id();
+    let prefix = format!("bench-{run}.");
     let raw_topic = format!("bench-{run}.raw");
-    let topics = TopicArgs::prefixed(&format!("bench-{run}."));
     let specs = [TopicSpec { name: raw_topic.clone(), compacted: false }];
     ensure_topics(&kafka, &specs, Duration::from_secs(30)).await?;
 
@@ -168,13 +193,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let bytes: usize = bodies.iter().map(String::len).sum();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let mut cfg = ingest::Config::new(args.brokers.clone());
-    cfg.kafka = kafka.clone();
-    cfg.topics = topics;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(ingest::serve(cfg, listener, shutdown.clone()));
+    let mut child_args =
+        vec!["--brokers".to_owned(), args.brokers.clone(), "--prefix".into(), prefix];
+    for o in &args.kafka_option {
+        child_args.extend(["-X".to_owned(), o.clone()]);
+    }
+    let ingest = ServiceProcess::start(Service::Ingest, &child_args).await?;
+    let url = ingest.base.clone();
     let http = reqwest::Client::new();
     while http.get(format!("{url}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true)
     {
@@ -182,26 +207,51 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     println!(
-        "events per round: {}, NDJSON bytes: {bytes}, batch: {}, clients: {}, librdkafka overrides: {:?}",
-        args.events, args.batch, args.clients, args.kafka_option
+        "events per round: {}, NDJSON bytes: {bytes}, batch: {}, clients: {}, librdkafka overrides: {:?}, load average at start: {}",
+        args.events, args.batch, args.clients, args.kafka_option, load_average()
     );
-    println!("| round | raw producer events/s | ingest HTTP NDJSON events/s | ingest / raw |");
-    println!("|---|---|---|---|");
-    let (mut raws, mut ings) = (Vec::new(), Vec::new());
+    println!("| round | raw producer events/s | ingest events/s | ingest / raw | CPU µs/event raw | CPU µs/event ingest | CPU ingest / raw | instructions/event raw | instructions/event ingest | load |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let (mut rates, mut cpus) =
+        ((Vec::new(), Vec::new(), Vec::new()), (Vec::new(), Vec::new(), Vec::new()));
     for round in 1..=args.rounds {
-        let raw = raw_round(&kafka, &raw_topic, &evs).await?;
-        let ing =
-            ingest_round(&format!("{url}/v1/events"), &bodies, args.clients, evs.len()).await?;
-        println!("| {round} | {raw:.0} | {ing:.0} | {:.2} |", ing / raw);
-        raws.push(raw);
-        ings.push(ing);
+        let raw = raw_round(&kafka, &raw_topic, &evs, args.perf).await?;
+        let ing = ingest_round(
+            &format!("{url}/v1/events"),
+            &bodies,
+            args.clients,
+            evs.len(),
+            (ingest.pid(), args.perf),
+        )
+        .await?;
+        let n = evs.len();
+        let (rc, ic) = (raw.cpu.cpu_us_per(n), ing.cpu.cpu_us_per(n));
+        println!(
+            "| {round} | {:.0} | {:.0} | {:.2} | {rc:.2} | {ic:.2} | {:.2} | {} | {} | {} |",
+            raw.rate,
+            ing.rate,
+            ing.rate / raw.rate,
+            ic / rc,
+            fmt_opt(raw.cpu.instructions_per(n), 0),
+            fmt_opt(ing.cpu.instructions_per(n), 0),
+            load_average(),
+        );
+        rates.0.push(raw.rate);
+        rates.1.push(ing.rate);
+        rates.2.push(ing.rate / raw.rate);
+        cpus.0.push(rc);
+        cpus.1.push(ic);
+        cpus.2.push(ic / rc);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (mr, mi) = (median(&mut raws), median(&mut ings));
-    println!("| median | {mr:.0} | {mi:.0} | {:.2} |", mi / mr);
+    println!(
+        "| median (min–max) | {} | {} | **{}** | {} | {} | **{}** | | | |",
+        fmt_spread(&rates.0, 0),
+        fmt_spread(&rates.1, 0),
+        fmt_spread(&rates.2, 2),
+        fmt_spread(&cpus.0, 2),
+        fmt_spread(&cpus.1, 2),
+        fmt_spread(&cpus.2, 2),
+    );
 
     let (p50, p99, max, n) = latency(
         &format!("{url}/api/v1/smart-prefetch?action=record"),
@@ -209,8 +259,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.latency_seconds,
     )
     .await?;
-    println!("\nsingle-event action=record at {} req/s for {} s ({n} requests): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms", args.rate, args.latency_seconds);
-    shutdown.cancel();
-    server.await??;
-    Ok(())
+    println!("\nsingle-event action=record at {} req/s for {} s ({n} requests): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (load average {})", args.rate, args.latency_seconds, load_average());
+    ingest.stop().await
 }

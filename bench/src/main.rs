@@ -2,9 +2,13 @@
 //! Figures and the commands that produced them are in BENCHMARKS.md.
 
 mod analyzer;
+mod cpu;
+mod fold;
 mod hash;
 mod ingest;
+mod latency;
 mod restart;
+mod serve;
 mod tick;
 mod warmer;
 
@@ -22,7 +26,7 @@ enum Bench {
     /// Batched NDJSON ingest vs a plain producer; single-event latency.
     Ingest(ingest::Args),
     /// Analyzer fold rate from a pre-filled topic vs a plain consumer draining it.
-    AnalyzerThroughput(analyzer::ThroughputArgs),
+    AnalyzerThroughput(fold::ThroughputArgs),
     /// Model tick duration and resident memory at many live keys (no Kafka).
     AnalyzerKeys(analyzer::KeysArgs),
     /// Restart to first prediction with N events of history: checkpoint restore vs full replay.
@@ -33,17 +37,29 @@ enum Bench {
     Hash(hash::Args),
     /// Warms/s and prediction → cache latency vs plain GET-and-write against a slow upstream.
     Warmer(warmer::Args),
+    /// Event → warm latency: query events posted to ingest, their learned follow-up predicted by
+    /// the analyzer and written to the cache by the warmer, on a real broker.
+    Latency(latency::Args),
+    /// (Internal) ingest in a process of its own, for the ingest bench's CPU per event.
+    #[command(hide = true)]
+    ServeIngest(serve::ServeArgs),
+    /// (Internal) the analyzer in a process of its own, for analyzer-throughput.
+    #[command(hide = true)]
+    ServeAnalyzer(serve::ServeArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Ingest(a) => ingest::run(a).await,
-        Bench::AnalyzerThroughput(a) => analyzer::throughput(a).await,
+        Bench::AnalyzerThroughput(a) => fold::throughput(a).await,
         Bench::AnalyzerKeys(a) => analyzer::keys(a),
         Bench::AnalyzerRestart(a) => restart::restart(a).await,
         Bench::Tick(a) => tick::run(a),
         Bench::Hash(a) => hash::run(a),
         Bench::Warmer(a) => warmer::run(a).await,
+        Bench::Latency(a) => latency::run(a).await,
+        Bench::ServeIngest(a) => serve::serve(serve::Service::Ingest, a).await,
+        Bench::ServeAnalyzer(a) => serve::serve(serve::Service::Analyzer, a).await,
     }
 }

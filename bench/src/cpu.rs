@@ -1,0 +1,143 @@
+//! CPU per event, the throughput benchmarks' primary figure (issue #15).
+//!
+//! Throughput ratios on a shared 2-core machine swing with whatever else runs; the CPU an event
+//! costs does not. Each side of a throughput benchmark runs in a process of its own (the raw
+//! client in the bench process, the service in a child started from this same binary with a
+//! hidden subcommand, see `serve.rs`), so the CPU of a side is its process's CPU time over the
+//! timed span: `utime + stime` from `/proc/<pid>/stat`, every thread included (librdkafka's,
+//! tokio's, the service's own), in USER_HZ ticks of 10 ms — about 1% of a round of 400,000
+//! events at ~2 µs each.
+//!
+//! Where the machine has hardware counters and `perf` is installed (`--perf`), a `perf stat -e
+//! instructions:u -p <pid>` runs over the same span and gives user-space instructions per
+//! event as well; virtual machines without a PMU (this project's machines among them) answer
+//! "not supported", and the column says `n/a`.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// CPU seconds process `pid` has used so far (all threads), or `None` when it is gone.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)`; utime and stime are the 14th and 15th of the line.
+    let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+    let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks as f64 / 100.0)
+}
+
+/// A measurement of one process over one span.
+pub struct Meter {
+    pid: u32,
+    cpu0: f64,
+    perf: Option<Child>,
+}
+
+/// What a [`Meter`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// CPU seconds (all threads) over the span.
+    pub cpu_seconds: f64,
+    /// User-space instructions over the span, where `perf stat` could count them.
+    pub instructions: Option<u64>,
+}
+
+impl Sample {
+    /// CPU µs per event.
+    pub fn cpu_us_per(&self, events: usize) -> f64 {
+        self.cpu_seconds * 1e6 / events as f64
+    }
+
+    /// Instructions per event, if counted.
+    pub fn instructions_per(&self, events: usize) -> Option<f64> {
+        self.instructions.map(|i| i as f64 / events as f64)
+    }
+}
+
+impl Meter {
+    /// Starts measuring `pid`; with `perf`, also counts its instructions with `perf stat`.
+    pub fn start(pid: u32, perf: bool) -> Self {
+        let perf = perf
+            .then(|| {
+                Command::new("perf")
+                    .args(["stat", "-x", ",", "-e", "instructions:u", "-p", &pid.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .ok()
+            })
+            .flatten();
+        if perf.is_some() {
+            // Let perf attach before the span starts.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { pid, cpu0: process_cpu_seconds(pid).unwrap_or(0.0), perf }
+    }
+
+    /// Ends the span.
+    pub fn stop(self) -> Sample {
+        let cpu_seconds = process_cpu_seconds(self.pid).unwrap_or(self.cpu0) - self.cpu0;
+        let instructions = self.perf.and_then(|mut child| {
+            // perf stat prints its counts when interrupted.
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            let _ = child.wait();
+            let mut err = String::new();
+            child.stderr.take()?.read_to_string(&mut err).ok()?;
+            err.lines()
+                .find(|l| l.contains("instructions"))
+                .and_then(|l| l.split(',').next()?.trim().parse::<u64>().ok())
+        });
+        Sample { cpu_seconds, instructions }
+    }
+}
+
+/// Median, minimum and maximum of `v` (not empty).
+pub fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[s.len() / 2], s[0], s[s.len() - 1])
+}
+
+/// `median (min–max)` with `digits` decimals.
+pub fn fmt_spread(v: &[f64], digits: usize) -> String {
+    if v.is_empty() {
+        return "n/a".to_owned();
+    }
+    let (m, lo, hi) = spread(v);
+    format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
+}
+
+/// An optional figure, `n/a` when absent.
+pub fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.digits$}"))
+}
+
+/// The machine's load average over the last minute, for the record of a run's conditions.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cpu_time_moves_with_work() {
+        let pid = std::process::id();
+        let m = Meter::start(pid, false);
+        let mut x = 0u64;
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let s = m.stop();
+        assert!(s.cpu_seconds >= 0.1, "300 ms of spinning shows as CPU time: {s:?}");
+        assert!(s.instructions.is_none());
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(fmt_spread(&[1.0, 2.0, 3.0], 1), "2.0 (1.0–3.0)");
+    }
+}

@@ -1,0 +1,286 @@
+//! `analyzer-throughput`: pre-fills a topic with events, then drains it twice per round — with a
+//! plain rdkafka consumer (the raw limit, in the bench process) and with the analyzer service
+//! (fold into the model, publish, store offsets; in a child process, `serve.rs`) — in
+//! alternation, each in a fresh consumer group. Each side's CPU per event is its own process's
+//! CPU time over its timed span (`cpu.rs`): the consumer's from its first message to its last,
+//! the analyzer's from its first folded event (read off its `/metrics`) to its last.
+
+use crate::cpu::{fmt_opt, fmt_spread, load_average, Meter, Sample};
+use crate::serve::{Service, ServiceProcess};
+use anyhow::Context;
+use chrono::{Duration as CDuration, Utc};
+use prefetch_common::contract::QueryEvent;
+use prefetch_common::kafka::{ensure_topics, KafkaArgs, TopicArgs, TopicSpec};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureRecord, Producer};
+use std::time::{Duration, Instant};
+
+/// Flags of `analyzer-throughput`.
+#[derive(clap::Args, Debug)]
+pub struct ThroughputArgs {
+    /// Kafka bootstrap servers (a real broker).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Events in the pre-filled topic.
+    #[arg(long, default_value_t = 500_000)]
+    events: usize,
+    /// Rounds of (raw, analyzer).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Leave `client` out of the events, so no sequence is learned and nothing is published
+    /// per event (isolates the cost of event-driven predictions).
+    #[arg(long)]
+    no_clients: bool,
+    /// Extra librdkafka option (key=value, repeatable) for every client of the run — the plain
+    /// consumer's and the analyzer's alike, so they keep the same settings.
+    #[arg(short = 'X', long = "kafka-option")]
+    kafka_option: Vec<String>,
+    /// Only time the per-event CPU breakdown (no Kafka) and exit.
+    #[arg(long)]
+    cpu_only: bool,
+    /// The analyzer's `--refresh-ahead` (its default is on; off publishes every likely
+    /// follow-up, the heavier path for the same events).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    refresh_ahead: bool,
+    /// Also count user-space instructions per event with `perf stat` (needs `perf` and a
+    /// machine with hardware counters; `n/a` otherwise).
+    #[arg(long)]
+    perf: bool,
+}
+
+/// One drain: events/s, and what the draining process spent over the timed span.
+struct Drain {
+    rate: f64,
+    events: usize,
+    cpu: Sample,
+}
+
+impl Drain {
+    fn cpu_us(&self) -> f64 {
+        self.cpu.cpu_us_per(self.events)
+    }
+}
+
+async fn drain_raw(
+    kafka: &KafkaArgs,
+    topic: &str,
+    group: &str,
+    n: usize,
+    perf: bool,
+) -> anyhow::Result<Drain> {
+    let consumer: StreamConsumer = kafka.consumer_config(group)?.create()?;
+    consumer.subscribe(&[topic])?;
+    let mut started = None;
+    let mut seen = 0usize;
+    while seen < n {
+        let m = consumer.recv().await?;
+        if started.is_none() {
+            started = Some((Instant::now(), Meter::start(std::process::id(), perf)));
+        }
+        // The raw limit: receive and store the offset, nothing else.
+        std::hint::black_box(rdkafka::Message::payload(&m));
+        consumer.store_offset_from_message(&m)?;
+        seen += 1;
+    }
+    let (t0, meter) = started.context("no message")?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = meter.stop();
+    // See the analyzer service: never wait on a subscribed consumer's drop.
+    std::thread::spawn(move || drop(consumer));
+    Ok(Drain { rate: n as f64 / secs, events: n, cpu })
+}
+
+async fn drain_analyzer(
+    brokers: &str,
+    topics_prefix: &str,
+    group: &str,
+    n: usize,
+    args: &ThroughputArgs,
+) -> anyhow::Result<Drain> {
+    let mut child_args = vec![
+        "--brokers".to_owned(),
+        brokers.to_owned(),
+        "--prefix".into(),
+        topics_prefix.to_owned(),
+        "--group".into(),
+        group.to_owned(),
+        "--refresh-ahead".into(),
+        args.refresh_ahead.to_string(),
+    ];
+    for o in &args.kafka_option {
+        child_args.extend(["-X".to_owned(), o.clone()]);
+    }
+    let service = ServiceProcess::start(Service::Analyzer, &child_args).await?;
+    let url = format!("{}/metrics", service.base);
+    let http = reqwest::Client::new();
+    let folded = |text: &str| -> usize {
+        text.lines()
+            .filter(|l| l.starts_with("smart_prefetch_analyzer_events_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as usize
+    };
+    let mut started = None;
+    loop {
+        let text = match http.get(&url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let k = folded(&text);
+        if k > 0 && started.is_none() {
+            started = Some((Instant::now(), k, Meter::start(service.pid(), args.perf)));
+        }
+        if k >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (t0, k0, meter) = started.context("no event folded")?;
+    let rate = (n - k0) as f64 / t0.elapsed().as_secs_f64();
+    let cpu = meter.stop();
+    let text = http.get(&url).send().await?.text().await?;
+    let predictions: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("smart_prefetch_analyzer_predictions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!(
+        "analyzer round: {n} events folded, {predictions} event-driven predictions published"
+    );
+    service.stop().await?;
+    Ok(Drain { rate, events: n - k0, cpu })
+}
+
+/// Times the analyzer's per-event work on one thread with no Kafka — parse and validate, fold,
+/// serialise the predictions it returns — so the fold rate can be read against its parts.
+fn cpu_breakdown(evs: &[QueryEvent]) {
+    let bodies: Vec<Vec<u8>> = evs.iter().map(QueryEvent::to_json).collect();
+    let now = Utc::now() + CDuration::seconds(1);
+    let started = Instant::now();
+    let parsed: Vec<QueryEvent> =
+        bodies.iter().filter_map(|b| QueryEvent::from_json(b, now).ok()).collect();
+    let parse = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let fast =
+        bodies.iter().filter(|b| analyzer::service::pipeline::parse::event(b, now).is_ok()).count();
+    let parse_fast = started.elapsed().as_secs_f64();
+    assert_eq!(fast, parsed.len(), "the analyzer's parser and the contract's agree");
+    let mut model = analyzer::Model::new(analyzer::ModelConfig::default()).expect("default config");
+    let started = Instant::now();
+    let mut predictions = Vec::new();
+    for e in &parsed {
+        predictions.extend(model.record(e).predictions);
+    }
+    let record = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let bytes: usize =
+        predictions.iter().map(|p| serde_json::to_vec(p).map_or(0, |b| b.len())).sum();
+    let serialise = started.elapsed().as_secs_f64();
+    std::hint::black_box(bytes);
+    let us = |s: f64| s * 1e6 / evs.len() as f64;
+    println!(
+        "CPU per event, one thread, no Kafka: parse+validate {:.3} µs (QueryEvent::from_json) / {:.3} µs (the analyzer's parse::event), record {:.3} µs, serialise {} predictions {:.3} µs",
+        us(parse),
+        us(parse_fast),
+        us(record),
+        predictions.len(),
+        us(serialise)
+    );
+}
+
+/// Runs `analyzer-throughput`.
+pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
+    if args.cpu_only {
+        let mut evs = crate::ingest::events(args.events);
+        if args.no_clients {
+            evs.iter_mut().for_each(|e| e.client = None);
+        }
+        cpu_breakdown(&evs);
+        return Ok(());
+    }
+    let mut kafka = KafkaArgs::new(&args.brokers);
+    kafka.topic_partitions = 6;
+    kafka.options = args.kafka_option.clone();
+    let run = std::process::id();
+    let topics = TopicArgs::prefixed(&format!("bench-an-{run}."));
+    let specs = [TopicSpec { name: topics.query_events_topic.clone(), compacted: false }];
+    ensure_topics(&kafka, &specs, Duration::from_secs(30)).await?;
+    let mut evs = crate::ingest::events(args.events);
+    if args.no_clients {
+        evs.iter_mut().for_each(|e| e.client = None);
+    }
+    let producer = kafka.producer(Duration::from_secs(120))?;
+    for chunk in evs.chunks(50_000) {
+        let futs: Vec<_> = chunk
+            .iter()
+            .map(|e| {
+                let body = e.to_json();
+                let key = e.ticker.as_str().to_owned();
+                let f = producer.send_result(
+                    FutureRecord::to(&topics.query_events_topic).key(&key).payload(&body),
+                );
+                f.map_err(|(e, _)| e)
+            })
+            .collect::<Result<_, _>>()?;
+        for f in futures::future::join_all(futs).await {
+            f?.map_err(|(e, _)| e)?;
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    println!("pre-filled {} events into {} (6 partitions)", args.events, topics.query_events_topic);
+    cpu_breakdown(&evs);
+    println!("load average at start: {}; refresh-ahead {}", load_average(), args.refresh_ahead);
+    println!("| round | plain consumer events/s | analyzer events/s | analyzer / raw | CPU µs/event raw | CPU µs/event analyzer | CPU analyzer / raw | instructions/event raw | instructions/event analyzer | load |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut cols: [Vec<f64>; 6] = Default::default();
+    let prefix = format!("bench-an-{run}.");
+    for round in 1..=args.rounds {
+        let raw = drain_raw(
+            &kafka,
+            &topics.query_events_topic,
+            &format!("bench-raw-{run}-{round}"),
+            args.events,
+            args.perf,
+        )
+        .await?;
+        let an = drain_analyzer(
+            &args.brokers,
+            &prefix,
+            &format!("bench-an-{run}-{round}"),
+            args.events,
+            &args,
+        )
+        .await?;
+        println!(
+            "| {round} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            raw.rate,
+            an.rate,
+            an.rate / raw.rate,
+            raw.cpu_us(),
+            an.cpu_us(),
+            an.cpu_us() / raw.cpu_us(),
+            fmt_opt(raw.cpu.instructions_per(raw.events), 0),
+            fmt_opt(an.cpu.instructions_per(an.events), 0),
+            load_average(),
+        );
+        for (c, v) in cols.iter_mut().zip([
+            raw.rate,
+            an.rate,
+            an.rate / raw.rate,
+            raw.cpu_us(),
+            an.cpu_us(),
+            an.cpu_us() / raw.cpu_us(),
+        ]) {
+            c.push(v);
+        }
+    }
+    println!(
+        "| median (min–max) | {} | {} | **{}** | {} | {} | **{}** | | | |",
+        fmt_spread(&cols[0], 0),
+        fmt_spread(&cols[1], 0),
+        fmt_spread(&cols[2], 2),
+        fmt_spread(&cols[3], 2),
+        fmt_spread(&cols[4], 2),
+        fmt_spread(&cols[5], 2),
+    );
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! `prefetch-bench latency`: event → warm latency through the whole pipeline on a real broker
+//! (issue #15.4). Ingest, analyzer and warmer (`serve` entry points, in this process), a local
+//! upstream answering at once and a file cache in a temporary directory.
+//!
+//! The analyzer first learns a habit from NDJSON history posted to ingest: sessions of `price`
+//! then `chart` on one ticker. Then query events `{"ticker": T_i, "module": "price"}` of new
+//! clients are posted one per request at a fixed rate, each on a ticker never seen before: the
+//! analyzer predicts `chart` of T_i from the learned habit, the warmer fetches it and writes
+//! `<cache>/chart/T_i.json`. Latency is from just before the POST to the cache write, taken as
+//! max(file ctime, entry `fetched_at`) as in the warmer bench. Each `--batch-linger` value runs
+//! in a fresh stack (topics, group, cache).
+
+use crate::cpu::load_average;
+use anyhow::Context;
+use axum::extract::Path;
+use axum::routing::get;
+use chrono::{DateTime, Duration as CDuration, Utc};
+use prefetch_common::kafka::{KafkaArgs, TopicArgs};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `latency`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Kafka bootstrap servers (a real broker).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Query events per second, each rate in turn.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    rates: Vec<u64>,
+    /// Seconds each rate runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The warmer's `--batch-linger` values to compare, in milliseconds (one stack each).
+    #[arg(long, value_delimiter = ',', default_value = "100,0")]
+    linger_ms: Vec<u64>,
+    /// The warmer's `--upstream-concurrency`.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Training sessions (price then chart) posted before the measurement.
+    #[arg(long, default_value_t = 300)]
+    sessions: usize,
+}
+
+/// One running stack.
+struct Stack {
+    ingest: String,
+    analyzer: String,
+    cache: PathBuf,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+async fn listener() -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", l.local_addr()?);
+    Ok((l, base))
+}
+
+async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<Stack> {
+    let stop = CancellationToken::new();
+    let mut kafka = KafkaArgs::new(&args.brokers);
+    kafka.topic_partitions = 6;
+    let topics = TopicArgs::prefixed(prefix);
+    let (l, upstream) = listener().await?;
+    let app = axum::Router::new().route(
+        "/{module}/{ticker}",
+        get(|Path((m, t)): Path<(String, String)>| async move {
+            axum::Json(serde_json::json!({"ticker": t, "module": m, "last": 1.0}))
+        }),
+    );
+    let s = stop.clone();
+    tokio::spawn(
+        async move { axum::serve(l, app).with_graceful_shutdown(s.cancelled_owned()).await },
+    );
+    let cache =
+        std::env::temp_dir().join(format!("prefetch-bench-{}", prefix.trim_end_matches('.')));
+    let _ = std::fs::remove_dir_all(&cache);
+
+    let mut w = warmer::Config::new(args.brokers.clone());
+    w.kafka = kafka.clone();
+    w.topics = topics.clone();
+    w.group = format!("{prefix}warmer");
+    w.upstream_url = format!("{upstream}/{{module}}/{{ticker}}");
+    w.cache = cache.display().to_string();
+    w.spread = Duration::ZERO;
+    w.holdback = 0.0;
+    w.rate_limit = 0.0;
+    w.min_confidence = 0.0;
+    w.top_n = usize::MAX;
+    w.upstream_concurrency = args.concurrency;
+    w.batch_linger = linger;
+    let (wl, warmer_base) = listener().await?;
+    let mut tasks = vec![tokio::spawn(warmer::serve(w, wl, stop.clone()))];
+
+    let mut a = analyzer::service::Config::new(args.brokers.clone());
+    a.kafka = kafka.clone();
+    a.topics = topics.clone();
+    a.group_id = format!("{prefix}analyzer");
+    a.tick_interval = Duration::from_secs(3600);
+    a.stats_interval = Duration::from_secs(3600);
+    a.hour_weights = Some(String::new());
+    let (al, analyzer) = listener().await?;
+    tasks.push(tokio::spawn(analyzer::service::serve(a, al, stop.clone())));
+
+    let mut i = ingest::Config::new(args.brokers.clone());
+    i.kafka = kafka;
+    i.topics = topics;
+    let (il, ingest) = listener().await?;
+    tasks.push(tokio::spawn(ingest::serve(i, il, stop.clone())));
+    let http = reqwest::Client::new();
+    for base in [&ingest, &analyzer, &warmer_base] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "{base} not ready in 120 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(Stack { ingest, analyzer, cache, stop, tasks })
+}
+
+/// Events the analyzer has folded, from its `/metrics`.
+async fn folded(http: &reqwest::Client, analyzer: &str) -> usize {
+    let text = match http.get(format!("{analyzer}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0,
+    };
+    text.lines()
+        .filter(|l| l.starts_with("smart_prefetch_analyzer_events_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
+
+/// Posts the habit: `sessions` clients, each `price` then `chart` 5 s later on one ticker,
+/// spread over the last 50 minutes; waits until the analyzer has folded them.
+async fn train(http: &reqwest::Client, stack: &Stack, sessions: usize) -> anyhow::Result<()> {
+    let start = Utc::now() - CDuration::minutes(50);
+    let mut body = String::new();
+    for s in 0..sessions {
+        let t = start + CDuration::milliseconds((s * 3_000_000 / sessions.max(1)) as i64);
+        for (module, dt) in [("price", 0), ("chart", 5)] {
+            body.push_str(&format!(
+                "{{\"ticker\":\"TR{}\",\"module\":\"{module}\",\"ts\":{},\"client\":\"train-{s}\"}}\n",
+                s % 50,
+                (t + CDuration::seconds(dt)).timestamp_millis()
+            ));
+        }
+    }
+    let r = http
+        .post(format!("{}/v1/events", stack.ingest))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "training batch answered {}", r.status());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while folded(http, &stack.analyzer).await < 2 * sessions {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "training not folded in 120 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// When `chart/<ticker>.json` was written, if it was.
+fn written_at(cache: &std::path::Path, ticker: &str) -> Option<DateTime<Utc>> {
+    let path = cache.join("chart").join(format!("{ticker}.json"));
+    let meta = std::fs::metadata(&path).ok()?;
+    let ctime = DateTime::from_timestamp(meta.ctime(), meta.ctime_nsec() as u32)?;
+    let entry: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    let fetched: DateTime<Utc> = entry["fetched_at"].as_str()?.parse().ok()?;
+    Some(ctime.max(fetched))
+}
+
+/// Posts `rate` events/s for `seconds`; returns each ticker and when its POST started.
+async fn post_at_rate(
+    http: &reqwest::Client,
+    stack: &Stack,
+    tag: &str,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let n = rate * seconds;
+    let url = format!("{}/v1/events", stack.ingest);
+    let mut sent = Vec::with_capacity(n as usize);
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        tick.tick().await;
+        let ticker = format!("{tag}N{i}");
+        let body = format!(
+            r#"{{"ticker":"{ticker}","module":"price","hit":false,"client":"lat-{tag}-{i}"}}"#
+        );
+        sent.push((ticker, Utc::now()));
+        let req = http.post(&url).header("content-type", "application/json").body(body).send();
+        tasks.push(tokio::spawn(async move {
+            let r = req.await?;
+            anyhow::ensure!(r.status() == 200, "ingest answered {}", r.status());
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(sent)
+}
+
+/// p50, p99, max of `ms` (sorted in place).
+fn quantiles(ms: &mut [f64]) -> (f64, f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    (q(0.5), q(0.99), q(1.0))
+}
+
+/// Runs `latency`.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let run = std::process::id();
+    let http = reqwest::Client::new();
+    println!("| warmer --batch-linger | rate events/s | events | warmed | p50 ms | p99 ms | max ms | load |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for &linger in &args.linger_ms {
+        let prefix = format!("bench-lat-{run}-{linger}.");
+        let stack = start(&args, &prefix, Duration::from_millis(linger)).await?;
+        train(&http, &stack, args.sessions).await?;
+        for &rate in &args.rates {
+            let tag = format!("L{linger}R{rate}");
+            let sent = post_at_rate(&http, &stack, &tag, rate, args.seconds).await?;
+            // Every event's follow-up should be written; wait for the stragglers, then read.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let missing =
+                    sent.iter().filter(|(t, _)| written_at(&stack.cache, t).is_none()).count();
+                if missing == 0 || tokio::time::Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut ms: Vec<f64> = sent
+                .iter()
+                .filter_map(|(t, at)| {
+                    let done = written_at(&stack.cache, t)?;
+                    Some((done - *at).num_microseconds()? as f64 / 1000.0)
+                })
+                .collect();
+            anyhow::ensure!(!ms.is_empty(), "no follow-up was warmed at {rate}/s");
+            let warmed = ms.len();
+            let (p50, p99, max) = quantiles(&mut ms);
+            println!(
+                "| {linger} ms | {rate} | {} | {warmed} | {p50:.1} | {p99:.1} | {max:.1} | {} |",
+                sent.len(),
+                load_average()
+            );
+        }
+        stack.stop.cancel();
+        for t in stack.tasks {
+            t.await?.context("a service of the stack failed")?;
+        }
+        let _ = std::fs::remove_dir_all(&stack.cache);
+    }
+    Ok(())
+}
