@@ -5,10 +5,11 @@
 //!   NDJSON line) is a valid event on its own; then the events come in body order, each what
 //!   the contract makes of its item; otherwise the refusal counts every bad item and locates
 //!   each problem at one of them;
-//! - the clamp count is the number of events whose `ts` lay beyond the skew.
+//! - the clamp count is the number of events whose `ts` lay beyond the skew;
+//! - what is produced for each event (forwarded as sent or written again) is its canonical form.
 
 use chrono::{DateTime, Duration, Utc};
-use ingest::batch::{parse_body, Clock, Framing, MAX_LISTED_PROBLEMS};
+use ingest::batch::{parse_body, Batch, Clock, Framing, MAX_LISTED_PROBLEMS};
 use prefetch_common::contract::{parse_json_strict, QueryEvent};
 use prefetch_contract::testgen::Gen;
 use serde_json::{json, Value};
@@ -35,6 +36,14 @@ fn item(g: &mut Gen) -> Vec<u8> {
     }
 }
 
+/// The accepted events, and that each one's payload is its canonical form.
+fn events(b: &Batch<'_>) -> Vec<QueryEvent> {
+    for a in &b.events {
+        assert_eq!(a.payload().as_ref(), &a.event.to_json()[..]);
+    }
+    b.events.iter().map(|a| a.event.clone()).collect()
+}
+
 /// What the contract alone makes of one item.
 fn alone(item: &[u8]) -> Option<(QueryEvent, bool)> {
     let v: Value = parse_json_strict(item).ok()?;
@@ -48,8 +57,11 @@ fn any_body_parses_without_panic() {
         let body = g.bytes(32);
         for framing in [Framing::Json, Framing::Ndjson] {
             if let Ok(b) = parse_body(&body, framing, clock()) {
-                for e in &b.events {
+                for a in &b.events {
+                    let e = &a.event;
                     assert_eq!(QueryEvent::from_json(&e.to_json(), clock().now).as_ref(), Ok(e));
+                    // What is produced is the canonical form, forwarded or written again.
+                    assert_eq!(a.payload().as_ref(), &e.to_json()[..], "case {case}");
                 }
             }
         }
@@ -86,7 +98,7 @@ fn ndjson_bodies_are_all_or_nothing_and_problems_point_at_bad_lines() {
                 assert!(bad.is_empty(), "case {case}: accepted with bad lines {bad:?}");
                 let expected: Vec<QueryEvent> =
                     judged.iter().map(|(_, r)| r.clone().unwrap().0).collect();
-                assert_eq!(b.events, expected, "case {case}");
+                assert_eq!(events(&b), expected, "case {case}");
                 let clamped = judged.iter().filter(|(_, r)| r.as_ref().unwrap().1).count();
                 assert_eq!(b.clamped, clamped, "case {case}");
             }
@@ -127,7 +139,7 @@ fn json_arrays_are_all_or_nothing_and_problems_point_at_bad_items() {
                 assert!(bad.is_empty(), "case {case}: accepted with bad items {bad:?}");
                 let expected: Vec<QueryEvent> =
                     judged.iter().map(|r| r.clone().unwrap().0).collect();
-                assert_eq!(b.events, expected, "case {case}");
+                assert_eq!(events(&b), expected, "case {case}");
             }
             Err(r) => {
                 assert_eq!(r.bad_events, bad.len(), "case {case}");
