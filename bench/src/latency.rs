@@ -6,7 +6,12 @@
 //! then `chart` on one ticker. Then query events `{"ticker": T_i, "module": "price"}` of new
 //! clients are posted one per request at a fixed rate, each on a ticker never seen before: the
 //! analyzer predicts `chart` of T_i from the learned habit, the warmer fetches it and writes
-//! `<cache>/chart/T_i.json`. Latency is from just before the POST to the cache write, taken as
+//! `<cache>/chart/T_i.json`. Each measured client then does query `chart` of T_i a second
+//! later (posted in NDJSON batches), as the habit says: a client that never followed up would
+//! teach the analyzer that `price` is no longer followed by `chart`, and the follow-up's
+//! probability (followed / opportunities) would fall under the live `min_confidence` (0.5)
+//! after as many such clients as training sessions — which is why an earlier version of this
+//! bench saw only 298 of its events warmed with 300 training sessions. Latency is from just before the POST to the cache write, taken as
 //! max(file ctime, entry `fetched_at`) as in the warmer bench. Each `--batch-linger` value runs
 //! in a fresh stack (topics, group, cache).
 
@@ -39,9 +44,14 @@ pub struct Args {
     /// The warmer's `--upstream-concurrency`.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Training sessions (price then chart) posted before the measurement.
-    #[arg(long, default_value_t = 300)]
+    /// Training sessions (price then chart) posted before the measurement. They must outnumber
+    /// the measured clients whose follow-up has not been posted yet (a second's worth), or the
+    /// habit's probability drops under 0.5 at the start of a rate.
+    #[arg(long, default_value_t = 3000)]
     sessions: usize,
+    /// How long after its `price` event each measured client queries `chart` (the habit).
+    #[arg(long, default_value_t = 1000)]
+    follow_up_ms: u64,
 }
 
 /// One running stack.
@@ -179,13 +189,37 @@ fn written_at(cache: &std::path::Path, ticker: &str) -> Option<DateTime<Utc>> {
     Some(ctime.max(fetched))
 }
 
-/// Posts `rate` events/s for `seconds`; returns each ticker and when its POST started.
+/// Posts the measured clients' `chart` queries (the habit the prediction was drawn from) in
+/// one NDJSON request, each at its own timestamp.
+fn post_follow_ups(
+    http: &reqwest::Client,
+    url: &str,
+    due: Vec<(String, String, DateTime<Utc>)>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let mut body = String::new();
+    for (ticker, client, at) in &due {
+        body.push_str(&format!(
+            "{{\"ticker\":\"{ticker}\",\"module\":\"chart\",\"hit\":false,\"ts\":{},\"client\":\"{client}\"}}\n",
+            at.timestamp_millis()
+        ));
+    }
+    let req = http.post(url).header("content-type", "application/x-ndjson").body(body).send();
+    tokio::spawn(async move {
+        let r = req.await?;
+        anyhow::ensure!(r.status() == 200, "ingest answered {} to follow-ups", r.status());
+        Ok(())
+    })
+}
+
+/// Posts `rate` events/s for `seconds`, and each client's follow-up `follow_up` later; returns
+/// each ticker and when its POST started.
 async fn post_at_rate(
     http: &reqwest::Client,
     stack: &Stack,
     tag: &str,
     rate: u64,
     seconds: u64,
+    follow_up: Duration,
 ) -> anyhow::Result<Vec<(String, DateTime<Utc>)>> {
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -193,20 +227,35 @@ async fn post_at_rate(
     let url = format!("{}/v1/events", stack.ingest);
     let mut sent = Vec::with_capacity(n as usize);
     let mut tasks = Vec::with_capacity(n as usize);
+    let mut due = std::collections::VecDeque::new();
+    let mut flushed = tokio::time::Instant::now();
+    let follow = CDuration::from_std(follow_up)?;
     for i in 0..n {
         tick.tick().await;
         let ticker = format!("{tag}N{i}");
-        let body = format!(
-            r#"{{"ticker":"{ticker}","module":"price","hit":false,"client":"lat-{tag}-{i}"}}"#
-        );
-        sent.push((ticker, Utc::now()));
+        let client = format!("lat-{tag}-{i}");
+        let body =
+            format!(r#"{{"ticker":"{ticker}","module":"price","hit":false,"client":"{client}"}}"#);
+        let at = Utc::now();
+        sent.push((ticker.clone(), at));
+        due.push_back((ticker, client, at + follow));
         let req = http.post(&url).header("content-type", "application/json").body(body).send();
         tasks.push(tokio::spawn(async move {
             let r = req.await?;
             anyhow::ensure!(r.status() == 200, "ingest answered {}", r.status());
             Ok(())
         }));
+        if flushed.elapsed() >= Duration::from_millis(100) {
+            flushed = tokio::time::Instant::now();
+            let now = Utc::now();
+            let k = due.iter().take_while(|(_, _, at)| *at <= now).count();
+            if k > 0 {
+                tasks.push(post_follow_ups(http, &url, due.drain(..k).collect()));
+            }
+        }
     }
+    tokio::time::sleep(follow_up).await;
+    tasks.push(post_follow_ups(http, &url, due.into_iter().collect()));
     for t in tasks {
         t.await??;
     }
@@ -232,7 +281,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         train(&http, &stack, args.sessions).await?;
         for &rate in &args.rates {
             let tag = format!("L{linger}R{rate}");
-            let sent = post_at_rate(&http, &stack, &tag, rate, args.seconds).await?;
+            let follow_up = Duration::from_millis(args.follow_up_ms);
+            let sent = post_at_rate(&http, &stack, &tag, rate, args.seconds, follow_up).await?;
             // Every event's follow-up should be written; wait for the stragglers, then read.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             loop {
