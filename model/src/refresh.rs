@@ -33,6 +33,11 @@ use std::collections::{BTreeMap, HashMap};
 pub(crate) const HIT_LEAD_S: u32 = 10;
 /// A follow-up whose key is believed fresh for longer than this many seconds is not published.
 pub(crate) const FOLLOW_UP_LEAD_S: u32 = 30;
+/// A producer's hit flags are believed while it has sent a `hit: true` within this many
+/// seconds. One that only ever sends `hit: false` (simple integrations do) says nothing about
+/// the cache: a query on a copy the view believes live is then taken as a hit, not as a demand
+/// fetch that would push the copy's expiry out with every query and never let the key fall due.
+pub(crate) const TRUST_HITS_S: u32 = 3_600;
 /// Most seconds between ticks the refresh lead follows (a longer pause is a gap in the stream,
 /// not a slower tick).
 pub(crate) const MAX_LEAD_S: u32 = 60;
@@ -89,11 +94,20 @@ pub(crate) struct CacheView {
     last_tick: Option<u32>,
     /// Seconds until the next tick, as the last two ticks were apart.
     pub lead: u32,
+    /// Event time of the latest `hit: true` (see [`TRUST_HITS_S`]).
+    hit_seen: Option<u32>,
 }
 
 impl CacheView {
     pub fn new(ttls: CacheTtls) -> Self {
-        Self { ttls, by_module: Vec::new(), copies: HashMap::default(), last_tick: None, lead: 5 }
+        Self {
+            ttls,
+            by_module: Vec::new(),
+            copies: HashMap::default(),
+            last_tick: None,
+            lead: 5,
+            hit_seen: None,
+        }
     }
 
     /// Resolves (and remembers) the TTL of module id `mid` named `name`.
@@ -135,7 +149,8 @@ impl CacheView {
 
     /// A query of the key at `t`: a miss was fetched on demand; a hit on a key believed gone
     /// shows the view missed a fetch. Returns the copy's expiry when the query hit a copy that
-    /// expires within [`HIT_LEAD_S`]: a candidate for refresh on hit.
+    /// expires within [`HIT_LEAD_S`]: a candidate for refresh on hit. While the producer's
+    /// flags are not trusted ([`TRUST_HITS_S`]) a miss on a copy believed live counts as a hit.
     pub fn observe(
         &mut self,
         tid: u32,
@@ -145,7 +160,12 @@ impl CacheView {
         hit: bool,
     ) -> Option<u32> {
         let ttl = self.resolve(mid, module);
+        if hit {
+            self.hit_seen = Some(self.hit_seen.map_or(t, |h| h.max(t)));
+        }
+        let trusted = self.hit_seen.is_some_and(|h| t <= h.saturating_add(TRUST_HITS_S));
         let c = self.copies.entry(pack(tid, mid)).or_default();
+        let hit = hit || (!trusted && c.expires > t);
         if !hit {
             if t.saturating_add(ttl) > c.expires {
                 *c = Copy { fetched: t, expires: t.saturating_add(ttl), queries: 1 };
@@ -331,6 +351,49 @@ mod tests {
         v.resolve(0, &Module::parse("price").unwrap());
         v.resolve(1, &Module::parse("chart").unwrap());
         v
+    }
+
+    #[test]
+    fn a_producer_that_only_sends_misses_still_gets_refresh_ahead() {
+        // 20 tickers queried every second for 75 s, every event `hit: false` (as simple
+        // integrations send): the copies the view believes live must not be pushed out by each
+        // query, or no key is ever due and nothing is published.
+        use crate::tests::{ev, utc};
+        let mut m = Model::new(crate::ModelConfig::default()).unwrap();
+        m.set_cache_ttls(CacheTtls { per_module: BTreeMap::new(), default_s: 30 });
+        let start = utc(2026, 3, 10, 14, 0);
+        let mut published = 0;
+        for s in 0..75 {
+            let at = start + chrono::Duration::seconds(s);
+            if s % 5 == 0 {
+                published += m.tick(at).len();
+            }
+            for i in 0..20 {
+                published +=
+                    m.record(&ev(&format!("T{i:02}"), "price", at, None)).predictions.len();
+            }
+        }
+        assert!(
+            published >= 20,
+            "every key refreshed at least once before its copy expired: {published}"
+        );
+        // Once the producer has sent a hit, its misses are its word again: a miss on a copy the
+        // view believes live is a demand fetch (an eviction) and restarts the copy's life.
+        let mut v = view();
+        let price = Module::parse("price").unwrap();
+        v.observe(7, 0, &price, 1_000, false);
+        v.observe(7, 0, &price, 1_010, false);
+        assert_eq!(v.expires(7, 0), Some(1_060), "no hit seen yet: the miss did not refetch");
+        v.observe(7, 0, &price, 1_020, true);
+        v.observe(7, 0, &price, 1_030, false);
+        assert_eq!(v.expires(7, 0), Some(1_090), "flags trusted: the miss was a fetch");
+        v.observe(7, 0, &price, 1_030 + TRUST_HITS_S + 1, false);
+        v.observe(7, 0, &price, 1_030 + TRUST_HITS_S + 2, false);
+        assert_eq!(
+            v.expires(7, 0),
+            Some(1_030 + TRUST_HITS_S + 61),
+            "no hit for an hour: untrusted again"
+        );
     }
 
     #[test]
