@@ -30,4 +30,4 @@ pub mod http;
 pub mod kafka;
 pub mod telemetry;
 
-pub use prefetch_contract::{config, contract, prediction};
+pub use prefetch_contract::{budget, config, contract, prediction};

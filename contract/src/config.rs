@@ -9,6 +9,7 @@
 //! A change is a partial document ([`LiveConfig::patched`]): `{"top_n": 20}` changes `top_n`
 //! and keeps the rest; `ttl_s` is merged module by module; an unknown field is refused by name.
 
+use crate::budget::Budget;
 use crate::contract::Module;
 use chrono_tz::Tz;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
@@ -53,6 +54,10 @@ pub struct LiveConfig {
     pub ttl_s: BTreeMap<String, u64>,
     /// Time to live of modules not in `ttl_s`, in seconds.
     pub default_ttl_s: u64,
+    /// What warming may spend on the upstream: a ratio of all upstream calls over the calls of
+    /// no warming (`1.3`: warms add up to 0.3× those), a rate (`"120/min"`), or `"off"`
+    /// (only `top_n` and `min_confidence` limit warming). See [`Budget`].
+    pub budget: Budget,
 }
 
 impl Default for LiveConfig {
@@ -78,6 +83,7 @@ impl Default for LiveConfig {
                 .map(|(m, s)| (m.to_owned(), s))
                 .collect(),
             default_ttl_s: 300,
+            budget: Budget::default(),
         }
     }
 }
@@ -134,7 +140,8 @@ impl LiveConfig {
             }
             check_ttl(&field, *ttl)?;
         }
-        check_ttl("default_ttl_s", self.default_ttl_s)
+        check_ttl("default_ttl_s", self.default_ttl_s)?;
+        self.budget.validate().map_err(|e| ConfigError::new("budget", e.0))
     }
 
     /// The market time zone.
@@ -208,7 +215,7 @@ fn check_ttl(field: &str, ttl: u64) -> Result<(), ConfigError> {
 fn unknown_field(field: &str) -> ConfigError {
     ConfigError::new(
         field,
-        "is not a config field; known fields: enabled, top_n, min_confidence, hour_weights, market_tz, horizon_s, ttl_s, default_ttl_s",
+        "is not a config field; known fields: enabled, top_n, min_confidence, hour_weights, market_tz, horizon_s, ttl_s, default_ttl_s, budget",
     )
 }
 
@@ -413,10 +420,25 @@ mod tests {
         );
         assert_eq!(field_of(json!({"hour_weights": {"9-25": 1.0}})), "hour_weights[0]");
         assert_eq!(field_of(json!({"topn": 3})), "topn");
+        assert_eq!(field_of(json!({"budget": 0.8})), "budget");
+        assert_eq!(field_of(json!({"budget": "-5/min"})), "budget");
         assert!(LiveConfig::default().patched(&json!([1])).is_err());
         // A wrong type is refused with serde's message, which names the field.
         let e = LiveConfig::default().patched(&json!({"top_n": "ten"})).unwrap_err();
         assert!(e.message.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn the_budget_defaults_to_1_3_and_takes_a_ratio_a_rate_or_off() {
+        assert_eq!(LiveConfig::default().budget, Budget::Ratio(1.3));
+        let d = LiveConfig::default();
+        assert_eq!(d.patched(&json!({"budget": 1.2})).unwrap().budget, Budget::Ratio(1.2));
+        let rate = d.patched(&json!({"budget": "90/min"})).unwrap();
+        assert_eq!(rate.budget, Budget::PerMinute(90.0));
+        assert_eq!(serde_json::to_value(&rate).unwrap()["budget"], json!("90/min"));
+        assert_eq!(d.patched(&json!({"budget": "off"})).unwrap().budget, Budget::Off);
+        // A document written before the field existed reads with the default.
+        assert_eq!(LiveConfig::from_value(json!({"top_n": 3})).unwrap().budget, Budget::Ratio(1.3));
     }
 
     #[test]

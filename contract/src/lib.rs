@@ -8,6 +8,8 @@
 //!   every bad field (its tests in `contract/tests.rs`).
 //! - `prediction.rs`: [`prediction::Prediction`], what the analyzer publishes and the warmer reads.
 //! - `duration.rs`: [`duration::parse_duration`], the one duration syntax (`5s`, `1h30m`, `1d`).
+//! - `budget.rs`: [`budget::Budget`], the fetch budget warming may spend (a ratio over the
+//!   fetches of no warming, a rate, or off) and its command-line/JSON forms.
 //! - `config.rs`: [`config::LiveConfig`], the one live configuration of every analyzer and warmer
 //!   (compacted `prefetch.config` topic), its validation and partial updates.
 //! - `testgen.rs`: the seeded generator of the parsers' property tests (test support, hidden).
@@ -17,6 +19,7 @@
 //! is read back by consumers through `QueryEvent::from_json`, which re-validates it because a
 //! topic can be written by anyone.
 
+pub mod budget;
 pub mod config;
 pub mod contract;
 pub mod duration;

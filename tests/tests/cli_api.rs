@@ -91,6 +91,8 @@ async fn the_original_commands_drive_a_running_pipeline() {
         "true",
         "--ttl",
         "chart=30",
+        "--budget",
+        "1.2",
         "--token",
         "tok",
         "--api",
@@ -113,6 +115,16 @@ async fn the_original_commands_drive_a_running_pipeline() {
         (cfg["config"]["top_n"].as_u64(), cfg["config"]["min_confidence"].as_f64()),
         (Some(5), Some(0.6))
     );
+    assert_eq!(cfg["config"]["budget"].as_f64(), Some(1.2), "{cfg}");
+    // The absolute form, and a budget out of bounds refused before any request.
+    let out =
+        prefetch(&["prefetch-config", "--budget", "120/min", "--token", "tok", "--api", &api])
+            .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("120/min"), "{}", stdout(&out));
+    let out = prefetch(&["prefetch-config", "--budget", "0.5", "--api", &api]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("between 1"), "{}", stderr(&out));
 
     let out = prefetch(&["prefetch-warmup", "--token", "tok", "--api", &api]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -158,6 +170,7 @@ fn every_flag_of_the_api_commands_is_explained() {
                 "--horizon",
                 "--ttl",
                 "--default-ttl",
+                "--budget",
             ][..],
         ),
     ] {

@@ -13,6 +13,7 @@
 mod render;
 
 use clap::{ArgAction, Args, Subcommand};
+use prefetch_common::budget::Budget;
 use prefetch_common::config::{parse_hour_weights, parse_ttl_spec};
 use reqwest::header::AUTHORIZATION;
 use serde_json::{json, Map, Value};
@@ -119,6 +120,12 @@ impl ApiCommand {
 /// The fields `prefetch-config` can change; none given shows the config.
 #[derive(Debug, Clone, Args)]
 pub struct ConfigChange {
+    /// The fetch budget, the primary knob: a ratio such as 1.2 (every upstream call, demand
+    /// fetches and warms, at most 1.2× the calls of no warming — warms add up to 0.2×), a rate
+    /// such as 120/min (also 2/s, 7200/h: warms per minute whatever the demand), or off (only
+    /// --top and --confidence limit warming). They stay caps under any budget.
+    #[arg(long, value_name = "RATIO|N/min|off", value_parser = parse_budget)]
+    pub budget: Option<Budget>,
     /// Most predictions published per tick (and warmed per batch).
     #[arg(long = "top", value_name = "N")]
     pub top_n: Option<usize>,
@@ -152,6 +159,9 @@ impl ConfigChange {
     pub fn patch(&self) -> Result<Option<Value>, String> {
         let mut p = Map::new();
         let mut put = |k: &str, v: Value| p.insert(k.to_owned(), v);
+        if let Some(v) = self.budget {
+            put("budget", json!(v));
+        }
         if let Some(v) = self.top_n {
             put("top_n", json!(v));
         }
@@ -184,6 +194,10 @@ impl ConfigChange {
         }
         Ok((!p.is_empty()).then_some(Value::Object(p)))
     }
+}
+
+fn parse_budget(s: &str) -> Result<Budget, String> {
+    s.parse::<Budget>().map_err(|e| e.0)
 }
 
 /// Why a command failed.

@@ -52,6 +52,7 @@ pub fn status(s: &Value) -> String {
                 s["cache_size_mb"].as_f64().unwrap_or(0.0)
             ),
         ),
+        ("Fetch budget", budget_line(&s["budget"])),
         (
             "Learning stage",
             format!(
@@ -203,11 +204,49 @@ pub fn config(a: &Value, changed: bool) -> String {
         ("hour_weights", kv(&c["hour_weights"])),
         ("ttl_s", kv(&c["ttl_s"])),
         ("default_ttl_s", text(&c["default_ttl_s"])),
+        ("budget", budget_text(&c["budget"])),
     ];
     for (k, v) in rows {
         let _ = writeln!(out, "  {k:<15} {v}");
     }
     out
+}
+
+/// Spend against the fetch budget, as `cache-status` shows it.
+fn budget_line(b: &Value) -> String {
+    if b.is_null() {
+        return "-".to_owned();
+    }
+    let limit = budget_text(&b["budget"]);
+    if b["reported"].as_bool() != Some(true) {
+        return format!("{limit}; no analyzer has reported its spend yet");
+    }
+    let spent = match (b["spend_ratio"].as_f64(), b["warms_per_minute"].as_f64()) {
+        (Some(r), _) if b["budget"].is_number() => format!("spent {r:.2}×"),
+        (_, Some(m)) => format!("spent {m:.1}/min"),
+        (Some(r), None) => format!("spent {r:.2}×"),
+        (None, None) => "nothing fetched yet".to_owned(),
+    };
+    let verdict = match b["within_budget"].as_bool() {
+        Some(true) => " — within budget",
+        Some(false) => " — OVER budget",
+        None => "",
+    };
+    format!(
+        "{limit}; {spent} ({} warms, {} demand fetches, {} useful warms){verdict}",
+        text(&b["warms"]),
+        text(&b["demand_fetches"]),
+        text(&b["useful_warms"])
+    )
+}
+
+/// The budget as the user reads it: `1.3× the fetches of no warming`, `120/min`, `off`.
+fn budget_text(v: &Value) -> String {
+    match v {
+        Value::Number(r) => format!("{r}× the fetches of no warming"),
+        Value::Null => "-".to_owned(),
+        other => text(other),
+    }
 }
 
 fn kv(v: &Value) -> String {
