@@ -1,9 +1,15 @@
 //! What to warm: pure, synchronous decisions driven by an explicit `now`.
 //!
 //! Nothing here does I/O or reads a clock, so the live consume loop, `POST /v1/warmup`, the
-//! tests (with hand-made timestamps) and a later backtest all run the same code. The decisions
-//! are, in order: enabled, active hours, staleness, holdback, confidence, freshness, and last the
-//! `top_n` budget over what is left (highest confidence first).
+//! tests (with hand-made timestamps) and `prefetch backtest` all run the same code. The decisions
+//! are, in order: enabled, active hours, staleness, holdback, confidence, freshness, and — for an
+//! operator's warm-up only — `top_n` over what is left (highest confidence first).
+//!
+//! Predictions read from the topic are not cut to `top_n` per batch: the analyzer already spent
+//! its fetch budget on them (`budget.rs`) and noted each as warmed in its view of the cache, so
+//! a warmer that dropped some (20 refresh predictions arriving together against a `top_n` of
+//! 10 lost half, picked by arrival order) would leave the two disagreeing about what was
+//! fetched: the analyzer would wait for copies that were never stored.
 
 use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
@@ -67,7 +73,7 @@ pub enum Outcome {
     SkippedStale,
     /// A more confident prediction of the same key came in the same batch.
     SkippedDuplicate,
-    /// Beyond the `top_n` budget of its batch.
+    /// Beyond the `top_n` of an operator's warm-up.
     DroppedBudget,
     /// The rate limit could not grant a request within its maximum wait.
     DroppedRateLimit,
@@ -160,7 +166,8 @@ impl Schedule {
 pub struct WarmPolicy {
     /// Master switch: when off, predictions are consumed and committed but nothing is fetched.
     pub enabled: bool,
-    /// Most keys warmed per batch of predictions read together, highest confidence first.
+    /// Most keys one operator warm-up (`POST /v1/warmup`) fetches, highest confidence first.
+    /// Predictions from the topic are not cut by it: the analyzer capped and budgeted them.
     pub top_n: usize,
     /// Predictions below this confidence are not warmed.
     pub min_confidence: f64,
@@ -218,6 +225,17 @@ pub fn is_stale(p: &Prediction, now: DateTime<Utc>) -> bool {
     p.is_stale(now)
 }
 
+/// Who asks for a batch of warms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Predictions the analyzer published: the schedule applies; `top_n` does not (the
+    /// analyzer's tick and its fetch budget already chose them, and its cache view assumes
+    /// every one is warmed).
+    Published,
+    /// An operator's explicit warm-up: the schedule does not apply; `top_n` caps it.
+    Operator,
+}
+
 /// What to do with one prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -228,19 +246,19 @@ pub enum Decision {
 }
 
 /// Decides, for a batch of predictions read together, which to warm. `expires_at` answers when
-/// the cached entry of a key expires (`None`: not cached). `use_schedule` is false for an
-/// operator's explicit warm-up. Returns one decision per prediction, in input order.
+/// the cached entry of a key expires (`None`: not cached); `trigger` says who asks (see
+/// [`Trigger`]). Returns one decision per prediction, in input order.
 pub fn plan(
     policy: &WarmPolicy,
     preds: &[Prediction],
     now: DateTime<Utc>,
-    use_schedule: bool,
+    trigger: Trigger,
     expires_at: impl Fn(&Key) -> Option<DateTime<Utc>>,
 ) -> Vec<Decision> {
     if !policy.enabled {
         return vec![Decision::Skip(Outcome::SkippedDisabled); preds.len()];
     }
-    if use_schedule && !policy.schedule.is_active(now) {
+    if trigger == Trigger::Published && !policy.schedule.is_active(now) {
         return vec![Decision::Skip(Outcome::SkippedOffHours); preds.len()];
     }
     // The best prediction of each key in the batch (highest confidence, then latest).
@@ -277,6 +295,9 @@ pub fn plan(
             Decision::Warm
         };
         out.push(d);
+    }
+    if trigger == Trigger::Published {
+        return out;
     }
     candidates
         .sort_by(|&a, &b| preds[b].confidence.total_cmp(&preds[a].confidence).then(a.cmp(&b)));

@@ -225,7 +225,7 @@ async fn warmup(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let now = Utc::now();
     let preds = s.latest(now);
     let enabled = s.policy().enabled;
-    let results = warm_batch(&s, preds, now, false).await;
+    let results = warm_batch(&s, preds, now, crate::policy::Trigger::Operator).await;
     let cached = results.iter().filter(|(_, o)| *o == Outcome::Stored).count();
     let items: Vec<_> = results
         .iter()

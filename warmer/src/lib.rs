@@ -6,7 +6,8 @@
 //! - `config.rs`: flags and environment ([`Config`]), turned into the policy and TTL table.
 //! - `policy` (in the pure `prefetch-model` crate, re-exported): the pure decisions (enabled,
 //!   schedule in market time, staleness, holdback by a stable hash, confidence, freshness,
-//!   `top_n`), driven by an explicit `now`.
+//!   and `top_n` for an operator's warm-up only: the analyzer budgets what it publishes), driven
+//!   by an explicit `now`.
 //! - `pacing.rs`: token bucket, jitter and backoff.
 //! - `upstream.rs`: the upstream client (URL template, TLS, timeout, retries, concurrency,
 //!   rate, `Retry-After`, `Cache-Control`).

@@ -1,9 +1,10 @@
 //! Warming: the predictions consume loop and the executor it shares with `POST /v1/warmup`.
 //!
 //! The loop reads a batch (what is already fetched, up to [`BATCH_MAX`] messages or
-//! `--batch-linger`, 100 ms by default), so the `top_n` budget compares the predictions one analyzer tick
-//! published together. [`warm_batch`] asks the cache when each key expires, lets
-//! [`policy::plan`] decide, and fetches the chosen keys concurrently, each after a random delay
+//! `--batch-linger`, 100 ms by default) and warms every prediction in it the policy lets
+//! through: the analyzer already spent its fetch budget on them, so no `top_n` cut applies here
+//! ([`Trigger`]). [`warm_batch`] asks the cache when each key expires, lets [`policy::plan`]
+//! decide, and fetches the chosen keys concurrently, each after a random delay
 //! within the spread window. Offsets of the batch are stored only after every warm in it has
 //! ended (stored, skipped, dropped, or failed after its retries): at-least-once.
 
@@ -11,7 +12,7 @@ use crate::cache::{Entry, Source};
 use crate::consume::{finish, next_batch, WarmerConsumer};
 use crate::flight::{store_not_found, ttl_for};
 use crate::pacing::jitter;
-use crate::policy::{self, Decision, Key, Outcome};
+use crate::policy::{self, Decision, Key, Outcome, Trigger};
 use crate::state::Shared;
 use crate::upstream::FetchError;
 use chrono::{DateTime, Utc};
@@ -26,12 +27,13 @@ use tokio_util::sync::CancellationToken;
 pub const BATCH_MAX: usize = 1000;
 
 /// Decides and carries out the warms of one batch; returns each prediction with its outcome
-/// (also counted in the metrics). `use_schedule` is false for an operator's explicit warm-up.
+/// (also counted in the metrics). `trigger` says who asks: published predictions follow the
+/// schedule and are not cut to `top_n`; an operator's warm-up is the other way round.
 pub async fn warm_batch(
     shared: &Shared,
     preds: Vec<Prediction>,
     now: DateTime<Utc>,
-    use_schedule: bool,
+    trigger: Trigger,
 ) -> Vec<(Prediction, Outcome)> {
     let mut expiry = std::collections::HashMap::new();
     for p in &preds {
@@ -46,9 +48,8 @@ pub async fn warm_batch(
         });
         expiry.insert(key, e);
     }
-    let decisions = policy::plan(&shared.policy(), &preds, now, use_schedule, |k| {
-        expiry.get(k).copied().flatten()
-    });
+    let decisions =
+        policy::plan(&shared.policy(), &preds, now, trigger, |k| expiry.get(k).copied().flatten());
     let work = preds.into_iter().zip(decisions).map(|(p, d)| async move {
         let outcome = match d {
             Decision::Skip(o) => o,
@@ -140,7 +141,7 @@ pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: C
         }
         shared.remember(&preds);
         tokio::select! {
-            _ = warm_batch(&shared, preds, Utc::now(), true) => {}
+            _ = warm_batch(&shared, preds, Utc::now(), Trigger::Published) => {}
             _ = shutdown.cancelled() => {
                 tracing::info!("Shutting down during a batch; its offsets are not stored, so it will be redelivered.");
                 break;

@@ -20,7 +20,7 @@ use prefetch_common::contract::{Module, Ticker};
 use prefetch_common::prediction::Prediction;
 use serde::Serialize;
 use std::collections::HashMap;
-use warmer::policy::{self, Decision, Key, Schedule, WarmPolicy};
+use warmer::policy::{self, Decision, Key, Schedule, Trigger, WarmPolicy};
 
 /// What a replay runs with: the live config (the document of the config topic) and the
 /// analyzer's tick interval.
@@ -202,7 +202,7 @@ pub fn replay(
                 .and_then(|&id| cache.expires(id))
                 .and_then(DateTime::from_timestamp_millis)
         };
-        let decisions = policy::plan(policy, &preds, at, false, expiry);
+        let decisions = policy::plan(policy, &preds, at, Trigger::Published, expiry);
         for (p, d) in preds.iter().zip(decisions) {
             if d != Decision::Warm {
                 continue;

@@ -112,7 +112,7 @@ fn plan_applies_each_rule_and_the_budget_by_confidence() {
         pred("F", "price", 0.99, now - chrono::Duration::minutes(10)), // horizon passed
     ];
     let cached = |k: &Key| (k.ticker.as_str() == "C").then(|| now + chrono::Duration::minutes(6));
-    let d = plan(&policy, &preds, now, true, cached);
+    let d = plan(&policy, &preds, now, Trigger::Operator, cached);
     use Decision::*;
     assert_eq!(
         d,
@@ -128,7 +128,7 @@ fn plan_applies_each_rule_and_the_budget_by_confidence() {
     );
     // An entry expiring inside the horizon does not count as fresh.
     let short = |k: &Key| (k.ticker.as_str() == "C").then(|| now + chrono::Duration::minutes(4));
-    assert_eq!(plan(&policy, &preds[2..3], now, true, short), vec![Warm]);
+    assert_eq!(plan(&policy, &preds[2..3], now, Trigger::Published, short), vec![Warm]);
 }
 
 #[test]
@@ -136,31 +136,53 @@ fn disabled_off_hours_and_holdback_fetch_nothing() {
     let now = Utc.with_ymd_and_hms(2026, 1, 17, 15, 0, 0).unwrap(); // a Saturday
     let preds: Vec<_> = (0..5).map(|i| pred(&warmed_ticker(i * 7), "price", 0.9, now)).collect();
     let off = WarmPolicy { enabled: false, ..WarmPolicy::default() };
-    assert!(plan(&off, &preds, now, true, |_| None)
+    assert!(plan(&off, &preds, now, Trigger::Published, |_| None)
         .iter()
         .all(|d| *d == Decision::Skip(Outcome::SkippedDisabled)));
     let weekdays = WarmPolicy {
         schedule: Schedule { weekdays: Some(vec![Weekday::Mon]), ..Schedule::always() },
         ..WarmPolicy::default()
     };
-    assert!(plan(&weekdays, &preds, now, true, |_| None)
+    assert!(plan(&weekdays, &preds, now, Trigger::Published, |_| None)
         .iter()
         .all(|d| *d == Decision::Skip(Outcome::SkippedOffHours)));
     assert!(
-        plan(&weekdays, &preds, now, false, |_| None).iter().all(|d| *d == Decision::Warm),
+        plan(&weekdays, &preds, now, Trigger::Operator, |_| None)
+            .iter()
+            .all(|d| *d == Decision::Warm),
         "warm-up ignores the schedule"
     );
     let all_held = WarmPolicy { holdback: 1.0, ..WarmPolicy::default() };
-    assert!(plan(&all_held, &preds, now, true, |_| None)
+    assert!(plan(&all_held, &preds, now, Trigger::Published, |_| None)
         .iter()
         .all(|d| *d == Decision::Skip(Outcome::SkippedHoldback)));
+}
+
+#[test]
+fn twenty_synchronised_predictions_are_all_warmed_whatever_top_n() {
+    // 20 refresh predictions the analyzer published together (it budgeted every one and its
+    // cache view assumes each was warmed): a warmer `top_n` of 10 must not drop half of them.
+    let now = at("2026-03-09T14:30:00Z");
+    let policy = WarmPolicy { top_n: 10, ..no_holdback() };
+    let preds: Vec<_> = (0..20)
+        .map(|i| pred(&format!("T{i:02}"), "price", 0.6 + f64::from(i) / 100.0, now))
+        .collect();
+    let published = plan(&policy, &preds, now, Trigger::Published, |_| None);
+    assert_eq!(published, vec![Decision::Warm; 20]);
+    // An operator's warm-up is still capped by top_n, highest confidence first.
+    let operator = plan(&policy, &preds, now, Trigger::Operator, |_| None);
+    assert_eq!(operator.iter().filter(|d| **d == Decision::Warm).count(), 10);
+    assert!(operator[10..].iter().all(|d| *d == Decision::Warm), "the 10 most confident");
+    assert!(operator[..10].iter().all(|d| *d == Decision::Skip(Outcome::DroppedBudget)));
 }
 
 #[test]
 fn nan_confidence_is_never_warmed() {
     let now = at("2026-03-09T14:30:00Z");
     assert_eq!(
-        plan(&no_holdback(), &[pred("A", "price", f64::NAN, now)], now, true, |_| None),
+        plan(&no_holdback(), &[pred("A", "price", f64::NAN, now)], now, Trigger::Published, |_| {
+            None
+        }),
         vec![Decision::Skip(Outcome::SkippedConfidence)]
     );
 }
