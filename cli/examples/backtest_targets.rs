@@ -19,7 +19,7 @@
 use prefetch::backtest::backtest;
 use prefetch::demo::family::{self, Member};
 use prefetch::demo::Generator;
-use prefetch::sim::{SimConfig, Trace};
+use prefetch::sim::{HitFlags, SimConfig, Trace};
 use std::time::Instant;
 
 /// Least share of the oracle's hit-rate gain over no warming.
@@ -42,7 +42,8 @@ fn seeds() -> Vec<u64> {
 
 /// The replay's config for a member: the defaults, its deployment, the default tick.
 fn config(member: &Member) -> SimConfig {
-    SimConfig { live: member.live_config(), tick_ms: 5_000 }
+    let hit_flags = if member.hit_flags { HitFlags::Cache } else { HitFlags::None };
+    SimConfig { live: member.live_config(), tick_ms: 5_000, hit_flags }
 }
 
 fn main() {

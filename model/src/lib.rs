@@ -33,6 +33,9 @@
 //!   a versioned binary form (the analyzer's per-partition checkpoints).
 //! - `patterns.rs`: [`Model::patterns_input`] and the snapshot's result types.
 //! - `recent.rs`: [`Recent`], which event-driven predictions are new enough to publish.
+//! - `budget.rs`: [`budget::Spend`], the fetch budget spent online — an event-time token bucket
+//!   fed by demand fetches and useful warms — which decides how many of a tick's or an event's
+//!   candidates are published ([`Model::set_budget`], [`Model::spend_status`]).
 //! - `policy.rs`: the warmer's pure decisions ([`policy::plan`]).
 //!
 //! # How one event flows
@@ -51,6 +54,7 @@
 //! a score bound that can still make the cut — not every live key (`lazy.rs`). The warmer's [`policy::plan`] decides which of
 //! those to fetch.
 
+pub mod budget;
 mod buckets;
 mod calibration;
 pub mod config;
@@ -77,6 +81,7 @@ mod tick_tests;
 #[cfg(test)]
 mod trace_tests;
 
+pub use budget::{Budget, SpendStatus};
 use calibration::Calibrator;
 use chrono::{DateTime, Utc};
 pub use config::parse_hour_weights;
@@ -219,6 +224,10 @@ pub struct Model {
     cache: Option<CacheView>,
     /// Slot and copy expiry of the key the event being recorded hit near its expiry.
     hit_refresh: Option<(u32, u32)>,
+    /// The fetch budget and what it spent (`budget.rs`).
+    spend: budget::Spend,
+    /// Event-driven predictions published lately (the publish de-duplication).
+    recent: Recent,
 }
 
 fn client_key(c: &ClientId) -> u64 {
@@ -251,6 +260,8 @@ impl Model {
             counters: Counters::default(),
             cache: None,
             hit_refresh: None,
+            spend: budget::Spend::new(Budget::Off, s.top_n),
+            recent: Recent::default(),
             cfg,
             s,
         })
@@ -294,6 +305,7 @@ impl Model {
         self.s = s;
         self.cfg = cfg;
         self.schedule.invalidate();
+        self.spend.set(self.spend.budget(), self.s.top_n);
         Ok(())
     }
 
@@ -319,13 +331,14 @@ impl Model {
             Admission::Late => self.counters.events_late += 1,
             Admission::OnTime => self.counters.events_on_time += 1,
         }
-        let mut predictions = self.fold(event, t, true);
-        if !predictions.is_empty() && self.cache.is_some() {
-            predictions = self.refresh_follow_ups(predictions, t);
+        let mut candidates = self.fold(event, t, true);
+        if !candidates.is_empty() && self.cache.is_some() {
+            candidates = self.refresh_follow_ups(candidates, t);
         }
         if let Some((slot, expires)) = self.hit_refresh.take() {
-            predictions.extend(self.refresh_on_hit(slot, t, expires, event.ts));
+            candidates.extend(self.refresh_on_hit(slot, t, expires, event.ts));
         }
+        let predictions = self.publish_event_driven(candidates, t);
         Recorded { admission, predictions }
     }
 
@@ -388,9 +401,13 @@ impl Model {
             created.then(|| schedule::phase(tid, mid, horizon)),
             first.is_none_or(|f| bucket < f).then_some(bucket),
         );
-        if let Some(view) = self.cache.as_mut() {
-            self.hit_refresh =
-                view.observe(tid, mid, &event.module, t, event.hit).map(|e| (slot, e));
+        let observed = match self.cache.as_mut() {
+            Some(view) => view.observe(tid, mid, &event.module, t, event.hit),
+            None => refresh::Observed { demand: !event.hit, ..Default::default() },
+        };
+        self.hit_refresh = observed.refresh.map(|e| (slot, e));
+        if predict {
+            self.spend.observe(t, observed);
         }
         if k.sample_at != NO_SAMPLE && t > k.sample_at && t - k.sample_at <= self.s.horizon {
             self.calibrator.resolve(k.sample_cell, true);
@@ -418,7 +435,6 @@ impl Model {
             .collect();
         predictions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
         predictions.truncate(self.s.top_n);
-        self.counters.predictions_sequence += predictions.len() as u64;
         predictions
     }
 

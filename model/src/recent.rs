@@ -19,6 +19,12 @@ use std::hash::{BuildHasher, Hasher};
 #[derive(Default, Clone)]
 pub struct Recent(HashMap<u64, Seen, PassThrough>);
 
+impl std::fmt::Debug for Recent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recent").field("entries", &self.0.len()).finish()
+    }
+}
+
 #[derive(Clone)]
 struct Seen {
     ticker: Ticker,
@@ -65,27 +71,44 @@ fn key_hash(ticker: &str, module: &str) -> u64 {
 impl Recent {
     /// Whether `p` should be published now; remembers it if so.
     pub fn fresh(&mut self, p: &Prediction) -> bool {
+        if !self.would_publish(p) {
+            return false;
+        }
+        self.remember(p);
+        true
+    }
+
+    /// Whether `p` is new enough to publish (nothing is remembered: see [`Recent::remember`]).
+    pub fn would_publish(&self, p: &Prediction) -> bool {
         let again_after = chrono::Duration::seconds((p.horizon_s / 5) as i64);
         let h = key_hash(p.ticker.as_str(), p.module.as_str());
-        if let Some(seen) = self.0.get_mut(&h) {
-            if seen.ticker == p.ticker && seen.module == p.module {
-                if p.generated_at < seen.at + again_after && p.confidence <= seen.confidence {
-                    return false;
-                }
+        match self.0.get(&h) {
+            Some(seen) if seen.ticker == p.ticker && seen.module == p.module => {
+                p.generated_at >= seen.at + again_after || p.confidence > seen.confidence
+            }
+            _ => true,
+        }
+    }
+
+    /// Remembers `p` as published.
+    pub fn remember(&mut self, p: &Prediction) {
+        let h = key_hash(p.ticker.as_str(), p.module.as_str());
+        match self.0.get_mut(&h) {
+            Some(seen) if seen.ticker == p.ticker && seen.module == p.module => {
                 (seen.at, seen.confidence) = (p.generated_at, p.confidence);
-                return true;
+            }
+            _ => {
+                self.0.insert(
+                    h,
+                    Seen {
+                        ticker: p.ticker.clone(),
+                        module: p.module.clone(),
+                        at: p.generated_at,
+                        confidence: p.confidence,
+                    },
+                );
             }
         }
-        self.0.insert(
-            h,
-            Seen {
-                ticker: p.ticker.clone(),
-                module: p.module.clone(),
-                at: p.generated_at,
-                confidence: p.confidence,
-            },
-        );
-        true
     }
 
     /// Forgets entries older than `horizon` before `now` (called on each tick: memory follows

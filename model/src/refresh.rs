@@ -67,6 +67,18 @@ impl CacheTtls {
     }
 }
 
+/// What one query was to the cache view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Observed {
+    /// The copy's expiry, when the query hit a copy that expires within [`HIT_LEAD_S`]: a
+    /// candidate for refresh on hit.
+    pub refresh: Option<u32>,
+    /// The query fetched on demand (a miss).
+    pub demand: bool,
+    /// The query was the first hit on a warmed copy: that warm saved a demand fetch.
+    pub useful: bool,
+}
+
 /// What the view believes about one key's cached copy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Copy {
@@ -148,36 +160,38 @@ impl CacheView {
     }
 
     /// A query of the key at `t`: a miss was fetched on demand; a hit on a key believed gone
-    /// shows the view missed a fetch. Returns the copy's expiry when the query hit a copy that
-    /// expires within [`HIT_LEAD_S`]: a candidate for refresh on hit. While the producer's
-    /// flags are not trusted ([`TRUST_HITS_S`]) a miss on a copy believed live counts as a hit.
-    pub fn observe(
-        &mut self,
-        tid: u32,
-        mid: u32,
-        module: &Module,
-        t: u32,
-        hit: bool,
-    ) -> Option<u32> {
+    /// shows the view missed a fetch. While the producer's flags are not trusted
+    /// ([`TRUST_HITS_S`]) a miss on a copy believed live counts as a hit. Returns what the
+    /// query was to the view (see [`Observed`]).
+    pub fn observe(&mut self, tid: u32, mid: u32, module: &Module, t: u32, hit: bool) -> Observed {
         let ttl = self.resolve(mid, module);
         if hit {
             self.hit_seen = Some(self.hit_seen.map_or(t, |h| h.max(t)));
         }
-        let trusted = self.hit_seen.is_some_and(|h| t <= h.saturating_add(TRUST_HITS_S));
+        let trusted = self.trusts_hits(t);
         let c = self.copies.entry(pack(tid, mid)).or_default();
         let hit = hit || (!trusted && c.expires > t);
+        let mut o = Observed { refresh: None, demand: false, useful: false };
         if !hit {
+            o.demand = true;
             if t.saturating_add(ttl) > c.expires {
                 *c = Copy { fetched: t, expires: t.saturating_add(ttl), queries: 1 };
             }
-            None
         } else if c.expires <= t {
             *c = Copy { fetched: t, expires: t.saturating_add(1), queries: 1 };
-            None
         } else {
+            // Only a warmed copy starts with no query: this is the hit that proves the warm.
+            o.useful = c.queries == 0;
             c.queries = c.queries.saturating_add(1);
-            (c.expires - t <= HIT_LEAD_S).then_some(c.expires)
+            o.refresh = (c.expires - t <= HIT_LEAD_S).then_some(c.expires);
         }
+        o
+    }
+
+    /// Whether the producer's hit flags are believed at `t` (a `hit: true` within
+    /// [`TRUST_HITS_S`]).
+    pub fn trusts_hits(&self, t: u32) -> bool {
+        self.hit_seen.is_some_and(|h| t <= h.saturating_add(TRUST_HITS_S))
     }
 
     /// The key was (assumed) warmed at `t`.
@@ -252,10 +266,11 @@ impl CacheView {
 
 impl Model {
     /// The refresh-on-hit prediction for the key in `slot`, just hit at `t` (event time `ts`)
-    /// on a copy expiring at `expires`: published when a copy stored now would likely serve a
-    /// query after the current one expires, and noted as warmed.
+    /// on a copy expiring at `expires`: a candidate when a copy stored now would likely serve a
+    /// query after the current one expires (published, and noted as warmed, only if the budget
+    /// admits it: `budget.rs`).
     pub(crate) fn refresh_on_hit(
-        &mut self,
+        &self,
         slot: u32,
         t: u32,
         expires: u32,
@@ -284,18 +299,14 @@ impl Model {
         if p < self.s.min_confidence {
             return None;
         }
-        let (tid, mid) = (k.ticker, k.module);
-        let prediction = Prediction {
-            ticker: self.tickers.name(tid)?.clone(),
-            module: self.modules.name(mid)?.clone(),
+        Some(Prediction {
+            ticker: self.tickers.name(k.ticker)?.clone(),
+            module: self.modules.name(k.module)?.clone(),
             confidence: p,
             horizon_s: u64::from(horizon),
             generated_at: ts,
             reason,
-        };
-        self.cache.as_mut()?.warmed(tid, mid, t);
-        self.counters.predictions_sequence += 1;
-        Some(prediction)
+        })
     }
 
     /// Turns on refresh-ahead with the cache's TTLs (see the module docs of `refresh.rs`): from
@@ -314,27 +325,21 @@ impl Model {
         }
     }
 
-    /// Drops follow-ups whose key the cache view holds fresh beyond [`FOLLOW_UP_LEAD_S`], and
-    /// notes the others as warmed.
+    /// Drops follow-ups whose key the cache view holds fresh beyond [`FOLLOW_UP_LEAD_S`] (the
+    /// others are noted as warmed once the budget admits them: `budget.rs`).
     pub(crate) fn refresh_follow_ups(
-        &mut self,
+        &self,
         mut predictions: Vec<Prediction>,
         t: u32,
     ) -> Vec<Prediction> {
-        let Some(view) = self.cache.as_mut() else { return predictions };
-        let before = predictions.len();
+        let Some(view) = self.cache.as_ref() else { return predictions };
         predictions.retain(|p| {
             let (Some(tid), Some(mid)) = (self.tickers.id(&p.ticker), self.modules.id(&p.module))
             else {
                 return true;
             };
-            if view.expires(tid, mid).is_some_and(|e| e > t.saturating_add(FOLLOW_UP_LEAD_S)) {
-                return false;
-            }
-            view.warmed(tid, mid, t);
-            true
+            view.expires(tid, mid).is_none_or(|e| e <= t.saturating_add(FOLLOW_UP_LEAD_S))
         });
-        self.counters.predictions_sequence -= (before - predictions.len()) as u64;
         predictions
     }
 }
@@ -397,6 +402,21 @@ mod tests {
     }
 
     #[test]
+    fn the_view_tells_demand_fetches_and_the_first_hit_on_a_warmed_copy() {
+        let mut v = view();
+        let price = Module::parse("price").unwrap();
+        let o = v.observe(7, 0, &price, 1_000, false);
+        assert!(o.demand && !o.useful, "a miss fetched on demand");
+        assert!(!v.observe(7, 0, &price, 1_010, true).useful, "a demand copy's hit proves no warm");
+        v.warmed(8, 0, 1_000);
+        let o = v.observe(8, 0, &price, 1_020, true);
+        assert!(o.useful && !o.demand, "the first hit on a warmed copy");
+        assert!(!v.observe(8, 0, &price, 1_030, true).useful, "counted once");
+        v.warmed(9, 0, 1_000);
+        assert!(v.observe(9, 0, &price, 1_070, false).demand, "the warm expired unused");
+    }
+
+    #[test]
     fn a_copy_is_due_only_when_it_expires_before_the_next_tick() {
         let mut v = view();
         let price = Module::parse("price").unwrap();
@@ -406,11 +426,15 @@ mod tests {
         let window = |v: &CacheView, now| v.due(7, 0, now).map(|d| d.window);
         assert_eq!(window(&v, 1_005), Some(60), "never fetched: a warm serves a whole TTL");
         v.observe(7, 0, &price, 1_000, false);
-        assert_eq!(v.observe(7, 0, &price, 1_020, true), None, "a hit far from the expiry");
+        assert_eq!(v.observe(7, 0, &price, 1_020, true).refresh, None, "a hit far from the expiry");
         assert_eq!(window(&v, 1_030), None, "fresh until 1 060, beyond the next tick");
         assert_eq!(window(&v, 1_056), Some(56), "expires at 1 060: a refresh adds 1 116 − 1 060");
         assert_eq!(v.due(7, 0, 1_056), Some(Due { window: 56, age: 56, queries: 2 }));
-        assert_eq!(v.observe(7, 0, &price, 1_055, true), Some(1_060), "a hit near the expiry");
+        assert_eq!(
+            v.observe(7, 0, &price, 1_055, true).refresh,
+            Some(1_060),
+            "a hit near the expiry"
+        );
         assert_eq!(window(&v, 1_060), Some(60), "expired");
         // A hit on a key believed gone: live now, reconsidered at once.
         v.observe(7, 0, &price, 2_000, true);

@@ -238,12 +238,19 @@ impl Model {
         if self.s.enabled {
             let ranked = heap.into_sorted_vec(); // ascending Reverse = best first
             let calibrated = self.cache.is_some();
-            let mut warmed = Vec::new();
-            out = ranked
+            let mut ranked: Vec<(Candidate, f64)> = ranked
                 .into_iter()
                 .map(|Reverse(c)| c)
                 .map(|c| (c, if calibrated { c.raw } else { self.calibrator.map(class, c.raw) }))
                 .take_while(|&(_, p)| p >= self.s.min_confidence)
+                .collect();
+            // The fetch budget publishes the best it can pay for (`budget.rs`); the lazy tick
+            // and the full walk both end here, so they spend alike.
+            let admitted = self.admit_tick(wm, ctx.generated_at, ranked.iter().map(|&(_, p)| p));
+            ranked.truncate(admitted);
+            let mut warmed = Vec::new();
+            out = ranked
+                .into_iter()
                 .filter_map(|(c, p)| {
                     let k = self.keys.slot(c.slot)?;
                     warmed.push((k.ticker, k.module));

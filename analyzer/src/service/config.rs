@@ -100,6 +100,12 @@ pub struct Config {
     #[arg(long, env = "PREFETCH_MIN_CONFIDENCE")]
     pub min_confidence: Option<f64>,
 
+    /// The fetch budget warming may spend: a ratio of all upstream calls over the calls of no
+    /// warming (1.3: warms add up to 0.3x those), a rate such as 120/min, or off (only top_n and
+    /// min_confidence limit). A start-up value, like the others: the live config's applies.
+    #[arg(long, env = "PREFETCH_BUDGET", value_name = "RATIO|N/min|off", default_value = "1.3", value_parser = parse_budget)]
+    pub budget: prefetch_common::budget::Budget,
+
     /// Publish predictions (`false` keeps learning but publishes nothing).
     #[arg(long, env = "PREFETCH_ENABLED")]
     pub enabled: Option<bool>,
@@ -209,4 +215,8 @@ impl Config {
             format!("{host}-{}", std::process::id())
         })
     }
+}
+
+fn parse_budget(s: &str) -> Result<prefetch_common::budget::Budget, String> {
+    s.parse().map_err(|e: prefetch_common::budget::BudgetError| e.0)
 }

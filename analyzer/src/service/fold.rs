@@ -3,7 +3,7 @@
 //! The consume loop only receives: it copies each ready message's key and payload into a
 //! [`Chunk`] and hands the chunk over. This thread parses and validates the chunk's events
 //! (outside the model's lock), folds them into the model in consume order under one lock, and
-//! enqueues what they caused — event-driven predictions that are new enough to publish, dead
+//! enqueues what they caused — the event-driven predictions the model published, dead
 //! letters for bad messages — then hands the loop back a [`Folded`]: the delivery futures and
 //! the last offset of each partition. The loop stores those offsets only once the deliveries
 //! are acknowledged, so at-least-once holds as before; chunks are folded one at a time in the
@@ -22,7 +22,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc};
 
 /// Most messages in one chunk (the loop hands a chunk over sooner when no message is ready).
 pub(crate) const CHUNK: usize = 512;
@@ -88,32 +88,6 @@ pub(crate) struct Folded {
     pub spare: Chunk,
 }
 
-/// The publish de-duplication ([`prefetch_model::Recent`]), shared by the fold and the tick.
-#[derive(Default, Clone)]
-pub struct Recent(Arc<Mutex<prefetch_model::Recent>>);
-
-impl Recent {
-    /// The table, locked (one lock for a chunk's worth of checks).
-    pub(crate) fn lock(&self) -> MutexGuard<'_, prefetch_model::Recent> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Forgets entries older than `horizon` before `now`.
-    pub fn prune(&self, now: DateTime<Utc>, horizon: chrono::Duration) {
-        self.lock().prune(now, horizon);
-    }
-
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no entry is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// A chunk parsed and validated, ready to fold.
 pub(crate) struct Parsed {
     chunk: Chunk,
@@ -147,7 +121,6 @@ pub(crate) struct Folder {
     pub shared: Arc<Shared>,
     pub producer: FutureProducer,
     pub topics: TopicArgs,
-    pub recent: Recent,
     /// Tickers already noted in [`Shared`]'s ticker → partition map by this thread, so each
     /// event need not lock and look it up again (it was a tenth of the fold thread's time).
     /// Forgotten when the chunks' epoch changes: a rebalance may have removed entries.
@@ -231,13 +204,11 @@ impl Folder {
             }
             recorded
         };
-        let mut recent = self.recent.lock();
+        // What the model returns is what it published: de-duplicated (`Recent`) and paid for by
+        // the fetch budget, and noted as warmed in its cache view.
         for r in recorded {
             self.shared.metrics.event(r.admission);
             for p in &r.predictions {
-                if !recent.fresh(p) {
-                    continue;
-                }
                 self.shared.metrics.published(p.reason);
                 body.clear();
                 serde_json::to_writer(&mut *body, p).expect("a Prediction serialises");

@@ -1,8 +1,8 @@
 //! Applying the live config (`prefetch.config`) to the running model.
 //!
 //! The model starts from the flags; once the config topic holds a valid value, its fields
-//! (top_n, min_confidence, enabled, hour weights, market time zone, horizon) replace the flags'
-//! and every later change is applied within moments, without a restart and without losing what
+//! (top_n, min_confidence, enabled, hour weights, market time zone, horizon, fetch budget)
+//! replace the flags' and every later change is applied within moments, without a restart and without losing what
 //! the model learned. A value the model refuses (e.g. a horizon longer than its retention) is
 //! logged and the model keeps the config it had. With refresh-ahead on, the live config's TTLs
 //! tell the model how long the warmer's cached copies live.
@@ -40,6 +40,7 @@ pub fn apply(shared: &Shared, base: &Base, live: &LiveConfig) {
     let mut model = shared.model();
     match model.reconfigure(base.model.with_live(live)) {
         Ok(()) => {
+            model.set_budget(live.budget);
             if base.refresh_ahead {
                 model.set_cache_ttls(CacheTtls::of_live(live));
             }
@@ -48,6 +49,7 @@ pub fn apply(shared: &Shared, base: &Base, live: &LiveConfig) {
                 min_confidence = live.min_confidence,
                 enabled = live.enabled,
                 horizon_s = live.horizon_s,
+                budget = %live.budget,
                 "Live config applied."
             );
         }

@@ -1,8 +1,10 @@
 //! The analyzer's Prometheus collectors: one method per thing that happens.
 
+use crate::model::{Budget, SpendStatus};
 use prefetch_common::prediction::Reason;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::time::Duration;
 
@@ -24,6 +26,47 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
     checkpoints: IntCounter,
     checkpoint_bytes: IntCounter,
+    budget: BudgetMetrics,
+}
+
+/// The fetch budget's collectors (`model/src/budget.rs`): the counters follow the model's own
+/// totals, so `(demand + warms) / (demand + useful)` in PromQL is the spend ratio it holds
+/// below `smart_prefetch_analyzer_budget_ratio`.
+#[derive(Clone)]
+struct BudgetMetrics {
+    demand: IntCounter,
+    warms: IntCounter,
+    useful: IntCounter,
+    refused: IntCounter,
+    ratio: Gauge,
+    rate: Gauge,
+    tokens: Gauge,
+    price: Gauge,
+}
+
+impl BudgetMetrics {
+    fn new(registry: &Registry) -> Self {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).unwrap();
+            registry.register(Box::new(c.clone())).unwrap();
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).unwrap();
+            registry.register(Box::new(g.clone())).unwrap();
+            g
+        };
+        Self {
+            demand: counter("smart_prefetch_analyzer_budget_demand_fetches_total", "Queries that fetched on demand (misses), as the model's cache view saw them; what a ratio budget earns from."),
+            warms: counter("smart_prefetch_analyzer_budget_warms_total", "Warms the fetch budget paid for (published predictions, ticks and event-driven)."),
+            useful: counter("smart_prefetch_analyzer_budget_useful_warms_total", "Warms whose copy served a hit, as the model's cache view saw them (each saved a demand fetch)."),
+            refused: counter("smart_prefetch_analyzer_budget_refused_total", "Candidates at or above min_confidence the fetch budget did not pay for."),
+            ratio: gauge("smart_prefetch_analyzer_budget_ratio", "The ratio budget: all upstream calls at most this many times the calls of no warming (0: a rate budget or none)."),
+            rate: gauge("smart_prefetch_analyzer_budget_warms_per_second", "The rate budget in warms per second (0: a ratio budget or none)."),
+            tokens: gauge("smart_prefetch_analyzer_budget_tokens", "Warms the fetch budget can still pay for now."),
+            price: gauge("smart_prefetch_analyzer_budget_price_ratio", "The confidence (0-1) a candidate needs now: min_confidence, higher while the budget runs low."),
+        }
+    }
 }
 
 fn reason_label(r: Reason) -> &'static str {
@@ -146,7 +189,9 @@ impl Metrics {
         ] {
             registry.register(c).unwrap();
         }
+        let budget = BudgetMetrics::new(&registry);
         Self {
+            budget,
             registry,
             events: event_counters,
             dlq,
@@ -225,6 +270,28 @@ impl Metrics {
         if let Some(reason) = fallback {
             self.fallbacks.with_label_values(&[reason]).inc();
         }
+    }
+
+    /// The fetch budget's totals and state now (after a tick).
+    pub fn spend(&self, s: &SpendStatus) {
+        let b = &self.budget;
+        for (c, total) in [
+            (&b.demand, s.demand_fetches),
+            (&b.warms, s.warms),
+            (&b.useful, s.useful_warms),
+            (&b.refused, s.refused),
+        ] {
+            c.inc_by(total.saturating_sub(c.get()));
+        }
+        let (ratio, rate) = match s.budget {
+            Budget::Ratio(r) => (r, 0.0),
+            Budget::PerMinute(m) => (0.0, m / 60.0),
+            Budget::Off => (0.0, 0.0),
+        };
+        b.ratio.set(ratio);
+        b.rate.set(rate);
+        b.tokens.set(s.tokens.max(0.0));
+        b.price.set(s.price);
     }
 
     /// A partition checkpoint of `bytes` was written.

@@ -193,9 +193,15 @@ impl Shared {
     /// The patterns snapshot at `now`, as JSON. Runs polars: call from a blocking thread. The
     /// model is locked only for the copy; the aggregation runs after, so folding goes on.
     pub fn stats_json(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<u8>> {
-        let input = self.model().patterns_input(now)?;
+        let (input, spend) = {
+            let model = self.model();
+            (model.patterns_input(now)?, model.spend_status())
+        };
         let stats = crate::stats::aggregate(input)?;
-        Ok(serde_json::to_vec(&stats)?)
+        // The fetch budget's spend rides along, for the front door's status.
+        let mut v = serde_json::to_value(&stats)?;
+        v["budget"] = serde_json::to_value(spend)?;
+        Ok(serde_json::to_vec(&v)?)
     }
 }
 
@@ -215,6 +221,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let base = live::Base { model: cfg.model_config()?, refresh_ahead: cfg.refresh_ahead };
     let mut model = Model::new(base.model.clone()).context("invalid model configuration")?;
+    model.set_budget(cfg.budget);
     if base.refresh_ahead {
         // The TTLs the warmer starts with until the config topic says otherwise.
         model.set_cache_ttls(crate::CacheTtls::of_live(&cfg.start_ttls()?));
@@ -301,7 +308,6 @@ pub async fn serve(
         tick_interval: cfg.tick_interval,
         stats_interval: cfg.stats_interval,
         kafka: cfg.kafka.clone(),
-        recent: pipeline::Recent::default(),
         state_topic,
         checkpoint_interval: cfg.checkpoint_interval,
     };

@@ -33,7 +33,6 @@ use super::consumer::GroupContext;
 use super::restore::{self, Outcome};
 use super::{checkpoint, Shared};
 use chrono::{DateTime, Utc};
-pub use fold::Recent;
 use fold::{Chunk, Folded, Folder};
 use futures::future::join_all;
 use futures::FutureExt;
@@ -75,8 +74,6 @@ pub struct Pipeline {
     pub stats_interval: Duration,
     /// Connection settings, for the rebuild reader.
     pub kafka: prefetch_common::kafka::KafkaArgs,
-    /// Event-driven predictions published lately, so a burst of one sequence is published once.
-    pub recent: Recent,
     /// The checkpoint topic (`None`: checkpoints off, assignments replay the retained window).
     pub state_topic: Option<String>,
     /// Checkpoint period.
@@ -255,7 +252,6 @@ impl Pipeline {
             shared: self.shared.clone(),
             producer: producer.clone(),
             topics: self.topics.clone(),
-            recent: self.recent.clone(),
             noted: Default::default(),
             epoch: 0,
         };
@@ -602,9 +598,11 @@ impl Pipeline {
         if !restoring.is_empty() {
             predictions.retain(|p| !restoring.contains(&p.ticker));
         }
-        let horizon = chrono::Duration::seconds(self.shared.model().config().horizon_s as i64);
-        self.recent.prune(now, horizon);
-        self.shared.metrics.ticked(started.elapsed(), self.shared.model().footprint().keys);
+        {
+            let model = self.shared.model();
+            self.shared.metrics.ticked(started.elapsed(), model.footprint().keys);
+            self.shared.metrics.spend(&model.spend_status());
+        }
         let bodies: Vec<Vec<u8>> = predictions
             .iter()
             .map(|p| serde_json::to_vec(p).expect("a Prediction serialises"))

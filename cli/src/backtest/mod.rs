@@ -7,10 +7,11 @@
 //!
 //! The simulation itself is [`crate::sim`].
 
-use crate::sim::report::{Report, Targets};
+use crate::sim::report::{Report, SpendReport, Targets};
 use crate::sim::svg::{self, Series};
-use crate::sim::{self, Run, SimConfig, Strategy, Trace, TraceError, Warm};
+use crate::sim::{self, HitFlags, Run, SimConfig, Strategy, Trace, TraceError, Warm};
 use clap::Args;
+use prefetch_common::budget::Budget;
 use prefetch_common::config::LiveConfig;
 use prefetch_common::contract::Module;
 use std::collections::BTreeMap;
@@ -64,6 +65,18 @@ pub struct BacktestArgs {
     #[arg(long, value_name = "SECONDS")]
     pub horizon: Option<u64>,
 
+    /// The fetch budget, overriding the config's: a ratio such as 1.2 (all upstream calls at
+    /// most 1.2x those of no warming), a rate such as 120/min, or off. The report shows what
+    /// was spent against it.
+    #[arg(long, value_name = "RATIO|N/min|off", value_parser = parse_budget)]
+    pub budget: Option<Budget>,
+
+    /// What the replayed producer reports as each event's `hit`: `cache` (the simulated
+    /// cache's answer, as the warmer's read-through reports it) or `none` (always false, as a
+    /// simple integration that does not know its cache sends).
+    #[arg(long, value_name = "FLAGS", default_value = "cache")]
+    pub hit_flags: HitFlags,
+
     /// Write every warm decision of the model as a JSON line {ts, ticker, module, confidence}.
     #[arg(long, value_name = "FILE")]
     pub warms_out: Option<PathBuf>,
@@ -106,6 +119,10 @@ pub enum BacktestError {
         /// What the OS said.
         source: std::io::Error,
     },
+}
+
+fn parse_budget(s: &str) -> Result<Budget, String> {
+    s.parse().map_err(|e: prefetch_common::budget::BudgetError| e.0)
 }
 
 fn parse_ttl(s: &str) -> Result<(Module, u64), String> {
@@ -166,7 +183,7 @@ impl ReplayArgs {
 /// Validates a config assembled from a file and flags.
 pub fn checked(cfg: LiveConfig, tick_ms: i64) -> Result<SimConfig, BacktestError> {
     cfg.validate().map_err(|e| BacktestError::Config(e.to_string()))?;
-    Ok(SimConfig { live: cfg, tick_ms })
+    Ok(SimConfig { live: cfg, tick_ms, hit_flags: Default::default() })
 }
 
 fn write_err(path: &Path) -> impl Fn(std::io::Error) -> BacktestError + '_ {
@@ -186,7 +203,11 @@ pub fn run(args: &BacktestArgs) -> Result<Report, BacktestError> {
     if let Some(h) = args.horizon {
         live.horizon_s = h;
     }
-    let cfg = checked(live, args.replay.tick_ms()?)?;
+    if let Some(b) = args.budget {
+        live.budget = b;
+    }
+    let mut cfg = checked(live, args.replay.tick_ms()?)?;
+    cfg.hit_flags = args.hit_flags;
     let trace = args.replay.trace()?;
     let report = backtest(&trace, &cfg, args.warms_out.as_deref(), !args.model_only)?;
     if let Some(path) = &args.svg {
@@ -255,7 +276,13 @@ pub fn backtest(
     };
     let mut config = serde_json::to_value(&cfg.live).expect("config serialises");
     config["tick_seconds"] = serde_json::json!(cfg.tick_ms as f64 / 1000.0);
+    config["hit_flags"] = serde_json::json!(cfg.hit_flags);
+    let span_ms = match (trace.events.first(), trace.events.last()) {
+        (Some(a), Some(b)) => b.ts - a.ts,
+        _ => 0,
+    };
     Ok(Report {
+        spend: SpendReport::of(&runs, cfg.live.budget, span_ms),
         events: trace.events.len(),
         keys: trace.keys.len(),
         from: ts(trace.events.first()),

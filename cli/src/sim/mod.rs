@@ -32,7 +32,7 @@ mod trace;
 pub use cache::{SimCache, Tally};
 pub use oracle::Oracle;
 pub use original::{Original, WINDOW};
-pub use replay::{replay, timeline_bucket_ms, Run, SimConfig, Strategy, Warm};
+pub use replay::{replay, timeline_bucket_ms, HitFlags, Run, SimConfig, Strategy, Warm};
 pub use trace::{Ev, Trace, TraceError, TraceKey, NO_CLIENT};
 
 use indicatif::{ProgressBar, ProgressStyle};

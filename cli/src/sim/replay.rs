@@ -11,7 +11,7 @@ use super::cache::{SimCache, Tally};
 use super::oracle::Oracle;
 use super::original::Original;
 use super::trace::Trace;
-use analyzer::model::Recent;
+use analyzer::model::SpendStatus;
 use analyzer::{CacheTtls, ConfigError, Model, ModelConfig};
 use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
@@ -30,6 +30,19 @@ pub struct SimConfig {
     pub live: LiveConfig,
     /// Analyzer tick interval, ms (the live default is 5 s).
     pub tick_ms: i64,
+    /// What the producer reports as each event's `hit`.
+    pub hit_flags: HitFlags,
+}
+
+/// What the replayed producer says about its cache in each event's `hit` flag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum HitFlags {
+    /// The simulated cache's answer, as the warmer's read-through reports it.
+    #[default]
+    Cache,
+    /// Always `hit: false`, as a simple integration that does not know its cache sends.
+    None,
 }
 
 impl SimConfig {
@@ -112,6 +125,9 @@ pub struct Run {
     /// The counts.
     #[serde(flatten)]
     pub tally: Tally,
+    /// The model's fetch budget: what it earned and spent, as the model saw it (the model only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend: Option<SpendStatus>,
     /// `(queries, hits)` per bucket of [`timeline_bucket_ms`] from the first event.
     #[serde(skip)]
     pub timeline: Vec<(u64, u64)>,
@@ -163,6 +179,7 @@ pub fn replay(
         Strategy::Model => {
             let mut model = Model::new(cfg.model_config())?;
             model.set_cache_ttls(CacheTtls::of_live(&cfg.live));
+            model.set_budget(cfg.live.budget);
             Driver::Model(Box::new(model), cfg.policy())
         }
         Strategy::NoWarming => Driver::NoWarming,
@@ -220,9 +237,6 @@ pub fn replay(
         }
     };
 
-    // The analyzer's publish de-duplication of event-driven predictions, pruned on each tick.
-    let mut recent = Recent::default();
-    let horizon = chrono::Duration::seconds(cfg.live.horizon_s as i64);
     for (i, e) in trace.events.iter().enumerate() {
         if !matches!(driver, Driver::NoWarming) {
             while next_tick < e.ts {
@@ -232,7 +246,6 @@ pub fn replay(
                     Driver::Model(model, policy) => {
                         let at = DateTime::from_timestamp_millis(now).unwrap_or_default();
                         let preds = model.tick(at);
-                        recent.prune(at, horizon);
                         apply(&mut cache, policy, preds, now, on_warm);
                     }
                     Driver::Original(original, policy) => {
@@ -265,9 +278,10 @@ pub fn replay(
         timeline[b].1 += u64::from(hit);
         match &mut driver {
             Driver::Model(model, policy) => {
-                let mut preds = model.record(&trace.event(e, hit)).predictions;
-                // The live fold publishes only what `Recent` lets through; so does the replay.
-                preds.retain(|p| recent.fresh(p));
+                // The model de-duplicates and budgets its event-driven predictions itself, as
+                // it does in the live fold.
+                let reported = hit && cfg.hit_flags == HitFlags::Cache;
+                let preds = model.record(&trace.event(e, reported)).predictions;
                 apply(&mut cache, policy, preds, e.ts, on_warm);
             }
             Driver::Original(original, _) => original.observe(trace, e),
@@ -282,5 +296,9 @@ pub fn replay(
     if let Some(bar) = bar {
         bar.inc(trace.events.len() as u64 % 65_536);
     }
-    Ok(Run { strategy, tally: cache.tally(), timeline, bucket_ms })
+    let spend = match &driver {
+        Driver::Model(model, _) => Some(model.spend_status()),
+        _ => None,
+    };
+    Ok(Run { strategy, tally: cache.tally(), spend, timeline, bucket_ms })
 }

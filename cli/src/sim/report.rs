@@ -1,6 +1,7 @@
 //! The figures of a backtest and the targets, as text and JSON.
 
 use super::replay::{Run, Strategy};
+use prefetch_common::budget::Budget;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -65,6 +66,76 @@ impl Targets {
     }
 }
 
+/// The model's spend against its fetch budget.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpendReport {
+    /// The budget replayed.
+    pub budget: Budget,
+    /// Model upstream fetches over no-warming fetches, measured (needs the baselines).
+    pub fetch_ratio: Option<f64>,
+    /// The same as the model estimated it online, `(demand + warms) / (demand + useful warms)`.
+    pub estimated_ratio: Option<f64>,
+    /// Warms the model published.
+    pub warms: u64,
+    /// Warms per minute of event time over the trace.
+    pub warms_per_minute: f64,
+    /// Candidates at or above `min_confidence` the budget did not pay for.
+    pub refused: u64,
+    /// Whether spend stayed within the budget: a ratio against the measured fetch ratio (the
+    /// estimate without baselines), a rate against its calls over the trace plus the one
+    /// minute's worth the bucket starts with. `None` with the budget off.
+    pub held: Option<bool>,
+}
+
+impl SpendReport {
+    /// The spend of the model's run in `runs` (over `span_ms` of event time).
+    pub fn of(runs: &[Run], budget: Budget, span_ms: i64) -> Option<SpendReport> {
+        let model = runs.iter().find(|r| r.strategy == Strategy::Model)?;
+        let spend = model.spend?;
+        let none = runs.iter().find(|r| r.strategy == Strategy::NoWarming);
+        let fetch_ratio = none
+            .filter(|n| n.tally.upstream_fetches > 0)
+            .map(|n| model.tally.upstream_fetches as f64 / n.tally.upstream_fetches as f64);
+        let minutes = span_ms as f64 / 60_000.0;
+        let warms = model.tally.warms;
+        let held = match budget {
+            Budget::Off => None,
+            Budget::Ratio(r) => fetch_ratio.or(spend.spend_ratio()).map(|x| x <= r + 1e-9),
+            Budget::PerMinute(m) => Some(warms as f64 <= m * (minutes + 1.0)),
+        };
+        Some(SpendReport {
+            budget,
+            fetch_ratio,
+            estimated_ratio: spend.spend_ratio(),
+            warms,
+            warms_per_minute: if minutes > 0.0 { warms as f64 / minutes } else { 0.0 },
+            refused: spend.refused,
+            held,
+        })
+    }
+
+    fn line(&self) -> String {
+        let ratio = |x: Option<f64>| x.map_or("-".to_owned(), |x| format!("{x:.3}"));
+        let verdict = match self.held {
+            Some(true) => "held",
+            Some(false) => "NOT held",
+            None => "no budget",
+        };
+        let budget = match self.budget {
+            Budget::Ratio(r) => format!("{r}x the fetches of no warming"),
+            other => other.to_string(),
+        };
+        format!(
+            "budget {budget}: fetches / no warming {} (model's online estimate {}), {} warms ({:.1}/min), {} candidates refused: {verdict}",
+            ratio(self.fetch_ratio),
+            ratio(self.estimated_ratio),
+            self.warms,
+            self.warms_per_minute,
+            self.refused
+        )
+    }
+}
+
 /// A backtest's report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -82,6 +153,8 @@ pub struct Report {
     pub strategies: BTreeMap<&'static str, Run>,
     /// The targets, when every baseline ran.
     pub targets: Option<Targets>,
+    /// The model's spend against its fetch budget.
+    pub spend: Option<SpendReport>,
     /// Wall time of the model's replay, seconds.
     pub model_replay_s: f64,
 }
@@ -121,6 +194,9 @@ impl Report {
                 t.upstream_fetches,
                 if t.warms == 0 { "-".to_owned() } else { pct(t.warm_precision) }
             );
+        }
+        if let Some(spend) = &self.spend {
+            let _ = writeln!(s, "{}", spend.line());
         }
         if let Some(t) = self.targets {
             let mark = |ok: bool| if ok { "met" } else { "NOT met" };

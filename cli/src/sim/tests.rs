@@ -33,7 +33,11 @@ fn small_log() -> Trace {
 }
 
 fn cfg(top_n: usize) -> SimConfig {
-    SimConfig { live: LiveConfig { top_n, ..LiveConfig::default() }, tick_ms: 5_000 }
+    SimConfig {
+        live: LiveConfig { top_n, ..LiveConfig::default() },
+        tick_ms: 5_000,
+        hit_flags: Default::default(),
+    }
 }
 
 fn run(trace: &Trace, cfg: &SimConfig, s: Strategy) -> (Tally, Vec<Warm>) {

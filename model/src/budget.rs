@@ -1,0 +1,431 @@
+//! The fetch budget, spent online: which of the model's candidates are published (and so
+//! warmed), ticks and event-driven warms alike.
+//!
+//! [`Spend`] is an event-time token bucket. It earns from what the model observes and pays one
+//! token per published warm:
+//! - a **ratio** `r` ([`Budget::Ratio`]) bounds all upstream calls by `r ×` the calls of no
+//!   warming. Those are estimated online as the demand fetches `D` plus the useful warms `U`
+//!   (a warm whose copy served a hit saved the demand fetch its first query would have made), so
+//!   the warms `W` may reach `(r − 1)·D + r·U`: each demand fetch earns `r − 1` tokens, each
+//!   first hit on a warmed copy `r`;
+//! - a **rate** ([`Budget::PerMinute`]) earns its calls per minute as event time passes;
+//! - **off** earns without bound (only `top_n` and `min_confidence` cap).
+//!
+//! Tokens are capped, so a quiet spell cannot bank a flood: at ten minutes of earnings for a
+//! ratio (at least `top_n`, so the first tick after a start can publish), at one minute's
+//! for a rate. The bucket starts full.
+//!
+//! Where the tokens go: candidates come best first (highest probability that the warm serves a
+//! query — expected hits per fetch, one fetch each), and one is published only while a token is
+//! left and its confidence reaches the budget's **price** `floor + (1 − floor)·(1 − fill)²`
+//! (`floor` = `min_confidence`, `fill` = tokens / cap). With a full bucket anything above
+//! `min_confidence` is worth a fetch; as the bucket drains only the surer candidates are, so a
+//! mediocre candidate now does not take the token a better one would use a moment later.
+//!
+//! The model calls this from `tick` ([`Model::admit_tick`]) and from `record` (the event-driven
+//! follow-ups and refresh-on-hit, [`Model::publish_event_driven`]), before it notes anything as
+//! warmed, so its cache view holds exactly what it published.
+
+use super::Model;
+use crate::refresh::Observed;
+use chrono::{DateTime, Utc};
+pub use prefetch_contract::budget::Budget;
+use prefetch_contract::prediction::Prediction;
+use serde::Serialize;
+
+/// Seconds of earnings a ratio budget's bucket holds.
+const RATIO_BURST_S: f64 = 600.0;
+/// Seconds of earnings a rate budget's bucket holds.
+const RATE_BURST_S: f64 = 60.0;
+
+/// What the budget has earned and spent (event time), for status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SpendStatus {
+    /// The budget in force.
+    pub budget: Budget,
+    /// Queries that fetched on demand (a miss), as the model saw them.
+    pub demand_fetches: u64,
+    /// Warms published (each one upstream call).
+    pub warms: u64,
+    /// Warms whose copy served a hit (as the model's cache view saw it).
+    pub useful_warms: u64,
+    /// Candidates that reached `min_confidence` but not the budget's price, or found no token.
+    pub refused: u64,
+    /// Tokens left (upstream calls warming may still make now).
+    pub tokens: f64,
+    /// Most tokens the bucket holds.
+    pub capacity: f64,
+    /// The confidence a candidate needs now.
+    pub price: f64,
+    /// Event time the counts cover, seconds (from the first event or warm the budget saw).
+    pub span_s: u64,
+}
+
+impl SpendStatus {
+    /// All upstream calls over the estimated calls of no warming, `(D + W) / (D + U)`: what a
+    /// ratio budget holds below its ratio. `None` before any fetch.
+    pub fn spend_ratio(&self) -> Option<f64> {
+        let base = self.demand_fetches + self.useful_warms;
+        (base > 0).then(|| (self.demand_fetches + self.warms) as f64 / base as f64)
+    }
+
+    /// Warms per minute of event time (`None` before a minute has passed).
+    pub fn warms_per_minute(&self) -> Option<f64> {
+        (self.span_s >= 60).then(|| self.warms as f64 * 60.0 / self.span_s as f64)
+    }
+
+    /// Whether the spend is within the budget: the spend ratio at most the ratio, or the warms
+    /// per minute at most the rate (plus the minute's worth the bucket starts with). `None`
+    /// with the budget off or before anything was fetched.
+    pub fn within_budget(&self) -> Option<bool> {
+        match self.budget {
+            Budget::Off => None,
+            Budget::Ratio(r) => self.spend_ratio().map(|x| x <= r + 1e-9),
+            Budget::PerMinute(m) => {
+                let minutes = self.span_s as f64 / 60.0;
+                (self.span_s > 0).then_some(self.warms as f64 <= m * (minutes + 1.0))
+            }
+        }
+    }
+}
+
+/// The token bucket (see the module docs). Pure: driven by the event times it is given.
+#[derive(Debug, Clone)]
+pub struct Spend {
+    budget: Budget,
+    /// Smallest capacity of a ratio budget (`top_n`).
+    min_burst: f64,
+    tokens: f64,
+    /// Earnings per second, EWMA over [`RATIO_BURST_S`] (ratio budgets).
+    earn_rate: f64,
+    /// First and latest event time seen (internal seconds).
+    first: Option<u32>,
+    last: Option<u32>,
+    status: SpendStatus,
+}
+
+impl Spend {
+    /// A full bucket for `budget`; `min_burst` (the tick's `top_n`) is the least a ratio
+    /// budget's bucket holds.
+    pub fn new(budget: Budget, min_burst: usize) -> Self {
+        let mut s = Self {
+            budget,
+            min_burst: min_burst.max(1) as f64,
+            tokens: 0.0,
+            earn_rate: 0.0,
+            first: None,
+            last: None,
+            status: SpendStatus {
+                budget,
+                demand_fetches: 0,
+                warms: 0,
+                useful_warms: 0,
+                refused: 0,
+                tokens: 0.0,
+                capacity: 0.0,
+                price: 0.0,
+                span_s: 0,
+            },
+        };
+        s.tokens = s.capacity();
+        s
+    }
+
+    /// Changes the budget (the live config); keeps the counts and the tokens (within the new
+    /// capacity).
+    pub fn set(&mut self, budget: Budget, min_burst: usize) {
+        let was_off = self.budget == Budget::Off;
+        self.budget = budget;
+        self.status.budget = budget;
+        self.min_burst = min_burst.max(1) as f64;
+        self.tokens = if was_off { self.capacity() } else { self.tokens.min(self.capacity()) };
+    }
+
+    /// The budget in force.
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    fn capacity(&self) -> f64 {
+        match self.budget {
+            Budget::Off => f64::INFINITY,
+            Budget::Ratio(_) => (self.earn_rate * RATIO_BURST_S).max(self.min_burst),
+            Budget::PerMinute(m) => (m / 60.0 * RATE_BURST_S).max(1.0),
+        }
+    }
+
+    /// Moves event time to `t` (never back): a rate budget earns the time passed, a ratio
+    /// budget's earning rate decays.
+    fn advance(&mut self, t: u32) {
+        self.first = Some(self.first.map_or(t, |f| f.min(t)));
+        let Some(last) = self.last.filter(|&l| t > l) else {
+            self.last = Some(self.last.map_or(t, |l| l.max(t)));
+            return;
+        };
+        let dt = f64::from(t - last);
+        self.last = Some(t);
+        match self.budget {
+            Budget::PerMinute(m) => {
+                self.tokens = (self.tokens + m / 60.0 * dt).min(self.capacity())
+            }
+            Budget::Ratio(_) => self.earn_rate *= (-dt / RATIO_BURST_S).exp(),
+            Budget::Off => {}
+        }
+    }
+
+    fn earn(&mut self, tokens: f64) {
+        self.earn_rate += tokens / RATIO_BURST_S;
+        self.tokens = (self.tokens + tokens).min(self.capacity());
+    }
+
+    /// What the model's view made of one query at `t`: a demand fetch, or the first hit on a
+    /// warmed copy, earn under a ratio budget.
+    pub(crate) fn observe(&mut self, t: u32, o: Observed) {
+        self.advance(t);
+        if o.demand {
+            self.status.demand_fetches += 1;
+            if let Budget::Ratio(r) = self.budget {
+                self.earn(r - 1.0);
+            }
+        }
+        if o.useful {
+            self.status.useful_warms += 1;
+            if let Budget::Ratio(r) = self.budget {
+                self.earn(r);
+            }
+        }
+    }
+
+    /// The confidence a candidate needs now, at least `floor`.
+    pub fn price(&self, floor: f64) -> f64 {
+        let cap = self.capacity();
+        if !cap.is_finite() {
+            return floor;
+        }
+        let fill = (self.tokens / cap).clamp(0.0, 1.0);
+        floor + (1.0 - floor) * (1.0 - fill).powi(2)
+    }
+
+    /// How many of `confidences` (best first, each already at or above `floor`) are published
+    /// at `t`; pays for them. The rest are counted as refused.
+    pub fn admit(
+        &mut self,
+        t: u32,
+        floor: f64,
+        confidences: impl IntoIterator<Item = f64>,
+    ) -> usize {
+        self.advance(t);
+        let off = self.budget == Budget::Off;
+        let mut n = 0;
+        let mut offered = 0;
+        for p in confidences {
+            offered += 1;
+            if !off && (self.tokens < 1.0 || p < self.price(floor)) {
+                continue;
+            }
+            if !off {
+                self.tokens -= 1.0;
+            }
+            n += 1;
+        }
+        self.status.warms += n as u64;
+        self.status.refused += (offered - n) as u64;
+        n
+    }
+
+    /// Earned, spent and left so far.
+    pub fn status(&self, floor: f64) -> SpendStatus {
+        SpendStatus {
+            tokens: if self.tokens.is_finite() { self.tokens } else { -1.0 },
+            capacity: if self.capacity().is_finite() { self.capacity() } else { -1.0 },
+            price: self.price(floor),
+            span_s: u64::from(self.last.unwrap_or(0).saturating_sub(self.first.unwrap_or(0))),
+            ..self.status
+        }
+    }
+}
+
+impl Model {
+    /// Sets the fetch budget (the live config's `budget`; the services and the backtest set it
+    /// before the first event). A model built without one has none ([`Budget::Off`]): only
+    /// `top_n` and `min_confidence` limit it. What was spent so far is kept.
+    pub fn set_budget(&mut self, budget: Budget) {
+        self.spend.set(budget, self.s.top_n);
+    }
+
+    /// What the budget earned and spent, and what a candidate needs now.
+    pub fn spend_status(&self) -> SpendStatus {
+        self.spend.status(self.s.min_confidence)
+    }
+
+    /// How many of a tick's candidates (best first, at or above `min_confidence`) the budget
+    /// publishes at `wm`; also prunes the publish de-duplication (it remembers one horizon).
+    pub(crate) fn admit_tick(
+        &mut self,
+        wm: u32,
+        at: DateTime<Utc>,
+        confidences: impl IntoIterator<Item = f64>,
+    ) -> usize {
+        self.recent.prune(at, chrono::Duration::seconds(i64::from(self.s.horizon)));
+        self.spend.admit(wm, self.s.min_confidence, confidences)
+    }
+
+    /// The event-driven candidates of one event at `t` — learned follow-ups and refresh on hit
+    /// — best first, through the publish de-duplication ([`crate::Recent`]) and the budget; what
+    /// is published is remembered and noted as warmed in the cache view.
+    pub(crate) fn publish_event_driven(
+        &mut self,
+        mut candidates: Vec<Prediction>,
+        t: u32,
+    ) -> Vec<Prediction> {
+        if candidates.is_empty() {
+            return candidates;
+        }
+        candidates.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        candidates.retain(|p| self.recent.would_publish(p));
+        let n = self.spend.admit(t, self.s.min_confidence, candidates.iter().map(|p| p.confidence));
+        candidates.truncate(n);
+        for p in &candidates {
+            self.recent.remember(p);
+            if let (Some(tid), Some(mid)) = (self.tickers.id(&p.ticker), self.modules.id(&p.module))
+            {
+                if let Some(view) = self.cache.as_mut() {
+                    view.warmed(tid, mid, t);
+                }
+            }
+        }
+        self.counters.predictions_sequence += candidates.len() as u64;
+        candidates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMAND: Observed = Observed { refresh: None, demand: true, useful: false };
+    const USEFUL: Observed = Observed { refresh: None, demand: false, useful: true };
+
+    #[test]
+    fn a_ratio_budget_holds_warms_to_its_share_of_the_fetches_of_no_warming() {
+        let mut s = Spend::new(Budget::Ratio(1.2), 1);
+        assert_eq!(s.admit(0, 0.0, [0.9]), 1, "the bucket starts with one tick's worth");
+        assert_eq!(s.admit(0, 0.0, [0.9]), 0, "and nothing was earned yet");
+        // 1 000 demand fetches over 1 000 s earn 200 warms; offered 5 a second, the budget
+        // publishes about that many, never more.
+        let mut warms = 1;
+        for t in 1..=1_000u32 {
+            s.observe(t, DEMAND);
+            warms += s.admit(t, 0.0, [1.0; 5]) as u64;
+        }
+        let st = s.status(0.0);
+        assert!((198..=201).contains(&warms), "{warms}");
+        assert_eq!((st.warms, st.demand_fetches), (warms, 1_000));
+        assert!(st.spend_ratio().unwrap() <= 1.2 + 1e-9, "{st:?}");
+        // A warm that served a hit saved a demand fetch: it earns the ratio back.
+        let before = s.status(0.0).tokens;
+        s.observe(1_000, USEFUL);
+        assert!((s.status(0.0).tokens - before - 1.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_draining_bucket_raises_the_price_so_only_sure_candidates_spend() {
+        let mut s = Spend::new(Budget::Ratio(2.0), 10);
+        assert_eq!(s.price(0.2), 0.2, "full: min_confidence is the bar");
+        assert_eq!(s.admit(0, 0.2, [0.95, 0.9, 0.9, 0.9, 0.9]), 5);
+        let half = s.price(0.2);
+        assert!((half - (0.2 + 0.8 * 0.25)).abs() < 1e-9, "half full: {half}");
+        assert_eq!(s.admit(0, 0.2, [0.45, 0.3]), 1, "0.3 is below the price once 0.45 spent");
+        assert_eq!(s.status(0.2).refused, 1);
+    }
+
+    #[test]
+    fn a_rate_budget_earns_with_event_time_and_holds_a_minute_at_most() {
+        let mut s = Spend::new(Budget::PerMinute(60.0), 10);
+        assert_eq!(s.admit(0, 0.0, [1.0; 100]), 60, "starts with a minute's worth");
+        assert_eq!(s.admit(30, 0.0, [1.0; 100]), 30, "30 s earn 30 calls");
+        assert_eq!(s.admit(30_000, 0.0, [1.0; 100]), 60, "a quiet spell banks one minute");
+        // Demand does not matter to a rate.
+        s.observe(30_000, DEMAND);
+        assert_eq!(s.admit(30_000, 0.0, [1.0]), 0);
+    }
+
+    #[test]
+    fn a_tick_publishes_what_the_budget_pays_for_and_the_view_notes_only_that_as_warmed() {
+        use crate::tests::{ev, utc};
+        use crate::{CacheTtls, ModelConfig};
+        let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
+        let mut m = Model::new(cfg).unwrap();
+        m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
+        // Five calls a minute, and the bucket starts with one minute's worth.
+        m.set_budget(Budget::PerMinute(5.0));
+        let start = utc(2026, 3, 10, 14, 0);
+        let at = |s: i64| start + chrono::Duration::seconds(s);
+        let names: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
+        let mut published = Vec::new();
+        for s in 0..=25 {
+            if s % 5 == 0 {
+                published = m.tick(at(s));
+            }
+            // Queries stop before any copy is within refresh-on-hit's reach (10 s of expiry).
+            if s <= 15 {
+                for n in &names {
+                    m.record(&ev(n, "price", at(s), None));
+                }
+            }
+        }
+        // At 25 s all 20 copies expire before the next tick: 20 candidates, 5 paid for.
+        assert_eq!(published.len(), 5, "{published:?}");
+        let view = m.cache.as_ref().unwrap();
+        let mid = m.modules.id(&prefetch_contract::contract::Module::parse("price").unwrap());
+        let s0 = crate::profile::to_secs(start).unwrap();
+        for n in &names {
+            let tid = m.tickers.id(&prefetch_contract::contract::Ticker::parse(n).unwrap());
+            let expires = view.expires(tid.unwrap(), mid.unwrap()).unwrap() - s0;
+            let warmed = published.iter().any(|p| p.ticker.as_str() == n);
+            assert_eq!(expires, if warmed { 55 } else { 30 }, "{n}: warmed {warmed}");
+        }
+        let st = m.spend_status();
+        assert_eq!((st.warms, st.refused), (5, 15), "{st:?}");
+    }
+
+    #[test]
+    fn twenty_synchronised_refreshes_on_hit_publish_and_note_only_what_is_paid_for() {
+        use crate::tests::{ev, utc};
+        use crate::{CacheTtls, ModelConfig};
+        let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
+        let mut m = Model::new(cfg).unwrap();
+        m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
+        m.set_budget(Budget::PerMinute(5.0));
+        let start = utc(2026, 3, 10, 14, 0);
+        let at = |s: i64| start + chrono::Duration::seconds(s);
+        let names: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
+        let mut published = Vec::new();
+        for s in 0..=20 {
+            for n in &names {
+                // At 20 s every copy is within 10 s of its expiry: 20 refresh-on-hit candidates.
+                published.extend(m.record(&ev(n, "price", at(s), None)).predictions);
+            }
+        }
+        assert_eq!(published.len(), 5, "{published:?}");
+        let price = prefetch_contract::contract::Module::parse("price").unwrap();
+        let mid = m.modules.id(&price).unwrap();
+        let s0 = crate::profile::to_secs(start).unwrap();
+        let view = m.cache.as_ref().unwrap();
+        for n in &names {
+            let tid = m.tickers.id(&prefetch_contract::contract::Ticker::parse(n).unwrap());
+            let expires = view.expires(tid.unwrap(), mid).unwrap() - s0;
+            let warmed = published.iter().any(|p| p.ticker.as_str() == n);
+            assert_eq!(expires, if warmed { 50 } else { 30 }, "{n}: warmed {warmed}");
+        }
+    }
+
+    #[test]
+    fn off_publishes_every_candidate_and_still_counts() {
+        let mut s = Spend::new(Budget::Off, 10);
+        assert_eq!(s.admit(0, 0.5, [0.9; 1_000]), 1_000);
+        assert_eq!(s.status(0.5).warms, 1_000);
+        s.set(Budget::Ratio(1.3), 10);
+        assert_eq!(s.admit(0, 0.5, [1.0; 100]), 10, "switched on: a full bucket of top_n");
+    }
+}
