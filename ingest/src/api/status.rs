@@ -13,6 +13,7 @@ use super::Api;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use prefetch_common::budget::Budget;
 use prefetch_common::config::LiveConfig;
 use serde::Serialize;
 use serde_json::json;
@@ -88,6 +89,39 @@ pub fn hints(
     out
 }
 
+/// Spend against the fetch budget, from the analyzers' reports (`spend`: their merged
+/// `budget` section; `None` when no analyzer reported): the budget, the counts, the spend ratio
+/// (all upstream calls over the estimated calls of no warming) or the warms per minute, and
+/// whether that is within the budget.
+pub fn budget_status(cfg: &LiveConfig, spend: Option<&serde_json::Value>) -> serde_json::Value {
+    let budget = serde_json::to_value(cfg.budget).unwrap_or_default();
+    let Some(s) = spend.filter(|s| s.is_object()) else {
+        return json!({"budget": budget, "reported": false});
+    };
+    let n = |f: &str| s[f].as_u64().unwrap_or(0);
+    let (demand, warms, useful, span) =
+        (n("demand_fetches"), n("warms"), n("useful_warms"), n("span_s"));
+    let spend_ratio =
+        (demand + useful > 0).then(|| (demand + warms) as f64 / (demand + useful) as f64);
+    let per_minute = (span >= 60).then(|| warms as f64 * 60.0 / span as f64);
+    let within = match cfg.budget {
+        Budget::Off => None,
+        Budget::Ratio(r) => spend_ratio.map(|x| x <= r + 1e-9),
+        Budget::PerMinute(m) => (span > 0).then(|| warms as f64 <= m * (span as f64 / 60.0 + 1.0)),
+    };
+    json!({
+        "budget": budget,
+        "reported": true,
+        "demand_fetches": demand,
+        "warms": warms,
+        "useful_warms": useful,
+        "refused": n("refused"),
+        "spend_ratio": spend_ratio,
+        "warms_per_minute": per_minute,
+        "within_budget": within,
+    })
+}
+
 /// What the warmers' `/v1/status` answers add up to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Totals {
@@ -147,6 +181,7 @@ impl Api {
         let hit_rate = if total == 0 { 0.0 } else { t.hits as f64 / total as f64 };
         let live = self.views.predictions(Utc::now(), usize::MAX).len();
         let stage = Stage::of(total);
+        let spend = self.views.stats(Utc::now()).map(|s| s["budget"].clone());
         let warmers: Vec<serde_json::Value> = answers.iter().map(WarmerAnswer::summary).collect();
         Json(json!({
             "enabled": cfg.enabled,
@@ -159,6 +194,7 @@ impl Api {
             "config": cfg,
             "learning_stage": {"stage": stage, "range": stage.range()},
             "live_predictions": live,
+            "budget": budget_status(&cfg, spend.as_ref()),
             "hints": hints(&cfg, total, hit_rate, live),
             "warmer": {"url": self.warmers.join(","), "cache_backend": t.backends.join(",")},
             "warmers": warmers,
@@ -181,6 +217,25 @@ mod tests {
         assert_eq!(Stage::of(200), Stage::Excellent);
         assert_eq!(Stage::of(999), Stage::Excellent);
         assert_eq!(Stage::of(1000), Stage::Optimal);
+    }
+
+    #[test]
+    fn spend_is_judged_against_a_ratio_or_a_rate() {
+        let spend = json!({"demand_fetches": 1000, "warms": 250, "useful_warms": 100, "refused": 7, "span_s": 600});
+        let ratio = LiveConfig { budget: Budget::Ratio(1.2), ..LiveConfig::default() };
+        let b = budget_status(&ratio, Some(&spend));
+        // (1000 + 250) / (1000 + 100) = 1.136
+        assert!((b["spend_ratio"].as_f64().unwrap() - 1250.0 / 1100.0).abs() < 1e-9);
+        assert_eq!((b["within_budget"].as_bool(), b["budget"].as_f64()), (Some(true), Some(1.2)));
+        let tight = LiveConfig { budget: Budget::Ratio(1.1), ..LiveConfig::default() };
+        assert_eq!(budget_status(&tight, Some(&spend))["within_budget"], json!(false));
+        let rate = LiveConfig { budget: Budget::PerMinute(20.0), ..LiveConfig::default() };
+        let b = budget_status(&rate, Some(&spend));
+        assert_eq!(
+            (b["warms_per_minute"].as_f64(), b["within_budget"].as_bool()),
+            (Some(25.0), Some(false))
+        );
+        assert_eq!(budget_status(&ratio, None)["reported"], json!(false));
     }
 
     #[test]

@@ -207,6 +207,28 @@ pub fn merge_stats(snapshots: &[&Value]) -> Value {
         merge_ranked(snapshots, "top_sequences", by(&["kind", "from", "to"]), "count"),
     );
     out.insert("analyzers".into(), json!(snapshots.len()));
+    out.insert("budget".into(), merge_budget(snapshots));
+    Value::Object(out)
+}
+
+/// The analyzers' fetch-budget spend (each over its own partitions): counts summed, the budget
+/// and the span from the newest report.
+fn merge_budget(snapshots: &[&Value]) -> Value {
+    let spends: Vec<&Value> =
+        snapshots.iter().map(|s| &s["budget"]).filter(|b| b.is_object()).collect();
+    let Some(newest) = spends.last() else { return Value::Null };
+    let mut out = Map::new();
+    out.insert("budget".into(), newest["budget"].clone());
+    for field in ["demand_fetches", "warms", "useful_warms", "refused"] {
+        out.insert(
+            field.into(),
+            json!(spends.iter().map(|b| b[field].as_u64().unwrap_or(0)).sum::<u64>()),
+        );
+    }
+    out.insert(
+        "span_s".into(),
+        json!(spends.iter().filter_map(|b| b["span_s"].as_u64()).max().unwrap_or(0)),
+    );
     Value::Object(out)
 }
 
