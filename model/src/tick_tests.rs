@@ -1,7 +1,8 @@
 //! The lazy tick against the full walk: on seeded random traces, in several configurations,
 //! a model ticked with [`Model::tick`] publishes exactly what a twin ticked with
 //! [`Model::tick_full_scan`] publishes — same keys, same order, same confidences — at every
-//! tick, and their event-driven predictions, counters and footprints never differ.
+//! tick, and their event-driven predictions, counters, footprints and fetch-budget spend never
+//! differ — with the budget off and with ratio and rate budgets that refuse candidates.
 
 use super::tests::utc;
 use super::*;
@@ -41,11 +42,14 @@ struct Case {
 
 const MODULES: [&str; 4] = ["m0", "m1", "m2", "m3"];
 
-/// Runs one case; returns (ticks compared, predictions compared, lazy ticks, keys popped).
-fn compare(c: &Case) -> (u32, usize, u64, u64) {
+/// Runs one case under `budget`; returns (ticks compared, predictions compared, lazy ticks,
+/// keys popped, candidates the budget refused).
+fn compare(c: &Case, budget: Budget) -> (u32, usize, u64, u64, u64) {
     let mut rng = Rng(c.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut lazy = Model::new(c.cfg.clone()).unwrap();
     let mut full = Model::new(c.cfg.clone()).unwrap();
+    lazy.set_budget(budget);
+    full.set_budget(budget);
     if let Some((first, default_s)) = c.ttls {
         let ttls =
             CacheTtls { per_module: [("m0".to_owned(), first)].into_iter().collect(), default_s };
@@ -86,12 +90,14 @@ fn compare(c: &Case) -> (u32, usize, u64, u64) {
         assert_eq!(a, b, "seed {} tick {tick} at {now}", c.seed);
         predictions += a.len();
         assert_eq!(lazy.counters(), full.counters(), "seed {} tick {tick}", c.seed);
+        assert_eq!(lazy.spend_status(), full.spend_status(), "seed {} tick {tick}", c.seed);
         if tick % 50 == 0 {
             lazy.check_index(now);
         }
     }
     assert_eq!(lazy.footprint(), full.footprint(), "seed {}", c.seed);
-    (c.ticks, predictions, lazy.schedule.lazy_ticks, lazy.schedule.popped)
+    let refused = lazy.spend_status().refused;
+    (c.ticks, predictions, lazy.schedule.lazy_ticks, lazy.schedule.popped, refused)
 }
 
 fn base() -> ModelConfig {
@@ -166,14 +172,27 @@ fn lazy_tick_publishes_exactly_what_the_full_walk_publishes() {
         },
     ];
     let mut lazy_ticks = 0;
+    // The fetch budget admits a prefix of what either tick ranks (both end in `finish_tick`):
+    // every case with it off, and some under budgets tight enough to refuse candidates.
+    let budgets = |seed: u64| match seed {
+        1 | 3 | 5 => vec![Budget::Off, Budget::Ratio(1.2)],
+        2 | 6 => vec![Budget::Off, Budget::PerMinute(30.0)],
+        _ => vec![Budget::Off],
+    };
     for c in &cases {
-        let (ticks, predictions, lazy, popped) = compare(c);
-        assert!(predictions > 0, "seed {}: nothing published, nothing compared", c.seed);
-        lazy_ticks += lazy;
-        eprintln!(
-            "seed {}: {ticks} ticks, {predictions} predictions, {lazy} lazy, {popped} popped",
-            c.seed
-        );
+        for budget in budgets(c.seed) {
+            let (ticks, predictions, lazy, popped, refused) = compare(c, budget);
+            assert!(predictions > 0, "seed {}: nothing published, nothing compared", c.seed);
+            if budget != Budget::Off {
+                assert!(refused > 0, "seed {} {budget:?}: the budget never bit", c.seed);
+            }
+            lazy_ticks += lazy;
+            eprintln!(
+                "seed {} {budget:?}: {ticks} ticks, {predictions} predictions, {lazy} lazy, \
+                 {popped} popped, {refused} refused",
+                c.seed
+            );
+        }
     }
     assert!(lazy_ticks > 3_000, "the index was rebuilt on most ticks: {lazy_ticks} lazy");
 }
