@@ -54,8 +54,8 @@
 //! a score bound that can still make the cut — not every live key (`lazy.rs`). The warmer's [`policy::plan`] decides which of
 //! those to fetch.
 
-pub mod budget;
 mod buckets;
+pub mod budget;
 mod calibration;
 pub mod config;
 mod keys;
@@ -74,6 +74,8 @@ mod window;
 
 #[cfg(test)]
 mod buckets_tests;
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use prefetch_contract::contract::{Module, Ticker};
 use prefetch_contract::prediction::{Prediction, Reason};
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 
 /// A ranking candidate; ordered by rank, then slot for determinism.
 #[derive(Debug, Clone, Copy)]
@@ -87,13 +87,22 @@ impl Model {
     /// tick and the keys whose score bound reaches the cut, not every live key (`lazy.rs`); it
     /// returns exactly what [`Model::tick_full_scan`] would.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Prediction> {
+        self.tick_holding(now, &HashSet::new())
+    }
+
+    /// [`Model::tick`], holding back the keys of `held` tickers: they are not published, so
+    /// the fetch budget does not pay for them and the cache view does not note them as warmed.
+    /// The analyzer holds back the tickers of partitions it is still restoring (their rates
+    /// are underestimates until the restore ends).
+    pub fn tick_holding(&mut self, now: DateTime<Utc>, held: &HashSet<Ticker>) -> Vec<Prediction> {
+        let held: HashSet<u32> = held.iter().filter_map(|t| self.tickers.id(t)).collect();
         let Some(ctx) = self.begin_tick(now) else { return Vec::new() };
         if ctx.new_season || !self.schedule.valid() || ctx.sampled_to.is_none() {
             let (top, expired) = self.walk(&ctx, true);
-            return self.finish_tick(&ctx, top, expired);
+            return self.finish_tick(&ctx, top, expired, &held);
         }
         let (top, expired) = self.lazy_tick(&ctx);
-        self.finish_tick(&ctx, top, expired)
+        self.finish_tick(&ctx, top, expired, &held)
     }
 
     /// The reference tick: the same result as [`Model::tick`], computed by walking every live
@@ -104,7 +113,7 @@ impl Model {
         let Some(ctx) = self.begin_tick(now) else { return Vec::new() };
         self.schedule.invalidate();
         let (top, expired) = self.walk(&ctx, false);
-        self.finish_tick(&ctx, top, expired)
+        self.finish_tick(&ctx, top, expired, &HashSet::new())
     }
 
     /// Moves the watermark and the seasonal frame; `None` for an unrepresentable `now`.
@@ -229,8 +238,15 @@ impl Model {
     }
 
     /// Removes expired keys (ascending slots, as the walk found them), refits the calibrator,
-    /// turns the best candidates into predictions and marks them warmed, then housekeeps.
-    fn finish_tick(&mut self, ctx: &TickCtx, heap: Top, expired: Vec<u32>) -> Vec<Prediction> {
+    /// turns the best candidates (but those of `held` ticker ids) into predictions and marks
+    /// them warmed, then housekeeps.
+    fn finish_tick(
+        &mut self,
+        ctx: &TickCtx,
+        heap: Top,
+        expired: Vec<u32>,
+        held: &HashSet<u32>,
+    ) -> Vec<Prediction> {
         self.remove_expired(&expired);
         let (wm, class, horizon) = (ctx.wm, ctx.class, ctx.horizon);
         self.calibrator.refit(wm);
@@ -243,6 +259,10 @@ impl Model {
                 .map(|Reverse(c)| c)
                 .map(|c| (c, if calibrated { c.raw } else { self.calibrator.map(class, c.raw) }))
                 .take_while(|&(_, p)| p >= self.s.min_confidence)
+                .filter(|(c, _)| {
+                    held.is_empty()
+                        || self.keys.slot(c.slot).is_none_or(|k| !held.contains(&k.ticker))
+                })
                 .collect();
             // The fetch budget publishes the best it can pay for (`budget.rs`); the lazy tick
             // and the full walk both end here, so they spend alike.

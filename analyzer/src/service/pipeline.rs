@@ -591,13 +591,15 @@ impl Pipeline {
         let Some(now) = self.shared.event_time() else { return Ok(()) };
         let shared = self.shared.clone();
         let started = Instant::now();
-        let mut predictions = tokio::task::spawn_blocking(move || shared.model().tick(now)).await?;
         // A partition still being restored has part of its history folded: its keys' rates are
-        // underestimates until the restore ends, so none of them is published yet.
-        let restoring = self.shared.restoring_tickers();
-        if !restoring.is_empty() {
-            predictions.retain(|p| !restoring.contains(&p.ticker));
-        }
+        // underestimates until the restore ends, so none of them is published yet — held back
+        // inside the model, so the fetch budget does not pay for them nor the cache view note
+        // them as warmed.
+        let predictions = tokio::task::spawn_blocking(move || {
+            let restoring = shared.restoring_tickers();
+            shared.model().tick_holding(now, &restoring)
+        })
+        .await?;
         {
             let model = self.shared.model();
             self.shared.metrics.ticked(started.elapsed(), model.footprint().keys);

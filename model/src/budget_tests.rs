@@ -1,0 +1,223 @@
+//! The fetch budget (`budget.rs`): the token bucket on its own, and the model publishing —
+//! ticks and event-driven warms alike — only what it pays for, noting only that as warmed.
+
+use crate::budget::{Budget, Spend};
+use crate::refresh::Observed;
+use crate::Model;
+
+const DEMAND: Observed = Observed { refresh: None, demand: true, useful: false };
+const USEFUL: Observed = Observed { refresh: None, demand: false, useful: true };
+
+#[test]
+fn a_ratio_budget_holds_warms_to_its_share_of_the_fetches_of_no_warming() {
+    let mut s = Spend::new(Budget::Ratio(1.2), 1);
+    assert_eq!(s.admit(0, 0.0, [0.9]), 1, "the bucket starts with one tick's worth");
+    assert_eq!(s.admit(0, 0.0, [0.9]), 0, "and nothing was earned yet");
+    // 1 000 demand fetches over 1 000 s earn 200 warms; offered 5 a second, the budget
+    // publishes about that many, never more.
+    let mut warms = 1;
+    for t in 1..=1_000u32 {
+        s.observe(t, DEMAND);
+        warms += s.admit(t, 0.0, [1.0; 5]) as u64;
+    }
+    let st = s.status(0.0);
+    assert!((198..=201).contains(&warms), "{warms}");
+    assert_eq!((st.warms, st.demand_fetches), (warms, 1_000));
+    assert!(st.spend_ratio().unwrap() <= 1.2 + 1e-9, "{st:?}");
+    // A warm that served a hit saved a demand fetch: it earns the ratio back.
+    let before = s.status(0.0).tokens;
+    s.observe(1_000, USEFUL);
+    assert!((s.status(0.0).tokens - before - 1.2).abs() < 1e-9);
+}
+
+#[test]
+fn a_draining_bucket_raises_the_price_so_only_sure_candidates_spend() {
+    let mut s = Spend::new(Budget::Ratio(2.0), 10);
+    assert_eq!(s.price(0.2), 0.2, "full: min_confidence is the bar");
+    assert_eq!(s.admit(0, 0.2, [0.95, 0.9, 0.9, 0.9, 0.9]), 5);
+    let half = s.price(0.2);
+    assert!((half - (0.2 + 0.8 * 0.25)).abs() < 1e-9, "half full: {half}");
+    assert_eq!(s.admit(0, 0.2, [0.45, 0.3]), 1, "0.3 is below the price once 0.45 spent");
+    assert_eq!(s.status(0.2).refused, 1);
+}
+
+#[test]
+fn a_rate_budget_earns_with_event_time_and_holds_a_minute_at_most() {
+    let mut s = Spend::new(Budget::PerMinute(60.0), 10);
+    assert_eq!(s.admit(0, 0.0, [1.0; 100]), 60, "starts with a minute's worth");
+    assert_eq!(s.admit(30, 0.0, [1.0; 100]), 30, "30 s earn 30 calls");
+    assert_eq!(s.admit(30_000, 0.0, [1.0; 100]), 60, "a quiet spell banks one minute");
+    // Demand does not matter to a rate.
+    s.observe(30_000, DEMAND);
+    assert_eq!(s.admit(30_000, 0.0, [1.0]), 0);
+}
+
+#[test]
+fn a_tick_publishes_what_the_budget_pays_for_and_the_view_notes_only_that_as_warmed() {
+    use crate::tests::{ev, utc};
+    use crate::{CacheTtls, ModelConfig};
+    let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
+    let mut m = Model::new(cfg).unwrap();
+    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
+    // Five calls a minute, and the bucket starts with one minute's worth.
+    m.set_budget(Budget::PerMinute(5.0));
+    let start = utc(2026, 3, 10, 14, 0);
+    let at = |s: i64| start + chrono::Duration::seconds(s);
+    let names: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
+    let mut published = Vec::new();
+    for s in 0..=25 {
+        if s % 5 == 0 {
+            published = m.tick(at(s));
+        }
+        // Queries stop before any copy is within refresh-on-hit's reach (10 s of expiry).
+        if s <= 15 {
+            for n in &names {
+                m.record(&ev(n, "price", at(s), None));
+            }
+        }
+    }
+    // At 25 s all 20 copies expire before the next tick: 20 candidates, 5 paid for.
+    assert_eq!(published.len(), 5, "{published:?}");
+    let view = m.cache.as_ref().unwrap();
+    let mid = m.modules.id(&prefetch_contract::contract::Module::parse("price").unwrap());
+    let s0 = crate::profile::to_secs(start).unwrap();
+    for n in &names {
+        let tid = m.tickers.id(&prefetch_contract::contract::Ticker::parse(n).unwrap());
+        let expires = view.expires(tid.unwrap(), mid.unwrap()).unwrap() - s0;
+        let warmed = published.iter().any(|p| p.ticker.as_str() == n);
+        assert_eq!(expires, if warmed { 55 } else { 30 }, "{n}: warmed {warmed}");
+    }
+    let st = m.spend_status();
+    assert_eq!((st.warms, st.refused), (5, 15), "{st:?}");
+}
+
+#[test]
+fn twenty_synchronised_refreshes_on_hit_publish_and_note_only_what_is_paid_for() {
+    use crate::tests::{ev, utc};
+    use crate::{CacheTtls, ModelConfig};
+    let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
+    let mut m = Model::new(cfg).unwrap();
+    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
+    m.set_budget(Budget::PerMinute(5.0));
+    let start = utc(2026, 3, 10, 14, 0);
+    let at = |s: i64| start + chrono::Duration::seconds(s);
+    let names: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
+    let mut published = Vec::new();
+    for s in 0..=20 {
+        for n in &names {
+            // At 20 s every copy is within 10 s of its expiry: 20 refresh-on-hit candidates.
+            published.extend(m.record(&ev(n, "price", at(s), None)).predictions);
+        }
+    }
+    assert_eq!(published.len(), 5, "{published:?}");
+    let price = prefetch_contract::contract::Module::parse("price").unwrap();
+    let mid = m.modules.id(&price).unwrap();
+    let s0 = crate::profile::to_secs(start).unwrap();
+    let view = m.cache.as_ref().unwrap();
+    for n in &names {
+        let tid = m.tickers.id(&prefetch_contract::contract::Ticker::parse(n).unwrap());
+        let expires = view.expires(tid.unwrap(), mid).unwrap() - s0;
+        let warmed = published.iter().any(|p| p.ticker.as_str() == n);
+        assert_eq!(expires, if warmed { 50 } else { 30 }, "{n}: warmed {warmed}");
+    }
+}
+
+#[test]
+fn off_publishes_every_candidate_and_still_counts() {
+    let mut s = Spend::new(Budget::Off, 10);
+    assert_eq!(s.admit(0, 0.5, [0.9; 1_000]), 1_000);
+    assert_eq!(s.status(0.5).warms, 1_000);
+    s.set(Budget::Ratio(1.3), 10);
+    assert_eq!(s.admit(0, 0.5, [1.0; 100]), 10, "switched on: a full bucket of top_n");
+}
+
+/// The believed expiry of `ticker`'s `module` copy, seconds after `start`.
+fn expiry(m: &Model, ticker: &str, module: &str, start: chrono::DateTime<chrono::Utc>) -> u32 {
+    use prefetch_contract::contract::{Module, Ticker};
+    let tid = m.tickers.id(&Ticker::parse(ticker).unwrap()).unwrap();
+    let mid = m.modules.id(&Module::parse(module).unwrap()).unwrap();
+    let s0 = crate::profile::to_secs(start).unwrap();
+    m.cache.as_ref().unwrap().expires(tid, mid).unwrap() - s0
+}
+
+#[test]
+fn tickers_held_back_by_a_tick_are_neither_paid_for_nor_noted_as_warmed() {
+    // The analyzer holds back the tickers of a partition it is still restoring. Dropping them
+    // after the tick (as it did) left the budget paying for warms nobody made and the cache
+    // view believing copies nobody stored.
+    use crate::tests::{ev, utc};
+    use crate::{CacheTtls, ModelConfig};
+    let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
+    let mut m = Model::new(cfg).unwrap();
+    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
+    m.set_budget(Budget::PerMinute(60.0));
+    let start = utc(2026, 3, 10, 14, 0);
+    let at = |s: i64| start + chrono::Duration::seconds(s);
+    let names: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
+    let held: std::collections::HashSet<_> =
+        names[..8].iter().map(|n| prefetch_contract::contract::Ticker::parse(n).unwrap()).collect();
+    let mut published = Vec::new();
+    for s in 0..=25 {
+        if s % 5 == 0 {
+            published = m.tick_holding(at(s), &held);
+        }
+        if s <= 15 {
+            for n in &names {
+                m.record(&ev(n, "price", at(s), None));
+            }
+        }
+    }
+    // At 25 s every copy is due; the budget (a minute's worth: 60) pays for all but the held.
+    assert_eq!(published.len(), 12, "{published:?}");
+    assert!(published.iter().all(|p| !held.contains(&p.ticker)), "{published:?}");
+    for n in &names {
+        let want = if held.contains(&prefetch_contract::contract::Ticker::parse(n).unwrap()) {
+            30
+        } else {
+            55
+        };
+        assert_eq!(expiry(&m, n, "price", start), want, "{n}");
+    }
+    let st = m.spend_status();
+    assert_eq!((st.warms, st.refused), (12, 0), "held keys are not spent nor refused: {st:?}");
+    assert_eq!(m.counters().predictions_tick, 12);
+}
+
+#[test]
+fn a_follow_up_held_back_by_recent_is_neither_paid_for_nor_noted_as_warmed_again() {
+    // Clients move from AAPL news to MSFT price; a follow-up published moments ago is not
+    // published again (`Recent`), so it must not spend a token nor restart the copy's life.
+    use crate::tests::{ev, utc};
+    use crate::{CacheTtls, ModelConfig};
+    let mut m = Model::new(ModelConfig::default()).unwrap();
+    // Copies live 20 s: never fresh beyond the follow-up lead, so only Recent holds back.
+    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 20 });
+    m.set_budget(Budget::Ratio(1.3));
+    let start = utc(2026, 1, 6, 15, 0);
+    for c in 0..10 {
+        let t = start + chrono::Duration::minutes(c);
+        let client = format!("client-{c}");
+        m.record(&ev("AAPL", "news", t, Some(&client)));
+        m.record(&ev("MSFT", "price", t + chrono::Duration::seconds(10), Some(&client)));
+    }
+    m.tick(start + chrono::Duration::minutes(20));
+    let now = start + chrono::Duration::minutes(25);
+    let first = m.record(&ev("AAPL", "news", now, Some("a"))).predictions;
+    assert!(
+        first.iter().any(|p| p.ticker.as_str() == "MSFT" && p.module.as_str() == "price"),
+        "{first:?}"
+    );
+    let warms = m.spend_status().warms;
+    let published = m.counters().predictions_sequence;
+    assert_eq!(expiry(&m, "MSFT", "price", start), 25 * 60 + 20, "warmed when published");
+    // Ten seconds later another client does the same: the follow-up is held back.
+    let again = m.record(&ev("AAPL", "news", now + chrono::Duration::seconds(10), Some("b")));
+    assert!(again.predictions.is_empty(), "{:?}", again.predictions);
+    assert_eq!(m.spend_status().warms, warms, "a held-back follow-up is not spent");
+    assert_eq!(m.counters().predictions_sequence, published);
+    assert_eq!(
+        expiry(&m, "MSFT", "price", start),
+        25 * 60 + 20,
+        "the copy believed stored at the first publish keeps its expiry"
+    );
+}
