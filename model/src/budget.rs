@@ -8,7 +8,10 @@
 //!   (a warm whose copy served a hit saved the demand fetch its first query would have made), so
 //!   the warms `W` may reach `(r − 1)·D + r·U`: each demand fetch earns `r − 1` tokens, each
 //!   first hit on a warmed copy `r`;
-//! - a **rate** ([`Budget::PerMinute`]) earns its calls per minute as event time passes;
+//! - a **rate** ([`Budget::PerMinute`]) earns its calls per minute as event time passes — the
+//!   whole fleet's: an instance that owns a share of the query-events partitions earns that
+//!   share ([`Model::set_budget_share`]), so N analyzers together spend the rate, not N× it (a
+//!   ratio needs no share: each instance earns from its own partitions' demand fetches);
 //! - **off** earns without bound (only `top_n` and `min_confidence` cap).
 //!
 //! Tokens are capped, so a quiet spell cannot bank a flood: at ten minutes of earnings for a
@@ -59,6 +62,9 @@ pub struct SpendStatus {
     pub price: f64,
     /// Event time the counts cover, seconds (from the first event or warm the budget saw).
     pub span_s: u64,
+    /// Share (0–1) of a rate budget this instance earns: its query-events partitions over the
+    /// topic's. 1 for a single instance and for the backtest.
+    pub share: f64,
 }
 
 impl SpendStatus {
@@ -83,7 +89,7 @@ impl SpendStatus {
             Budget::Ratio(r) => self.spend_ratio().map(|x| x <= r + 1e-9),
             Budget::PerMinute(m) => {
                 let minutes = self.span_s as f64 / 60.0;
-                (self.span_s > 0).then_some(self.warms as f64 <= m * (minutes + 1.0))
+                (self.span_s > 0).then_some(self.warms as f64 <= m * self.share * (minutes + 1.0))
             }
         }
     }
@@ -125,6 +131,7 @@ impl Spend {
                 capacity: 0.0,
                 price: 0.0,
                 span_s: 0,
+                share: 1.0,
             },
         };
         s.tokens = s.capacity();
@@ -141,6 +148,13 @@ impl Spend {
         self.tokens = if was_off { self.capacity() } else { self.tokens.min(self.capacity()) };
     }
 
+    /// Sets the share (clamped to 0–1) of a rate budget this instance earns; the tokens stay
+    /// within the new capacity.
+    pub fn set_share(&mut self, share: f64) {
+        self.status.share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 1.0 };
+        self.tokens = self.tokens.min(self.capacity());
+    }
+
     /// The budget in force.
     pub fn budget(&self) -> Budget {
         self.budget
@@ -150,7 +164,7 @@ impl Spend {
         match self.budget {
             Budget::Off => f64::INFINITY,
             Budget::Ratio(_) => (self.earn_rate * RATIO_BURST_S).max(self.min_burst),
-            Budget::PerMinute(m) => (m / 60.0 * RATE_BURST_S).max(1.0),
+            Budget::PerMinute(m) => (m * self.status.share / 60.0 * RATE_BURST_S).max(1.0),
         }
     }
 
@@ -166,7 +180,7 @@ impl Spend {
         self.last = Some(t);
         match self.budget {
             Budget::PerMinute(m) => {
-                self.tokens = (self.tokens + m / 60.0 * dt).min(self.capacity())
+                self.tokens = (self.tokens + m * self.status.share / 60.0 * dt).min(self.capacity())
             }
             Budget::Ratio(_) => self.earn_rate *= (-dt / RATIO_BURST_S).exp(),
             Budget::Off => {}
@@ -251,6 +265,13 @@ impl Model {
     /// `top_n` and `min_confidence` limit it. What was spent so far is kept.
     pub fn set_budget(&mut self, budget: Budget) {
         self.spend.set(budget, self.s.top_n);
+    }
+
+    /// Sets the share of a rate budget this model earns: the instance's query-events
+    /// partitions over the topic's (the analyzer, after each rebalance). A ratio budget
+    /// ignores it.
+    pub fn set_budget_share(&mut self, share: f64) {
+        self.spend.set_share(share);
     }
 
     /// What the budget earned and spent, and what a candidate needs now.

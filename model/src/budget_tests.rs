@@ -221,3 +221,30 @@ fn a_follow_up_held_back_by_recent_is_neither_paid_for_nor_noted_as_warmed_again
         "the copy believed stored at the first publish keeps its expiry"
     );
 }
+
+#[test]
+fn a_rate_budget_is_the_fleets_each_instance_earns_its_share_of_partitions() {
+    // Three analyzers owning 4, 4 and 4 of 12 partitions under 60/min: 20/min each, so
+    // together the rate, not three times it.
+    let mut fleet: Vec<Spend> = (0..3).map(|_| Spend::new(Budget::PerMinute(60.0), 10)).collect();
+    let mut warms = 0;
+    for s in &mut fleet {
+        s.set_share(4.0 / 12.0);
+        warms += s.admit(0, 0.0, [1.0; 100]);
+    }
+    assert_eq!(warms, 60, "the buckets hold a minute of the fleet's rate together");
+    for t in 1..=600u32 {
+        for s in &mut fleet {
+            warms += s.admit(t, 0.0, [1.0; 5]);
+        }
+    }
+    // Ten minutes at 60/min, plus the minute the buckets started with (rounding: one a bucket).
+    assert!((657..=660).contains(&warms), "{warms}");
+    let st = fleet[0].status(0.0);
+    assert_eq!((st.share, st.within_budget()), (4.0 / 12.0, Some(true)), "{st:?}");
+    // A share of none earns nothing; out-of-range shares are clamped.
+    let mut idle = Spend::new(Budget::PerMinute(60.0), 10);
+    idle.set_share(-1.0);
+    idle.admit(0, 0.0, [1.0; 100]);
+    assert_eq!(idle.admit(600, 0.0, [1.0; 100]), 0);
+}

@@ -116,6 +116,30 @@ async fn the_original_commands_drive_a_running_pipeline() {
         (Some(5), Some(0.6))
     );
     assert_eq!(cfg["config"]["budget"].as_f64(), Some(1.2), "{cfg}");
+    // cache-status shows the spend against it once the analyzer applied it and reported.
+    let budget = eventually(WAIT, "the analyzer's spend under budget 1.2 in cache-status", || {
+        let api = api.clone();
+        async move {
+            let out = prefetch(&["cache-status", "--json", "--api", &api]).await;
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let b = v["budget"].clone();
+            (b["analyzer_budget"].as_f64() == Some(1.2)).then_some(b)
+        }
+    })
+    .await;
+    assert_eq!(budget["budget"].as_f64(), Some(1.2), "{budget}");
+    // The 60 misses recorded are the demand fetches the ratio is measured against.
+    assert!(budget["demand_fetches"].as_u64() >= Some(60), "{budget}");
+    let ratio = budget["spend_ratio"].as_f64().expect("a spend ratio");
+    assert!(ratio >= 1.0, "{budget}");
+    assert_eq!(budget["within_budget"].as_bool(), Some(ratio <= 1.2 + 1e-9), "{budget}");
+    let table = stdout(&prefetch(&["cache-status", "--api", &api]).await);
+    let line = table.lines().find(|l| l.contains("Fetch budget")).unwrap_or_default();
+    assert!(
+        line.contains("1.2× the fetches of no warming; spent")
+            && (line.contains("within budget") || line.contains("OVER budget")),
+        "{table}"
+    );
     // The absolute form, and a budget out of bounds refused before any request.
     let out =
         prefetch(&["prefetch-config", "--budget", "120/min", "--token", "tok", "--api", &api])

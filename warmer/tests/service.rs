@@ -301,8 +301,12 @@ async fn holdback_keys_are_never_warmed_and_counted_apart() {
     w.stop().await;
 }
 
+/// The analyzer spent its fetch budget on what it published and its cache view assumes every
+/// one warmed: a batch read from the topic is warmed whole, whatever `top_n` (20 synchronised
+/// refresh predictions against `top_n` 10 once lost half). `top_n` still caps an operator's
+/// warm-up, most confident first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn budget_keeps_the_most_confident_of_a_batch() {
+async fn a_published_batch_is_warmed_whole_and_top_n_caps_only_a_warm_up() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
     let dir = TempDir::new("svc-budget");
@@ -312,6 +316,7 @@ async fn budget_keeps_the_most_confident_of_a_batch() {
     // Written before the warmer starts, one ticker (one partition): read as one batch.
     let modules = ["m1", "m2", "m3", "m4", "m5"];
     // Configured modules (a TTL each) keep their own metrics label; others count as `other`.
+    // 60 s is shorter than the 300 s horizon: a warm-up later refreshes them.
     cfg.ttls = modules
         .iter()
         .map(|m| (prefetch_common::contract::Module::parse(m).unwrap(), Duration::from_secs(60)))
@@ -326,19 +331,7 @@ async fn budget_keeps_the_most_confident_of_a_batch() {
     prefetch_common::kafka::ensure_topics(&args, &[spec], WAIT).await.unwrap();
     produce(&args, &topic, &preds).await;
     let w = spawn_warmer(cfg).await;
-    for m in ["m1", "m2", "m3"] {
-        metric_reaches(
-            &w,
-            &format!(
-                "smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"dropped_budget\"}}"
-            ),
-            1.0,
-        )
-        .await;
-    }
-    // The budget's drops are counted when the batch is planned, the stores only once the
-    // fetches end: wait for those too (CI's loaded machine once read the counters in between).
-    for m in ["m4", "m5"] {
+    for m in modules {
         metric_reaches(
             &w,
             &format!("smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"stored\"}}"),
@@ -347,16 +340,34 @@ async fn budget_keeps_the_most_confident_of_a_batch() {
         .await;
     }
     let text = w.metrics().await;
-    for m in ["m1", "m2", "m3"] {
-        let stored = sample(
+    for m in modules {
+        let dropped = sample(
             &text,
-            &format!("smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"stored\"}}"),
+            &format!(
+                "smart_prefetch_warmer_warms_total{{module=\"{m}\",outcome=\"dropped_budget\"}}"
+            ),
         );
-        assert_eq!(stored.unwrap_or(0.0), 0.0, "{text}");
+        assert_eq!(dropped.unwrap_or(0.0), 0.0, "{text}");
     }
     let mut paths = up.paths();
     paths.sort();
-    assert_eq!(paths, vec!["/data/m4/BUD", "/data/m5/BUD"]);
+    assert_eq!(paths, modules.map(|m| format!("/data/{m}/BUD")));
+
+    // An operator's warm-up of the same five: the two most confident.
+    let r: Value = http().post(w.url("/v1/warmup")).send().await.unwrap().json().await.unwrap();
+    let outcome = |m: &str| {
+        r["items"].as_array().unwrap().iter().find(|i| i["module"] == m).unwrap()["outcome"].clone()
+    };
+    assert_eq!(r["cached"].as_u64(), Some(2), "{r}");
+    for (m, want) in [
+        ("m1", "dropped_budget"),
+        ("m2", "dropped_budget"),
+        ("m3", "dropped_budget"),
+        ("m4", "stored"),
+        ("m5", "stored"),
+    ] {
+        assert_eq!(outcome(m), want, "{m}: {r}");
+    }
     w.stop().await;
 }
 

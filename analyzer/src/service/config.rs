@@ -101,7 +101,8 @@ pub struct Config {
     pub min_confidence: Option<f64>,
 
     /// The fetch budget warming may spend: a ratio of all upstream calls over the calls of no
-    /// warming (1.3: warms add up to 0.3x those), a rate such as 120/min, or off (only top_n and
+    /// warming (1.3: warms add up to 0.3x those), a rate such as 120/min (the deployment's: this
+    /// instance spends its share of the events partitions), or off (only top_n and
     /// min_confidence limit). A start-up value, like the others: the live config's applies.
     #[arg(long, env = "PREFETCH_BUDGET", value_name = "RATIO|N/min|off", default_value = "1.3", value_parser = parse_budget)]
     pub budget: prefetch_common::budget::Budget,

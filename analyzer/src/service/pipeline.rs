@@ -489,7 +489,18 @@ impl Pipeline {
                 let _ = tx.send(r);
             });
         }
+        self.set_budget_share(progress).await;
         Ok(())
+    }
+
+    /// A rate budget is the fleet's: this instance earns the share of the query-events
+    /// partitions it owns (read from the topic's metadata at each rebalance, as partitions can
+    /// be added), so N analyzers spend the rate together, not N times it.
+    async fn set_budget_share(&self, progress: &Progress) {
+        let total = checkpoint::partition_count(&self.kafka, &self.topics.query_events_topic).await;
+        let share = budget_share(progress.owned.len(), total);
+        self.shared.model().set_budget_share(share);
+        tracing::info!(owned = progress.owned.len(), total, share, "Fetch budget share set.");
     }
 
     /// A restore reported back: resumes its partition (or drops what it restored, if the
@@ -651,6 +662,11 @@ impl Pipeline {
     }
 }
 
+/// The share of a rate budget an instance owning `owned` of `total` partitions earns.
+fn budget_share(owned: usize, total: usize) -> f64 {
+    owned as f64 / total.max(owned).max(1) as f64
+}
+
 /// Serialises a prediction list for `/v1/predictions`.
 pub fn predictions_json(ps: &[Prediction], watermark: Option<DateTime<Utc>>) -> serde_json::Value {
     json!({ "watermark": watermark, "predictions": ps })
@@ -658,12 +674,23 @@ pub fn predictions_json(ps: &[Prediction], watermark: Option<DateTime<Utc>>) -> 
 
 #[cfg(test)]
 mod tests {
+    use super::budget_share;
     use crate::service::{serve, Config};
     use prefetch_testkit::{http, produce_json, topic_count, unique_topics, TestKafka};
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::TopicPartitionList;
     use std::time::{Duration, Instant};
     use tokio_util::sync::CancellationToken;
+
+    #[test]
+    fn a_rate_budget_share_is_the_partitions_owned_over_the_topics() {
+        assert_eq!(budget_share(4, 12), 4.0 / 12.0);
+        assert_eq!(budget_share(12, 12), 1.0);
+        assert_eq!(budget_share(0, 12), 0.0, "owning nothing, earning nothing");
+        // Metadata that lags an assignment (partitions just added) never gives more than all.
+        assert_eq!(budget_share(3, 2), 1.0);
+        assert_eq!(budget_share(0, 0), 0.0);
+    }
 
     /// A shutdown the moment the last event is counted as folded: the predictions it caused may
     /// still be lingering in the fold's producer. They must be delivered, not purged, and every

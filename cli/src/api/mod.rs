@@ -122,11 +122,13 @@ impl ApiCommand {
 pub struct ConfigChange {
     /// The fetch budget, the primary knob: a ratio such as 1.2 (every upstream call, demand
     /// fetches and warms, at most 1.2× the calls of no warming — warms add up to 0.2×), a rate
-    /// such as 120/min (also 2/s, 7200/h: warms per minute whatever the demand), or off (only
-    /// --top and --confidence limit warming). They stay caps under any budget.
+    /// such as 120/min (also 2/s, 7200/h: warms per minute whatever the demand, for the whole
+    /// deployment — each analyzer spends the share of the events partitions it owns), or off
+    /// (only --top and --confidence limit warming). They stay caps under any budget.
     #[arg(long, value_name = "RATIO|N/min|off", value_parser = parse_budget)]
     pub budget: Option<Budget>,
-    /// Most predictions published per tick (and warmed per batch).
+    /// Most predictions published per analyzer tick (a cap under the budget), and most keys
+    /// one warm-up fetches.
     #[arg(long = "top", value_name = "N")]
     pub top_n: Option<usize>,
     /// Least confidence a prediction needs to be published and warmed, in [0, 1].

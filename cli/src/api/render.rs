@@ -227,11 +227,15 @@ fn budget_line(b: &Value) -> String {
         (Some(r), None) => format!("spent {r:.2}×"),
         (None, None) => "nothing fetched yet".to_owned(),
     };
-    let verdict = match b["within_budget"].as_bool() {
-        Some(true) => " — within budget",
-        Some(false) => " — OVER budget",
-        None => "",
+    let mut verdict = match b["within_budget"].as_bool() {
+        Some(true) => " — within budget".to_owned(),
+        Some(false) => " — OVER budget".to_owned(),
+        None => String::new(),
     };
+    if !b["analyzer_budget"].is_null() && b["analyzer_budget"] != b["budget"] {
+        let applied = budget_text(&b["analyzer_budget"]);
+        verdict.push_str(&format!(" (the analyzers still apply {applied})"));
+    }
     format!(
         "{limit}; {spent} ({} warms, {} demand fetches, {} useful warms){verdict}",
         text(&b["warms"]),

@@ -112,6 +112,9 @@ pub fn budget_status(cfg: &LiveConfig, spend: Option<&serde_json::Value>) -> ser
     json!({
         "budget": budget,
         "reported": true,
+        // What the newest analyzer report applied: differs from `budget` until a change
+        // reaches the analyzers.
+        "analyzer_budget": s["budget"],
         "demand_fetches": demand,
         "warms": warms,
         "useful_warms": useful,
@@ -236,6 +239,8 @@ mod tests {
             (Some(25.0), Some(false))
         );
         assert_eq!(budget_status(&ratio, None)["reported"], json!(false));
+        let applied = json!({"budget": 1.3, "demand_fetches": 10, "warms": 1, "span_s": 60});
+        assert_eq!(budget_status(&ratio, Some(&applied))["analyzer_budget"], json!(1.3));
     }
 
     #[test]
