@@ -184,7 +184,8 @@ pub struct Config {
     pub rate_max_wait: Duration,
 
     /// The warms of one batch start at random moments within this window, so refreshes of many
-    /// keys never arrive at the upstream at once.
+    /// keys never arrive at the upstream at once. Learned follow-ups of a query (`reason:
+    /// sequence`) start at once: they come one per query event and are wanted within seconds.
     #[arg(long, env = "PREFETCH_WARMER_SPREAD", default_value = "2s", value_parser = parse_duration)]
     pub spread: Duration,
 

@@ -5,7 +5,8 @@
 //! through: the analyzer already spent its fetch budget on them, so no `top_n` cut applies here
 //! ([`Trigger`]). [`warm_batch`] asks the cache when each key expires, lets [`policy::plan`]
 //! decide, and fetches the chosen keys concurrently, each after a random delay
-//! within the spread window. Offsets of the batch are stored only after every warm in it has
+//! within the spread window (none for a learned follow-up of a query, `Reason::Sequence`).
+//! Offsets of the batch are stored only after every warm in it has
 //! ended (stored, skipped, dropped, or failed after its retries): at-least-once.
 
 use crate::cache::{Entry, Source};
@@ -16,7 +17,7 @@ use crate::policy::{self, Decision, Key, Outcome, Trigger};
 use crate::state::Shared;
 use crate::upstream::FetchError;
 use chrono::{DateTime, Utc};
-use prefetch_common::prediction::Prediction;
+use prefetch_common::prediction::{Prediction, Reason};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use std::sync::Arc;
@@ -62,8 +63,12 @@ pub async fn warm_batch(
 }
 
 async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
-    // Spread the batch so refreshes of many keys never reach the upstream at once.
-    tokio::time::sleep(jitter(shared.spread)).await;
+    // Spread the batch so refreshes of many keys never reach the upstream at once. A learned
+    // follow-up is not one of them: it comes from one query event, at the pace of the events,
+    // and is wanted within seconds (BENCHMARKS.md, event → warm latency).
+    if p.reason != Reason::Sequence {
+        tokio::time::sleep(jitter(shared.spread)).await;
+    }
     let key = Key::of(p);
     let fetched = match shared.upstream.fetch(&key, Source::Warm).await {
         Ok(f) => f,

@@ -450,3 +450,23 @@ async fn off_hours_and_disabled_fetch_nothing_but_warmup_does() {
     .await;
     w.stop().await;
 }
+
+/// A learned follow-up of a query (`reason: sequence`) is warmed at once, whatever the spread:
+/// with a spread of ten hours, a spread warm would start within the test's minute 0.2% of the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_learned_follow_up_is_not_spread() {
+    let kafka = TestKafka::start();
+    let up = TestUpstream::start().await;
+    let dir = TempDir::new("svc-seq");
+    let mut cfg = config(&kafka, "seq", &up, dir.path().to_str().unwrap());
+    cfg.spread = Duration::from_secs(36_000);
+    let (topic, args) = (cfg.topics.predictions_topic.clone(), cfg.kafka.clone());
+    let w = spawn_warmer(cfg).await;
+    let mut p = prediction("MSFT", "chart", 0.9);
+    p.reason = prefetch_common::prediction::Reason::Sequence;
+    produce(&args, &topic, &[p]).await;
+    let path = dir.path().join("chart/MSFT.json");
+    eventually(WAIT, "the follow-up warmed", || async { path.exists().then_some(()) }).await;
+    assert_eq!(up.count("/data/chart/MSFT"), 1);
+    w.stop().await;
+}
