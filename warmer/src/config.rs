@@ -190,10 +190,12 @@ pub struct Config {
     pub spread: Duration,
 
     /// How long a batch of predictions waits for more after its first before it is warmed (0:
-    /// take what has already arrived and start at once). Waiting groups what one analyzer tick
-    /// publishes together, at the price of up to this much latency on every event-driven
-    /// prediction (BENCHMARKS.md, event → warm latency).
-    #[arg(long, env = "PREFETCH_WARMER_BATCH_LINGER", default_value = "100ms", value_parser = parse_duration)]
+    /// take what has already arrived and start at once). The wait groups what one analyzer tick
+    /// publishes together (the `--top-n` budget compares a batch), and it is added to every
+    /// event-driven warm. 20 ms: 100 ms gave an event → warm p99 of 400–600 ms against a target
+    /// of 250 ms at 1,000 events/s, and a tick's predictions are produced in one go, so they
+    /// arrive within a few ms of each other (BENCHMARKS.md, event → warm latency).
+    #[arg(long, env = "PREFETCH_WARMER_BATCH_LINGER", default_value = "20ms", value_parser = parse_duration)]
     pub batch_linger: Duration,
 
     /// Bearer token `POST /v1/warmup` requires (the same as ingest's --api-token, which ingest

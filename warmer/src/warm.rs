@@ -1,7 +1,7 @@
 //! Warming: the predictions consume loop and the executor it shares with `POST /v1/warmup`.
 //!
 //! The loop reads a batch (what is already fetched, up to [`BATCH_MAX`] messages or
-//! `--batch-linger`, 100 ms by default) and warms every prediction in it the policy lets
+//! `--batch-linger`, 20 ms by default) and warms every prediction in it the policy lets
 //! through: the analyzer already spent its fetch budget on them, so no `top_n` cut applies here
 //! ([`Trigger`]). [`warm_batch`] asks the cache when each key expires, lets [`policy::plan`]
 //! decide, and fetches the chosen keys concurrently, each after a random delay
