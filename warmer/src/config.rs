@@ -190,11 +190,12 @@ pub struct Config {
     pub spread: Duration,
 
     /// How long a batch of predictions waits for more after its first before it is warmed (0:
-    /// take what has already arrived and start at once). The wait groups what one analyzer tick
-    /// publishes together (the `--top-n` budget compares a batch), and it is added to every
-    /// event-driven warm. 20 ms: 100 ms gave an event → warm p99 of 400–600 ms against a target
-    /// of 250 ms at 1,000 events/s, and a tick's predictions are produced in one go, so they
-    /// arrive within a few ms of each other (BENCHMARKS.md, event → warm latency).
+    /// take what has already arrived and start at once). The wait gathers what one analyzer
+    /// tick publishes together into one batch (one pass of cache lookups, one offset store),
+    /// and it is added to every event-driven warm. 20 ms: 100 ms gave an event → warm p99 of
+    /// 400–600 ms against a target of 250 ms at 1,000 events/s, and a tick's predictions are
+    /// produced in one go, so they arrive within a few ms of each other (BENCHMARKS.md, event
+    /// → warm latency).
     #[arg(long, env = "PREFETCH_WARMER_BATCH_LINGER", default_value = "20ms", value_parser = parse_duration)]
     pub batch_linger: Duration,
 
