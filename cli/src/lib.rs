@@ -14,19 +14,37 @@
 //!
 //! - `api/`: the original tool's commands (`cache-status`, `prefetch-stats`, `prefetch-warmup`,
 //!   `prefetch-config`, `predictions`, `record-query`), clients of the front door's HTTP API.
+//!
+//! Everything but `api/` and `completions` is the default feature `full`, which brings
+//! librdkafka and polars; `cargo install --path cli --no-default-features` builds the thin
+//! client without them.
 
 pub mod api;
+#[cfg(feature = "full")]
 pub mod backtest;
+#[cfg(feature = "full")]
 pub mod demo;
+#[cfg(feature = "full")]
 pub mod sim;
+#[cfg(feature = "full")]
 pub mod tune;
+#[cfg(feature = "full")]
 pub mod up;
 
 use clap::{Parser, Subcommand};
 
+/// The commands of the default feature `full`, which the thin client lacks.
+pub const FULL_ONLY: &[&str] = &["demo-traffic", "up", "demo-upstream", "backtest", "tune"];
+
+/// What the thin client says about the commands it lacks (in `--help`, and when one is asked for).
+pub const THIN_NOTE: &str = "This is the thin client (built without the `full` feature): `up`, \
+`backtest`, `tune`, `demo-traffic` and `demo-upstream` are in the full build, \
+`cargo install --path cli` from the repository (the README says what it needs to build).";
+
 /// Smart Prefetch command line.
 #[derive(Debug, Parser)]
 #[command(name = "prefetch", version, about, arg_required_else_help = true)]
+#[cfg_attr(not(feature = "full"), command(after_help = THIN_NOTE))]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -34,20 +52,26 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// One value per process: boxing the API commands (large next to `completions` in the thin
+// client) would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The original tool's commands, against a running pipeline's API.
     #[command(flatten)]
     Api(api::ApiCommand),
     /// Generate realistic, reproducible query traffic to a JSON-lines file or an ingest.
+    #[cfg(feature = "full")]
     #[command(name = "demo-traffic")]
     DemoTraffic(demo::DemoArgs),
 
     /// Run ingest, analyzer and warmer in one process (embedded Kafka unless --brokers);
     /// `--demo` adds a demo data API and app traffic and shows the hit rate rising.
+    #[cfg(feature = "full")]
     Up(up::UpArgs),
 
     /// Run the demo upstream data API alone (what `up --demo` runs for the warmer to fetch).
+    #[cfg(feature = "full")]
     #[command(name = "demo-upstream")]
     DemoUpstream(demo::UpstreamArgs),
 
@@ -61,6 +85,7 @@ pub enum Command {
     /// fetches at its time, also when the key is still stored (a refresh). upstream_fetches =
     /// misses + warms; warm_precision = warms whose copy served a hit / warms. A decision at t
     /// sees only events up to t (the oracle excepted: it is the upper bound).
+    #[cfg(feature = "full")]
     Backtest(backtest::BacktestArgs),
 
     /// Replay a log over a grid of top_n × min_confidence × horizon and recommend a setting
@@ -69,6 +94,7 @@ pub enum Command {
     /// Prints hit rate against upstream fetches for every setting (the model, as `backtest`
     /// replays it), marks the frontier (no other setting has a better hit rate for as few
     /// fetches), and recommends the best hit rate within the budget, with the config patch.
+    #[cfg(feature = "full")]
     Tune(tune::TuneArgs),
 
     /// Print a shell completion script, e.g. `prefetch completions bash >

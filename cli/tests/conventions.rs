@@ -3,6 +3,9 @@
 
 use std::process::Command;
 
+/// Built with the default feature `full` (else the thin client: API commands and completions).
+const FULL: bool = cfg!(feature = "full");
+
 fn prefetch(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_prefetch")).args(args).output().unwrap()
 }
@@ -37,8 +40,11 @@ fn completions_cover_every_command() {
     let out = prefetch(&["completions", "bash"]);
     assert!(out.status.success());
     let script = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["cache-status", "prefetch-config", "backtest", "tune", "up", "config"] {
+    for cmd in ["cache-status", "prefetch-config", "config", "predictions"] {
         assert!(script.contains(cmd), "bash completion lacks {cmd}");
+    }
+    for cmd in prefetch::FULL_ONLY {
+        assert_eq!(script.contains(cmd), FULL, "bash completion and {cmd} (full build: {FULL})");
     }
     assert!(prefetch(&["completions", "zsh"]).status.success());
     assert_eq!(prefetch(&["completions", "tcsh"]).status.code(), Some(2), "unknown shell");
@@ -49,15 +55,8 @@ fn every_environment_variable_has_the_one_prefix() {
     // Every command's help, so a flag added anywhere is checked.
     let top = String::from_utf8_lossy(&prefetch(&["--help"]).stdout).into_owned();
     let mut names = Vec::new();
-    for cmd in [
-        "up",
-        "demo-traffic",
-        "demo-upstream",
-        "backtest",
-        "tune",
-        "cache-status",
-        "prefetch-config",
-    ] {
+    let full_only = prefetch::FULL_ONLY.iter().filter(|_| FULL);
+    for cmd in full_only.chain(&["cache-status", "prefetch-config"]) {
         assert!(top.contains(cmd), "{cmd} is not a command");
         let help = String::from_utf8_lossy(&prefetch(&[cmd, "--help"]).stdout).into_owned();
         names.extend(
@@ -67,8 +66,27 @@ fn every_environment_variable_has_the_one_prefix() {
                 .map(str::to_owned),
         );
     }
-    assert!(names.len() > 10, "{names:?}");
+    // The thin client's two commands have --api and --token each.
+    assert!(names.len() > if FULL { 10 } else { 3 }, "{names:?}");
     for n in names {
         assert!(n.starts_with("PREFETCH_"), "{n} lacks the PREFETCH_ prefix");
+    }
+}
+
+#[test]
+fn the_full_builds_commands_are_there_or_the_thin_client_says_where_they_are() {
+    let top = String::from_utf8_lossy(&prefetch(&["--help"]).stdout).into_owned();
+    assert_eq!(top.contains("This is the thin client"), !FULL, "{top}");
+    for cmd in prefetch::FULL_ONLY {
+        if FULL {
+            let out = prefetch(&[cmd, "--help"]);
+            assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        } else {
+            let out = prefetch(&[cmd, "--help"]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+            assert!(err.contains(&format!("`{cmd}` is not in this build")), "{err}");
+            assert!(err.contains("cargo install --path cli"), "{err}");
+        }
     }
 }

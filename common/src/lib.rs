@@ -17,17 +17,26 @@
 //! - `cli.rs`: command-line helpers (durations such as `5s`).
 //! - `telemetry.rs`: `tracing` initialisation (text or JSON) and the shutdown signal.
 //!
+//! `kafka`, `feed`, `dlq`, `http` and `telemetry` are the default feature `services`; without
+//! it (the thin `prefetch` client) the crate is the contract, `env` and `cli`, and builds
+//! without librdkafka.
+//!
 //! An event enters at a service boundary as JSON, becomes a `QueryEvent` through
 //! `QueryEvent::from_value`, is written to Kafka as `QueryEvent::to_json` keyed by its ticker, and
 //! is read back by consumers through `QueryEvent::from_json`, which re-validates it because a
 //! topic can be written by anyone.
 
 pub mod cli;
+#[cfg(feature = "services")]
 pub mod dlq;
 pub mod env;
+#[cfg(feature = "services")]
 pub mod feed;
+#[cfg(feature = "services")]
 pub mod http;
+#[cfg(feature = "services")]
 pub mod kafka;
+#[cfg(feature = "services")]
 pub mod telemetry;
 
 pub use prefetch_contract::{budget, config, contract, prediction};
