@@ -28,12 +28,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
  && cp target/release/ingest target/release/analyzer target/release/warmer target/release/prefetch /out/
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# ca-certificates for TLS upstreams and brokers configured by the operator; curl for the
-# compose health checks. No tzdata: market time zones are compiled in (chrono-tz). The
+# libssl3 for librdkafka's TLS and SASL (linked to the system OpenSSL); ca-certificates for TLS
+# upstreams and brokers configured by the operator; curl for the compose health checks. No tzdata: market time zones are compiled in (chrono-tz). The
 # binaries carry no debug info (Cargo.toml's release profile), so the image's own layer is
 # their size (BENCHMARKS.md, "Binary and image size").
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libssl3 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/smart-prefetch --create-home smart-prefetch
 COPY --from=build /out/ /usr/local/bin/

@@ -43,8 +43,11 @@ fn completions_cover_every_command() {
     for cmd in ["cache-status", "prefetch-config", "config", "predictions"] {
         assert!(script.contains(cmd), "bash completion lacks {cmd}");
     }
+    // Whole words: `up` is also in `prefetch-warmup`.
+    let words: Vec<&str> =
+        script.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).collect();
     for cmd in prefetch::FULL_ONLY {
-        assert_eq!(script.contains(cmd), FULL, "bash completion and {cmd} (full build: {FULL})");
+        assert_eq!(words.contains(cmd), FULL, "bash completion and {cmd} (full build: {FULL})");
     }
     assert!(prefetch(&["completions", "zsh"]).status.success());
     assert_eq!(prefetch(&["completions", "tcsh"]).status.code(), Some(2), "unknown shell");
