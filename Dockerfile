@@ -31,7 +31,7 @@ FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # libssl3 for librdkafka's TLS and SASL (linked to the system OpenSSL); ca-certificates for TLS
 # upstreams and brokers configured by the operator; curl for the compose health checks. No tzdata: market time zones are compiled in (chrono-tz). The
 # binaries carry no debug info (Cargo.toml's release profile), so the image's own layer is
-# their size (BENCHMARKS.md, "Binary and image size").
+# their size (BENCHMARKS.md, "Artifacts").
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libssl3 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
