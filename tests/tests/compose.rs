@@ -522,3 +522,51 @@ fn every_mounted_file_is_in_the_repository() {
         }
     }
 }
+
+/// The broker addresses the README gives to clients of the compose stack (issue #14.1): every
+/// `localhost:PORT` or `kafka:PORT` it names next to Kafka is a listener compose advertises (the
+/// host's and the compose network's), and the confluent-kafka snippet bootstraps from the
+/// host's side and names the network's side for a container.
+#[test]
+fn the_readmes_kafka_addresses_are_the_listeners_compose_advertises() {
+    let svcs = services();
+    let kafka = svcs.iter().find(|s| s.name == "kafka").expect("a kafka service");
+    let adv = &kafka.env["KAFKA_ADVERTISED_LISTENERS"];
+    let advertised: BTreeSet<String> =
+        adv.split(',').filter_map(|l| l.split_once("://").map(|(_, a)| a.to_owned())).collect();
+    let host_side = advertised.iter().find(|a| a.starts_with("localhost:")).expect("host listener");
+    let net_side = advertised.iter().find(|a| a.starts_with("kafka:")).expect("network listener");
+
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let mut named = 0;
+    // Lines about Kafka only: `localhost:8080` and the like are other services'.
+    let about_kafka =
+        |l: &&str| l.contains("Kafka") || l.contains("bootstrap") || l.contains("broker");
+    for line in readme.lines().filter(about_kafka) {
+        for host in ["localhost:", "kafka:"] {
+            for (at, _) in line.match_indices(host) {
+                let port: String =
+                    line[at + host.len()..].chars().take_while(char::is_ascii_digit).collect();
+                // `localhost:9092` is the broker's; another localhost port on a line that names
+                // Kafka is a service of ours (ingest, Redis…).
+                if port.is_empty() || (host == "localhost:" && port != "9092") {
+                    continue;
+                }
+                let addr = format!("{host}{port}");
+                assert!(
+                    advertised.contains(&addr),
+                    "README names {addr} for Kafka, compose advertises {adv}: {line}"
+                );
+                named += 1;
+            }
+        }
+    }
+    assert!(named >= 3, "the README names compose's Kafka addresses ({named} found)");
+
+    let snippet = readme
+        .lines()
+        .find(|l| l.contains("\"bootstrap.servers\""))
+        .expect("the confluent-kafka snippet sets bootstrap.servers");
+    assert!(snippet.contains(&format!("\"bootstrap.servers\": \"{host_side}\"")), "{snippet}");
+    assert!(snippet.contains(&format!("\"{net_side}\" from a compose container")), "{snippet}");
+}
