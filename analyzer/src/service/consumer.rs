@@ -46,6 +46,7 @@ impl ClientContext for GroupContext {
                 // "unassigned" partition (-1).
                 if *p >= 0 && part.consumer_lag >= 0 {
                     self.metrics.lag(*p, part.consumer_lag);
+                    self.shared.note_backlog(*p, part.consumer_lag);
                 }
             }
         }
@@ -98,7 +99,7 @@ impl ConsumerContext for GroupContext {
                 tracing::info!(partitions = ?parts, "Partitions revoked.");
                 changes.assigned.retain(|p| !parts.contains(p));
                 for p in &parts {
-                    self.shared.restored(*p);
+                    self.shared.restored(*p, None);
                 }
                 changes.revoked.extend(parts);
             }

@@ -102,6 +102,11 @@ impl Shared {
         lock(&self.watermarks).clock(std::time::Instant::now())
     }
 
+    /// `partition`'s backlog (events not read yet) as librdkafka's statistics report it.
+    pub fn note_backlog(&self, partition: i32, backlog: i64) {
+        lock(&self.watermarks).backlog(partition, backlog);
+    }
+
     /// `partition`'s own watermark (for its checkpoint).
     pub fn watermark_of(&self, partition: i32) -> Option<DateTime<Utc>> {
         lock(&self.watermarks).of(partition)
@@ -118,14 +123,23 @@ impl Shared {
 
     /// Partitions were assigned: not ready until each is restored.
     pub fn restoring(&self, partitions: &[i32]) {
+        let now = std::time::Instant::now();
+        let mut w = lock(&self.watermarks);
+        for &p in partitions {
+            w.restoring(p, now);
+        }
+        drop(w);
         let mut r = lock(&self.restoring);
         r.0 = true;
         r.1.extend(partitions);
         self.metrics.restoring(r.1.len());
     }
 
-    /// `partition` is restored (or no longer ours).
-    pub fn restored(&self, partition: i32) {
+    /// `partition` is restored (or no longer ours); `backlog` events of it wait in Kafka
+    /// (`None`: unknown, or revoked). A partition with a backlog holds the model's clock until
+    /// it has been read (`watermark.rs`).
+    pub fn restored(&self, partition: i32, backlog: Option<i64>) {
+        lock(&self.watermarks).restored(partition, backlog, std::time::Instant::now());
         let mut r = lock(&self.restoring);
         r.1.remove(&partition);
         self.metrics.restoring(r.1.len());

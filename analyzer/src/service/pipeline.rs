@@ -527,7 +527,7 @@ impl Pipeline {
         let mut tpl = rdkafka::TopicPartitionList::new();
         tpl.add_partition(topic, p);
         self.consumer.resume(&tpl)?;
-        self.shared.restored(p);
+        self.shared.restored(p, r.backlog);
         tracing::info!(
             partition = p,
             checkpoint = ?r.checkpoint,

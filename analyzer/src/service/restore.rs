@@ -22,7 +22,7 @@ use super::consumer::GroupContext;
 use super::rebuild;
 use super::Shared;
 use prefetch_common::kafka::KafkaArgs;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::time::{Duration, Instant};
 
 /// What restoring one partition did.
@@ -42,6 +42,9 @@ pub struct Outcome {
     pub position: Option<i64>,
     /// Why there was no checkpoint to start from, if there was not.
     pub fallback: Option<&'static str>,
+    /// Events of the partition in Kafka after `position` (what the group consumer still has
+    /// to read), if the broker said.
+    pub backlog: Option<i64>,
     /// Wall time the restore took.
     pub seconds: f64,
 }
@@ -69,6 +72,7 @@ pub fn partition(
         seek_to: None,
         position: committed,
         fallback: None,
+        backlog: None,
         seconds: 0.0,
     };
     if let Some(state_topic) = state_topic {
@@ -118,6 +122,14 @@ pub fn partition(
         // Nothing committed: the group consumer itself reads from the beginning.
         (None, None) => {}
     }
+    out.backlog = match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+        // Nothing committed: the group consumer reads from the beginning.
+        Ok((low, high)) => Some(high - out.position.unwrap_or(low)),
+        Err(e) => {
+            tracing::info!(partition, error = %e, "High watermark unknown; the backlog is learnt from the consumer's statistics.");
+            None
+        }
+    };
     out.seconds = started.elapsed().as_secs_f64();
     Ok(out)
 }
