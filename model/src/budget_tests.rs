@@ -8,6 +8,21 @@ use crate::Model;
 const DEMAND: Observed = Observed { refresh: None, demand: true, useful: false };
 const USEFUL: Observed = Observed { refresh: None, demand: false, useful: true };
 
+/// A model publishing everything it finds (top 50, no confidence floor), copies living 30 s, a
+/// rate budget of `per_minute` calls, and the 20 tickers `T00`..`T19` the tests query; with the
+/// start time the tests count from.
+fn twenty_keys_on_a_rate_budget(
+    per_minute: f64,
+) -> (Model, chrono::DateTime<chrono::Utc>, Vec<String>) {
+    use crate::{CacheTtls, ModelConfig};
+    let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
+    let mut m = Model::new(cfg).unwrap();
+    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
+    m.set_budget(Budget::PerMinute(per_minute));
+    let names = (0..20).map(|i| format!("T{i:02}")).collect();
+    (m, crate::tests::utc(2026, 3, 10, 14, 0), names)
+}
+
 #[test]
 fn a_ratio_budget_holds_warms_to_its_share_of_the_fetches_of_no_warming() {
     let mut s = Spend::new(Budget::Ratio(1.2), 1);
@@ -54,16 +69,10 @@ fn a_rate_budget_earns_with_event_time_and_holds_a_minute_at_most() {
 
 #[test]
 fn a_tick_publishes_what_the_budget_pays_for_and_the_view_notes_only_that_as_warmed() {
-    use crate::tests::{ev, utc};
-    use crate::{CacheTtls, ModelConfig};
-    let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
-    let mut m = Model::new(cfg).unwrap();
-    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
+    use crate::tests::ev;
     // Five calls a minute, and the bucket starts with one minute's worth.
-    m.set_budget(Budget::PerMinute(5.0));
-    let start = utc(2026, 3, 10, 14, 0);
+    let (mut m, start, names) = twenty_keys_on_a_rate_budget(5.0);
     let at = |s: i64| start + chrono::Duration::seconds(s);
-    let names: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
     let mut published = Vec::new();
     for s in 0..=25 {
         if s % 5 == 0 {
@@ -93,15 +102,9 @@ fn a_tick_publishes_what_the_budget_pays_for_and_the_view_notes_only_that_as_war
 
 #[test]
 fn twenty_synchronised_refreshes_on_hit_publish_and_note_only_what_is_paid_for() {
-    use crate::tests::{ev, utc};
-    use crate::{CacheTtls, ModelConfig};
-    let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
-    let mut m = Model::new(cfg).unwrap();
-    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
-    m.set_budget(Budget::PerMinute(5.0));
-    let start = utc(2026, 3, 10, 14, 0);
+    use crate::tests::ev;
+    let (mut m, start, names) = twenty_keys_on_a_rate_budget(5.0);
     let at = |s: i64| start + chrono::Duration::seconds(s);
-    let names: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
     let mut published = Vec::new();
     for s in 0..=20 {
         for n in &names {
@@ -145,15 +148,9 @@ fn tickers_held_back_by_a_tick_are_neither_paid_for_nor_noted_as_warmed() {
     // The analyzer holds back the tickers of a partition it is still restoring. Dropping them
     // after the tick (as it did) left the budget paying for warms nobody made and the cache
     // view believing copies nobody stored.
-    use crate::tests::{ev, utc};
-    use crate::{CacheTtls, ModelConfig};
-    let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
-    let mut m = Model::new(cfg).unwrap();
-    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
-    m.set_budget(Budget::PerMinute(60.0));
-    let start = utc(2026, 3, 10, 14, 0);
+    use crate::tests::ev;
+    let (mut m, start, names) = twenty_keys_on_a_rate_budget(60.0);
     let at = |s: i64| start + chrono::Duration::seconds(s);
-    let names: Vec<String> = (0..20).map(|i| format!("T{i:02}")).collect();
     let held: std::collections::HashSet<_> =
         names[..8].iter().map(|n| prefetch_contract::contract::Ticker::parse(n).unwrap()).collect();
     let mut published = Vec::new();
