@@ -250,26 +250,22 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
             &args,
         )
         .await?;
-        println!(
-            "| {round} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+        let figures = [
             raw.rate,
             an.rate,
             an.rate / raw.rate,
             raw.cpu_us(),
             an.cpu_us(),
             an.cpu_us() / raw.cpu_us(),
+        ];
+        let [raw_rate, an_rate, rate_ratio, raw_cpu, an_cpu, cpu_ratio] = figures;
+        println!(
+            "| {round} | {raw_rate:.0} | {an_rate:.0} | {rate_ratio:.2} | {raw_cpu:.2} | {an_cpu:.2} | {cpu_ratio:.2} | {} | {} | {} |",
             fmt_opt(raw.cpu.instructions_per(raw.events), 0),
             fmt_opt(an.cpu.instructions_per(an.events), 0),
             load_average(),
         );
-        for (c, v) in cols.iter_mut().zip([
-            raw.rate,
-            an.rate,
-            an.rate / raw.rate,
-            raw.cpu_us(),
-            an.cpu_us(),
-            an.cpu_us() / raw.cpu_us(),
-        ]) {
+        for (c, v) in cols.iter_mut().zip(figures) {
             c.push(v);
         }
     }
