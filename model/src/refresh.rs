@@ -88,7 +88,15 @@ pub(crate) struct Copy {
     pub expires: u32,
     /// Queries of the key since the fetch (the one that fetched it included).
     pub queries: u32,
+    /// For a warmed copy no hit has proven yet, the time from which a hit proves it: when the
+    /// warm replaced a copy still live, that copy's expiry (hits before it would have been
+    /// served without the warm), else the warm's time. [`PROVEN`] otherwise.
+    pub proves_from: u32,
 }
+
+/// [`Copy::proves_from`] of a copy with nothing left to prove (fetched on demand, or already
+/// hit after the copy it replaced would have expired).
+pub(crate) const PROVEN: u32 = u32::MAX;
 
 fn pack(ticker: u32, module: u32) -> u64 {
     (u64::from(ticker) << 32) | u64::from(module)
@@ -175,13 +183,23 @@ impl CacheView {
         if !hit {
             o.demand = true;
             if t.saturating_add(ttl) > c.expires {
-                *c = Copy { fetched: t, expires: t.saturating_add(ttl), queries: 1 };
+                *c = Copy {
+                    fetched: t,
+                    expires: t.saturating_add(ttl),
+                    queries: 1,
+                    proves_from: PROVEN,
+                };
             }
         } else if c.expires <= t {
-            *c = Copy { fetched: t, expires: t.saturating_add(1), queries: 1 };
+            *c = Copy { fetched: t, expires: t.saturating_add(1), queries: 1, proves_from: PROVEN };
         } else {
-            // Only a warmed copy starts with no query: this is the hit that proves the warm.
-            o.useful = c.queries == 0;
+            // The first hit on a warmed copy once the copy it replaced would have expired: the
+            // warm saved the demand fetch that hit would have been. A hit before that was the
+            // old copy's to serve, and a refresh that nobody queries past it saved nothing.
+            o.useful = t >= c.proves_from;
+            if o.useful {
+                c.proves_from = PROVEN;
+            }
             c.queries = c.queries.saturating_add(1);
             o.refresh = (c.expires - t <= HIT_LEAD_S).then_some(c.expires);
         }
@@ -200,10 +218,15 @@ impl CacheView {
     /// events, folded through `Model::record`; see `lazy.rs`.)
     pub fn warmed(&mut self, tid: u32, mid: u32, t: u32) {
         let ttl = self.ttl(mid);
-        self.copies.insert(
-            pack(tid, mid),
-            Copy { fetched: t, expires: t.saturating_add(ttl), queries: 0 },
-        );
+        let c = self.copies.entry(pack(tid, mid)).or_default();
+        let proves_from = match *c {
+            // A refresh of a warm nobody has proven yet proves from where that one did.
+            Copy { expires, proves_from, .. } if expires > t && proves_from != PROVEN => {
+                proves_from
+            }
+            Copy { expires, .. } => expires.max(t),
+        };
+        *c = Copy { fetched: t, expires: t.saturating_add(ttl), queries: 0, proves_from };
     }
 
     /// Sets the believed copy of a key read back from a snapshot (`snapshot.rs`).
@@ -414,6 +437,31 @@ mod tests {
         assert!(!v.observe(8, 0, &price, 1_030, true).useful, "counted once");
         v.warmed(9, 0, 1_000);
         assert!(v.observe(9, 0, &price, 1_070, false).demand, "the warm expired unused");
+    }
+
+    #[test]
+    fn a_refresh_of_a_live_copy_is_proven_only_by_a_hit_the_old_copy_could_not_serve() {
+        // A demand copy until 1 060 refreshed at 1 050 (until 1 110): hits before 1 060 were the
+        // old copy's; the first hit from 1 060 on is the demand fetch the refresh saved.
+        let mut v = view();
+        let price = Module::parse("price").unwrap();
+        v.observe(7, 0, &price, 1_000, false);
+        v.warmed(7, 0, 1_050);
+        assert!(!v.observe(7, 0, &price, 1_055, true).useful, "the old copy served it");
+        assert!(!v.observe(7, 0, &price, 1_059, true).useful, "and this one");
+        assert!(v.observe(7, 0, &price, 1_060, true).useful, "the old copy was gone");
+        assert!(!v.observe(7, 0, &price, 1_070, true).useful, "counted once");
+        // A refresh of a warm nobody has proven yet keeps that warm's bar: both saved one fetch
+        // at most, proven by the first hit after the demand copy they replaced.
+        v.observe(8, 0, &price, 1_000, false);
+        v.warmed(8, 0, 1_050);
+        v.warmed(8, 0, 1_100);
+        assert!(!v.observe(8, 0, &price, 1_058, true).useful);
+        assert!(v.observe(8, 0, &price, 1_101, true).useful);
+        // A warm of a key with no live copy is proven by any hit on it.
+        v.observe(9, 0, &price, 1_000, false);
+        v.warmed(9, 0, 1_200);
+        assert!(v.observe(9, 0, &price, 1_200, true).useful);
     }
 
     #[test]

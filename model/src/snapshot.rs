@@ -28,7 +28,7 @@
 
 use super::buckets::Buckets;
 use super::calibration::BINS;
-use super::refresh::Copy;
+use super::refresh::{Copy, PROVEN};
 use super::window::KeyState;
 use super::Model;
 use prefetch_contract::contract::{Module, Ticker};
@@ -281,7 +281,10 @@ impl Model {
             let (fast, slow) = (r.f32()?, r.f32()?);
             let buckets = if version == 1 { r.buckets_v1()? } else { r.buckets()? };
             let copy = if with_copies && r.u8()? != 0 {
-                Some(Copy { fetched: r.u32()?, expires: r.u32()?, queries: r.u32v()? })
+                let (fetched, expires, queries) = (r.u32()?, r.u32()?, r.u32v()?);
+                // What a warm replaced is not kept: an unqueried warm proves from its own time.
+                let proves_from = if queries == 0 { fetched } else { PROVEN };
+                Some(Copy { fetched, expires, queries, proves_from })
             } else {
                 None
             };
