@@ -5,9 +5,11 @@
 //! properties file ([`properties`]), then `-X key=value`; each builder validates the result with
 //! librdkafka before returning, so a typo fails at start-up with the key and where it came from.
 
+mod acks;
 pub mod properties;
 mod topics;
 
+pub use acks::{AckContext, Acks, AcksError};
 pub use properties::{KafkaConfigFile, PropertiesError};
 pub use topics::{ensure_topics, topic_ready, SetupContext, TopicArgs, TopicSpec};
 

@@ -103,7 +103,7 @@ async fn connect(cfg: &Config, delivery_timeout: Duration) -> anyhow::Result<Eve
     let events = cfg
         .kafka
         .producer_config(delivery_timeout)?
-        .create_with_context(sink::AckContext)
+        .create_with_context(prefetch_common::kafka::AckContext)
         .context("creating the event producer")?;
     Ok(EventSink::new(events, producer, cfg.topics.query_events_topic.clone(), delivery_timeout))
 }

@@ -1,23 +1,20 @@
 //! Writes events to the query-events topic and reports success only once Kafka has
 //! acknowledged every one of them.
 //!
-//! A request's events share one [`BatchAck`]: librdkafka's delivery callback counts each
+//! A request's events share one [`Acks`]: librdkafka's delivery callback counts each
 //! acknowledgement (or failure) on it and wakes the request when the last one is in. The
 //! request still answers 2xx only when every event is acknowledged, as with one future per
 //! event, but without an allocation, a channel and a wake-up per event (issue #15).
 
 use crate::batch::Accepted;
 use prefetch_common::contract::QueryEvent;
-use rdkafka::client::ClientContext;
+use prefetch_common::kafka::{AckContext, Acks};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{
-    BaseRecord, DeliveryFuture, DeliveryResult, FutureProducer, FutureRecord, Producer,
-    ProducerContext, ThreadedProducer,
+    BaseRecord, DeliveryFuture, FutureProducer, FutureRecord, Producer, ThreadedProducer,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Kafka did not take (all of) a batch in time.
@@ -31,48 +28,6 @@ pub struct SinkError {
     pub total: usize,
     /// The first error seen, for the log and the 503 body.
     pub first_error: String,
-}
-
-/// One request's outstanding deliveries.
-#[derive(Default)]
-pub struct BatchAck {
-    /// Deliveries not reported yet, plus one held by the request until it has enqueued all.
-    remaining: AtomicUsize,
-    failed: AtomicUsize,
-    first_error: Mutex<Option<String>>,
-    done: Notify,
-}
-
-impl BatchAck {
-    fn fail(&self, error: impl FnOnce() -> String) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-        first.get_or_insert_with(error);
-    }
-
-    /// One delivery (or one event that was never enqueued) is settled.
-    fn settle(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.done.notify_one();
-        }
-    }
-}
-
-/// The event producer's context: settles each delivery on its batch. Never panics (it runs on
-/// librdkafka's polling thread).
-pub struct AckContext;
-
-impl ClientContext for AckContext {}
-
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = Arc<BatchAck>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<BatchAck>) {
-        if let Err((e, _)) = result {
-            ack.fail(|| e.to_string());
-        }
-        ack.settle();
-    }
 }
 
 /// The producing half of ingest: one idempotent `acks=all` producer for the events, another
@@ -111,13 +66,13 @@ impl EventSink {
     /// timeout passes. `Ok` means all of them are durable on the brokers.
     pub async fn send_all(&self, events: &[Accepted<'_>]) -> Result<(), SinkError> {
         let deadline = Instant::now() + self.timeout;
-        let ack = Arc::new(BatchAck::default());
-        ack.remaining.store(events.len() + 1, Ordering::Release);
+        let acks = Arc::new(Acks::default());
         for a in events {
             let payload = a.payload();
-            let mut record = BaseRecord::with_opaque_to(&self.topic, ack.clone())
+            let mut record = BaseRecord::with_opaque_to(&self.topic, acks.clone())
                 .key(a.event.ticker.as_str())
                 .payload(payload.as_ref());
+            acks.add();
             loop {
                 match self.events.send(record) {
                     Ok(()) => break,
@@ -128,20 +83,18 @@ impl EventSink {
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
                     Err((e, _)) => {
-                        ack.fail(|| e.to_string());
-                        ack.settle();
+                        acks.fail(|| e.to_string());
+                        acks.settle();
                         break;
                     }
                 }
             }
         }
+        acks.close();
         let total = events.len();
         // message.timeout.ms equals our timeout, so librdkafka settles every delivery by then;
         // the extra second only guards against a lost callback.
-        if ack.remaining.fetch_sub(1, Ordering::AcqRel) != 1
-            && tokio::time::timeout_at(deadline + Duration::from_secs(1), ack.done.notified())
-                .await
-                .is_err()
+        if tokio::time::timeout_at(deadline + Duration::from_secs(1), acks.settled()).await.is_err()
         {
             return Err(SinkError {
                 failed: total,
@@ -149,12 +102,11 @@ impl EventSink {
                 first_error: "timed out waiting for acknowledgements".to_owned(),
             });
         }
-        let failed = ack.failed.load(Ordering::Acquire);
-        if failed == 0 {
-            return Ok(());
-        }
-        let first_error = ack.first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
-        Err(SinkError { failed, total, first_error: first_error.unwrap_or_default() })
+        acks.outcome().map_err(|e| SinkError {
+            failed: e.failed,
+            total,
+            first_error: e.first_error,
+        })
     }
 
     /// Enqueues one event on the general-purpose producer, waiting for room while the local

@@ -122,9 +122,10 @@ impl Model {
             }
             let seasonal = has_season.then_some(f64::from(k.season));
             let (lambda, _) = score::intensity(Rates::of(k, wm, taus, seasonal), weight);
-            k.sample_at = wm;
-            k.sample_cell = Calibrator::encode(class, score::probability(lambda, horizon));
-            self.schedule.resolve_at(wm.saturating_add(horizon), slot);
+            let cell = Calibrator::encode(class, score::probability(lambda, horizon));
+            if k.open_sample(wm, horizon, cell, &mut self.calibrator) {
+                self.schedule.resolve_at(wm.saturating_add(horizon), slot);
+            }
         }
 
         self.schedule.lazy_ticks += 1;

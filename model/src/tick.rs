@@ -222,8 +222,7 @@ impl Model {
             }
             let raw = score::probability(lambda, horizon);
             if opens {
-                k.sample_at = wm;
-                k.sample_cell = Calibrator::encode(class, raw);
+                k.open_sample(wm, horizon, Calibrator::encode(class, raw), &mut self.calibrator);
             }
             let rank = match due {
                 None => raw,

@@ -4,8 +4,9 @@
 //! [`Chunk`] and hands the chunk over. This thread parses and validates the chunk's events
 //! (outside the model's lock), folds them into the model in consume order under one lock, and
 //! enqueues what they caused — the event-driven predictions the model published, dead
-//! letters for bad messages — then hands the loop back a [`Folded`]: the delivery futures and
-//! the last offset of each partition. The loop stores those offsets only once the deliveries
+//! letters for bad messages — then hands the loop back a [`Folded`]: the chunk's one
+//! acknowledgement counter ([`Acks`], not a future per message) and the last offset of each
+//! partition. The loop stores those offsets only once the deliveries
 //! are acknowledged, so at-least-once holds as before; chunks are folded one at a time in the
 //! order they were received, so events stay in order per partition.
 //!
@@ -16,10 +17,10 @@ use crate::model::IdHash;
 use crate::service::Shared;
 use chrono::{DateTime, Utc};
 use prefetch_common::contract::{EventError, QueryEvent, Ticker};
-use prefetch_common::kafka::TopicArgs;
+use prefetch_common::kafka::{AckContext, Acks, TopicArgs};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{mpsc, Arc};
@@ -74,8 +75,9 @@ impl Chunk {
 /// What folding a chunk produced: deliveries to await before its offsets may be stored.
 #[derive(Default)]
 pub(crate) struct Folded {
-    /// Producer acknowledgements of the predictions and dead letters the chunk caused.
-    pub deliveries: Vec<DeliveryFuture>,
+    /// Producer acknowledgements of the predictions and dead letters the chunk caused, if it
+    /// caused any (closed: nothing more is added).
+    pub acks: Option<Arc<Acks>>,
     /// The last offset folded per partition (a handful of partitions: a vector beats a map).
     pub offsets: Vec<(i32, i64)>,
     /// Messages in the chunk.
@@ -119,7 +121,7 @@ pub(crate) fn parse_all(chunks: mpsc::Receiver<Chunk>, parsed: mpsc::Sender<Pars
 /// What the fold thread needs.
 pub(crate) struct Folder {
     pub shared: Arc<Shared>,
-    pub producer: FutureProducer,
+    pub producer: ThreadedProducer<AckContext>,
     pub topics: TopicArgs,
     /// Tickers already noted in [`Shared`]'s ticker → partition map by this thread, so each
     /// event need not lock and look it up again (it was a tenth of the fold thread's time).
@@ -151,6 +153,8 @@ impl Folder {
     fn fold(&mut self, p: &Parsed, body: &mut Vec<u8>) -> Folded {
         let chunk = &p.chunk;
         let mut out = Folded { messages: chunk.len(), ..Folded::default() };
+        // One counter for everything the chunk causes, closed once all of it is enqueued.
+        let acks = Arc::new(Acks::default());
         for m in &chunk.messages {
             match out.offsets.iter_mut().find(|(p, _)| *p == m.partition) {
                 Some(o) => o.1 = m.offset,
@@ -171,7 +175,7 @@ impl Folder {
             // The envelope carries a bounded prefix of the payload: it always fits the broker's
             // message.max.bytes, so the write is acknowledged before the offset is stored.
             let dl = prefetch_common::dlq::envelope(origin, &e.to_string(), payload);
-            self.enqueue(&self.topics.dlq_topic, &chunk.bytes[m.key.clone()], &dl, &mut out);
+            self.enqueue(&acks, &self.topics.dlq_topic, &chunk.bytes[m.key.clone()], &dl, &mut out);
         }
         if chunk.epoch != self.epoch {
             self.noted.clear();
@@ -213,6 +217,7 @@ impl Folder {
                 body.clear();
                 serde_json::to_writer(&mut *body, p).expect("a Prediction serialises");
                 self.enqueue(
+                    &acks,
                     &self.topics.predictions_topic,
                     p.ticker.as_str().as_bytes(),
                     body,
@@ -220,22 +225,30 @@ impl Folder {
                 );
             }
         }
+        acks.close();
+        if acks.total() > 0 {
+            out.acks = Some(acks);
+        }
         out
     }
 
-    fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8], out: &mut Folded) {
+    fn enqueue(&self, acks: &Arc<Acks>, topic: &str, key: &[u8], payload: &[u8], out: &mut Folded) {
+        let mut record = BaseRecord::with_opaque_to(topic, acks.clone()).key(key).payload(payload);
+        acks.add();
         loop {
-            match self.producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
-                Ok(f) => return out.deliveries.push(f),
+            match self.producer.send(record) {
+                Ok(()) => return,
                 // A full local queue drains as Kafka acknowledges: wait for room (this is the
                 // folder's own thread) rather than go on, which would store the offset of a
                 // message whose output was never enqueued.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
                     std::thread::sleep(std::time::Duration::from_millis(5))
                 }
                 // Not retryable (every message the analyzer writes is bounded in size): stop
                 // before this chunk's offsets are stored, so its events are folded again.
                 Err((e, _)) => {
+                    acks.settle();
                     tracing::error!(error = %e, topic, "Could not enqueue a message; stopping before its offsets are stored.");
                     if out.failed.is_none() {
                         out.failed = Some(format!("could not produce to {topic}: {e}"));

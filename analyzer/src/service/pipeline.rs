@@ -36,9 +36,10 @@ use chrono::{DateTime, Utc};
 use fold::{Chunk, Folded, Folder};
 use futures::future::join_all;
 use futures::FutureExt;
+use prefetch_common::kafka::{AckContext, Acks};
 use prefetch_common::prediction::Prediction;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, ThreadedProducer};
 use serde_json::json;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{mpsc, Arc};
@@ -80,10 +81,11 @@ pub struct Pipeline {
     pub checkpoint_interval: Duration,
 }
 
-/// The open batch: offsets folded since the last seal, and the deliveries they caused.
+/// The open batch: offsets folded since the last seal, and the deliveries they caused (one
+/// counter per chunk).
 #[derive(Default)]
 struct Batch {
-    deliveries: Vec<DeliveryFuture>,
+    acks: Vec<Arc<Acks>>,
     offsets: HashMap<i32, i64>,
     messages: usize,
     /// A message the batch caused that Kafka would not take: its offsets must never be stored.
@@ -93,7 +95,7 @@ struct Batch {
 impl Batch {
     /// Takes a folded chunk's deliveries and offsets; returns the emptied chunk.
     fn absorb(&mut self, f: Folded) -> Chunk {
-        self.deliveries.extend(f.deliveries);
+        self.acks.extend(f.acks);
         self.offsets.extend(f.offsets);
         self.messages += f.messages;
         if self.failed.is_none() {
@@ -218,11 +220,17 @@ const FOLD_LINGER: &str = "linger.ms=5";
 
 /// The producer of event-driven predictions and dead letters: the common one, with
 /// [`FOLD_LINGER`] unless the operator set `linger.ms` (their `-X` options are applied after).
-fn fold_producer(kafka: &prefetch_common::kafka::KafkaArgs) -> anyhow::Result<FutureProducer> {
+fn fold_producer(
+    kafka: &prefetch_common::kafka::KafkaArgs,
+) -> anyhow::Result<ThreadedProducer<AckContext>> {
     let mut k = kafka.clone();
     k.options.insert(0, FOLD_LINGER.to_owned());
-    Ok(k.producer(Duration::from_secs(30))?)
+    Ok(k.producer_config(FOLD_DELIVERY_TIMEOUT)?.create_with_context(AckContext)?)
 }
+
+/// librdkafka reports every fold delivery within this (`message.timeout.ms`); a sealed batch
+/// waits a little longer before it calls a missing report a failure.
+const FOLD_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The loop's timers.
 struct Timers<'a> {
@@ -379,18 +387,14 @@ impl Pipeline {
             anyhow::bail!("{why}");
         }
         if open.messages > 0 {
-            let done = (!open.deliveries.is_empty()).then(|| {
+            let done = (!open.acks.is_empty()).then(|| {
                 tokio::spawn(async move {
-                    for r in join_all(open.deliveries).await {
-                        match r {
-                            Ok(Ok(_)) => {}
-                            Ok(Err((e, _))) => {
-                                return Err(format!("Kafka did not take a produced message: {e}"))
-                            }
-                            Err(_) => {
-                                return Err("the producer dropped a delivery report".to_owned())
-                            }
+                    let wait = FOLD_DELIVERY_TIMEOUT + Duration::from_secs(5);
+                    for acks in open.acks {
+                        if tokio::time::timeout(wait, acks.settled()).await.is_err() {
+                            return Err(format!("no delivery report within {wait:?}"));
                         }
+                        acks.outcome().map_err(|e| e.to_string())?;
                     }
                     Ok(())
                 })
