@@ -6,7 +6,8 @@
 //! fold them and stop cleanly (it commits and writes its checkpoints), then starts it again
 //! twice in the same group — with checkpoints (restore + replay of what they do not cover:
 //! nothing here) and with `--checkpoint-interval 0s` (the full replay of the retained window) —
-//! and times each from `serve` to `/readyz` 200 and to the first non-empty `/v1/predictions`.
+//! and times each from `serve` to `/readyz` 200 and to the first non-empty `/v1/predictions`,
+//! with live traffic (200 events/s at the current time) flowing from just before the start.
 //! A restart that is not there within `--cap` is reported as "> cap". The size's topics are
 //! deleted before the next size (unless `--keep-topics`).
 
@@ -123,6 +124,43 @@ async fn fill(kafka: &KafkaArgs, topic: &str, n: usize, tickers: usize) -> anyho
     Ok(())
 }
 
+/// Events a second of live traffic while an analyzer restarts (see [`trickle`]).
+const LIVE_RATE: u64 = 200;
+
+/// Live traffic during a restart: [`LIVE_RATE`] events a second stamped with the current time,
+/// over the history's keys, until `stop`; returns how many were sent. Without it the model's
+/// clock stands at the history's last event and the fetch budget earns nothing (it earns from
+/// the demand fetches it sees), so a restarted analyzer would have nothing new to publish once
+/// its first tick spent the bucket — as in no deployment.
+async fn trickle(
+    kafka: KafkaArgs,
+    topic: String,
+    tickers: usize,
+    stop: CancellationToken,
+) -> anyhow::Result<u64> {
+    const MODULES: [&str; 5] = ["price", "chart", "news", "fundamentals", "options"];
+    let producer = kafka.producer(Duration::from_secs(30))?;
+    let mut every = tokio::time::interval(Duration::from_millis(1_000 / LIVE_RATE));
+    let mut sent = 0u64;
+    while !stop.is_cancelled() {
+        every.tick().await;
+        let i = sent as usize;
+        let t = format!("T{}", (i * 7919) % tickers);
+        let body = format!(
+            r#"{{"ticker":"{t}","module":"{}","ts":{},"client":"c{}"}}"#,
+            MODULES[i % 5],
+            Utc::now().timestamp_millis(),
+            i % 500
+        );
+        producer
+            .send_result(FutureRecord::to(&topic).key(&t).payload(&body))
+            .map_err(|(e, _)| e)?;
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(sent)
+}
+
 /// Deletes every topic whose name starts with `prefix`.
 async fn delete_topics(kafka: &KafkaArgs, prefix: &str) -> anyhow::Result<usize> {
     let admin = kafka.admin()?;
@@ -140,15 +178,27 @@ async fn delete_topics(kafka: &KafkaArgs, prefix: &str) -> anyhow::Result<usize>
     Ok(refs.len())
 }
 
-/// One timed restart: (ready, first prediction, events replayed) and whether it stopped in time.
+/// One timed restart under live traffic ([`trickle`]): (ready, first prediction, events
+/// replayed).
 async fn timed_restart(
     cfg: analyzer::service::Config,
+    tickers: usize,
     cap: Duration,
 ) -> anyhow::Result<(Option<f64>, Option<f64>, f64)> {
+    let live = CancellationToken::new();
+    let traffic = tokio::spawn(trickle(
+        cfg.kafka.clone(),
+        cfg.topics.query_events_topic.clone(),
+        tickers,
+        live.clone(),
+    ));
     let started = Instant::now();
     let (base, stop, task) = start_analyzer(cfg).await?;
     let (ready, first) = first_prediction(&base, started, cap).await;
     let replayed = metric(&base, "smart_prefetch_analyzer_rebuild_events_total").await;
+    live.cancel();
+    let sent = traffic.await??;
+    eprintln!("  live traffic during the restart: {sent} events");
     stop.cancel();
     // A capped replay may still be reading; give it a minute to notice the shutdown.
     match tokio::time::timeout(Duration::from_secs(60), task).await {
@@ -201,10 +251,11 @@ pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
         stop.cancel();
         task.await??;
         eprintln!("{n}: first life folded in {:.0} s", t.elapsed().as_secs_f64());
-        let (cp_ready, cp_first, cp_replayed) = timed_restart(cfg.clone(), cap).await?;
+        let (cp_ready, cp_first, cp_replayed) =
+            timed_restart(cfg.clone(), args.tickers, cap).await?;
         let mut replay = cfg.clone();
         replay.checkpoint_interval = Duration::ZERO;
-        let (rp_ready, rp_first, rp_replayed) = timed_restart(replay, cap).await?;
+        let (rp_ready, rp_first, rp_replayed) = timed_restart(replay, args.tickers, cap).await?;
         println!(
             "| {n} | {} | {} | {cp_replayed:.0} | {} | {} | {rp_replayed:.0} |",
             secs(cp_ready, cap),

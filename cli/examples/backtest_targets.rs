@@ -11,6 +11,8 @@
 //! cargo run --release -p prefetch --example backtest_targets            # the evaluation set
 //! cargo run --release -p prefetch --example backtest_targets -- --dev   # the development set
 //! cargo run --release -p prefetch --example backtest_targets -- 3 1004  # chosen seeds
+//! # a candidate default, tried on the development set only (never tuned on the evaluation set):
+//! cargo run --release -p prefetch --example backtest_targets -- --dev --patch '{"min_confidence":0.3}'
 //! ```
 //!
 //! It prints the table and exits non-zero when a trace misses the target. (A measurement, not
@@ -32,7 +34,12 @@ fn seeds() -> Vec<u64> {
     if args.iter().any(|a| a == "--dev") {
         return family::DEV_SEEDS.collect();
     }
-    let chosen: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let chosen: Vec<u64> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || args[i - 1] != "--patch")
+        .filter_map(|(_, a)| a.parse().ok())
+        .collect();
     if chosen.is_empty() {
         family::EVAL_SEEDS.collect()
     } else {
@@ -40,10 +47,24 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-/// The replay's config for a member: the defaults, its deployment, the default tick.
+/// `--patch JSON`: live-config fields to change from the defaults (a candidate default, tried
+/// on the development set).
+fn patch() -> Option<serde_json::Value> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--patch")?;
+    let text = args.get(i + 1).expect("--patch takes a JSON object");
+    Some(serde_json::from_str(text).expect("--patch takes a JSON object"))
+}
+
+/// The replay's config for a member: the defaults (with `--patch`), its deployment, the
+/// default tick.
 fn config(member: &Member) -> SimConfig {
     let hit_flags = if member.hit_flags { HitFlags::Cache } else { HitFlags::None };
-    SimConfig { live: member.live_config(), tick_ms: 5_000, hit_flags }
+    let mut live = member.live_config();
+    if let Some(p) = patch() {
+        live = live.patched(&p).expect("--patch is a valid live-config change");
+    }
+    SimConfig { live, tick_ms: 5_000, hit_flags }
 }
 
 fn main() {
