@@ -4,10 +4,13 @@
 //! [`Spend`] is an event-time token bucket. It earns from what the model observes and pays one
 //! token per published warm:
 //! - a **ratio** `r` ([`Budget::Ratio`]) bounds all upstream calls by `r ×` the calls of no
-//!   warming. Those are estimated online as the demand fetches `D` plus the useful warms `U`
-//!   (a warm whose copy served a hit saved the demand fetch its first query would have made), so
-//!   the warms `W` may reach `(r − 1)·D + r·U`: each demand fetch earns `r − 1` tokens, each
-//!   first hit on a warmed copy `r`;
+//!   warming `N`. The model's cache view counts those online: next to its copy of each key it
+//!   keeps the copy a cache never warmed would hold (same TTLs, query times alone), and a query
+//!   after that one's expiry is a call of no warming. So the warms `W` may reach `r·N − D`
+//!   (`D`: the demand fetches): each call of no warming earns `r` tokens, each demand fetch
+//!   costs one. (The first estimate, `N ≈ D + U` with `U` the first hits on warmed copies, read
+//!   1.13 where the replay measured 1.21: a warm that expires before the copy a later miss would
+//!   have made shifts a fetch rather than saving it.);
 //! - a **rate** ([`Budget::PerMinute`]) earns its calls per minute as event time passes — the
 //!   whole fleet's: an instance that owns a share of the query-events partitions earns that
 //!   share ([`Model::set_budget_share`]), so N analyzers together spend the rate, not N× it (a
@@ -52,6 +55,9 @@ pub struct SpendStatus {
     pub warms: u64,
     /// Warms whose copy served a hit (as the model's cache view saw it).
     pub useful_warms: u64,
+    /// Queries that would have fetched in a cache never warmed: the calls of no warming, as
+    /// the model's cache view counts them (what a ratio budget is a multiple of).
+    pub no_warming_fetches: u64,
     /// Candidates that reached `min_confidence` but not the budget's price, or found no token.
     pub refused: u64,
     /// Tokens left (upstream calls warming may still make now).
@@ -68,10 +74,10 @@ pub struct SpendStatus {
 }
 
 impl SpendStatus {
-    /// All upstream calls over the estimated calls of no warming, `(D + W) / (D + U)`: what a
-    /// ratio budget holds below its ratio. `None` before any fetch.
+    /// All upstream calls over the calls of no warming, `(D + W) / N`: what a ratio budget
+    /// holds below its ratio. `None` before any fetch.
     pub fn spend_ratio(&self) -> Option<f64> {
-        let base = self.demand_fetches + self.useful_warms;
+        let base = self.no_warming_fetches;
         (base > 0).then(|| (self.demand_fetches + self.warms) as f64 / base as f64)
     }
 
@@ -126,6 +132,7 @@ impl Spend {
                 demand_fetches: 0,
                 warms: 0,
                 useful_warms: 0,
+                no_warming_fetches: 0,
                 refused: 0,
                 tokens: 0.0,
                 capacity: 0.0,
@@ -192,20 +199,18 @@ impl Spend {
         self.tokens = (self.tokens + tokens).min(self.capacity());
     }
 
-    /// What the model's view made of one query at `t`: a demand fetch, or the first hit on a
-    /// warmed copy, earn under a ratio budget.
+    /// What the model's view made of one query at `t`: under a ratio budget a call of no
+    /// warming earns `r` tokens and a demand fetch costs one.
     pub(crate) fn observe(&mut self, t: u32, o: Observed) {
         self.advance(t);
-        if o.demand {
-            self.status.demand_fetches += 1;
-            if let Budget::Ratio(r) = self.budget {
-                self.earn(r - 1.0);
-            }
-        }
-        if o.useful {
-            self.status.useful_warms += 1;
-            if let Budget::Ratio(r) = self.budget {
-                self.earn(r);
+        self.status.no_warming_fetches += u64::from(o.bare);
+        self.status.demand_fetches += u64::from(o.demand);
+        self.status.useful_warms += u64::from(o.useful);
+        if let Budget::Ratio(r) = self.budget {
+            // One net amount, so a query that fetches either way earns `r − 1` as before.
+            let net = if o.bare { r } else { 0.0 } - if o.demand { 1.0 } else { 0.0 };
+            if net != 0.0 {
+                self.earn(net);
             }
         }
     }

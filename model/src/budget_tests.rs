@@ -5,8 +5,13 @@ use crate::budget::{Budget, Spend};
 use crate::refresh::Observed;
 use crate::Model;
 
-const DEMAND: Observed = Observed { refresh: None, demand: true, useful: false };
-const USEFUL: Observed = Observed { refresh: None, demand: false, useful: true };
+/// A miss a cache never warmed would have had as well.
+const DEMAND: Observed = Observed { refresh: None, demand: true, useful: false, bare: true };
+/// A hit on a warm where a cache never warmed would have fetched.
+const USEFUL: Observed = Observed { refresh: None, demand: false, useful: true, bare: true };
+/// A miss a cache never warmed would not have had (a warmed copy expired before the one a
+/// later miss would have made).
+const SHIFTED: Observed = Observed { refresh: None, demand: true, useful: false, bare: false };
 
 /// A model publishing everything it finds (top 50, no confidence floor), copies living 30 s, a
 /// rate budget of `per_minute` calls, and the 20 tickers `T00`..`T19` the tests query; with the
@@ -43,6 +48,12 @@ fn a_ratio_budget_holds_warms_to_its_share_of_the_fetches_of_no_warming() {
     let before = s.status(0.0).tokens;
     s.observe(1_000, USEFUL);
     assert!((s.status(0.0).tokens - before - 1.2).abs() < 1e-9);
+    // A miss the warms caused (no warming would have hit) costs a token and earns nothing.
+    s.observe(1_000, SHIFTED);
+    assert!((s.status(0.0).tokens - before - 0.2).abs() < 1e-9);
+    let st = s.status(0.0);
+    assert_eq!((st.no_warming_fetches, st.demand_fetches), (1_001, 1_001));
+    assert_eq!(st.spend_ratio(), Some((1_001 + warms) as f64 / 1_001.0));
 }
 
 #[test]

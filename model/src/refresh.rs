@@ -77,6 +77,9 @@ pub(crate) struct Observed {
     pub demand: bool,
     /// The query was the first hit on a warmed copy: that warm saved a demand fetch.
     pub useful: bool,
+    /// The query would have fetched in a cache never warmed (same TTLs): one of the calls of
+    /// no warming, which a ratio budget is a multiple of.
+    pub bare: bool,
 }
 
 /// What the view believes about one key's cached copy.
@@ -92,6 +95,9 @@ pub(crate) struct Copy {
     /// warm replaced a copy still live, that copy's expiry (hits before it would have been
     /// served without the warm), else the warm's time. [`PROVEN`] otherwise.
     pub proves_from: u32,
+    /// When the copy of a cache never warmed would expire: the counterfactual of no warming,
+    /// kept from query times and TTLs alone (a warm does not move it).
+    pub bare: u32,
 }
 
 /// [`Copy::proves_from`] of a copy with nothing left to prove (fetched on demand, or already
@@ -179,7 +185,15 @@ impl CacheView {
         let trusted = self.trusts_hits(t);
         let c = self.copies.entry(pack(tid, mid)).or_default();
         let hit = hit || (!trusted && c.expires > t);
-        let mut o = Observed { refresh: None, demand: false, useful: false };
+        // Without warming, a query after the copy's expiry fetches and starts a new copy. (A
+        // warm shifts fetches as well as saving them: a warmed copy that expires before the
+        // one a later miss would have made leaves a miss no-warming would not have had, so
+        // counting first hits on warms alone overstated the calls of no warming by a fifth.)
+        let bare = t >= c.bare;
+        if bare {
+            c.bare = t.saturating_add(ttl);
+        }
+        let mut o = Observed { refresh: None, demand: false, useful: false, bare };
         if !hit {
             o.demand = true;
             if t.saturating_add(ttl) > c.expires {
@@ -188,10 +202,17 @@ impl CacheView {
                     expires: t.saturating_add(ttl),
                     queries: 1,
                     proves_from: PROVEN,
+                    bare: c.bare,
                 };
             }
         } else if c.expires <= t {
-            *c = Copy { fetched: t, expires: t.saturating_add(1), queries: 1, proves_from: PROVEN };
+            *c = Copy {
+                fetched: t,
+                expires: t.saturating_add(1),
+                queries: 1,
+                proves_from: PROVEN,
+                bare: c.bare,
+            };
         } else {
             // The first hit on a warmed copy once the copy it replaced would have expired: the
             // warm saved the demand fetch that hit would have been. A hit before that was the
@@ -226,7 +247,13 @@ impl CacheView {
             }
             Copy { expires, .. } => expires.max(t),
         };
-        *c = Copy { fetched: t, expires: t.saturating_add(ttl), queries: 0, proves_from };
+        *c = Copy {
+            fetched: t,
+            expires: t.saturating_add(ttl),
+            queries: 0,
+            proves_from,
+            bare: c.bare,
+        };
     }
 
     /// Sets the believed copy of a key read back from a snapshot (`snapshot.rs`).
@@ -462,6 +489,25 @@ mod tests {
         v.observe(9, 0, &price, 1_000, false);
         v.warmed(9, 0, 1_200);
         assert!(v.observe(9, 0, &price, 1_200, true).useful);
+    }
+
+    #[test]
+    fn the_calls_of_no_warming_are_counted_from_query_times_and_ttls_alone() {
+        // Price copies live 60 s. A demand fetch at 1 000 (no warming fetches too), a refresh at
+        // 1 050 (until 1 110), a query at 1 061: no warming fetches, the warm saved it. At 1 115
+        // the warmed copy is gone but no warming's (fetched at 1 061) lives until 1 121: a miss
+        // the warm shifted rather than saved.
+        let mut v = view();
+        let price = Module::parse("price").unwrap();
+        let o = v.observe(7, 0, &price, 1_000, false);
+        assert!(o.demand && o.bare);
+        assert!(!v.observe(7, 0, &price, 1_030, true).bare, "no warming hits as well");
+        v.warmed(7, 0, 1_050);
+        let o = v.observe(7, 0, &price, 1_061, true);
+        assert!(o.bare && o.useful && !o.demand, "{o:?}");
+        let o = v.observe(7, 0, &price, 1_115, false);
+        assert!(o.demand && !o.bare, "{o:?}");
+        assert!(v.observe(7, 0, &price, 1_121, true).bare, "no warming's copy expired");
     }
 
     #[test]

@@ -284,7 +284,8 @@ impl Model {
                 let (fetched, expires, queries) = (r.u32()?, r.u32()?, r.u32v()?);
                 // What a warm replaced is not kept: an unqueried warm proves from its own time.
                 let proves_from = if queries == 0 { fetched } else { PROVEN };
-                Some(Copy { fetched, expires, queries, proves_from })
+                // Nor the copy of no warming: the current copy's expiry is the best guess.
+                Some(Copy { fetched, expires, queries, proves_from, bare: expires })
             } else {
                 None
             };

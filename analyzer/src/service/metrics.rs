@@ -37,6 +37,7 @@ struct BudgetMetrics {
     demand: IntCounter,
     warms: IntCounter,
     useful: IntCounter,
+    no_warming: IntCounter,
     refused: IntCounter,
     ratio: Gauge,
     rate: Gauge,
@@ -57,9 +58,10 @@ impl BudgetMetrics {
             g
         };
         Self {
-            demand: counter("smart_prefetch_analyzer_budget_demand_fetches_total", "Queries that fetched on demand (misses), as the model's cache view saw them; what a ratio budget earns from."),
+            demand: counter("smart_prefetch_analyzer_budget_demand_fetches_total", "Queries that fetched on demand (misses), as the model's cache view saw them."),
+            no_warming: counter("smart_prefetch_analyzer_budget_no_warming_fetches_total", "Queries that would have fetched in a cache never warmed (same TTLs): the calls of no warming a ratio budget is a multiple of."),
             warms: counter("smart_prefetch_analyzer_budget_warms_total", "Warms the fetch budget paid for (published predictions, ticks and event-driven)."),
-            useful: counter("smart_prefetch_analyzer_budget_useful_warms_total", "Warms whose copy served a hit, as the model's cache view saw them (each saved a demand fetch)."),
+            useful: counter("smart_prefetch_analyzer_budget_useful_warms_total", "Warms whose copy served a hit no warming would have fetched for, as the model's cache view saw them."),
             refused: counter("smart_prefetch_analyzer_budget_refused_total", "Candidates at or above min_confidence the fetch budget did not pay for."),
             ratio: gauge("smart_prefetch_analyzer_budget_ratio", "The ratio budget: all upstream calls at most this many times the calls of no warming (0: a rate budget or none)."),
             rate: gauge("smart_prefetch_analyzer_budget_warms_per_second", "The rate budget in warms per second (0: a ratio budget or none)."),
@@ -279,6 +281,7 @@ impl Metrics {
             (&b.demand, s.demand_fetches),
             (&b.warms, s.warms),
             (&b.useful, s.useful_warms),
+            (&b.no_warming, s.no_warming_fetches),
             (&b.refused, s.refused),
         ] {
             c.inc_by(total.saturating_sub(c.get()));

@@ -101,8 +101,13 @@ pub fn budget_status(cfg: &LiveConfig, spend: Option<&serde_json::Value>) -> ser
     let n = |f: &str| s[f].as_u64().unwrap_or(0);
     let (demand, warms, useful, span) =
         (n("demand_fetches"), n("warms"), n("useful_warms"), n("span_s"));
-    let spend_ratio =
-        (demand + useful > 0).then(|| (demand + warms) as f64 / (demand + useful) as f64);
+    // The calls of no warming as the analyzers count them (an analyzer older than that count
+    // reports none: demand fetches plus useful warms, its estimate, stand in).
+    let no_warming = match n("no_warming_fetches") {
+        0 => demand + useful,
+        n => n,
+    };
+    let spend_ratio = (no_warming > 0).then(|| (demand + warms) as f64 / no_warming as f64);
     let per_minute = (span >= 60).then(|| warms as f64 * 60.0 / span as f64);
     let within = match cfg.budget {
         Budget::Off => None,
@@ -118,6 +123,7 @@ pub fn budget_status(cfg: &LiveConfig, spend: Option<&serde_json::Value>) -> ser
         "demand_fetches": demand,
         "warms": warms,
         "useful_warms": useful,
+        "no_warming_fetches": no_warming,
         "refused": n("refused"),
         "spend_ratio": spend_ratio,
         "warms_per_minute": per_minute,

@@ -219,7 +219,7 @@ fn merge_budget(snapshots: &[&Value]) -> Value {
     let Some(newest) = spends.last() else { return Value::Null };
     let mut out = Map::new();
     out.insert("budget".into(), newest["budget"].clone());
-    for field in ["demand_fetches", "warms", "useful_warms", "refused"] {
+    for field in ["demand_fetches", "warms", "useful_warms", "no_warming_fetches", "refused"] {
         out.insert(
             field.into(),
             json!(spends.iter().map(|b| b[field].as_u64().unwrap_or(0)).sum::<u64>()),
