@@ -404,7 +404,13 @@ impl Model {
             first.is_none_or(|f| bucket < f).then_some(bucket),
         );
         let observed = match self.cache.as_mut() {
-            Some(view) => view.observe(tid, mid, &event.module, t, event.hit),
+            Some(view) => view.observe(
+                tid,
+                mid,
+                &event.module,
+                (t, event.ts.timestamp_subsec_millis() as u16),
+                event.hit,
+            ),
             None => refresh::Observed { demand: !event.hit, ..Default::default() },
         };
         self.hit_refresh = observed.refresh.map(|e| (slot, e));

@@ -98,6 +98,9 @@ pub(crate) struct Copy {
     /// When the copy of a cache never warmed would expire: the counterfactual of no warming,
     /// kept from query times and TTLs alone (a warm does not move it).
     pub bare: u32,
+    /// The milliseconds of that expiry within its second: a dashboard polling at its copies'
+    /// TTL asks again in the very second they expire, before or after by a few ms.
+    pub bare_ms: u16,
 }
 
 /// [`Copy::proves_from`] of a copy with nothing left to prove (fetched on demand, or already
@@ -177,7 +180,14 @@ impl CacheView {
     /// shows the view missed a fetch. While the producer's flags are not trusted
     /// ([`TRUST_HITS_S`]) a miss on a copy believed live counts as a hit. Returns what the
     /// query was to the view (see [`Observed`]).
-    pub fn observe(&mut self, tid: u32, mid: u32, module: &Module, t: u32, hit: bool) -> Observed {
+    pub fn observe(
+        &mut self,
+        tid: u32,
+        mid: u32,
+        module: &Module,
+        (t, ms): (u32, u16),
+        hit: bool,
+    ) -> Observed {
         let ttl = self.resolve(mid, module);
         if hit {
             self.hit_seen = Some(self.hit_seen.map_or(t, |h| h.max(t)));
@@ -189,13 +199,9 @@ impl CacheView {
         // warm shifts fetches as well as saving them: a warmed copy that expires before the
         // one a later miss would have made leaves a miss no-warming would not have had, so
         // counting first hits on warms alone overstated the calls of no warming by a fifth.)
-        // Event times are whole seconds here and a cache's expiry is not: a query in the second
-        // a copy expires may still find it, so that second counts as fresh (the count leans
-        // low, and a ratio budget spends a little less rather than more; measured 1.185 where
-        // the model counted 1.183 without it).
-        let bare = t >= c.bare;
+        let bare = (t, ms) >= (c.bare, c.bare_ms);
         if bare {
-            c.bare = t.saturating_add(ttl).saturating_add(1);
+            (c.bare, c.bare_ms) = (t.saturating_add(ttl), ms);
         }
         let mut o = Observed { refresh: None, demand: false, useful: false, bare };
         if !hit {
@@ -207,6 +213,7 @@ impl CacheView {
                     queries: 1,
                     proves_from: PROVEN,
                     bare: c.bare,
+                    bare_ms: c.bare_ms,
                 };
             }
         } else if c.expires <= t {
@@ -216,6 +223,7 @@ impl CacheView {
                 queries: 1,
                 proves_from: PROVEN,
                 bare: c.bare,
+                bare_ms: c.bare_ms,
             };
         } else {
             // The first hit on a warmed copy once the copy it replaced would have expired: the
@@ -257,6 +265,7 @@ impl CacheView {
             queries: 0,
             proves_from,
             bare: c.bare,
+            bare_ms: c.bare_ms,
         };
     }
 
@@ -440,14 +449,14 @@ mod tests {
         // view believes live is a demand fetch (an eviction) and restarts the copy's life.
         let mut v = view();
         let price = Module::parse("price").unwrap();
-        v.observe(7, 0, &price, 1_000, false);
-        v.observe(7, 0, &price, 1_010, false);
+        v.observe(7, 0, &price, (1_000, 0), false);
+        v.observe(7, 0, &price, (1_010, 0), false);
         assert_eq!(v.expires(7, 0), Some(1_060), "no hit seen yet: the miss did not refetch");
-        v.observe(7, 0, &price, 1_020, true);
-        v.observe(7, 0, &price, 1_030, false);
+        v.observe(7, 0, &price, (1_020, 0), true);
+        v.observe(7, 0, &price, (1_030, 0), false);
         assert_eq!(v.expires(7, 0), Some(1_090), "flags trusted: the miss was a fetch");
-        v.observe(7, 0, &price, 1_030 + TRUST_HITS_S + 1, false);
-        v.observe(7, 0, &price, 1_030 + TRUST_HITS_S + 2, false);
+        v.observe(7, 0, &price, (1_030 + TRUST_HITS_S + 1, 0), false);
+        v.observe(7, 0, &price, (1_030 + TRUST_HITS_S + 2, 0), false);
         assert_eq!(
             v.expires(7, 0),
             Some(1_030 + TRUST_HITS_S + 61),
@@ -459,15 +468,18 @@ mod tests {
     fn the_view_tells_demand_fetches_and_the_first_hit_on_a_warmed_copy() {
         let mut v = view();
         let price = Module::parse("price").unwrap();
-        let o = v.observe(7, 0, &price, 1_000, false);
+        let o = v.observe(7, 0, &price, (1_000, 0), false);
         assert!(o.demand && !o.useful, "a miss fetched on demand");
-        assert!(!v.observe(7, 0, &price, 1_010, true).useful, "a demand copy's hit proves no warm");
+        assert!(
+            !v.observe(7, 0, &price, (1_010, 0), true).useful,
+            "a demand copy's hit proves no warm"
+        );
         v.warmed(8, 0, 1_000);
-        let o = v.observe(8, 0, &price, 1_020, true);
+        let o = v.observe(8, 0, &price, (1_020, 0), true);
         assert!(o.useful && !o.demand, "the first hit on a warmed copy");
-        assert!(!v.observe(8, 0, &price, 1_030, true).useful, "counted once");
+        assert!(!v.observe(8, 0, &price, (1_030, 0), true).useful, "counted once");
         v.warmed(9, 0, 1_000);
-        assert!(v.observe(9, 0, &price, 1_070, false).demand, "the warm expired unused");
+        assert!(v.observe(9, 0, &price, (1_070, 0), false).demand, "the warm expired unused");
     }
 
     #[test]
@@ -476,44 +488,44 @@ mod tests {
         // old copy's; the first hit from 1 060 on is the demand fetch the refresh saved.
         let mut v = view();
         let price = Module::parse("price").unwrap();
-        v.observe(7, 0, &price, 1_000, false);
+        v.observe(7, 0, &price, (1_000, 0), false);
         v.warmed(7, 0, 1_050);
-        assert!(!v.observe(7, 0, &price, 1_055, true).useful, "the old copy served it");
-        assert!(!v.observe(7, 0, &price, 1_059, true).useful, "and this one");
-        assert!(v.observe(7, 0, &price, 1_060, true).useful, "the old copy was gone");
-        assert!(!v.observe(7, 0, &price, 1_070, true).useful, "counted once");
+        assert!(!v.observe(7, 0, &price, (1_055, 0), true).useful, "the old copy served it");
+        assert!(!v.observe(7, 0, &price, (1_059, 0), true).useful, "and this one");
+        assert!(v.observe(7, 0, &price, (1_060, 0), true).useful, "the old copy was gone");
+        assert!(!v.observe(7, 0, &price, (1_070, 0), true).useful, "counted once");
         // A refresh of a warm nobody has proven yet keeps that warm's bar: both saved one fetch
         // at most, proven by the first hit after the demand copy they replaced.
-        v.observe(8, 0, &price, 1_000, false);
+        v.observe(8, 0, &price, (1_000, 0), false);
         v.warmed(8, 0, 1_050);
         v.warmed(8, 0, 1_100);
-        assert!(!v.observe(8, 0, &price, 1_058, true).useful);
-        assert!(v.observe(8, 0, &price, 1_101, true).useful);
+        assert!(!v.observe(8, 0, &price, (1_058, 0), true).useful);
+        assert!(v.observe(8, 0, &price, (1_101, 0), true).useful);
         // A warm of a key with no live copy is proven by any hit on it.
-        v.observe(9, 0, &price, 1_000, false);
+        v.observe(9, 0, &price, (1_000, 0), false);
         v.warmed(9, 0, 1_200);
-        assert!(v.observe(9, 0, &price, 1_200, true).useful);
+        assert!(v.observe(9, 0, &price, (1_200, 0), true).useful);
     }
 
     #[test]
     fn the_calls_of_no_warming_are_counted_from_query_times_and_ttls_alone() {
         // Price copies live 60 s. A demand fetch at 1 000 (no warming fetches too), a refresh at
         // 1 050 (until 1 110), a query at 1 061: no warming fetches, the warm saved it. At 1 115
-        // the warmed copy is gone but no warming's (fetched at 1 061) lives until 1 121 (and
-        // through that second): a miss the warm shifted rather than saved.
+        // the warmed copy is gone but no warming's (fetched at 1 061) lives until 1 121: a miss
+        // the warm shifted rather than saved.
         let mut v = view();
         let price = Module::parse("price").unwrap();
-        let o = v.observe(7, 0, &price, 1_000, false);
+        let o = v.observe(7, 0, &price, (1_000, 0), false);
         assert!(o.demand && o.bare);
-        assert!(!v.observe(7, 0, &price, 1_030, true).bare, "no warming hits as well");
-        assert!(!v.observe(7, 0, &price, 1_060, true).bare, "its copy lives through 1 060");
+        assert!(!v.observe(7, 0, &price, (1_030, 0), true).bare, "no warming hits as well");
+        assert!(!v.observe(7, 0, &price, (1_059, 999), true).bare, "its copy lives until 1 060");
         v.warmed(7, 0, 1_050);
-        let o = v.observe(7, 0, &price, 1_061, true);
+        let o = v.observe(7, 0, &price, (1_061, 0), true);
         assert!(o.bare && o.useful && !o.demand, "{o:?}");
-        let o = v.observe(7, 0, &price, 1_115, false);
+        let o = v.observe(7, 0, &price, (1_115, 0), false);
         assert!(o.demand && !o.bare, "{o:?}");
-        assert!(!v.observe(7, 0, &price, 1_121, true).bare, "the second it expires is fresh");
-        assert!(v.observe(7, 0, &price, 1_122, true).bare, "no warming's copy expired");
+        assert!(!v.observe(7, 0, &price, (1_120, 999), true).bare, "fresh until 1 121.000");
+        assert!(v.observe(7, 0, &price, (1_121, 0), true).bare, "no warming's copy expired");
     }
 
     #[test]
@@ -525,19 +537,23 @@ mod tests {
         assert_eq!(v.lead, 5);
         let window = |v: &CacheView, now| v.due(7, 0, now).map(|d| d.window);
         assert_eq!(window(&v, 1_005), Some(60), "never fetched: a warm serves a whole TTL");
-        v.observe(7, 0, &price, 1_000, false);
-        assert_eq!(v.observe(7, 0, &price, 1_020, true).refresh, None, "a hit far from the expiry");
+        v.observe(7, 0, &price, (1_000, 0), false);
+        assert_eq!(
+            v.observe(7, 0, &price, (1_020, 0), true).refresh,
+            None,
+            "a hit far from the expiry"
+        );
         assert_eq!(window(&v, 1_030), None, "fresh until 1 060, beyond the next tick");
         assert_eq!(window(&v, 1_056), Some(56), "expires at 1 060: a refresh adds 1 116 − 1 060");
         assert_eq!(v.due(7, 0, 1_056), Some(Due { window: 56, age: 56, queries: 2 }));
         assert_eq!(
-            v.observe(7, 0, &price, 1_055, true).refresh,
+            v.observe(7, 0, &price, (1_055, 0), true).refresh,
             Some(1_060),
             "a hit near the expiry"
         );
         assert_eq!(window(&v, 1_060), Some(60), "expired");
         // A hit on a key believed gone: live now, reconsidered at once.
-        v.observe(7, 0, &price, 2_000, true);
+        v.observe(7, 0, &price, (2_000, 0), true);
         assert_eq!(v.expires(7, 0), Some(2_001));
         v.warmed(7, 1, 2_000);
         assert_eq!(v.expires(7, 1), Some(2_300), "chart uses the default TTL");
