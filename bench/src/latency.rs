@@ -9,7 +9,7 @@
 //! `<cache>/chart/T_i.json`. Each measured client then does query `chart` of T_i a second
 //! later (posted in NDJSON batches), as the habit says: a client that never followed up would
 //! teach the analyzer that `price` is no longer followed by `chart`, and the follow-up's
-//! probability (followed / opportunities) would fall under the live `min_confidence` (0.5)
+//! probability (followed / opportunities) would fall under the live `min_confidence`
 //! after as many such clients as training sessions — which is why an earlier version of this
 //! bench saw only 298 of its events warmed with 300 training sessions. Latency is from just before the POST to the cache write, taken as
 //! max(file ctime, entry `fetched_at`) as in the warmer bench. Each `--batch-linger` value runs

@@ -182,7 +182,7 @@ impl Default for WarmPolicy {
         Self {
             enabled: true,
             top_n: 50,
-            min_confidence: 0.5,
+            min_confidence: 0.2,
             holdback: 0.05,
             schedule: Schedule::always(),
         }
