@@ -256,3 +256,19 @@ fn a_rate_budget_is_the_fleets_each_instance_earns_its_share_of_partitions() {
     idle.admit(0, 0.0, [1.0; 100]);
     assert_eq!(idle.admit(600, 0.0, [1.0; 100]), 0);
 }
+
+#[test]
+fn without_a_cache_view_each_miss_is_a_call_of_no_warming() {
+    // Refresh-ahead off: no view of the cache, so nothing tells a shifted miss from a saved one;
+    // a miss earns `r − 1` as a call no warming would make too (a budget that only paid for
+    // misses would never publish: the analyzer's shutdown test caught it).
+    let mut m = Model::new(crate::ModelConfig::default()).unwrap();
+    m.set_budget(Budget::Ratio(1.3));
+    let start = crate::tests::utc(2026, 3, 10, 14, 0);
+    for i in 0..100 {
+        m.record(&crate::tests::ev("T", "price", start + chrono::Duration::seconds(i), None));
+    }
+    let st = m.spend_status();
+    assert_eq!((st.demand_fetches, st.no_warming_fetches), (100, 100));
+    assert!(st.tokens > 10.0, "the bucket filled from its start: {st:?}");
+}

@@ -411,7 +411,10 @@ impl Model {
                 (t, event.ts.timestamp_subsec_millis() as u16),
                 event.hit,
             ),
-            None => refresh::Observed { demand: !event.hit, ..Default::default() },
+            // No view of the cache: each miss is taken for a call no warming would make too.
+            None => {
+                refresh::Observed { demand: !event.hit, bare: !event.hit, ..Default::default() }
+            }
         };
         self.hit_refresh = observed.refresh.map(|e| (slot, e));
         if predict {
