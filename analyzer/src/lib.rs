@@ -9,6 +9,8 @@
 //! and serves the admin HTTP.
 //!
 //! # Layout
+//! - `logs.rs`: recorded query logs (NDJSON, CSV, Parquet) through polars lazy scans, each row
+//!   validated by the contract, for `prefetch backtest` and `prefetch tune`.
 //! - `stats.rs`: the patterns snapshot aggregated with polars from the copy the model hands out
 //!   ([`Model::patterns_input`]), outside the model's lock; polars stays in this crate.
 //! - `service/`: the Kafka consume loop, rebuild after restart/rebalance, admin HTTP, metrics
@@ -31,6 +33,7 @@
 //! [`prediction::Reason::Sequence`]: prefetch_common::prediction::Reason::Sequence
 
 pub use prefetch_model as model;
+pub mod logs;
 pub mod service;
 pub mod stats;
 

@@ -22,9 +22,12 @@ use std::time::Instant;
 /// The log and the configuration a replay runs with (shared by `backtest` and `tune`).
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// The recorded log: JSON lines of query events (`ticker`, `module`, `ts`, `client`; `hit`
-    /// is ignored, the simulated cache decides it). Replayed in time order.
-    #[arg(long, value_name = "FILE.jsonl")]
+    /// The recorded log of query events (`ticker`, `module`, `ts`, `client`; `hit` is ignored,
+    /// the simulated cache decides it): NDJSON (.jsonl/.ndjson/.json), CSV with a header row
+    /// (.csv) or Parquet (.parquet), read by a polars lazy scan of those columns. Rows are
+    /// validated as ingest validates events; invalid rows are skipped, counted and reported on
+    /// standard error (and in --json). Replayed in time order.
+    #[arg(long, value_name = "FILE")]
     pub events: PathBuf,
 
     /// A live-config document (the JSON of the `prefetch.config` topic: enabled, top_n,
@@ -176,6 +179,15 @@ impl ReplayArgs {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+        if trace.invalid_rows > 0 {
+            eprintln!(
+                "{}: skipped {} invalid rows of {} (the contract's rules, as ingest applies them):\n  {}",
+                self.events.display(),
+                trace.invalid_rows,
+                trace.invalid_rows + trace.events.len(),
+                trace.invalid_examples.join("\n  ")
+            );
+        }
         Ok(trace)
     }
 }
@@ -285,6 +297,7 @@ pub fn backtest(
         spend: SpendReport::of(&runs, cfg.live.budget, span_ms),
         events: trace.events.len(),
         keys: trace.keys.len(),
+        invalid_rows: trace.invalid_rows,
         from: ts(trace.events.first()),
         to: ts(trace.events.last()),
         config,

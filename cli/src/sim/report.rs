@@ -143,6 +143,8 @@ pub struct Report {
     pub events: usize,
     /// Distinct `(ticker, module)` keys.
     pub keys: usize,
+    /// Rows of the log the contract refused (skipped; reported on standard error).
+    pub invalid_rows: usize,
     /// First and last event time.
     pub from: String,
     /// Last event time.

@@ -109,6 +109,25 @@ fn the_original_warms_its_top_ticker_every_tick() {
 }
 
 #[test]
+fn a_log_file_is_scanned_and_its_invalid_rows_counted() {
+    let dir = std::env::temp_dir().join(format!("trace-read-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log.csv");
+    std::fs::write(
+        &path,
+        "ticker,module,ts,client\nAAPL,price,2026-03-09T14:00:01Z,c1\nAA PL,price,2026-03-09T14:00:02Z,\nMSFT,news,2026-03-09T14:00:00Z,\n",
+    )
+    .unwrap();
+    let trace = Trace::read(&path, None).unwrap();
+    assert_eq!((trace.events.len(), trace.invalid_rows), (2, 1));
+    assert!(trace.invalid_examples[0].starts_with("row 2: ticker"), "{:?}", trace.invalid_examples);
+    assert!(trace.events[0].ts < trace.events[1].ts, "sorted by time");
+    std::fs::write(&path, "ticker,module,ts\nA A,price,2026-03-09T14:00:01Z\n").unwrap();
+    assert!(matches!(Trace::read(&path, None).unwrap_err(), TraceError::NoValidRow { .. }));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_bad_line_is_named_by_number() {
     let log = b"{\"ticker\":\"AAPL\",\"module\":\"price\",\"ts\":\"2026-03-09T14:00:00Z\"}\n\n{\"ticker\":\"AA PL\",\"module\":\"price\"}\n";
     let err = Trace::read_from(&log[..], std::path::Path::new("log.jsonl"), None).unwrap_err();

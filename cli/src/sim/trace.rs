@@ -45,6 +45,10 @@ pub struct Trace {
     pub clients: Vec<ClientId>,
     /// The events, sorted by time (stably).
     pub events: Vec<Ev>,
+    /// Rows of the log the contract refused (skipped, counted and reported).
+    pub invalid_rows: usize,
+    /// The first few of them, `row N: reason`.
+    pub invalid_examples: Vec<String>,
 }
 
 /// Why a log could not be read.
@@ -71,6 +75,19 @@ pub enum TraceError {
     /// The log holds no event.
     #[error("{0}: no events (blank lines only)")]
     Empty(PathBuf),
+    /// The log could not be scanned (unknown format, missing column, unreadable file).
+    #[error(transparent)]
+    Scan(#[from] analyzer::logs::LogError),
+    /// No row of the log is a valid event.
+    #[error("{path}: none of its {rows} rows is a valid query event (first: {first})")]
+    NoValidRow {
+        /// The file.
+        path: PathBuf,
+        /// Rows read.
+        rows: usize,
+        /// The first refused row and why.
+        first: String,
+    },
 }
 
 /// Timestamps are checked against this instead of the wall clock: a recorded log may come
@@ -147,19 +164,42 @@ impl Trace {
         b.finish()
     }
 
-    /// Reads a JSON-lines log of query events (`hit` is read but not used). Blank lines are
-    /// skipped; any other line that is not a valid event stops the read with its line number.
-    /// `bar`, when given, counts bytes read.
+    /// Reads a recorded log of query events — NDJSON (`.jsonl`, `.ndjson`, `.json`), CSV or
+    /// Parquet, by extension — through the analyzer's polars lazy scan
+    /// ([`analyzer::logs::scan_events`]): only the event columns are read, and every row is
+    /// validated by the contract's rules, as ingest validates events. Rows it refuses are
+    /// skipped but counted in [`Trace::invalid_rows`] (with the first few in
+    /// [`Trace::invalid_examples`]); a log with no valid row is an error. `hit` is read but
+    /// not used. `bar`, when given, ticks once the scan is done.
     pub fn read(path: &Path, bar: Option<&ProgressBar>) -> Result<Trace, TraceError> {
-        let io = |source| TraceError::Io { path: path.to_owned(), source };
-        let file = std::fs::File::open(path).map_err(io)?;
-        if let (Some(bar), Ok(meta)) = (bar, file.metadata()) {
-            bar.set_length(meta.len());
+        std::fs::metadata(path)
+            .map_err(|source| TraceError::Io { path: path.to_owned(), source })?;
+        let mut b = Builder::default();
+        let report = analyzer::logs::scan_events(path, None, far_future(), |e| b.push(&e))?;
+        if let Some(bar) = bar {
+            bar.set_length(report.rows as u64);
+            bar.set_position(report.rows as u64);
         }
-        Self::read_from(BufReader::with_capacity(1 << 20, file), path, bar)
+        let examples: Vec<String> =
+            report.examples.iter().map(|r| format!("row {}: {}", r.row, r.reason)).collect();
+        if b.trace.events.is_empty() {
+            return match examples.first() {
+                Some(first) => Err(TraceError::NoValidRow {
+                    path: path.to_owned(),
+                    rows: report.rows,
+                    first: first.clone(),
+                }),
+                None => Err(TraceError::Empty(path.to_owned())),
+            };
+        }
+        b.trace.invalid_rows = report.invalid;
+        b.trace.invalid_examples = examples;
+        Ok(b.finish())
     }
 
-    /// [`Trace::read`] from any reader; `path` names it in errors.
+    /// Reads a JSON-lines log from any reader, line by line without polars (for small logs
+    /// and tests); blank lines are skipped and the first invalid line stops the read with its
+    /// number. `path` names it in errors.
     pub fn read_from(
         mut reader: impl BufRead,
         path: &Path,
