@@ -235,141 +235,69 @@ fn csv_cell(column: &str, cell: AnyValue<'_>) -> Value {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().to_utc()
-    }
-
-    fn scan(path: &Path) -> (Vec<QueryEvent>, ScanReport) {
-        let mut events = Vec::new();
-        let report = scan_events(path, None, now(), |e| events.push(e)).unwrap();
-        (events, report)
-    }
-
-    fn dir() -> tempdir::Dir {
-        tempdir::Dir::new()
-    }
-
-    /// A scratch directory removed on drop (no tempfile dependency for one test module).
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-                let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let p = std::env::temp_dir().join(format!("logs-test-{}-{n}", std::process::id()));
-                std::fs::create_dir_all(&p).unwrap();
-                Self(p)
-            }
+/// Writes `events` as a log at `path` in the format its extension names (or `format`): NDJSON
+/// lines as the contract writes them, CSV with a header row and RFC 3339 times, or Parquet with
+/// typed columns (`ts` a millisecond timestamp, `hit` a boolean). What [`scan_events`] reads
+/// back is the same events. Returns how many were written.
+pub fn write_events<'a>(
+    path: &Path,
+    format: Option<LogFormat>,
+    events: impl IntoIterator<Item = &'a QueryEvent>,
+) -> Result<usize, LogError> {
+    let format = format
+        .or_else(|| LogFormat::of_path(path))
+        .ok_or_else(|| LogError::UnknownFormat(path.into()))?;
+    let io_err = |e: std::io::Error| LogError::Polars { path: path.to_owned(), source: e.into() };
+    let polars_err = |source| LogError::Polars { path: path.to_owned(), source };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io_err)?);
+    if format == LogFormat::Ndjson {
+        use std::io::Write;
+        let mut n = 0;
+        for e in events {
+            file.write_all(&e.to_json()).and_then(|_| file.write_all(b"\n")).map_err(io_err)?;
+            n += 1;
         }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
+        file.flush().map_err(io_err)?;
+        return Ok(n);
+    }
+    let events: Vec<&QueryEvent> = events.into_iter().collect();
+    let strings = |f: &dyn Fn(&QueryEvent) -> Option<String>| -> Vec<Option<String>> {
+        events.iter().map(|e| f(e)).collect()
+    };
+    let ts: Column = if format == LogFormat::Csv {
+        Column::new(
+            "ts".into(),
+            strings(&|e| Some(e.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+        )
+    } else {
+        let ms: Vec<i64> = events.iter().map(|e| e.ts.timestamp_millis()).collect();
+        Column::new("ts".into(), ms)
+            .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+            .map_err(polars_err)?
+    };
+    let mut df = DataFrame::new_infer_height(vec![
+        Column::new("ticker".into(), strings(&|e| Some(e.ticker.as_str().to_owned()))),
+        Column::new("module".into(), strings(&|e| Some(e.module.as_str().to_owned()))),
+        Column::new("hit".into(), events.iter().map(|e| e.hit).collect::<Vec<bool>>()),
+        ts,
+        Column::new(
+            "client".into(),
+            strings(&|e| e.client.as_ref().map(|c| c.as_str().to_owned())),
+        ),
+        Column::new(
+            "latency_ms".into(),
+            events.iter().map(|e| e.latency_ms).collect::<Vec<Option<f64>>>(),
+        ),
+    ])
+    .map_err(polars_err)?;
+    match format {
+        LogFormat::Csv => CsvWriter::new(&mut file).finish(&mut df).map_err(polars_err)?,
+        _ => {
+            ParquetWriter::new(&mut file).finish(&mut df).map_err(polars_err)?;
         }
     }
-
-    #[test]
-    fn ndjson_rows_are_validated_and_invalid_ones_counted() {
-        let d = dir();
-        let path = d.0.join("log.jsonl");
-        std::fs::write(
-            &path,
-            concat!(
-                r#"{"ticker":"aapl","module":"price","hit":true,"ts":"2026-03-09T14:00:00.000Z","client":"c1","extra":1}"#,
-                "\n",
-                r#"{"ticker":"AA PL","module":"price","hit":false,"ts":"2026-03-09T14:00:01.000Z","client":"c1","extra":2}"#,
-                "\n",
-                r#"{"ticker":"MSFT","module":null,"hit":false,"ts":"2026-03-09T14:00:02.000Z","client":null,"extra":3}"#,
-                "\n",
-                r#"{"ticker":"MSFT","module":"news","hit":false,"ts":"2026-03-09T14:00:03.000Z","client":null,"extra":4}"#,
-                "\n",
-            ),
-        )
-        .unwrap();
-        let (events, report) = scan(&path);
-        assert_eq!((report.rows, report.valid, report.invalid), (4, 2, 2));
-        assert_eq!(events[0].ticker.as_str(), "AAPL", "normalised as ingest does");
-        assert!(events[0].hit && events[0].client.as_ref().unwrap().as_str() == "c1");
-        assert_eq!(events[1].module.as_str(), "news");
-        assert_eq!(events[1].client, None);
-        assert_eq!(report.examples[0].row, 2);
-        assert!(report.examples[0].reason.contains("ticker"), "{:?}", report.examples);
-        assert_eq!(report.examples[1].row, 3);
-        assert!(report.examples[1].reason.contains("module"), "{:?}", report.examples);
-    }
-
-    #[test]
-    fn csv_cells_are_typed_by_the_contract_and_bad_ones_refused() {
-        let d = dir();
-        let path = d.0.join("log.csv");
-        std::fs::write(
-            &path,
-            "ts,ticker,module,hit,client,region\n\
-             1773064800000,AAPL,price,true,c1,eu\n\
-             2026-03-09T14:00:01Z,MSFT,chart,0,,us\n\
-             2026-03-09T14:00:02Z,MSFT,chart,maybe,,us\n\
-             2026-03-09T14:00:03Z,MS;FT,chart,false,,us\n\
-             2126-03-09T14:00:03Z,MSFT,chart,false,,us\n",
-        )
-        .unwrap();
-        let (events, report) = scan(&path);
-        assert_eq!((report.rows, report.valid, report.invalid), (5, 2, 3));
-        assert_eq!(events[0].ts.timestamp_millis(), 1_773_064_800_000);
-        assert!(events[0].hit && !events[1].hit);
-        assert_eq!(events[1].client, None, "an empty cell is a missing client");
-        let reasons: Vec<(usize, &str)> =
-            report.examples.iter().map(|r| (r.row, r.reason.as_str())).collect();
-        assert!(reasons[0].0 == 3 && reasons[0].1.contains("hit"), "{reasons:?}");
-        assert!(reasons[1].0 == 4 && reasons[1].1.contains("ticker"), "{reasons:?}");
-        assert!(reasons[2].0 == 5 && reasons[2].1.contains("ts"), "future: {reasons:?}");
-    }
-
-    #[test]
-    fn parquet_with_typed_columns_and_extra_ones() {
-        let d = dir();
-        let path = d.0.join("log.parquet");
-        let ts: Vec<i64> = vec![1_773_064_800_000, 1_773_064_801_000, 1_773_064_802_000];
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("ticker".into(), ["AAPL", "BAD TICKER", "^GSPC"]),
-            Column::new("module".into(), ["price", "price", "chart"]),
-            Column::new("hit".into(), [Some(true), Some(false), None]),
-            Column::new("ts".into(), ts)
-                .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
-                .unwrap(),
-            Column::new("client".into(), [Some("c1"), None, None]),
-            Column::new("warehouse_id".into(), [1i64, 2, 3]),
-        ])
-        .unwrap();
-        let file = std::fs::File::create(&path).unwrap();
-        ParquetWriter::new(file).finish(&mut df).unwrap();
-        let (events, report) = scan(&path);
-        assert_eq!((report.rows, report.valid, report.invalid), (3, 2, 1));
-        assert_eq!(events[0].ts.timestamp_millis(), 1_773_064_800_000);
-        assert_eq!(events[1].ticker.as_str(), "^GSPC");
-        assert!(!events[1].hit, "a null hit is a miss, as in ingest");
-        assert_eq!(report.examples[0].row, 2);
-    }
-
-    #[test]
-    fn unknown_formats_and_missing_columns_are_errors() {
-        let d = dir();
-        let txt = d.0.join("log.txt");
-        std::fs::write(&txt, "x").unwrap();
-        let err = scan_events(&txt, None, now(), |_| {}).unwrap_err();
-        assert!(matches!(err, LogError::UnknownFormat(_)), "{err}");
-        let csv = d.0.join("log.csv");
-        std::fs::write(&csv, "ticker,module\nAAPL,price\n").unwrap();
-        let err = scan_events(&csv, None, now(), |_| {}).unwrap_err();
-        assert!(matches!(err, LogError::MissingColumn { column: "ts", .. }), "{err}");
-        let broken = d.0.join("log.parquet");
-        std::fs::write(&broken, "not parquet").unwrap();
-        assert!(matches!(
-            scan_events(&broken, None, now(), |_| {}).unwrap_err(),
-            LogError::Polars { .. }
-        ));
-    }
+    Ok(events.len())
 }
+
+#[cfg(test)]
+mod tests;

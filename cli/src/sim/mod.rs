@@ -20,6 +20,8 @@
 //! event-driven predictions ask for, at the event's time.
 
 mod cache;
+#[cfg(test)]
+mod logs_tests;
 mod oracle;
 mod original;
 mod replay;

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
 use prefetch_common::contract::{ClientId, Module, QueryEvent, Ticker};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 /// `client` of an event that named none.
