@@ -175,7 +175,24 @@ impl Trace {
         std::fs::metadata(path)
             .map_err(|source| TraceError::Io { path: path.to_owned(), source })?;
         let mut b = Builder::default();
-        let report = analyzer::logs::scan_events(path, None, far_future(), |e| b.push(&e))?;
+        let report = match analyzer::logs::scan_events(path, None, far_future(), |e| b.push(&e)) {
+            Ok(r) => r,
+            // polars names no line of malformed JSON ("ExpectedNull at character 0"): the line
+            // reader finds it and says which (or reads the log, if polars was the problem).
+            Err(analyzer::logs::LogError::Polars { .. })
+                if analyzer::logs::LogFormat::of_path(path)
+                    == Some(analyzer::logs::LogFormat::Ndjson) =>
+            {
+                let file = std::fs::File::open(path)
+                    .map_err(|source| TraceError::Io { path: path.to_owned(), source })?;
+                return Self::read_from(
+                    std::io::BufReader::with_capacity(1 << 20, file),
+                    path,
+                    bar,
+                );
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(bar) = bar {
             bar.set_length(report.rows as u64);
             bar.set_position(report.rows as u64);
