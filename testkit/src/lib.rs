@@ -11,7 +11,9 @@
 //! MockCluster can hang (rust-rdkafka #453, #509, #611), and tests must never wait on that.
 
 mod cluster;
+mod scratch;
 pub use cluster::*;
+pub use scratch::ScratchDir;
 
 use prefetch_common::kafka::{KafkaArgs, TopicArgs};
 use rdkafka::config::ClientConfig;

@@ -11,33 +11,14 @@ fn scan(path: &Path) -> (Vec<QueryEvent>, ScanReport) {
     (events, report)
 }
 
-fn dir() -> tempdir::Dir {
-    tempdir::Dir::new()
-}
-
-/// A scratch directory removed on drop (no tempfile dependency for one test module).
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Self {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let p = std::env::temp_dir().join(format!("logs-test-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+fn dir() -> prefetch_testkit::ScratchDir {
+    prefetch_testkit::ScratchDir::new("logs-test")
 }
 
 #[test]
 fn ndjson_rows_are_validated_and_invalid_ones_counted() {
     let d = dir();
-    let path = d.0.join("log.jsonl");
+    let path = d.join("log.jsonl");
     std::fs::write(
         &path,
         concat!(
@@ -67,7 +48,7 @@ fn ndjson_rows_are_validated_and_invalid_ones_counted() {
 #[test]
 fn csv_cells_are_typed_by_the_contract_and_bad_ones_refused() {
     let d = dir();
-    let path = d.0.join("log.csv");
+    let path = d.join("log.csv");
     std::fs::write(
         &path,
         "ts,ticker,module,hit,client,region\n\
@@ -93,7 +74,7 @@ fn csv_cells_are_typed_by_the_contract_and_bad_ones_refused() {
 #[test]
 fn parquet_with_typed_columns_and_extra_ones() {
     let d = dir();
-    let path = d.0.join("log.parquet");
+    let path = d.join("log.parquet");
     let ts: Vec<i64> = vec![1_773_064_800_000, 1_773_064_801_000, 1_773_064_802_000];
     let mut df = DataFrame::new_infer_height(vec![
         Column::new("ticker".into(), ["AAPL", "BAD TICKER", "^GSPC"]),
@@ -119,15 +100,15 @@ fn parquet_with_typed_columns_and_extra_ones() {
 #[test]
 fn unknown_formats_and_missing_columns_are_errors() {
     let d = dir();
-    let txt = d.0.join("log.txt");
+    let txt = d.join("log.txt");
     std::fs::write(&txt, "x").unwrap();
     let err = scan_events(&txt, None, now(), |_| {}).unwrap_err();
     assert!(matches!(err, LogError::UnknownFormat(_)), "{err}");
-    let csv = d.0.join("log.csv");
+    let csv = d.join("log.csv");
     std::fs::write(&csv, "ticker,module\nAAPL,price\n").unwrap();
     let err = scan_events(&csv, None, now(), |_| {}).unwrap_err();
     assert!(matches!(err, LogError::MissingColumn { column: "ts", .. }), "{err}");
-    let broken = d.0.join("log.parquet");
+    let broken = d.join("log.parquet");
     std::fs::write(&broken, "not parquet").unwrap();
     assert!(matches!(
         scan_events(&broken, None, now(), |_| {}).unwrap_err(),
@@ -158,7 +139,7 @@ fn what_is_written_in_each_format_scans_back_to_the_same_events() {
         })
         .collect();
     for name in ["log.jsonl", "log.csv", "log.parquet"] {
-        let path = d.0.join(name);
+        let path = d.join(name);
         assert_eq!(write_events(&path, None, &events).unwrap(), events.len());
         let (back, report) = scan(&path);
         assert_eq!((report.rows, report.invalid), (events.len(), 0), "{name}");

@@ -7,24 +7,7 @@ use crate::demo::{family, Generator, Params};
 use chrono::{DateTime, Duration};
 use ingest::batch::{parse_body, Clock, Framing};
 use prefetch_common::contract::QueryEvent;
-use std::path::PathBuf;
-
-/// A scratch directory removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("sim-logs-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use prefetch_testkit::ScratchDir;
 
 /// The report without its wall time, as JSON.
 fn figures(trace: &Trace, cfg: &SimConfig) -> serde_json::Value {
@@ -44,10 +27,10 @@ fn one_trace_as_ndjson_csv_and_parquet_backtests_to_identical_results() {
     };
     let events: Vec<QueryEvent> = Generator::new(&p).unwrap().take(30_000).collect();
     assert!(events.len() > 5_000, "{} events", events.len());
-    let d = Dir::new("formats");
+    let d = ScratchDir::new("sim-logs-formats");
     let cfg = crate::backtest::checked(member.live_config(), 5_000).unwrap();
     // The line reader without polars is the reference.
-    let ndjson = d.0.join("log.jsonl");
+    let ndjson = d.join("log.jsonl");
     analyzer::logs::write_events(&ndjson, None, &events).unwrap();
     let bytes = std::fs::read(&ndjson).unwrap();
     let reference = Trace::read_from(&bytes[..], &ndjson, None).unwrap();
@@ -55,7 +38,7 @@ fn one_trace_as_ndjson_csv_and_parquet_backtests_to_identical_results() {
     assert_eq!(want["events"], events.len());
     assert!(want["strategies"]["model"]["warms"].as_u64().unwrap() > 0, "{want}");
     for name in ["log.jsonl", "log.csv", "log.parquet"] {
-        let path = d.0.join(name);
+        let path = d.join(name);
         analyzer::logs::write_events(&path, None, &events).unwrap();
         let trace = Trace::read(&path, None).unwrap();
         assert_eq!(trace.invalid_rows, 0, "{name}");
@@ -97,9 +80,9 @@ fn invalid_rows_are_refused_with_ingests_errors_naming_the_row() {
     }
     assert_eq!(want.iter().map(|w| w.0).collect::<Vec<_>>(), [2, 3, 4, 6], "{want:?}");
     assert!(want[3].1.contains("ticker") && want[3].1.contains("module"), "{want:?}");
-    let d = Dir::new("invalid");
+    let d = ScratchDir::new("sim-logs-invalid");
     for (name, text) in [("log.jsonl", body.clone()), ("log.csv", csv.to_owned())] {
-        let path = d.0.join(name);
+        let path = d.join(name);
         std::fs::write(&path, text).unwrap();
         let trace = Trace::read(&path, None).unwrap();
         assert_eq!((trace.events.len(), trace.invalid_rows), (2, 4), "{name}");
