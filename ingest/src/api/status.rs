@@ -244,6 +244,15 @@ mod tests {
             (b["warms_per_minute"].as_f64(), b["within_budget"].as_bool()),
             (Some(25.0), Some(false))
         );
+        // Analyzers that count the calls of no warming (a shadow cache never warmed) are judged
+        // by that count: (1000 + 250) / 1300.
+        let counted = json!({"demand_fetches": 1000, "warms": 250, "useful_warms": 100, "no_warming_fetches": 1300, "span_s": 600});
+        let b = budget_status(&tight, Some(&counted));
+        assert!((b["spend_ratio"].as_f64().unwrap() - 1250.0 / 1300.0).abs() < 1e-9);
+        assert_eq!(
+            (b["within_budget"].as_bool(), b["no_warming_fetches"].as_u64()),
+            (Some(true), Some(1300))
+        );
         assert_eq!(budget_status(&ratio, None)["reported"], json!(false));
         let applied = json!({"budget": 1.3, "demand_fetches": 10, "warms": 1, "span_s": 60});
         assert_eq!(budget_status(&ratio, Some(&applied))["analyzer_budget"], json!(1.3));
@@ -251,7 +260,7 @@ mod tests {
 
     #[test]
     fn hints_apply_only_when_they_should() {
-        let cfg = LiveConfig::default();
+        let cfg = LiveConfig { min_confidence: 0.5, ..LiveConfig::default() };
         assert!(hints(&cfg, 500, 0.8, 3).is_empty(), "healthy: no advice");
         let low = hints(&cfg, 500, 0.2, 3);
         assert_eq!(low.len(), 1);
