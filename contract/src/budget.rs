@@ -4,10 +4,10 @@
 //! config; `top_n` and `min_confidence` stay as caps on top of it.
 //!
 //! - A **ratio** (`1.3`, the default): every upstream call — demand fetches plus warms — may be
-//!   at most this many times the calls no warming would have made. The analyzer estimates the
-//!   latter online as the demand fetches it sees plus the warms that served a hit (each of those
-//!   saved the demand fetch its first query would have made), so a ratio of 1.3 lets warms add
-//!   up to 0.3× the fetches of no warming. The backtest measures the real ratio next to it.
+//!   at most this many times the calls no warming would have made. The analyzer counts the
+//!   latter online from a shadow of each key's copy in a cache never warmed (same TTLs, query
+//!   times alone), so a ratio of 1.3 lets warms add up to 0.3× the fetches of no warming. The
+//!   backtest measures the real ratio next to it.
 //! - An **absolute rate** (`120/min`, also `2/s` or `7200/h`): warms may spend this many calls
 //!   per minute, whatever the demand.
 //! - **off**: only `top_n` and `min_confidence` limit warming (the original tool's behaviour).
@@ -87,7 +87,33 @@ impl FromStr for Budget {
     }
 }
 
+/// All upstream calls over the calls of no warming, `(demand + warms) / no_warming`: what a
+/// ratio budget holds below its ratio. `None` before any call of no warming.
+pub fn spend_ratio(demand_fetches: u64, warms: u64, no_warming_fetches: u64) -> Option<f64> {
+    (no_warming_fetches > 0).then(|| (demand_fetches + warms) as f64 / no_warming_fetches as f64)
+}
+
 impl Budget {
+    /// Whether a spend is within the budget: `spend_ratio` at most a ratio budget, or `warms`
+    /// over `span_s` seconds of event time at most the `share` (0–1) of a rate budget's calls,
+    /// plus the minute's worth its bucket starts with. `None` with the budget off or before
+    /// there is anything to judge.
+    pub fn holds(
+        &self,
+        spend_ratio: Option<f64>,
+        warms: u64,
+        span_s: u64,
+        share: f64,
+    ) -> Option<bool> {
+        match *self {
+            Budget::Off => None,
+            Budget::Ratio(r) => spend_ratio.map(|x| x <= r + 1e-9),
+            Budget::PerMinute(m) => {
+                (span_s > 0).then(|| warms as f64 <= m * share * (span_s as f64 / 60.0 + 1.0))
+            }
+        }
+    }
+
     /// The syntax of [`FromStr`] without the bounds (the config's validation checks those and
     /// names the field).
     fn parse_unchecked(s: &str) -> Result<Self, BudgetError> {

@@ -77,8 +77,11 @@ impl SpendStatus {
     /// All upstream calls over the calls of no warming, `(D + W) / N`: what a ratio budget
     /// holds below its ratio. `None` before any fetch.
     pub fn spend_ratio(&self) -> Option<f64> {
-        let base = self.no_warming_fetches;
-        (base > 0).then(|| (self.demand_fetches + self.warms) as f64 / base as f64)
+        prefetch_contract::budget::spend_ratio(
+            self.demand_fetches,
+            self.warms,
+            self.no_warming_fetches,
+        )
     }
 
     /// Warms per minute of event time (`None` before a minute has passed).
@@ -90,14 +93,7 @@ impl SpendStatus {
     /// per minute at most the rate (plus the minute's worth the bucket starts with). `None`
     /// with the budget off or before anything was fetched.
     pub fn within_budget(&self) -> Option<bool> {
-        match self.budget {
-            Budget::Off => None,
-            Budget::Ratio(r) => self.spend_ratio().map(|x| x <= r + 1e-9),
-            Budget::PerMinute(m) => {
-                let minutes = self.span_s as f64 / 60.0;
-                (self.span_s > 0).then_some(self.warms as f64 <= m * self.share * (minutes + 1.0))
-            }
-        }
+        self.budget.holds(self.spend_ratio(), self.warms, self.span_s, self.share)
     }
 }
 

@@ -34,7 +34,7 @@
 //! - `patterns.rs`: [`Model::patterns_input`] and the snapshot's result types.
 //! - `recent.rs`: [`Recent`], which event-driven predictions are new enough to publish.
 //! - `budget.rs`: [`budget::Spend`], the fetch budget spent online — an event-time token bucket
-//!   fed by demand fetches and useful warms — which decides how many of a tick's or an event's
+//!   fed by the calls of no warming and drawn by demand fetches — which decides how many of a tick's or an event's
 //!   candidates are published ([`Model::set_budget`], [`Model::spend_status`]).
 //! - `policy.rs`: the warmer's pure decisions ([`policy::plan`]).
 //!

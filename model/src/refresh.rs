@@ -206,14 +206,14 @@ impl CacheView {
         let mut o = Observed { refresh: None, demand: false, useful: false, bare };
         if !hit {
             o.demand = true;
+            // (`..*c` below keeps the shadow of no warming: a fetch of ours does not move it.)
             if t.saturating_add(ttl) > c.expires {
                 *c = Copy {
                     fetched: t,
                     expires: t.saturating_add(ttl),
                     queries: 1,
                     proves_from: PROVEN,
-                    bare: c.bare,
-                    bare_ms: c.bare_ms,
+                    ..*c
                 };
             }
         } else if c.expires <= t {
@@ -222,8 +222,7 @@ impl CacheView {
                 expires: t.saturating_add(1),
                 queries: 1,
                 proves_from: PROVEN,
-                bare: c.bare,
-                bare_ms: c.bare_ms,
+                ..*c
             };
         } else {
             // The first hit on a warmed copy once the copy it replaced would have expired: the
@@ -259,14 +258,7 @@ impl CacheView {
             }
             Copy { expires, .. } => expires.max(t),
         };
-        *c = Copy {
-            fetched: t,
-            expires: t.saturating_add(ttl),
-            queries: 0,
-            proves_from,
-            bare: c.bare,
-            bare_ms: c.bare_ms,
-        };
+        *c = Copy { fetched: t, expires: t.saturating_add(ttl), queries: 0, proves_from, ..*c };
     }
 
     /// Sets the believed copy of a key read back from a snapshot (`snapshot.rs`).

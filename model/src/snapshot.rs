@@ -459,7 +459,7 @@ mod tests {
     fn a_version_1_checkpoint_still_restores() {
         let v1: &[u8] = include_bytes!("testdata/snapshot_v1.bin");
         assert_eq!(u16::from_le_bytes([v1[4], v1[5]]), 1);
-        let want = fixture_model();
+        let mut want = fixture_model();
         let mut got = Model::new(publish_all()).unwrap();
         got.set_cache_ttls(fixture_ttls());
         let r = got.restore(v1).unwrap();
@@ -483,7 +483,6 @@ mod tests {
             (v1_samples - now_samples).abs() <= 0.1 * now_samples,
             "{v1_samples} samples restored against {now_samples} learnt now"
         );
-        let mut want = want;
         let (cells, decayed_to) = got.calibrator.export();
         want.calibrator.import(&cells, decayed_to);
         let v2 = want.snapshot(&all);

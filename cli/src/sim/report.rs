@@ -73,7 +73,8 @@ pub struct SpendReport {
     pub budget: Budget,
     /// Model upstream fetches over no-warming fetches, measured (needs the baselines).
     pub fetch_ratio: Option<f64>,
-    /// The same as the model estimated it online, `(demand + warms) / (demand + useful warms)`.
+    /// The same as the model counted it online, `(demand + warms) / calls of no warming` (its
+    /// view's shadow of a cache never warmed).
     pub estimated_ratio: Option<f64>,
     /// Warms the model published.
     pub warms: u64,

@@ -13,7 +13,6 @@ use super::Api;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use prefetch_common::budget::Budget;
 use prefetch_common::config::LiveConfig;
 use serde::Serialize;
 use serde_json::json;
@@ -107,13 +106,10 @@ pub fn budget_status(cfg: &LiveConfig, spend: Option<&serde_json::Value>) -> ser
         0 => demand + useful,
         n => n,
     };
-    let spend_ratio = (no_warming > 0).then(|| (demand + warms) as f64 / no_warming as f64);
+    let spend_ratio = prefetch_common::budget::spend_ratio(demand, warms, no_warming);
     let per_minute = (span >= 60).then(|| warms as f64 * 60.0 / span as f64);
-    let within = match cfg.budget {
-        Budget::Off => None,
-        Budget::Ratio(r) => spend_ratio.map(|x| x <= r + 1e-9),
-        Budget::PerMinute(m) => (span > 0).then(|| warms as f64 <= m * (span as f64 / 60.0 + 1.0)),
-    };
+    // The analyzers' sums: the whole fleet's spend against the whole budget (share 1).
+    let within = cfg.budget.holds(spend_ratio, warms, span, 1.0);
     json!({
         "budget": budget,
         "reported": true,
@@ -216,6 +212,7 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prefetch_common::budget::Budget;
 
     #[test]
     fn stages_follow_the_original_table() {
