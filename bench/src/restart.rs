@@ -92,22 +92,27 @@ async fn metric(base: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// The `i`-th event of the bench's traffic, at `ts_ms`, over `tickers` × 5 modules and 500
+/// clients: its key (the ticker) and body.
+fn event(i: usize, tickers: usize, ts_ms: i64) -> (String, String) {
+    const MODULES: [&str; 5] = ["price", "chart", "news", "fundamentals", "options"];
+    let t = format!("T{}", (i * 7919) % tickers);
+    let body = format!(
+        r#"{{"ticker":"{t}","module":"{}","ts":{ts_ms},"client":"c{}"}}"#,
+        MODULES[i % 5],
+        i % 500
+    );
+    (t, body)
+}
+
 /// Fills `topic` with `n` events one per ms up to now over `tickers` × 5 modules.
 async fn fill(kafka: &KafkaArgs, topic: &str, n: usize, tickers: usize) -> anyhow::Result<()> {
-    const MODULES: [&str; 5] = ["price", "chart", "news", "fundamentals", "options"];
     let producer = kafka.producer(Duration::from_secs(300))?;
     let start = Utc::now() - CDuration::milliseconds(n as i64);
     for base in (0..n).step_by(100_000) {
         let bodies: Vec<(String, String)> = (base..(base + 100_000).min(n))
             .map(|i| {
-                let t = format!("T{}", (i * 7919) % tickers);
-                let ts = (start + CDuration::milliseconds(i as i64)).timestamp_millis();
-                let body = format!(
-                    r#"{{"ticker":"{t}","module":"{}","ts":{ts},"client":"c{}"}}"#,
-                    MODULES[i % 5],
-                    i % 500
-                );
-                (t, body)
+                event(i, tickers, (start + CDuration::milliseconds(i as i64)).timestamp_millis())
             })
             .collect();
         let futs: Vec<_> = bodies
@@ -130,7 +135,7 @@ const LIVE_RATE: u64 = 200;
 /// Live traffic during a restart: [`LIVE_RATE`] events a second stamped with the current time,
 /// over the history's keys, until `stop`; returns how many were sent. Without it the model's
 /// clock stands at the history's last event and the fetch budget earns nothing (it earns from
-/// the demand fetches it sees), so a restarted analyzer would have nothing new to publish once
+/// the queries it sees), so a restarted analyzer would have nothing new to publish once
 /// its first tick spent the bucket — as in no deployment.
 async fn trickle(
     kafka: KafkaArgs,
@@ -138,20 +143,12 @@ async fn trickle(
     tickers: usize,
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
-    const MODULES: [&str; 5] = ["price", "chart", "news", "fundamentals", "options"];
     let producer = kafka.producer(Duration::from_secs(30))?;
     let mut every = tokio::time::interval(Duration::from_millis(1_000 / LIVE_RATE));
     let mut sent = 0u64;
     while !stop.is_cancelled() {
         every.tick().await;
-        let i = sent as usize;
-        let t = format!("T{}", (i * 7919) % tickers);
-        let body = format!(
-            r#"{{"ticker":"{t}","module":"{}","ts":{},"client":"c{}"}}"#,
-            MODULES[i % 5],
-            Utc::now().timestamp_millis(),
-            i % 500
-        );
+        let (t, body) = event(sent as usize, tickers, Utc::now().timestamp_millis());
         producer
             .send_result(FutureRecord::to(&topic).key(&t).payload(&body))
             .map_err(|(e, _)| e)?;
