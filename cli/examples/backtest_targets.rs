@@ -58,11 +58,11 @@ fn patch() -> Option<serde_json::Value> {
 
 /// The replay's config for a member: the defaults (with `--patch`), its deployment, the
 /// default tick.
-fn config(member: &Member) -> SimConfig {
+fn config(member: &Member, patch: Option<&serde_json::Value>) -> SimConfig {
     let hit_flags = if member.hit_flags { HitFlags::Cache } else { HitFlags::None };
     let mut live = member.live_config();
-    if let Some(p) = patch() {
-        live = live.patched(&p).expect("--patch is a valid live-config change");
+    if let Some(p) = patch {
+        live = live.patched(p).expect("--patch is a valid live-config change");
     }
     SimConfig { live, tick_ms: 5_000, hit_flags }
 }
@@ -72,13 +72,15 @@ fn main() {
         "| seed | trace | events | keys | no warming | oracle | model | model/oracle gain | fetches / no warming | met |"
     );
     println!("|---:|---|---:|---:|---|---|---|---:|---:|---|");
+    let patch = patch();
     let mut missed = Vec::new();
     let started = Instant::now();
     for seed in seeds() {
         let member = family::member(seed);
         let generator = Generator::new(&member.params).expect("family members are valid");
         let trace = Trace::collect(generator);
-        let report = backtest(&trace, &config(&member), None, true).expect("the config is valid");
+        let report = backtest(&trace, &config(&member, patch.as_ref()), None, true)
+            .expect("the config is valid");
         let tally = |s: &str| report.strategies[s].tally;
         let (none, oracle, model) = (tally("no_warming"), tally("oracle"), tally("model"));
         let oracle_gain = oracle.hit_rate - none.hit_rate;
