@@ -12,6 +12,8 @@ impl ScratchDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("{label}-{}-{n}", std::process::id()));
+        // Empty even if a crashed run of a process with the same id left it behind.
+        let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("a scratch directory");
         Self(p)
     }

@@ -5,7 +5,7 @@ mod common;
 
 use chrono::{Duration as Td, Utc};
 use common::eventually;
-use common::{TempDir, TestRedis};
+use common::{ScratchDir, TestRedis};
 use prefetch_common::contract::{Module, Ticker};
 use std::time::Duration;
 use warmer::cache::{Cache, Entry, Limits, Source};
@@ -181,7 +181,7 @@ async fn no_torn_entries(cache: Cache) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fs_round_trip_expiry_and_layout() {
-    let dir = TempDir::new("fs-rt");
+    let dir = ScratchDir::new("warmer-fs-rt");
     let cache = Cache::open(dir.path().to_str().unwrap(), "", NO_LIMITS).await.unwrap();
     round_trip_and_expiry(cache.clone()).await;
     // The documented layout, readable by anyone: <root>/<module>/<ticker>.json.
@@ -211,14 +211,14 @@ async fn fs_round_trip_expiry_and_layout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fs_evicts_soonest_expiring_by_entries_and_bytes() {
-    let dir = TempDir::new("fs-ev");
+    let dir = ScratchDir::new("warmer-fs-ev");
     eviction_by_entries(
         Cache::open(dir.path().to_str().unwrap(), "", Limits { max_entries: 3, max_bytes: 0 })
             .await
             .unwrap(),
     )
     .await;
-    let dir = TempDir::new("fs-evb");
+    let dir = ScratchDir::new("warmer-fs-evb");
     eviction_by_bytes(
         Cache::open(dir.path().to_str().unwrap(), "", Limits { max_entries: 0, max_bytes: 1500 })
             .await
@@ -238,7 +238,7 @@ async fn fs_evicts_soonest_expiring_by_entries_and_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fs_no_torn_entry_under_concurrent_reads_and_writes() {
-    let dir = TempDir::new("fs-race");
+    let dir = ScratchDir::new("warmer-fs-race");
     no_torn_entries(Cache::open(dir.path().to_str().unwrap(), "", NO_LIMITS).await.unwrap()).await;
 }
 
@@ -247,7 +247,7 @@ async fn fs_no_torn_entry_under_concurrent_reads_and_writes() {
 /// index describing exactly the files on disk, each with the expiry of its last write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fs_concurrent_writes_and_evictions_keep_index_and_disk_in_step() {
-    let dir = TempDir::new("fs-conc");
+    let dir = ScratchDir::new("warmer-fs-conc");
     let limits = Limits { max_entries: 30, max_bytes: 0 };
     let cache = Cache::open(dir.path().to_str().unwrap(), "", limits).await.unwrap();
     let mut tasks = Vec::new();

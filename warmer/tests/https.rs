@@ -56,7 +56,7 @@ type Seen = Arc<Mutex<Vec<(String, HashMap<String, String>)>>>;
 
 /// A private CA, and an HTTPS upstream on 127.0.0.1 whose certificate it signed. Answers 500
 /// for tickers starting with FAIL, 404 for NOPE, else a JSON body.
-async fn https_upstream(dir: &TempDir) -> (String, std::path::PathBuf, Seen) {
+async fn https_upstream(dir: &ScratchDir) -> (String, std::path::PathBuf, Seen) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -139,7 +139,7 @@ async fn https_upstream_with_credentials_that_appear_nowhere() {
     let var = format!("PREFETCH_TEST_UPSTREAM_KEY_{}", std::process::id());
     // Set before any service thread reads the environment.
     std::env::set_var(&var, HEADER_SECRET);
-    let dir = TempDir::new("https");
+    let dir = ScratchDir::new("warmer-https");
     let (template, ca_file, seen) = https_upstream(&dir).await;
     let header_file = dir.path().join("upstream-headers");
     std::fs::write(&header_file, format!("# the API's second key\n\nX-Api-Key: {FILE_SECRET}\n"))
@@ -251,7 +251,7 @@ async fn a_missing_credential_variable_fails_start_up_by_name() {
     let _ = logs();
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("https-missing");
+    let dir = ScratchDir::new("warmer-https-missing");
     let mut cfg = config(&kafka, "https-missing", &up, dir.path().to_str().unwrap());
     cfg.upstream_query =
         vec![warmer::credentials::Secret("apikey=${PREFETCH_TEST_SURELY_UNSET_VAR}".into())];

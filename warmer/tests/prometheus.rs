@@ -44,10 +44,10 @@ async fn prometheus_scrapes_the_warmer_and_computes_the_hit_ratio() {
     };
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("prom-cache");
+    let dir = ScratchDir::new("warmer-prom-cache");
     let w = spawn_warmer(config(&kafka, "prom", &up, dir.path().to_str().unwrap())).await;
 
-    let prom_dir = TempDir::new("prom");
+    let prom_dir = ScratchDir::new("warmer-prom");
     let cfg_file = prom_dir.path().join("prometheus.yml");
     std::fs::write(
         &cfg_file,

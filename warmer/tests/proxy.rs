@@ -11,7 +11,7 @@ use std::time::Duration;
 async fn upstream_404_is_passed_through_cached_negatively_and_labels_stay_bounded() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("svc-404");
+    let dir = ScratchDir::new("warmer-svc-404");
     let mut cfg = config(&kafka, "notfound", &up, dir.path().to_str().unwrap());
     cfg.negative_ttl = Duration::from_secs(1);
     let w = spawn_warmer(cfg).await;
@@ -77,7 +77,7 @@ async fn upstream_404_is_passed_through_cached_negatively_and_labels_stay_bounde
 async fn a_miss_storm_on_one_key_makes_one_upstream_call_and_cache_control_caps_the_ttl() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("svc-storm");
+    let dir = ScratchDir::new("warmer-svc-storm");
     let mut cfg = config(&kafka, "storm", &up, dir.path().to_str().unwrap());
     cfg.honor_cache_control = true;
     let w = spawn_warmer(cfg).await;

@@ -38,7 +38,7 @@ async fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
 async fn predictions_become_file_entries_then_a_hit_makes_a_useful_warm() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("svc-fs");
+    let dir = ScratchDir::new("warmer-svc-fs");
     let mut cfg = config(&kafka, "fs", &up, dir.path().to_str().unwrap());
     cfg.min_confidence = 0.5;
     let (topic, group, args) =
@@ -137,7 +137,7 @@ async fn predictions_become_redis_entries_with_ttl() {
 async fn read_through_answers_stores_and_publishes_each_query() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("svc-rt");
+    let dir = ScratchDir::new("warmer-svc-rt");
     let cfg = config(&kafka, "rt", &up, dir.path().to_str().unwrap());
     let events_topic = cfg.topics.query_events_topic.clone();
     let w = spawn_warmer(cfg).await;
@@ -248,7 +248,7 @@ async fn read_through_answers_stores_and_publishes_each_query() {
 async fn holdback_keys_are_never_warmed_and_counted_apart() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("svc-hb");
+    let dir = ScratchDir::new("warmer-svc-hb");
     let mut cfg = config(&kafka, "hb", &up, dir.path().to_str().unwrap());
     cfg.holdback = 0.3;
     let (topic, args) = (cfg.topics.predictions_topic.clone(), cfg.kafka.clone());
@@ -309,7 +309,7 @@ async fn holdback_keys_are_never_warmed_and_counted_apart() {
 async fn a_published_batch_is_warmed_whole_and_top_n_caps_only_a_warm_up() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("svc-budget");
+    let dir = ScratchDir::new("warmer-svc-budget");
     let mut cfg = config(&kafka, "budget", &up, dir.path().to_str().unwrap());
     cfg.top_n = 2;
     let (topic, args) = (cfg.topics.predictions_topic.clone(), cfg.kafka.clone());
@@ -375,7 +375,7 @@ async fn a_published_batch_is_warmed_whole_and_top_n_caps_only_a_warm_up() {
 async fn off_hours_and_disabled_fetch_nothing_but_warmup_does() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("svc-sched");
+    let dir = ScratchDir::new("warmer-svc-sched");
     let mut cfg = config(&kafka, "sched", &up, dir.path().to_str().unwrap());
     // Active only on a weekday that is not today in New York.
     let today = Utc::now().with_timezone(&chrono_tz::America::New_York).weekday();
@@ -457,7 +457,7 @@ async fn off_hours_and_disabled_fetch_nothing_but_warmup_does() {
 async fn a_learned_follow_up_is_not_spread() {
     let kafka = TestKafka::start();
     let up = TestUpstream::start().await;
-    let dir = TempDir::new("svc-seq");
+    let dir = ScratchDir::new("warmer-svc-seq");
     let mut cfg = config(&kafka, "seq", &up, dir.path().to_str().unwrap());
     cfg.spread = Duration::from_secs(36_000);
     let (topic, args) = (cfg.topics.predictions_topic.clone(), cfg.kafka.clone());
