@@ -110,8 +110,7 @@ fn the_original_warms_its_top_ticker_every_tick() {
 
 #[test]
 fn a_log_file_is_scanned_and_its_invalid_rows_counted() {
-    let dir = std::env::temp_dir().join(format!("trace-read-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = prefetch_testkit::ScratchDir::new("trace-read");
     let path = dir.join("log.csv");
     std::fs::write(
         &path,
@@ -124,7 +123,6 @@ fn a_log_file_is_scanned_and_its_invalid_rows_counted() {
     assert!(trace.events[0].ts < trace.events[1].ts, "sorted by time");
     std::fs::write(&path, "ticker,module,ts\nA A,price,2026-03-09T14:00:01Z\n").unwrap();
     assert!(matches!(Trace::read(&path, None).unwrap_err(), TraceError::NoValidRow { .. }));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
