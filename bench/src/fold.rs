@@ -152,25 +152,37 @@ async fn drain_analyzer(
 
 /// Times the analyzer's per-event work on one thread with no Kafka — parse and validate, fold,
 /// serialise the predictions it returns — so the fold rate can be read against its parts.
-fn cpu_breakdown(evs: &[QueryEvent]) {
+fn cpu_breakdown(evs: &[QueryEvent], refresh_ahead: bool) -> anyhow::Result<()> {
+    use analyzer::service::pipeline::parse;
     let bodies: Vec<Vec<u8>> = evs.iter().map(QueryEvent::to_json).collect();
     let now = Utc::now() + CDuration::seconds(1);
     let started = Instant::now();
     let parsed: Vec<QueryEvent> =
         bodies.iter().filter_map(|b| QueryEvent::from_json(b, now).ok()).collect();
     let parse = started.elapsed().as_secs_f64();
+    // The analyzer's parse thread: located in the buffer without allocating, the rest parsed.
     let started = Instant::now();
-    let fast =
-        bodies.iter().filter(|b| analyzer::service::pipeline::parse::event(b, now).is_ok()).count();
+    let located: Vec<_> = bodies.iter().filter_map(|b| parse::locate(b, 0, now)).collect();
     let parse_fast = started.elapsed().as_secs_f64();
-    assert_eq!(fast, parsed.len(), "the analyzer's parser and the contract's agree");
-    let mut model = analyzer::Model::new(analyzer::ModelConfig::default()).expect("default config");
+    anyhow::ensure!(located.len() == parsed.len(), "every generated event is located");
+    // The fold thread's model, built as the service builds it.
+    let mut cfg = analyzer::service::Config::new("unused:9092");
+    cfg.refresh_ahead = refresh_ahead;
     let started = Instant::now();
     let mut predictions = Vec::new();
-    for e in &parsed {
-        predictions.extend(model.record(e).predictions);
+    let mut model = analyzer::service::model_for(&cfg)?;
+    for (l, b) in located.iter().zip(&bodies) {
+        predictions.extend(model.record_view(l.view(b)).predictions);
     }
     let record = started.elapsed().as_secs_f64();
+    // The same with owned events, parsed, recorded and dropped, as the analyzer did before.
+    let started = Instant::now();
+    let mut model = analyzer::service::model_for(&cfg)?;
+    for b in &bodies {
+        let e = parse::event(b, now).expect("a generated event is valid");
+        std::hint::black_box(model.record(&e));
+    }
+    let owned = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let bytes: usize =
         predictions.iter().map(|p| serde_json::to_vec(p).map_or(0, |b| b.len())).sum();
@@ -178,13 +190,16 @@ fn cpu_breakdown(evs: &[QueryEvent]) {
     std::hint::black_box(bytes);
     let us = |s: f64| s * 1e6 / evs.len() as f64;
     println!(
-        "CPU per event, one thread, no Kafka: parse+validate {:.3} µs (QueryEvent::from_json) / {:.3} µs (the analyzer's parse::event), record {:.3} µs, serialise {} predictions {:.3} µs",
+        "CPU per event, one thread, no Kafka, refresh-ahead {refresh_ahead}: parse+validate {:.3} µs (QueryEvent::from_json) / {:.3} µs (the analyzer's parse::locate); record {:.3} µs; locate + record {:.3} µs against parse::event + record + drop {:.3} µs; serialise {} predictions {:.3} µs",
         us(parse),
         us(parse_fast),
         us(record),
+        us(parse_fast + record),
+        us(owned),
         predictions.len(),
         us(serialise)
     );
+    Ok(())
 }
 
 /// Runs `analyzer-throughput`.
@@ -194,8 +209,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         if args.no_clients {
             evs.iter_mut().for_each(|e| e.client = None);
         }
-        cpu_breakdown(&evs);
-        return Ok(());
+        return cpu_breakdown(&evs, args.refresh_ahead);
     }
     let mut kafka = KafkaArgs::new(&args.brokers);
     kafka.topic_partitions = 6;
@@ -227,7 +241,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     }
     producer.flush(Duration::from_secs(30))?;
     println!("pre-filled {} events into {} (6 partitions)", args.events, topics.query_events_topic);
-    cpu_breakdown(&evs);
+    cpu_breakdown(&evs, args.refresh_ahead)?;
     println!("load average at start: {}; refresh-ahead {}", load_average(), args.refresh_ahead);
     println!("| round | plain consumer events/s | analyzer events/s | analyzer / raw | CPU µs/event raw | CPU µs/event analyzer | CPU analyzer / raw | instructions/event raw | instructions/event analyzer | load |");
     println!("|---|---|---|---|---|---|---|---|---|---|");

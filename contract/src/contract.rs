@@ -124,11 +124,17 @@ pub struct ClientId(String);
 impl ClientId {
     /// Validates a client id; it is kept exactly as sent.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        Self::check(raw)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Validates a client id without keeping it.
+    pub fn check(raw: &str) -> Result<(), FieldError> {
         check_len("client", raw, CLIENT_MAX_LEN)?;
         if raw.chars().any(char::is_control) {
             return Err(FieldError::new("client", "control characters are not allowed"));
         }
-        Ok(Self(raw.to_owned()))
+        Ok(())
     }
 
     /// The id as sent.
@@ -604,5 +610,7 @@ impl From<&QueryEvent> for RecordAck {
 }
 
 pub mod canonical;
+mod view;
+pub use view::EventRef;
 #[cfg(test)]
 mod tests;

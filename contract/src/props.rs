@@ -89,14 +89,29 @@ fn any_bytes_parse_without_panic_and_accepted_events_round_trip() {
         let from_tree = crate::contract::parse_json_strict(&bytes)
             .ok()
             .map(|v| QueryEvent::from_value(&v, now()));
+        // The analyzer's allocation-free reader never accepts what the contract refuses.
+        let located = crate::contract::canonical::locate(&bytes, 0, now()).map(|l| l.view(&bytes));
         let Ok(e) = QueryEvent::from_json(&bytes, now()) else {
             assert!(!matches!(from_tree, Some(Ok(_))), "case {case}: the tree parser accepts");
+            assert_eq!(located, None, "case {case}: locate accepts");
             continue;
         };
         accepted += 1;
         assert_eq!(from_tree, Some(Ok(e.clone())), "case {case}: the two paths disagree");
-        check_event(case, &e);
+        if let Some(v) = located {
+            assert_eq!(v.to_event(), e, "case {case}: locate reads another event");
+        }
+        // Its own canonical form is located (names are normal once parsed), unless an escaped
+        // client or a latency in exponent form leaves it to serde.
         let wire = e.to_json();
+        let v = crate::contract::canonical::locate(&wire, 0, now()).map(|l| l.view(&wire));
+        let escaped = wire.contains(&b'\\');
+        assert!(
+            v.is_some() || e.latency_ms.is_some() || escaped,
+            "case {case}: canonical bytes not located: {}",
+            String::from_utf8_lossy(&wire)
+        );
+        check_event(case, &e);
         let again = QueryEvent::from_json(&wire, now())
             .unwrap_or_else(|err| panic!("case {case}: canonical form refused: {err}"));
         // Exact but for `latency_ms`: serde_json (without `float_roundtrip`) may read a

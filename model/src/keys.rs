@@ -102,6 +102,18 @@ impl<T: Eq + Hash + Clone> Interner<T> {
         id
     }
 
+    /// [`Interner::intern`] by the value's text: `make` builds the value only when it is new,
+    /// so a known name costs a lookup and no allocation.
+    pub fn intern_str(&mut self, s: &str, make: impl FnOnce() -> T) -> u32
+    where
+        T: std::borrow::Borrow<str>,
+    {
+        match self.ids.get(s) {
+            Some(&id) => id,
+            None => self.intern(&make()),
+        }
+    }
+
     /// The value behind a live id.
     pub fn name(&self, id: u32) -> Option<&T> {
         self.names.get(id as usize).and_then(Option::as_ref)

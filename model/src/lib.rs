@@ -92,7 +92,7 @@ pub use config::{ConfigError, ModelConfig};
 pub use keys::{IdHash, IdHasher};
 use keys::{Interner, KeyTable};
 pub use patterns::{KeyCount, NameCount, PatternsInput, SequenceKind, SequenceStat, Stats};
-use prefetch_contract::contract::{ClientId, Module, QueryEvent, Ticker};
+use prefetch_contract::contract::{EventRef, Module, QueryEvent, Ticker};
 use prefetch_contract::prediction::{Prediction, Reason};
 use profile::{to_secs, Calendar, SeasonFrame, Slot};
 pub use recent::Recent;
@@ -232,10 +232,10 @@ pub struct Model {
     recent: Recent,
 }
 
-fn client_key(c: &ClientId) -> u64 {
+fn client_key(c: &str) -> u64 {
     // DefaultHasher::new() has fixed keys: the same client hashes the same way every run.
     let mut h = DefaultHasher::new();
-    c.as_str().hash(&mut h);
+    c.hash(&mut h);
     h.finish()
 }
 
@@ -313,6 +313,12 @@ impl Model {
 
     /// Folds one event into the state and returns the event-driven predictions it triggers.
     pub fn record(&mut self, event: &QueryEvent) -> Recorded {
+        self.record_view(event.view())
+    }
+
+    /// [`Model::record`] for an event borrowed from the bytes it was read from (the analyzer's
+    /// fold reads events this way, without a string allocated per field).
+    pub fn record_view(&mut self, event: EventRef<'_>) -> Recorded {
         let dropped = Recorded { admission: Admission::Dropped, predictions: Vec::new() };
         let Some(t) = to_secs(event.ts) else {
             self.counters.events_dropped += 1;
@@ -334,9 +340,6 @@ impl Model {
             Admission::OnTime => self.counters.events_on_time += 1,
         }
         let mut candidates = self.fold(event, t, true);
-        if !candidates.is_empty() && self.cache.is_some() {
-            candidates = self.refresh_follow_ups(candidates, t);
-        }
         if let Some((slot, expires)) = self.hit_refresh.take() {
             candidates.extend(self.refresh_on_hit(slot, t, expires, event.ts));
         }
@@ -351,7 +354,7 @@ impl Model {
     pub fn record_history(&mut self, event: &QueryEvent) -> bool {
         let Some(t) = to_secs(event.ts) else { return false };
         self.counters.events_rebuilt += 1;
-        self.fold(event, t, false);
+        self.fold(event.view(), t, false);
         self.hit_refresh = None;
         true
     }
@@ -384,11 +387,11 @@ impl Model {
 
     /// Updates the key's state and the sequences with an admitted event at `t` (seconds);
     /// returns the event-driven predictions when `predict`.
-    fn fold(&mut self, event: &QueryEvent, t: u32, predict: bool) -> Vec<Prediction> {
+    fn fold(&mut self, event: EventRef<'_>, t: u32, predict: bool) -> Vec<Prediction> {
         let bucket = t / self.s.bucket;
         self.first_bucket = Some(self.first_bucket.map_or(bucket, |b| b.min(bucket)));
-        let tid = self.tickers.intern(&event.ticker);
-        let mid = self.modules.intern(&event.module);
+        let tid = self.tickers.intern_str(event.ticker(), || event.to_ticker());
+        let mid = self.modules.intern_str(event.module(), || event.to_module());
         let (slot, created) = self.keys.get_or_insert(tid, mid);
         if created {
             self.tickers.retain(tid);
@@ -407,7 +410,7 @@ impl Model {
             Some(view) => view.observe(
                 tid,
                 mid,
-                &event.module,
+                event.module(),
                 (t, event.ts.timestamp_subsec_millis() as u16),
                 event.hit,
             ),
@@ -425,28 +428,37 @@ impl Model {
             k.sample_at = NO_SAMPLE;
         }
 
-        let Some(client) = &event.client else { return Vec::new() };
-        let follows =
+        let Some(client) = event.client() else { return Vec::new() };
+        let mut follows =
             self.sequences.observe(client_key(client), tid, mid, t, self.s.min_confidence);
         if !predict || !self.s.enabled || follows.is_empty() {
             return Vec::new();
         }
-        let mut predictions: Vec<Prediction> = follows
+        // The best `top_n` follow-ups by confidence; with a view of the cache, only those whose
+        // copy is missing or about to expire. Filtered by id before any name is cloned: most
+        // follow-ups of a busy session are held back.
+        follows.retain(|f| {
+            self.tickers.name(f.ticker).is_some() && self.modules.name(f.module).is_some()
+        });
+        let confidence = |f: &sequence::Follow| f.probability.clamp(0.0, 1.0);
+        follows.sort_by(|a, b| confidence(b).total_cmp(&confidence(a)));
+        follows.truncate(self.s.top_n);
+        if let Some(view) = &self.cache {
+            follows.retain(|f| view.wants_follow_up(f.ticker, f.module, t));
+        }
+        follows
             .iter()
             .filter_map(|f| {
                 Some(Prediction {
                     ticker: self.tickers.name(f.ticker)?.clone(),
                     module: self.modules.name(f.module)?.clone(),
-                    confidence: f.probability.clamp(0.0, 1.0),
+                    confidence: confidence(f),
                     horizon_s: u64::from(self.s.horizon),
                     generated_at: event.ts,
                     reason: Reason::Sequence,
                 })
             })
-            .collect();
-        predictions.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-        predictions.truncate(self.s.top_n);
-        predictions
+            .collect()
     }
 
     /// Running totals since the model was built.

@@ -140,13 +140,13 @@ impl CacheView {
     }
 
     /// Resolves (and remembers) the TTL of module id `mid` named `name`.
-    pub fn resolve(&mut self, mid: u32, name: &Module) -> u32 {
+    pub fn resolve(&mut self, mid: u32, name: &str) -> u32 {
         let i = mid as usize;
         if self.by_module.len() <= i {
             self.by_module.resize(i + 1, 0);
         }
         if self.by_module[i] == 0 {
-            self.by_module[i] = self.ttls.for_module(name.as_str());
+            self.by_module[i] = self.ttls.for_module(name);
         }
         self.by_module[i]
     }
@@ -184,7 +184,7 @@ impl CacheView {
         &mut self,
         tid: u32,
         mid: u32,
-        module: &Module,
+        module: &str,
         (t, ms): (u32, u16),
         hit: bool,
     ) -> Observed {
@@ -274,6 +274,13 @@ impl CacheView {
     /// Believed expiry of the key, if it was ever fetched.
     pub fn expires(&self, tid: u32, mid: u32) -> Option<u32> {
         self.copy(tid, mid).map(|c| c.expires)
+    }
+
+    /// Whether a follow-up of the key at `t` is worth warming: no copy, or one expiring within
+    /// [`FOLLOW_UP_LEAD_S`] (the others are held back; the ones published are noted as warmed
+    /// once the budget admits them: `budget.rs`).
+    pub fn wants_follow_up(&self, tid: u32, mid: u32, t: u32) -> bool {
+        self.expires(tid, mid).is_none_or(|e| e <= t.saturating_add(FOLLOW_UP_LEAD_S))
     }
 
     /// Starts a tick at `now`: updates the lead from the spacing of ticks.
@@ -378,24 +385,6 @@ impl Model {
             }
             None => self.cache = Some(CacheView::new(ttls)),
         }
-    }
-
-    /// Drops follow-ups whose key the cache view holds fresh beyond [`FOLLOW_UP_LEAD_S`] (the
-    /// others are noted as warmed once the budget admits them: `budget.rs`).
-    pub(crate) fn refresh_follow_ups(
-        &self,
-        mut predictions: Vec<Prediction>,
-        t: u32,
-    ) -> Vec<Prediction> {
-        let Some(view) = self.cache.as_ref() else { return predictions };
-        predictions.retain(|p| {
-            let (Some(tid), Some(mid)) = (self.tickers.id(&p.ticker), self.modules.id(&p.module))
-            else {
-                return true;
-            };
-            view.expires(tid, mid).is_none_or(|e| e <= t.saturating_add(FOLLOW_UP_LEAD_S))
-        });
-        predictions
     }
 }
 

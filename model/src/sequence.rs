@@ -218,8 +218,18 @@ impl Sequences {
             }
         }
         self.module_out.entry(module).or_default().add(t, tau);
-        self.ctx_out.entry(ctx_key(module, ctx)).or_default().add(t, tau);
-        self.ticker_out.entry(ticker).or_default().add(t, tau);
+        // Each count is read back at once (one lookup, not two: this runs for every event).
+        let key = ctx_key(module, ctx);
+        let m_out = {
+            let d = self.ctx_out.entry(key).or_default();
+            d.add(t, tau);
+            d.get(t, tau)
+        };
+        let t_out = {
+            let d = self.ticker_out.entry(ticker).or_default();
+            d.add(t, tau);
+            d.get(t, tau)
+        };
         self.clients.insert(client, Last { ticker, module, at: t, ctx });
 
         let mut out = Vec::new();
@@ -236,10 +246,7 @@ impl Sequences {
                 }
             }
         };
-        let key = ctx_key(module, ctx);
-        let m_out = self.ctx_out.get(&key).map_or(0.0, |d| d.get(t, tau));
         push(self.ctx_edges.get(&key), m_out, true);
-        let t_out = self.ticker_out.get(&ticker).map_or(0.0, |d| d.get(t, tau));
         push(self.ticker_edges.get(&ticker), t_out, false);
         out
     }

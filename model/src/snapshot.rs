@@ -318,7 +318,7 @@ impl Model {
             (state.ticker, state.module) = (tid, mid);
             *self.keys.slot_mut(slot) = state;
             if let (Some(view), Some(c)) = (self.cache.as_mut(), k.copy) {
-                view.resolve(mid, &k.module);
+                view.resolve(mid, k.module.as_str());
                 view.restore_copy(tid, mid, c);
             }
         }

@@ -10,6 +10,11 @@
 //! are acknowledged, so at-least-once holds as before; chunks are folded one at a time in the
 //! order they were received, so events stay in order per partition.
 //!
+//! Events in the canonical form with their names in normal form (every event ingest writes) are
+//! only located in the chunk's buffer (`canonical::locate`) and folded as borrowed views
+//! (`Model::record_view`): no string is allocated on the parse thread and freed on the fold
+//! thread per field, as owned events did (a fifth of the fold path's CPU, BENCHMARKS.md #15).
+//!
 //! Measured (BENCHMARKS.md, analyzer): parse and validate cost more than the fold itself, and
 //! both ran on the consume loop's thread; here they overlap with receiving.
 

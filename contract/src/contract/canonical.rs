@@ -15,7 +15,8 @@
 //! cost more than producing it (issue #15).
 
 use super::{
-    ClientId, EventError, Module, QueryEvent, Ticker, MAX_FUTURE_SKEW, MAX_LATENCY_MS, MIN_EPOCH_MS,
+    ClientId, EventError, EventRef, Module, QueryEvent, Ticker, MAX_FUTURE_SKEW, MAX_LATENCY_MS,
+    MIN_EPOCH_MS,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -38,20 +39,25 @@ pub struct Scanned {
     pub exact: bool,
 }
 
-/// Reads the canonical shape: the valid event and whether the bytes are exactly canonical;
-/// `None` for any other shape or an invalid event (read those with [`QueryEvent::from_json`]
-/// or the tree-based parser, which name every problem).
-pub fn scan(bytes: &[u8], now: DateTime<Utc>) -> Option<Scanned> {
+/// The canonical shape's fields as they lie in the bytes, the timestamp read and in range;
+/// names not yet validated.
+struct Fields<'a> {
+    ticker: &'a str,
+    module: &'a str,
+    hit: bool,
+    ts: DateTime<Utc>,
+    client: Option<&'a str>,
+    /// The value and its text.
+    latency_ms: Option<(f64, &'a [u8])>,
+}
+
+/// Reads the canonical shape; `None` for anything else or a timestamp or latency out of range.
+fn fields(bytes: &[u8], now: DateTime<Utc>) -> Option<Fields<'_>> {
     let mut s = Scan { b: bytes, i: 0 };
-    let mut exact = true;
     s.lit(b"{\"ticker\":")?;
-    let raw = s.string()?;
-    let ticker = Ticker::parse(raw).ok()?;
-    exact &= ticker.as_str() == raw;
+    let ticker = s.string()?;
     s.lit(b",\"module\":")?;
-    let raw = s.string()?;
-    let module = Module::parse(raw).ok()?;
-    exact &= module.as_str() == raw;
+    let module = s.string()?;
     s.lit(b",\"hit\":")?;
     let hit = if s.lit(b"true").is_some() {
         true
@@ -65,25 +71,105 @@ pub fn scan(bytes: &[u8], now: DateTime<Utc>) -> Option<Scanned> {
     if ts > now + MAX_FUTURE_SKEW || ts.timestamp_millis() < MIN_EPOCH_MS {
         return None;
     }
-    // A string without escapes or control characters is written back unchanged.
     let client = match s.lit(b",\"client\":") {
-        Some(()) => Some(ClientId::parse(s.string()?).ok()?),
+        Some(()) => Some(s.string()?),
         None => None,
     };
     let latency_ms = match s.lit(b",\"latency_ms\":") {
         Some(()) => {
             let start = s.i;
             let x = s.number().filter(|x| *x <= MAX_LATENCY_MS)?;
-            exact &= same_as_serde(x, &bytes[start..s.i]);
-            Some(x)
+            Some((x, &bytes[start..s.i]))
         }
         None => None,
     };
     s.lit(b"}")?;
-    (s.i == bytes.len()).then_some(Scanned {
-        event: QueryEvent { ticker, module, hit, ts, client, latency_ms },
-        exact,
+    (s.i == bytes.len()).then_some(Fields { ticker, module, hit, ts, client, latency_ms })
+}
+
+/// Reads the canonical shape: the valid event and whether the bytes are exactly canonical;
+/// `None` for any other shape or an invalid event (read those with [`QueryEvent::from_json`]
+/// or the tree-based parser, which name every problem).
+pub fn scan(bytes: &[u8], now: DateTime<Utc>) -> Option<Scanned> {
+    let f = fields(bytes, now)?;
+    let ticker = Ticker::parse(f.ticker).ok()?;
+    let module = Module::parse(f.module).ok()?;
+    // A string without escapes or control characters is written back unchanged.
+    let client = match f.client {
+        Some(c) => Some(ClientId::parse(c).ok()?),
+        None => None,
+    };
+    let exact = ticker.as_str() == f.ticker
+        && module.as_str() == f.module
+        && f.latency_ms.is_none_or(|(x, text)| same_as_serde(x, text));
+    let event = QueryEvent {
+        ticker,
+        module,
+        hit: f.hit,
+        ts: f.ts,
+        client,
+        latency_ms: f.latency_ms.map(|(x, _)| x),
+    };
+    Some(Scanned { event, exact })
+}
+
+/// A valid event in the canonical shape with its names in normal form, held as where its
+/// names lie in the bytes it was read from ([`locate`]), so it can travel with those bytes
+/// (the analyzer's parse thread hands a chunk's buffer and these to its fold thread).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Located {
+    ticker: (u32, u32),
+    module: (u32, u32),
+    client: Option<(u32, u32)>,
+    hit: bool,
+    ts: DateTime<Utc>,
+    latency_ms: Option<f64>,
+}
+
+/// Reads a valid canonical event whose ticker and module are already in normal form, without
+/// allocating; `None` for anything else (read that with [`event`]). `base` is where `bytes`
+/// start in the buffer the result will be viewed in ([`Located::view`]).
+pub fn locate(bytes: &[u8], base: usize, now: DateTime<Utc>) -> Option<Located> {
+    let f = fields(bytes, now)?;
+    if !Ticker::is_normal(f.ticker) || !Module::is_normal(f.module) {
+        return None;
+    }
+    if let Some(c) = f.client {
+        ClientId::check(c).ok()?;
+    }
+    let span = |s: &str| -> Option<(u32, u32)> {
+        let start = base + (s.as_ptr() as usize - bytes.as_ptr() as usize);
+        Some((u32::try_from(start).ok()?, u32::try_from(start + s.len()).ok()?))
+    };
+    Some(Located {
+        ticker: span(f.ticker)?,
+        module: span(f.module)?,
+        client: match f.client {
+            Some(c) => Some(span(c)?),
+            None => None,
+        },
+        hit: f.hit,
+        ts: f.ts,
+        latency_ms: f.latency_ms.map(|(x, _)| x),
     })
+}
+
+impl Located {
+    /// The event, borrowing its names from `buf`: the buffer [`locate`] was given the bytes of
+    /// (at its `base`). Panics if `buf` is not that buffer's contents.
+    pub fn view<'a>(&self, buf: &'a [u8]) -> EventRef<'a> {
+        let s = |(a, b): (u32, u32)| -> &'a str {
+            std::str::from_utf8(&buf[a as usize..b as usize]).expect("the buffer it was located in")
+        };
+        EventRef {
+            ticker: s(self.ticker),
+            module: s(self.module),
+            client: self.client.map(s),
+            hit: self.hit,
+            ts: self.ts,
+            latency_ms: self.latency_ms,
+        }
+    }
 }
 
 /// Whether serde_json writes `x` as `text` (`3` is written `3.0`), without allocating.
@@ -226,6 +312,44 @@ mod tests {
             assert_eq!(event(json.as_bytes(), now()).unwrap(), e);
             if fast {
                 assert!(scan(json.as_bytes(), now()).unwrap().exact, "to_json's own bytes: {json}");
+            }
+        }
+    }
+
+    /// `locate` reads the same event as `event` whenever it reads one, without allocating, and
+    /// reads every canonical event whose names are in normal form.
+    #[test]
+    fn located_events_view_as_the_contract_reads_them() {
+        let ts = r#""ts":"2026-03-09T14:29:59.000Z""#;
+        for (json, located) in [
+            (format!(r#"{{"ticker":"BRK.B","module":"price","hit":false,{ts}}}"#), true),
+            (
+                format!(
+                    r#"{{"ticker":"AAPL","module":"news","hit":true,{ts},"client":"c 1é","latency_ms":3}}"#
+                ),
+                true,
+            ),
+            (format!(r#"{{"ticker":"aapl","module":"price","hit":false,{ts}}}"#), false),
+            (format!(r#"{{"ticker":"AAPL","module":"Price","hit":false,{ts}}}"#), false),
+            (
+                format!(r#"{{"ticker":"AAPL","module":"price","hit":false,{ts},"client":""}}"#),
+                false,
+            ),
+            (format!(r#"{{"ticker":"..","module":"price","hit":false,{ts}}}"#), false),
+            (format!(r#"{{"module":"price","ticker":"AAPL","hit":false,{ts}}}"#), false),
+        ] {
+            // In a buffer after other bytes, as the analyzer's chunks hold them.
+            let mut buf = b"{prefix}".to_vec();
+            let base = buf.len();
+            buf.extend_from_slice(json.as_bytes());
+            let l = locate(json.as_bytes(), base, now());
+            assert_eq!(l.is_some(), located, "{json}");
+            if let Some(l) = l {
+                assert_eq!(
+                    l.view(&buf).to_event(),
+                    event(json.as_bytes(), now()).unwrap(),
+                    "{json}"
+                );
             }
         }
     }

@@ -8,8 +8,8 @@ fn view() -> CacheView {
         per_module: [("price".to_owned(), 60)].into_iter().collect(),
         default_s: 300,
     });
-    v.resolve(0, &Module::parse("price").unwrap());
-    v.resolve(1, &Module::parse("chart").unwrap());
+    v.resolve(0, "price");
+    v.resolve(1, "chart");
     v
 }
 
@@ -39,15 +39,15 @@ fn a_producer_that_only_sends_misses_still_gets_refresh_ahead() {
     // Once the producer has sent a hit, its misses are its word again: a miss on a copy the
     // view believes live is a demand fetch (an eviction) and restarts the copy's life.
     let mut v = view();
-    let price = Module::parse("price").unwrap();
-    v.observe(7, 0, &price, (1_000, 0), false);
-    v.observe(7, 0, &price, (1_010, 0), false);
+    let price = "price";
+    v.observe(7, 0, price, (1_000, 0), false);
+    v.observe(7, 0, price, (1_010, 0), false);
     assert_eq!(v.expires(7, 0), Some(1_060), "no hit seen yet: the miss did not refetch");
-    v.observe(7, 0, &price, (1_020, 0), true);
-    v.observe(7, 0, &price, (1_030, 0), false);
+    v.observe(7, 0, price, (1_020, 0), true);
+    v.observe(7, 0, price, (1_030, 0), false);
     assert_eq!(v.expires(7, 0), Some(1_090), "flags trusted: the miss was a fetch");
-    v.observe(7, 0, &price, (1_030 + TRUST_HITS_S + 1, 0), false);
-    v.observe(7, 0, &price, (1_030 + TRUST_HITS_S + 2, 0), false);
+    v.observe(7, 0, price, (1_030 + TRUST_HITS_S + 1, 0), false);
+    v.observe(7, 0, price, (1_030 + TRUST_HITS_S + 2, 0), false);
     assert_eq!(
         v.expires(7, 0),
         Some(1_030 + TRUST_HITS_S + 61),
@@ -58,19 +58,16 @@ fn a_producer_that_only_sends_misses_still_gets_refresh_ahead() {
 #[test]
 fn the_view_tells_demand_fetches_and_the_first_hit_on_a_warmed_copy() {
     let mut v = view();
-    let price = Module::parse("price").unwrap();
-    let o = v.observe(7, 0, &price, (1_000, 0), false);
+    let price = "price";
+    let o = v.observe(7, 0, price, (1_000, 0), false);
     assert!(o.demand && !o.useful, "a miss fetched on demand");
-    assert!(
-        !v.observe(7, 0, &price, (1_010, 0), true).useful,
-        "a demand copy's hit proves no warm"
-    );
+    assert!(!v.observe(7, 0, price, (1_010, 0), true).useful, "a demand copy's hit proves no warm");
     v.warmed(8, 0, 1_000);
-    let o = v.observe(8, 0, &price, (1_020, 0), true);
+    let o = v.observe(8, 0, price, (1_020, 0), true);
     assert!(o.useful && !o.demand, "the first hit on a warmed copy");
-    assert!(!v.observe(8, 0, &price, (1_030, 0), true).useful, "counted once");
+    assert!(!v.observe(8, 0, price, (1_030, 0), true).useful, "counted once");
     v.warmed(9, 0, 1_000);
-    assert!(v.observe(9, 0, &price, (1_070, 0), false).demand, "the warm expired unused");
+    assert!(v.observe(9, 0, price, (1_070, 0), false).demand, "the warm expired unused");
 }
 
 #[test]
@@ -78,24 +75,24 @@ fn a_refresh_of_a_live_copy_is_proven_only_by_a_hit_the_old_copy_could_not_serve
     // A demand copy until 1 060 refreshed at 1 050 (until 1 110): hits before 1 060 were the
     // old copy's; the first hit from 1 060 on is the demand fetch the refresh saved.
     let mut v = view();
-    let price = Module::parse("price").unwrap();
-    v.observe(7, 0, &price, (1_000, 0), false);
+    let price = "price";
+    v.observe(7, 0, price, (1_000, 0), false);
     v.warmed(7, 0, 1_050);
-    assert!(!v.observe(7, 0, &price, (1_055, 0), true).useful, "the old copy served it");
-    assert!(!v.observe(7, 0, &price, (1_059, 0), true).useful, "and this one");
-    assert!(v.observe(7, 0, &price, (1_060, 0), true).useful, "the old copy was gone");
-    assert!(!v.observe(7, 0, &price, (1_070, 0), true).useful, "counted once");
+    assert!(!v.observe(7, 0, price, (1_055, 0), true).useful, "the old copy served it");
+    assert!(!v.observe(7, 0, price, (1_059, 0), true).useful, "and this one");
+    assert!(v.observe(7, 0, price, (1_060, 0), true).useful, "the old copy was gone");
+    assert!(!v.observe(7, 0, price, (1_070, 0), true).useful, "counted once");
     // A refresh of a warm nobody has proven yet keeps that warm's bar: both saved one fetch
     // at most, proven by the first hit after the demand copy they replaced.
-    v.observe(8, 0, &price, (1_000, 0), false);
+    v.observe(8, 0, price, (1_000, 0), false);
     v.warmed(8, 0, 1_050);
     v.warmed(8, 0, 1_100);
-    assert!(!v.observe(8, 0, &price, (1_058, 0), true).useful);
-    assert!(v.observe(8, 0, &price, (1_101, 0), true).useful);
+    assert!(!v.observe(8, 0, price, (1_058, 0), true).useful);
+    assert!(v.observe(8, 0, price, (1_101, 0), true).useful);
     // A warm of a key with no live copy is proven by any hit on it.
-    v.observe(9, 0, &price, (1_000, 0), false);
+    v.observe(9, 0, price, (1_000, 0), false);
     v.warmed(9, 0, 1_200);
-    assert!(v.observe(9, 0, &price, (1_200, 0), true).useful);
+    assert!(v.observe(9, 0, price, (1_200, 0), true).useful);
 }
 
 #[test]
@@ -105,46 +102,42 @@ fn the_calls_of_no_warming_are_counted_from_query_times_and_ttls_alone() {
     // the warmed copy is gone but no warming's (fetched at 1 061) lives until 1 121: a miss
     // the warm shifted rather than saved.
     let mut v = view();
-    let price = Module::parse("price").unwrap();
-    let o = v.observe(7, 0, &price, (1_000, 0), false);
+    let price = "price";
+    let o = v.observe(7, 0, price, (1_000, 0), false);
     assert!(o.demand && o.bare);
-    assert!(!v.observe(7, 0, &price, (1_030, 0), true).bare, "no warming hits as well");
-    assert!(!v.observe(7, 0, &price, (1_059, 999), true).bare, "its copy lives until 1 060");
+    assert!(!v.observe(7, 0, price, (1_030, 0), true).bare, "no warming hits as well");
+    assert!(!v.observe(7, 0, price, (1_059, 999), true).bare, "its copy lives until 1 060");
     v.warmed(7, 0, 1_050);
-    let o = v.observe(7, 0, &price, (1_061, 0), true);
+    let o = v.observe(7, 0, price, (1_061, 0), true);
     assert!(o.bare && o.useful && !o.demand, "{o:?}");
-    let o = v.observe(7, 0, &price, (1_115, 0), false);
+    let o = v.observe(7, 0, price, (1_115, 0), false);
     assert!(o.demand && !o.bare, "{o:?}");
-    assert!(!v.observe(7, 0, &price, (1_120, 999), true).bare, "fresh until 1 121.000");
-    assert!(v.observe(7, 0, &price, (1_121, 0), true).bare, "no warming's copy expired");
+    assert!(!v.observe(7, 0, price, (1_120, 999), true).bare, "fresh until 1 121.000");
+    assert!(v.observe(7, 0, price, (1_121, 0), true).bare, "no warming's copy expired");
 }
 
 #[test]
 fn a_copy_is_due_only_when_it_expires_before_the_next_tick() {
     let mut v = view();
-    let price = Module::parse("price").unwrap();
+    let price = "price";
     v.tick(1_000);
     v.tick(1_005);
     assert_eq!(v.lead, 5);
     let window = |v: &CacheView, now| v.due(7, 0, now).map(|d| d.window);
     assert_eq!(window(&v, 1_005), Some(60), "never fetched: a warm serves a whole TTL");
-    v.observe(7, 0, &price, (1_000, 0), false);
-    assert_eq!(
-        v.observe(7, 0, &price, (1_020, 0), true).refresh,
-        None,
-        "a hit far from the expiry"
-    );
+    v.observe(7, 0, price, (1_000, 0), false);
+    assert_eq!(v.observe(7, 0, price, (1_020, 0), true).refresh, None, "a hit far from the expiry");
     assert_eq!(window(&v, 1_030), None, "fresh until 1 060, beyond the next tick");
     assert_eq!(window(&v, 1_056), Some(56), "expires at 1 060: a refresh adds 1 116 − 1 060");
     assert_eq!(v.due(7, 0, 1_056), Some(Due { window: 56, age: 56, queries: 2 }));
     assert_eq!(
-        v.observe(7, 0, &price, (1_055, 0), true).refresh,
+        v.observe(7, 0, price, (1_055, 0), true).refresh,
         Some(1_060),
         "a hit near the expiry"
     );
     assert_eq!(window(&v, 1_060), Some(60), "expired");
     // A hit on a key believed gone: live now, reconsidered at once.
-    v.observe(7, 0, &price, (2_000, 0), true);
+    v.observe(7, 0, price, (2_000, 0), true);
     assert_eq!(v.expires(7, 0), Some(2_001));
     v.warmed(7, 1, 2_000);
     assert_eq!(v.expires(7, 1), Some(2_300), "chart uses the default TTL");
