@@ -34,7 +34,7 @@ pub struct Args {
     /// Concurrent HTTP clients posting batches.
     #[arg(long, default_value_t = 4)]
     clients: usize,
-    /// Rounds of (raw, ingest), alternated so drift hits both alike.
+    /// Rounds of (raw, ingest), alternated so drift hits both alike (0: latency only).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Single-event requests per second in the latency phase.
@@ -43,9 +43,12 @@ pub struct Args {
     /// librdkafka option for both producers, as key=value (repeatable), e.g. `-X linger.ms=0`.
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     kafka_option: Vec<String>,
-    /// Seconds of the latency phase.
+    /// Seconds of each latency phase (the raw producer's, then ingest's).
     #[arg(long, default_value_t = 15)]
     latency_seconds: u64,
+    /// Rounds of (raw, ingest) single-event latency.
+    #[arg(long, default_value_t = 1)]
+    latency_rounds: usize,
     /// Also count user-space instructions per event with `perf stat` (needs `perf` and a
     /// machine with hardware counters; `n/a` otherwise).
     #[arg(long)]
@@ -143,8 +146,13 @@ async fn ingest_round(
     Ok(Side { rate, cpu: meter.stop() })
 }
 
-async fn latency(url: &str, rate: u64, secs: u64) -> anyhow::Result<(f64, f64, f64, usize)> {
-    let http = reqwest::Client::new();
+/// Sends one request (or message) every `1/rate` s for `secs` s, each timed by `one` on a task
+/// of its own; p50, p99, max (ms) and the count.
+async fn paced<F, Fut>(rate: u64, secs: u64, one: F) -> anyhow::Result<(f64, f64, f64, usize)>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tasks = Vec::new();
@@ -153,16 +161,10 @@ async fn latency(url: &str, rate: u64, secs: u64) -> anyhow::Result<(f64, f64, f
     while Instant::now() < end {
         tick.tick().await;
         i += 1;
-        let (http, url) = (http.clone(), url.to_owned());
+        let t = Instant::now();
+        let fut = one(i);
         tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let r = http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(format!(r#"{{"ticker":"LAT{}","module":"price","hit":false}}"#, i % 100))
-                .send()
-                .await?;
-            ensure!(r.status() == 200, "status {}", r.status());
+            fut.await?;
             Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
         }));
     }
@@ -173,6 +175,59 @@ async fn latency(url: &str, rate: u64, secs: u64) -> anyhow::Result<(f64, f64, f
     ms.sort_by(f64::total_cmp);
     let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
     Ok((q(0.5), q(0.99), q(1.0), ms.len()))
+}
+
+/// Single-event `action=record` requests to ingest: POST to answer (ingest answers once Kafka
+/// has acknowledged the event).
+async fn latency(url: &str, rate: u64, secs: u64) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let http = reqwest::Client::new();
+    paced(rate, secs, |i| {
+        let req = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"ticker":"LAT{}","module":"price","hit":false}}"#, i % 100))
+            .send();
+        async move {
+            let r = req.await?;
+            ensure!(r.status() == 200, "status {}", r.status());
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The raw limit of the same: one event produced by a plain producer (the same settings as
+/// ingest's), send to acknowledgement.
+async fn raw_latency(
+    kafka: &KafkaArgs,
+    topic: &str,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let producer = kafka.producer(Duration::from_secs(30))?;
+    // Warm, as ingest's producer is: metadata and the idempotent producer id are fetched first.
+    producer
+        .send(FutureRecord::to(topic).key("LAT").payload("{}"), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)?;
+    let topic = topic.to_owned();
+    let r = paced(rate, secs, |i| {
+        let key = format!("LAT{}", i % 100);
+        let payload = format!(
+            r#"{{"ticker":"{key}","module":"price","hit":false,"ts":"{}"}}"#,
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        let sent = producer
+            .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
+            .map_err(|(e, _)| anyhow::anyhow!("enqueue: {e}"));
+        async move {
+            sent?.await?.map_err(|(e, _)| e)?;
+            Ok(())
+        }
+    })
+    .await;
+    producer.flush(Duration::from_secs(10))?;
+    r
 }
 
 /// Runs the benchmark and prints its tables.
@@ -243,22 +298,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cpus.1.push(ic);
         cpus.2.push(ic / rc);
     }
-    println!(
-        "| median (min–max) | {} | {} | **{}** | {} | {} | **{}** | | | |",
-        fmt_spread(&rates.0, 0),
-        fmt_spread(&rates.1, 0),
-        fmt_spread(&rates.2, 2),
-        fmt_spread(&cpus.0, 2),
-        fmt_spread(&cpus.1, 2),
-        fmt_spread(&cpus.2, 2),
-    );
+    // (`--rounds 0` measures latency only.)
+    if args.rounds > 0 {
+        println!(
+            "| median (min–max) | {} | {} | **{}** | {} | {} | **{}** | | | |",
+            fmt_spread(&rates.0, 0),
+            fmt_spread(&rates.1, 0),
+            fmt_spread(&rates.2, 2),
+            fmt_spread(&cpus.0, 2),
+            fmt_spread(&cpus.1, 2),
+            fmt_spread(&cpus.2, 2),
+        );
+    }
 
-    let (p50, p99, max, n) = latency(
-        &format!("{url}/api/v1/smart-prefetch?action=record"),
-        args.rate,
-        args.latency_seconds,
-    )
-    .await?;
-    println!("\nsingle-event action=record at {} req/s for {} s ({n} requests): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms (load average {})", args.rate, args.latency_seconds, load_average());
+    // Side by side in the same window (each at the rate): the raw producer's send to
+    // acknowledgement and ingest's request to answer, so both meet the same broker pauses.
+    println!("\n| single event at {} /s each, {} s | raw p50 ms | raw p99 ms | raw max ms | ingest p50 ms | ingest p99 ms | ingest max ms | load |", args.rate, args.latency_seconds);
+    println!("|---|---|---|---|---|---|---|---|");
+    let record = format!("{url}/api/v1/smart-prefetch?action=record");
+    for round in 1..=args.latency_rounds {
+        let (raw, ing) = tokio::join!(
+            raw_latency(&kafka, &raw_topic, args.rate, args.latency_seconds),
+            latency(&record, args.rate, args.latency_seconds),
+        );
+        let ((r50, r99, rmax, _), (i50, i99, imax, _)) = (raw?, ing?);
+        println!(
+            "| round {round} | {r50:.2} | {r99:.2} | {rmax:.2} | {i50:.2} | {i99:.2} | {imax:.2} | {} |",
+            load_average()
+        );
+    }
     ingest.stop().await
 }
