@@ -49,6 +49,12 @@ pub struct Args {
     /// habit's probability drops under 0.5 at the start of a rate.
     #[arg(long, default_value_t = 3000)]
     sessions: usize,
+    /// The analyzer's fetch budget (`1.3`, `300/min`, `off`; default: the analyzer's). A
+    /// ratio budget's bucket holds what the last minutes earned, so a jump to a far higher rate
+    /// is partly refused until the follow-ups that prove the warms arrive (the `refused`
+    /// column); `off` measures the latency of every event.
+    #[arg(long)]
+    budget: Option<prefetch_common::budget::Budget>,
     /// How long after its `price` event each measured client queries `chart` (the habit).
     #[arg(long, default_value_t = 1000)]
     follow_up_ms: u64,
@@ -112,6 +118,9 @@ async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<St
     a.tick_interval = Duration::from_secs(3600);
     a.stats_interval = Duration::from_secs(3600);
     a.hour_weights = Some(String::new());
+    if let Some(b) = args.budget {
+        a.budget = b;
+    }
     let (al, analyzer) = listener().await?;
     tasks.push(tokio::spawn(analyzer::service::serve(a, al, stop.clone())));
 
@@ -147,6 +156,13 @@ async fn folded(http: &reqwest::Client, analyzer: &str) -> usize {
         .filter(|l| l.starts_with("smart_prefetch_analyzer_events_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as usize
+}
+
+/// Candidates the analyzer's fetch budget has refused so far (its live status in `/v1/stats`).
+async fn refused(http: &reqwest::Client, analyzer: &str) -> anyhow::Result<u64> {
+    let stats: serde_json::Value =
+        http.get(format!("{analyzer}/v1/stats")).send().await?.error_for_status()?.json().await?;
+    stats["budget"]["refused"].as_u64().context("no budget.refused in /v1/stats")
 }
 
 /// Posts the habit: `sessions` clients, each `price` then `chart` 5 s later on one ticker,
@@ -273,8 +289,10 @@ fn quantiles(ms: &mut [f64]) -> (f64, f64, f64) {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let run = std::process::id();
     let http = reqwest::Client::new();
-    println!("| warmer --batch-linger | rate events/s | events | warmed | p50 ms | p99 ms | max ms | load |");
-    println!("|---|---|---|---|---|---|---|---|");
+    let budget = args.budget.map_or("the analyzer's default".to_owned(), |b| b.to_string());
+    println!("fetch budget: {budget}");
+    println!("| warmer --batch-linger | rate events/s | events | warmed | refused by the fetch budget | p50 ms | p99 ms | max ms | load |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &linger in &args.linger_ms {
         let prefix = format!("bench-lat-{run}-{linger}.");
         let stack = start(&args, &prefix, Duration::from_millis(linger)).await?;
@@ -282,6 +300,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         for &rate in &args.rates {
             let tag = format!("L{linger}R{rate}");
             let follow_up = Duration::from_millis(args.follow_up_ms);
+            let refused_before = refused(&http, &stack.analyzer).await?;
             let sent = post_at_rate(&http, &stack, &tag, rate, args.seconds, follow_up).await?;
             // Every event's follow-up should be written; wait for the stragglers, then read.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -302,9 +321,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .collect();
             anyhow::ensure!(!ms.is_empty(), "no follow-up was warmed at {rate}/s");
             let warmed = ms.len();
+            let refused = refused(&http, &stack.analyzer).await? - refused_before;
             let (p50, p99, max) = quantiles(&mut ms);
             println!(
-                "| {linger} ms | {rate} | {} | {warmed} | {p50:.1} | {p99:.1} | {max:.1} | {} |",
+                "| {linger} ms | {rate} | {} | {warmed} | {refused} | {p50:.1} | {p99:.1} | {max:.1} | {} |",
                 sent.len(),
                 load_average()
             );
