@@ -95,6 +95,25 @@ impl Twin {
         }
         out
     }
+    /// Keys visited per tick, and the same split by why (see `TickVisits`).
+    fn visits(&self) -> (f64, String) {
+        let v = self.model.tick_visits();
+        let ticks = self.ticks_ms.len().max(1) as f64;
+        let all = v.walked + v.dirty + v.expiring + v.resolving + v.opening + v.popped;
+        let per = |n: u64| n as f64 / ticks;
+        let split = format!(
+            "{} walks ({:.0} keys/tick), per tick: {:.0} dirty, {:.0} expiring, {:.0} resolving, \
+             {:.0} opening, {:.0} popped",
+            v.walks,
+            per(v.walked),
+            per(v.dirty),
+            per(v.expiring),
+            per(v.resolving),
+            per(v.opening),
+            per(v.popped)
+        );
+        (per(all), split)
+    }
     fn name(&self) -> &'static str {
         if self.lazy {
             "lazy tick (new)"
@@ -126,8 +145,9 @@ fn backtest(args: &Args) -> anyhow::Result<()> {
     let ttls = CacheTtls::of_live(&LiveConfig::default());
     let start = Utc.with_ymd_and_hms(2026, 3, 2, 5, 0, 0).unwrap();
     let span_ms = (args.span_hours * 3_600_000) as i64;
-    println!("| {} events over {} keys, {} h, tick 60 s | total | ticks | tick p50 | tick p99 | tick max | predictions |", args.events, args.keys, args.span_hours);
-    println!("|---|---|---|---|---|---|---|");
+    println!("| {} events over {} keys, {} h, tick 60 s | total | in ticks | ticks | tick p50 | tick p99 | tick max | keys visited per tick | predictions |", args.events, args.keys, args.span_hours);
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut splits = Vec::new();
     let mut digests = Vec::new();
     for lazy in [true, false] {
         let mut twin = Twin::new(lazy)?;
@@ -163,9 +183,12 @@ fn backtest(args: &Args) -> anyhow::Result<()> {
             twin.model.record(&keys.event(i, ts, hit));
         }
         let total = started.elapsed().as_secs_f64();
+        let (visited, split) = twin.visits();
+        splits.push(format!("{}: {split}", twin.name()));
         println!(
-            "| {} | {total:.1} s | {} | {:.2} ms | {:.2} ms | {:.1} ms | {} |",
+            "| {} | {total:.1} s | {:.1} s | {} | {:.2} ms | {:.2} ms | {:.1} ms | {visited:.0} | {} |",
             twin.name(),
+            twin.ticks_ms.iter().sum::<f64>() / 1e3,
             twin.ticks_ms.len(),
             twin.pct(0.5),
             twin.pct(0.99),
@@ -173,6 +196,9 @@ fn backtest(args: &Args) -> anyhow::Result<()> {
             twin.published
         );
         digests.push((twin.published, twin.digest));
+    }
+    for split in splits {
+        println!("\n{split}");
     }
     anyhow::ensure!(digests[0] == digests[1], "the two ticks published differently: {digests:?}");
     Ok(())
@@ -208,19 +234,23 @@ fn live(args: &Args) -> anyhow::Result<()> {
         anyhow::ensure!(a == b, "tick {tick}: the lazy tick and the full walk differ");
     }
     println!(
-        "| {} live keys, {} ticks 5 s apart | tick p50 | tick p99 | tick max | predictions |",
+        "| {} live keys, {} ticks 5 s apart | tick p50 | tick p99 | tick max | keys visited per tick | predictions |",
         args.live_keys, args.live_ticks
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for t in &mut twins {
         println!(
-            "| {} | {:.2} ms | {:.2} ms | {:.1} ms | {} |",
+            "| {} | {:.2} ms | {:.2} ms | {:.1} ms | {:.0} | {} |",
             t.name(),
             t.pct(0.5),
             t.pct(0.99),
             t.pct(1.0),
+            t.visits().0,
             t.published
         );
+    }
+    for t in &twins {
+        println!("\n{}: {}", t.name(), t.visits().1);
     }
     Ok(())
 }

@@ -68,7 +68,9 @@ impl Model {
 
         // Expiry: keys with a bucket before the window, found by their oldest bucket.
         let mut expired = Vec::new();
-        for slot in self.schedule.take_expiring(oldest) {
+        let expiring = self.schedule.take_expiring(oldest);
+        self.schedule.visits.expiring += expiring.len() as u64;
+        for slot in expiring {
             let Some(k) = live_mut(&mut self.keys, slot) else { continue };
             if k.expire(oldest) {
                 expired.push(slot);
@@ -80,7 +82,9 @@ impl Model {
 
         // Keys with new events: a seasonal rate for new keys, then a fresh bound.
         let cache = self.cache.as_ref();
-        for slot in self.schedule.take_dirty() {
+        let dirty = self.schedule.take_dirty();
+        self.schedule.visits.dirty += dirty.len() as u64;
+        for slot in dirty {
             let Some(k) = live_mut(&mut self.keys, slot) else { continue };
             if k.season_epoch != epoch {
                 k.season =
@@ -96,7 +100,9 @@ impl Model {
 
         // Samples that reached the end of the horizon are misses (in slot order, as the walk
         // adds them up).
-        for slot in self.schedule.take_resolving(wm) {
+        let resolving = self.schedule.take_resolving(wm);
+        self.schedule.visits.resolving += resolving.len() as u64;
+        for slot in resolving {
             let Some(k) = live_mut(&mut self.keys, slot) else { continue };
             if k.sample_at != NO_SAMPLE
                 && u64::from(wm) >= u64::from(k.sample_at) + u64::from(horizon)
@@ -113,6 +119,7 @@ impl Model {
             keys.slot(slot).filter(|k| k.ticker != DEAD).map(|k| phase(k.ticker, k.module, horizon))
         };
         let opening = self.schedule.crossing(prev, wm, phase_of);
+        self.schedule.visits.opening += opening.len() as u64;
         for slot in opening {
             let Some(k) = live_mut(&mut self.keys, slot) else { continue };
             if k.sample_at != NO_SAMPLE
@@ -128,7 +135,7 @@ impl Model {
             }
         }
 
-        self.schedule.lazy_ticks += 1;
+        self.schedule.visits.lazy_ticks += 1;
         if self.cache.is_none() {
             // Without a cache view the published confidence is the map after this tick's refit
             // (the floor test below reads it); refitting again at the same time changes nothing.

@@ -97,6 +97,7 @@ use prefetch_contract::prediction::{Prediction, Reason};
 use profile::{to_secs, Calendar, SeasonFrame, Slot};
 pub use recent::Recent;
 pub use refresh::CacheTtls;
+pub use schedule::TickVisits;
 use refresh::CacheView;
 use sequence::Sequences;
 use serde::Serialize;

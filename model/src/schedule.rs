@@ -78,8 +78,29 @@ pub(crate) struct Schedule {
     dirty: Vec<u32>,
     /// Largest `(1 + queries)·TTL` any bound was taken with.
     pub max_factor: f64,
-    /// Ticks served from the index, and entries popped by them (kept across rebuilds).
+    /// What the ticks visited (kept across rebuilds).
+    pub visits: TickVisits,
+}
+
+/// Running totals of the keys ticks visited, by why (`Model::tick_visits`): what a tick costs
+/// follows these, not the live keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TickVisits {
+    /// Ticks served from the index.
     pub lazy_ticks: u64,
+    /// Ticks that walked every live key (the first, a new seasonal frame, a renumbering).
+    pub walks: u64,
+    /// Keys the walks visited.
+    pub walked: u64,
+    /// Keys the lazy ticks visited because they had new events.
+    pub dirty: u64,
+    /// … because a bucket of theirs left the retention window.
+    pub expiring: u64,
+    /// … because their calibration sample reached the end of the horizon.
+    pub resolving: u64,
+    /// … because their sampling point passed.
+    pub opening: u64,
+    /// Bounds popped (keys scored for ranking).
     pub popped: u64,
 }
 
@@ -92,16 +113,15 @@ impl Schedule {
     /// Drops the index: the next tick walks every key.
     pub fn invalidate(&mut self) {
         if self.valid {
-            let (lazy_ticks, popped) = (self.lazy_ticks, self.popped);
-            *self = Self { lazy_ticks, popped, ..Self::default() };
+            *self = Self { visits: self.visits, ..Self::default() };
         }
     }
 
     /// Starts a rebuild for `slots` slots and a horizon of `horizon` seconds.
     pub fn rebuild(&mut self, slots: usize, horizon: u32) {
         let generation = std::mem::take(&mut self.generation);
-        let (lazy_ticks, popped) = (self.lazy_ticks, self.popped);
-        *self = Self { valid: true, generation, horizon, lazy_ticks, popped, ..Self::default() };
+        let visits = self.visits;
+        *self = Self { valid: true, generation, horizon, visits, ..Self::default() };
         self.generation.resize(slots, 0);
         self.ring = vec![Vec::new(); RING.min(horizon.max(1)) as usize];
         self.max_factor = 1.0;
@@ -278,7 +298,7 @@ impl Schedule {
 
     /// Removes the best entry (call after `peek`).
     pub fn pop(&mut self) -> Option<Entry> {
-        self.popped += 1;
+        self.visits.popped += 1;
         self.heap.pop()
     }
 

@@ -9,7 +9,7 @@
 use super::calibration::Calibrator;
 use super::keys::DEAD;
 use super::profile::{to_secs, SeasonFrame};
-use super::schedule::{crossed, phase};
+use super::schedule::{crossed, phase, TickVisits};
 use super::score::{self, Rates};
 use super::window::NO_SAMPLE;
 use super::{Explanation, Model, Season};
@@ -116,6 +116,13 @@ impl Model {
         self.finish_tick(&ctx, top, expired, &HashSet::new())
     }
 
+    /// Running totals of the keys ticks visited, by why: the cost of [`Model::tick`] follows
+    /// them (the tick benchmark reports them per tick).
+    #[doc(hidden)]
+    pub fn tick_visits(&self) -> TickVisits {
+        self.schedule.visits
+    }
+
     /// Moves the watermark and the seasonal frame; `None` for an unrepresentable `now`.
     fn begin_tick(&mut self, now: DateTime<Utc>) -> Option<TickCtx> {
         let now_s = to_secs(now)?;
@@ -161,6 +168,8 @@ impl Model {
         if index {
             self.schedule.rebuild(self.keys.slots_mut().len(), horizon);
         }
+        self.schedule.visits.walks += 1;
+        self.schedule.visits.walked += self.keys.len() as u64;
         let cache = self.cache.as_ref();
         let mut heap: Top = BinaryHeap::with_capacity(self.s.top_n + 1);
         let mut expired = Vec::new();

@@ -97,7 +97,7 @@ fn compare(c: &Case, budget: Budget) -> (u32, usize, u64, u64, u64) {
     }
     assert_eq!(lazy.footprint(), full.footprint(), "seed {}", c.seed);
     let refused = lazy.spend_status().refused;
-    (c.ticks, predictions, lazy.schedule.lazy_ticks, lazy.schedule.popped, refused)
+    (c.ticks, predictions, lazy.schedule.visits.lazy_ticks, lazy.schedule.visits.popped, refused)
 }
 
 fn base() -> ModelConfig {
@@ -209,13 +209,13 @@ fn a_lazy_tick_visits_few_of_many_keys() {
     }
     let mut now = start + Duration::minutes(50);
     m.tick(now); // the first tick walks every key and builds the index
-    let popped = m.schedule.popped;
+    let popped = m.schedule.visits.popped;
     for _ in 0..60 {
         now += Duration::seconds(5);
         m.tick(now);
     }
-    assert_eq!(m.schedule.lazy_ticks, 60);
-    let per_tick = (m.schedule.popped - popped) / 60;
+    assert_eq!(m.schedule.visits.lazy_ticks, 60);
+    let per_tick = (m.schedule.visits.popped - popped) / 60;
     assert!(per_tick < 2_000, "{per_tick} keys popped per tick of 20,000");
 }
 
