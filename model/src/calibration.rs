@@ -3,11 +3,18 @@
 //!
 //! Sampling: at every multiple of the horizon shifted by the key's phase (a grid in event time
 //! fixed per key, its phase a hash of the key — `schedule::phase` — so the keys' samples open
-//! spread over the horizon rather than all on one tick) each live key opens one sample holding
-//! its raw probability. The first event of the key within the horizon closes it as a hit;
-//! reaching the end of the horizon closes it as a miss. Because samples open on a fixed grid,
-//! not after the key's own events, they are an unbiased draw of "raw p at an arbitrary time →
-//! queried within the horizon?".
+//! spread over the horizon rather than all on one tick) each key of the calibration panel opens
+//! one sample holding its raw probability. The first event of the key within the horizon closes
+//! it as a hit; reaching the end of the horizon closes it as a miss. Because samples open on a
+//! fixed grid, not after the key's own events, they are an unbiased draw of "raw p at an
+//! arbitrary time → queried within the horizon?".
+//!
+//! The panel: every key while at most `schedule::PANEL_KEYS` (8,192) are live; beyond that the
+//! keys whose hash level reaches `schedule::panel_level` — a share `2^−k` of them, chosen by a
+//! hash of their ids and not by their traffic, so still an unbiased draw — which keeps the
+//! samples opened and resolved per horizon near 8,192 however many keys there are. (Sampling
+//! every key cost a tick 2/5 of the live keys at a 300 s horizon and 60 s ticks: 31,700 of its
+//! 36,400 key visits at 82k keys; BENCHMARKS.md, "Tick cost".)
 //!
 //! Fitting: outcomes are counted in 20 equal-width bins of the raw probability, one table per
 //! hour-weight class (the weight multiplies the intensity, so each class needs its own map).

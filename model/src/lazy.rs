@@ -1,5 +1,6 @@
-//! The lazy tick: O(keys that changed, expire, resolve or open a sample + keys popped) instead
-//! of a walk over every live key, with exactly the full walk's result.
+//! The lazy tick: O(keys that changed, expire, resolve or open a calibration sample — a panel of
+//! at most `schedule::PANEL_KEYS` per horizon — + keys popped) instead of a walk over every
+//! live key, with exactly the full walk's result.
 //!
 //! # Why a bound stays valid
 //! Between two events of a key and within one seasonal frame, its unweighted intensity
@@ -24,7 +25,7 @@
 use super::calibration::Calibrator;
 use super::keys::{Interner, KeyTable, DEAD};
 use super::refresh::CacheView;
-use super::schedule::{crossed, phase, Entry};
+use super::schedule::{crossed, Entry, Sampling};
 use super::score::{self, Rates};
 use super::tick::{offer, Candidate, TickCtx, Top};
 use super::window::{KeyState, NO_SAMPLE};
@@ -112,18 +113,22 @@ impl Model {
             }
         }
 
-        // Keys whose sampling point passed open a sample.
+        // Keys of the calibration panel whose sampling point passed open a sample.
         let prev = ctx.sampled_to.unwrap_or(wm);
         let keys = &self.keys;
-        let phase_of = |slot: u32| {
-            keys.slot(slot).filter(|k| k.ticker != DEAD).map(|k| phase(k.ticker, k.module, horizon))
+        let sampling_of = |slot: u32| {
+            keys.slot(slot)
+                .filter(|k| k.ticker != DEAD)
+                .map(|k| Sampling::of(k.ticker, k.module, horizon))
         };
-        let opening = self.schedule.crossing(prev, wm, phase_of);
+        let opening = self.schedule.crossing(prev, wm, ctx.panel, sampling_of);
         self.schedule.visits.opening += opening.len() as u64;
         for slot in opening {
             let Some(k) = live_mut(&mut self.keys, slot) else { continue };
+            let at = Sampling::of(k.ticker, k.module, horizon);
             if k.sample_at != NO_SAMPLE
-                || !crossed(ctx.sampled_to, wm, phase(k.ticker, k.module, horizon), horizon)
+                || at.level < ctx.panel
+                || !crossed(ctx.sampled_to, wm, at.phase, horizon)
             {
                 continue;
             }

@@ -97,8 +97,8 @@ use prefetch_contract::prediction::{Prediction, Reason};
 use profile::{to_secs, Calendar, SeasonFrame, Slot};
 pub use recent::Recent;
 pub use refresh::CacheTtls;
-pub use schedule::TickVisits;
 use refresh::CacheView;
+pub use schedule::TickVisits;
 use sequence::Sequences;
 use serde::Serialize;
 pub use snapshot::{Restored, SnapshotError, SNAPSHOT_VERSION};
@@ -404,7 +404,7 @@ impl Model {
         let horizon = self.s.horizon;
         self.schedule.touched(
             slot,
-            created.then(|| schedule::phase(tid, mid, horizon)),
+            created.then(|| schedule::Sampling::of(tid, mid, horizon)),
             first.is_none_or(|f| bucket < f).then_some(bucket),
         );
         let observed = match self.cache.as_mut() {

@@ -1,6 +1,7 @@
 //! What lets a tick visit only the keys that need it (see `lazy.rs`): a max-heap of score upper
 //! bounds, a parking wheel for keys whose cached copy is fresh, a bucket-expiry wheel, a
-//! calibration-resolution wheel, and a ring of keys by sampling phase.
+//! calibration-resolution wheel, and a ring of keys by sampling phase and calibration-panel
+//! level (a tick visits only the panel's lists: `calibration.rs`).
 //!
 //! Every structure refers to keys by slot. A slot's entries carry the slot's generation, bumped
 //! whenever the key changes (an event, a removal), so stale entries are skipped when met instead
@@ -48,6 +49,52 @@ pub(crate) fn phase(ticker: u32, module: u32, horizon: u32) -> u32 {
     ((x >> 32) % u64::from(horizon.max(1))) as u32
 }
 
+/// Levels of the calibration panel: a key's level is the count of leading zeros of a hash of
+/// the key, capped at `LEVELS − 1`, so a share `2^−k` of the keys has level `k` or more.
+pub(crate) const LEVELS: u32 = 16;
+
+/// Most keys that sample calibration per horizon (see [`panel_level`]). Above it a tick opened
+/// and resolved samples of `2/5` of the live keys at the default 300 s horizon and 60 s ticks:
+/// 31,700 of its 36,400 key visits at 82k keys (BENCHMARKS.md, "Tick cost").
+pub(crate) const PANEL_KEYS: usize = 8_192;
+
+/// The panel level of a key (see [`LEVELS`]): a hash of its ids, independent of its traffic,
+/// so the panel is a uniform draw of the keys and calibrating on it alone stays unbiased.
+pub(crate) fn level(ticker: u32, module: u32) -> u32 {
+    // splitmix64's finaliser: every input bit moves every output bit.
+    let mut x = ((u64::from(ticker) << 32) | u64::from(module)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    x.leading_zeros().min(LEVELS - 1)
+}
+
+/// The least level a key needs to sample calibration when `live` keys are live and the panel
+/// holds at most `panel` keys: the smallest `k` with `live / 2^k ≤ panel` (0 — every key — up
+/// to `panel` keys), so the samples opened per horizon stay about `panel` however many keys
+/// there are.
+pub(crate) fn panel_level(live: usize, panel: usize) -> u32 {
+    let mut k = 0;
+    while k < LEVELS - 1 && (live >> k) > panel {
+        k += 1;
+    }
+    k
+}
+
+/// Where a key samples calibration: its phase over the horizon and its panel level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sampling {
+    pub phase: u32,
+    pub level: u32,
+}
+
+impl Sampling {
+    /// The sampling phase and panel level of the key `(ticker, module)`.
+    pub fn of(ticker: u32, module: u32, horizon: u32) -> Self {
+        Self { phase: phase(ticker, module, horizon), level: level(ticker, module) }
+    }
+}
+
 /// Whether a key of phase `phase` crosses a sampling point in `(prev, now]` (always on the
 /// first tick, `prev = None`).
 pub(crate) fn crossed(prev: Option<u32>, now: u32, phase: u32, horizon: u32) -> bool {
@@ -71,7 +118,8 @@ pub(crate) struct Schedule {
     expiry: BTreeMap<u32, Vec<u32>>,
     /// Keys with an open calibration sample, by the time it resolves as a miss.
     resolve: BTreeMap<u32, Vec<u32>>,
-    /// Keys by sampling phase (`RING` buckets over the horizon).
+    /// Keys by sampling phase (`RING` buckets over the horizon) and panel level: list
+    /// `r · LEVELS + level`.
     ring: Vec<Vec<u32>>,
     horizon: u32,
     /// Keys changed since the last tick.
@@ -80,6 +128,9 @@ pub(crate) struct Schedule {
     pub max_factor: f64,
     /// What the ticks visited (kept across rebuilds).
     pub visits: TickVisits,
+    /// Most keys of the calibration panel, when not [`PANEL_KEYS`] (tests take fewer, so a
+    /// few thousand keys exercise it).
+    panel_keys: Option<usize>,
 }
 
 /// Running totals of the keys ticks visited, by why (`Model::tick_visits`): what a tick costs
@@ -110,41 +161,63 @@ impl Schedule {
         self.valid
     }
 
+    /// The least panel level that samples calibration with `live` keys live ([`panel_level`]).
+    pub fn panel_level(&self, live: usize) -> u32 {
+        panel_level(live, self.panel_keys.unwrap_or(PANEL_KEYS))
+    }
+
+    /// Sets the most keys of the calibration panel (tests).
+    #[cfg(test)]
+    pub fn set_panel_keys(&mut self, n: usize) {
+        self.panel_keys = Some(n);
+    }
+
     /// Drops the index: the next tick walks every key.
     pub fn invalidate(&mut self) {
         if self.valid {
-            *self = Self { visits: self.visits, ..Self::default() };
+            *self = Self { visits: self.visits, panel_keys: self.panel_keys, ..Self::default() };
         }
     }
 
     /// Starts a rebuild for `slots` slots and a horizon of `horizon` seconds.
     pub fn rebuild(&mut self, slots: usize, horizon: u32) {
         let generation = std::mem::take(&mut self.generation);
-        let visits = self.visits;
-        *self = Self { valid: true, generation, horizon, visits, ..Self::default() };
+        let (visits, panel_keys) = (self.visits, self.panel_keys);
+        *self = Self { valid: true, generation, horizon, visits, panel_keys, ..Self::default() };
         self.generation.resize(slots, 0);
-        self.ring = vec![Vec::new(); RING.min(horizon.max(1)) as usize];
+        self.ring = vec![Vec::new(); (RING.min(horizon.max(1)) * LEVELS) as usize];
         self.max_factor = 1.0;
     }
 
-    fn ring_of(&self, phase: u32) -> usize {
-        (u64::from(phase) * self.ring.len() as u64 / u64::from(self.horizon.max(1))) as usize
+    /// Ring buckets over the horizon.
+    fn buckets(&self) -> usize {
+        self.ring.len() / LEVELS as usize
     }
 
-    /// Adds a key to the index: its bound, its oldest bucket, its phase, its open sample's
-    /// resolution time (if any).
+    /// The ring bucket of a phase.
+    fn bucket_of(&self, phase: u32) -> usize {
+        (u64::from(phase) * self.buckets() as u64 / u64::from(self.horizon.max(1))) as usize
+    }
+
+    /// The ring list of a key.
+    fn ring_of(&self, at: Sampling) -> usize {
+        self.bucket_of(at.phase) * LEVELS as usize + at.level as usize
+    }
+
+    /// Adds a key to the index: its bound, its oldest bucket, its sampling phase and level, its
+    /// open sample's resolution time (if any).
     pub fn add(
         &mut self,
         slot: u32,
         bound: f64,
         first: Option<u32>,
-        phase: u32,
+        at: Sampling,
         resolves: Option<u32>,
     ) {
         if let Some(b) = first {
             self.expiry.entry(b).or_default().push(slot);
         }
-        let r = self.ring_of(phase);
+        let r = self.ring_of(at);
         self.ring[r].push(slot);
         if let Some(at) = resolves {
             self.resolve.entry(at).or_default().push(slot);
@@ -154,7 +227,7 @@ impl Schedule {
 
     /// A key changed at `slot` (an event folded): `created` when the slot is new, `first` when
     /// its oldest bucket moved earlier (or was created).
-    pub fn touched(&mut self, slot: u32, created: Option<u32>, first: Option<u32>) {
+    pub fn touched(&mut self, slot: u32, created: Option<Sampling>, first: Option<u32>) {
         if !self.valid {
             return;
         }
@@ -164,8 +237,8 @@ impl Schedule {
         }
         self.generation[s] = self.generation[s].wrapping_add(1);
         self.dirty.push(slot);
-        if let Some(phase) = created {
-            let r = self.ring_of(phase);
+        if let Some(at) = created {
+            let r = self.ring_of(at);
             self.ring[r].push(slot);
         }
         if let Some(b) = first {
@@ -208,16 +281,18 @@ impl Schedule {
         self.resolve.entry(at).or_default().push(slot);
     }
 
-    /// Keys whose phase may cross a sampling point in `(prev, now]`, each once (callers check
-    /// the exact phase). `phase_of` gives a live slot's phase, `None` for a free one; entries of
-    /// removed or moved keys are dropped.
+    /// Keys of panel level `level` or more whose phase may cross a sampling point in
+    /// `(prev, now]`, each once (callers check the exact phase). `sampling_of` gives a live
+    /// slot's phase and level, `None` for a free one; entries of removed or moved keys are
+    /// dropped. Its cost follows the panel, not the live keys.
     pub fn crossing(
         &mut self,
         prev: u32,
         now: u32,
-        phase_of: impl Fn(u32) -> Option<u32>,
+        level: u32,
+        sampling_of: impl Fn(u32) -> Option<Sampling>,
     ) -> Vec<u32> {
-        let (h, n) = (self.horizon.max(1), self.ring.len());
+        let (h, n) = (self.horizon.max(1), self.buckets());
         let d = now.saturating_sub(prev);
         let buckets: Vec<usize> = if d == 0 {
             Vec::new()
@@ -226,7 +301,7 @@ impl Schedule {
         } else {
             // Phases φ with (now + φ) mod h < d: the cyclic interval [start, start + d).
             let start = (h - now % h) % h;
-            let (a, b) = (self.ring_of(start), self.ring_of((start + d - 1) % h));
+            let (a, b) = (self.bucket_of(start), self.bucket_of((start + d - 1) % h));
             if a <= b && (start + d - 1) < h {
                 (a..=b).collect()
             } else {
@@ -235,12 +310,15 @@ impl Schedule {
         };
         let mut out = Vec::new();
         for r in buckets {
-            let mut list = std::mem::take(&mut self.ring[r]);
-            list.sort_unstable();
-            list.dedup();
-            list.retain(|&slot| phase_of(slot).is_some_and(|p| self.ring_of(p) == r));
-            out.extend_from_slice(&list);
-            self.ring[r] = list;
+            for l in level.min(LEVELS - 1)..LEVELS {
+                let i = r * LEVELS as usize + l as usize;
+                let mut list = std::mem::take(&mut self.ring[i]);
+                list.sort_unstable();
+                list.dedup();
+                list.retain(|&slot| sampling_of(slot).is_some_and(|at| self.ring_of(at) == i));
+                out.extend_from_slice(&list);
+                self.ring[i] = list;
+            }
         }
         out.sort_unstable();
         out.dedup();
@@ -354,49 +432,4 @@ impl Schedule {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crossing_finds_exactly_the_phases_whose_point_passed() {
-        let h = 300;
-        for (prev, now) in [(1_000, 1_005), (1_000, 1_060), (1_299, 1_301), (7, 7), (0, 5_000)] {
-            let mut s = Schedule::default();
-            s.rebuild(h as usize, h);
-            for slot in 0..h {
-                s.add(slot, 0.0, None, slot, None);
-            }
-            let got = s.crossing(prev, now, Some);
-            let want: Vec<u32> = (0..h).filter(|&p| crossed(Some(prev), now, p, h)).collect();
-            assert!(want.iter().all(|p| got.contains(p)), "{prev}..{now}: {want:?} ⊄ {got:?}");
-            // Whole ring buckets are returned, never far more than the phases that crossed.
-            assert!(got.len() <= want.len() + 2, "{prev}..{now}: {} vs {}", got.len(), want.len());
-        }
-    }
-
-    #[test]
-    fn stale_and_parked_entries_come_back_only_when_current() {
-        let mut s = Schedule::default();
-        s.rebuild(4, 300);
-        s.push(0, 5.0);
-        s.push(1, 3.0);
-        s.touched(0, None, None); // key 0 changed: its entry is stale
-        s.push(0, 1.0);
-        assert_eq!(s.peek().map(|e| e.slot), Some(1));
-        let e = s.pop().unwrap();
-        s.park(e, 100);
-        assert_eq!(s.peek().map(|e| (e.slot, e.bound)), Some((0, 1.0)));
-        s.unpark(99);
-        assert_eq!(s.peek().map(|e| e.slot), Some(0));
-        s.unpark(100);
-        assert_eq!(s.peek().map(|e| e.slot), Some(1));
-        s.removed(1);
-        assert_eq!(s.peek().map(|e| e.slot), Some(0));
-        assert_eq!(s.take_dirty(), vec![0]);
-        s.expire_at(9, 3);
-        s.expire_at(5, 2);
-        s.expire_at(5, 3);
-        assert_eq!(s.take_expiring(9), vec![2, 3]);
-        assert_eq!(s.take_expiring(10), vec![3]);
-    }
-}
+mod tests;

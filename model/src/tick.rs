@@ -9,7 +9,7 @@
 use super::calibration::Calibrator;
 use super::keys::DEAD;
 use super::profile::{to_secs, SeasonFrame};
-use super::schedule::{crossed, phase, TickVisits};
+use super::schedule::{crossed, Sampling, TickVisits};
 use super::score::{self, Rates};
 use super::window::NO_SAMPLE;
 use super::{Explanation, Model, Season};
@@ -67,8 +67,11 @@ pub(crate) struct TickCtx {
     pub horizon: u32,
     /// Oldest bucket index kept.
     pub oldest: u32,
-    /// The previous tick's watermark for sampling (`None`: every key opens a sample).
+    /// The previous tick's watermark for sampling (`None`: every panel key opens a sample).
     pub sampled_to: Option<u32>,
+    /// The least panel level of a key that samples calibration (`Schedule::panel_level` of
+    /// the keys live when the tick began: the walk and the lazy tick agree on it).
+    pub panel: u32,
     pub epoch: u32,
     pub season: Option<SeasonFrame>,
     pub has_season: bool,
@@ -154,6 +157,7 @@ impl Model {
             horizon: self.s.horizon,
             oldest: wm.saturating_sub(self.s.retention) / self.s.bucket,
             sampled_to,
+            panel: self.schedule.panel_level(self.keys.len()),
             epoch: self.season_epoch,
             season,
             has_season: season.is_some_and(|f| f.observed()),
@@ -195,8 +199,10 @@ impl Model {
                 self.calibrator.resolve(k.sample_cell, false);
                 k.sample_at = NO_SAMPLE;
             }
-            let key_phase = phase(k.ticker, k.module, horizon);
-            let opens = k.sample_at == NO_SAMPLE && crossed(ctx.sampled_to, wm, key_phase, horizon);
+            let at = Sampling::of(k.ticker, k.module, horizon);
+            let opens = k.sample_at == NO_SAMPLE
+                && at.level >= ctx.panel
+                && crossed(ctx.sampled_to, wm, at.phase, horizon);
             if index {
                 let factors = super::lazy::copy_factors(cache, &self.modules, k);
                 let bound = super::lazy::bound_scalar(rates, factors);
@@ -205,7 +211,7 @@ impl Model {
                     .then(|| k.sample_at.saturating_add(horizon))
                     .or(opens.then(|| wm.saturating_add(horizon)));
                 let first = k.buckets().next().map(|b| b.0);
-                self.schedule.add(slot as u32, bound, first, key_phase, resolves);
+                self.schedule.add(slot as u32, bound, first, at, resolves);
             }
             // With refresh-ahead the rank is what a warm now would serve (already calibrated);
             // a key whose copy outlives the next tick waits for a later tick, and one whose
