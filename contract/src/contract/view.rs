@@ -97,10 +97,7 @@ impl Ticker {
     /// Whether `raw` is a ticker already in normal form: exactly what [`Ticker::parse`] would
     /// return for it (valid, trimmed, upper-case).
     pub fn is_normal(raw: &str) -> bool {
-        let b = raw.as_bytes();
-        (1..=super::TICKER_MAX_LEN).contains(&b.len())
-            && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || b".-^=".contains(c))
-            && b.iter().any(u8::is_ascii_alphanumeric)
+        normal(raw, super::TICKER_MAX_LEN, |c| c.is_ascii_uppercase() || b".-^=".contains(c))
     }
 }
 
@@ -108,11 +105,16 @@ impl Module {
     /// Whether `raw` is a module name already in normal form: exactly what [`Module::parse`]
     /// would return for it (valid, trimmed, lower-case).
     pub fn is_normal(raw: &str) -> bool {
-        let b = raw.as_bytes();
-        (1..=super::MODULE_MAX_LEN).contains(&b.len())
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-".contains(c))
-            && b.iter().any(u8::is_ascii_alphanumeric)
+        normal(raw, super::MODULE_MAX_LEN, |c| c.is_ascii_lowercase() || b"_-".contains(c))
     }
+}
+
+/// 1–`max` bytes, each a digit or `allowed`, at least one a letter or digit.
+fn normal(raw: &str, max: usize, allowed: impl Fn(&u8) -> bool) -> bool {
+    let b = raw.as_bytes();
+    (1..=max).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_digit() || allowed(c))
+        && b.iter().any(u8::is_ascii_alphanumeric)
 }
 
 #[cfg(test)]
