@@ -23,9 +23,16 @@
 //! Why three threads (BENCHMARKS.md, analyzer): on one loop the analyzer was CPU-bound at
 //! ~1.9 µs an event against ~0.6 µs for a plain consumer's receive-and-store; receiving,
 //! parsing and folding now overlap, each at about the plain consumer's cost or less.
+//!
+//! Files: the batches and the fold stage's two ends are in `progress.rs`, the tick's and the
+//! stats' publications in `publish.rs`, the tests in `pipeline_tests.rs`.
 
 #[path = "fold.rs"]
 mod fold;
+#[path = "progress.rs"]
+mod progress;
+#[path = "publish.rs"]
+mod publish;
 /// The canonical-form scanner, shared with ingest (it lives in the contract).
 pub use prefetch_common::contract::canonical as parse;
 
@@ -33,18 +40,16 @@ use super::consumer::GroupContext;
 use super::restore::{self, Outcome};
 use super::{checkpoint, Shared};
 use chrono::{DateTime, Utc};
-use fold::{Chunk, Folded, Folder};
-use futures::future::join_all;
+use fold::Folder;
 use futures::FutureExt;
-use prefetch_common::kafka::{AckContext, Acks};
+use prefetch_common::kafka::AckContext;
 use prefetch_common::prediction::Prediction;
+use progress::{Progress, Sealed, Stage};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord, ThreadedProducer};
+use rdkafka::producer::{FutureProducer, ThreadedProducer};
 use serde_json::json;
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -79,136 +84,6 @@ pub struct Pipeline {
     pub state_topic: Option<String>,
     /// Checkpoint period.
     pub checkpoint_interval: Duration,
-}
-
-/// The open batch: offsets folded since the last seal, and the deliveries they caused (one
-/// counter per chunk).
-#[derive(Default)]
-struct Batch {
-    acks: Vec<Arc<Acks>>,
-    offsets: HashMap<i32, i64>,
-    messages: usize,
-    /// A message the batch caused that Kafka would not take: its offsets must never be stored.
-    failed: Option<String>,
-}
-
-impl Batch {
-    /// Takes a folded chunk's deliveries and offsets; returns the emptied chunk.
-    fn absorb(&mut self, f: Folded) -> Chunk {
-        self.acks.extend(f.acks);
-        self.offsets.extend(f.offsets);
-        self.messages += f.messages;
-        if self.failed.is_none() {
-            self.failed = f.failed;
-        }
-        f.spare
-    }
-}
-
-/// A sealed batch: its deliveries are awaited on their own task while consumption goes on.
-struct Sealed {
-    done: Option<JoinHandle<Result<(), String>>>,
-    offsets: HashMap<i32, i64>,
-}
-
-/// Offsets on their way to being stored: the open batch, then sealed ones in consume order.
-/// An offset is stored only once its batch and every earlier one are durable.
-struct Progress {
-    open: Batch,
-    sealed: VecDeque<Sealed>,
-    committed_at: Option<Instant>,
-    /// Partitions assigned to this instance (restored or restoring).
-    owned: HashSet<i32>,
-    /// Per partition, the next offset to fold: what a checkpoint taken now covers.
-    next: HashMap<i32, i64>,
-    /// Per partition, the offset the last checkpoint written covered.
-    checkpointed: HashMap<i32, i64>,
-    /// Restores report back here.
-    restores:
-        (UnboundedSender<anyhow::Result<Outcome>>, UnboundedReceiver<anyhow::Result<Outcome>>),
-    restoring: usize,
-    /// The checkpoint being written, if any.
-    writing: Option<JoinHandle<()>>,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self {
-            open: Batch::default(),
-            sealed: VecDeque::new(),
-            committed_at: None,
-            owned: HashSet::new(),
-            next: HashMap::new(),
-            checkpointed: HashMap::new(),
-            restores: tokio::sync::mpsc::unbounded_channel(),
-            restoring: 0,
-            writing: None,
-        }
-    }
-}
-
-impl Progress {
-    /// Adds a folded chunk to the open batch; returns the emptied chunk.
-    fn absorb(&mut self, f: Folded) -> Chunk {
-        for &(p, o) in &f.offsets {
-            self.next.insert(p, o + 1);
-        }
-        self.open.absorb(f)
-    }
-}
-
-/// The fold stage's two ends: chunks out to the parse thread, folded chunks back from the fold
-/// thread (in the order sent).
-struct Stage {
-    chunks: Option<mpsc::Sender<Chunk>>,
-    folded: UnboundedReceiver<Folded>,
-    in_flight: usize,
-    /// The parse and fold threads (each stops when the one before it does).
-    threads: Vec<std::thread::JoinHandle<()>>,
-    /// Emptied chunks back from the fold thread, to fill again.
-    spare: Vec<Chunk>,
-    /// Bumped by every rebalance acted on; chunks carry it to the fold thread.
-    epoch: u64,
-}
-
-impl Stage {
-    fn send(&mut self, mut chunk: Chunk) -> anyhow::Result<()> {
-        chunk.epoch = self.epoch;
-        let tx =
-            self.chunks.as_ref().ok_or_else(|| anyhow::anyhow!("the fold thread is stopped"))?;
-        tx.send(chunk).map_err(|_| anyhow::anyhow!("the fold thread stopped"))?;
-        self.in_flight += 1;
-        Ok(())
-    }
-
-    /// The next folded chunk (cancel-safe: a chunk not taken stays in the channel).
-    async fn next(&mut self) -> anyhow::Result<Folded> {
-        let f =
-            self.folded.recv().await.ok_or_else(|| anyhow::anyhow!("the fold thread stopped"))?;
-        self.in_flight -= 1;
-        Ok(f)
-    }
-
-    /// Waits until every chunk handed over is folded, adding each to the open batch.
-    async fn drain(&mut self, progress: &mut Progress) -> anyhow::Result<()> {
-        while self.in_flight > 0 {
-            let spare = progress.absorb(self.next().await?);
-            self.spare.push(spare);
-        }
-        Ok(())
-    }
-
-    /// Drains, then stops the thread.
-    async fn stop(&mut self, progress: &mut Progress) -> anyhow::Result<()> {
-        self.drain(progress).await?;
-        self.chunks = None;
-        for t in std::mem::take(&mut self.threads) {
-            tokio::task::spawn_blocking(move || t.join())
-                .await?
-                .map_err(|_| anyhow::anyhow!("a fold stage thread panicked"))?;
-        }
-        Ok(())
-    }
 }
 
 /// How long the fold thread's producer lets event-driven predictions gather into one request.
@@ -600,70 +475,6 @@ impl Pipeline {
             }
         })))
     }
-
-    /// Advances the model to the event-time watermark and publishes its predictions.
-    async fn publish_tick(&self) -> anyhow::Result<()> {
-        let Some(now) = self.shared.event_time() else { return Ok(()) };
-        let shared = self.shared.clone();
-        let started = Instant::now();
-        // A partition still being restored has part of its history folded: its keys' rates are
-        // underestimates until the restore ends, so none of them is published yet — held back
-        // inside the model, so the fetch budget does not pay for them nor the cache view note
-        // them as warmed.
-        let predictions = tokio::task::spawn_blocking(move || {
-            let restoring = shared.restoring_tickers();
-            shared.model().tick_holding(now, &restoring)
-        })
-        .await?;
-        {
-            let model = self.shared.model();
-            self.shared.metrics.ticked(started.elapsed(), model.footprint().keys);
-            self.shared.metrics.spend(&model.spend_status());
-        }
-        let bodies: Vec<Vec<u8>> = predictions
-            .iter()
-            .map(|p| serde_json::to_vec(p).expect("a Prediction serialises"))
-            .collect();
-        let sends: Vec<_> = predictions
-            .iter()
-            .zip(&bodies)
-            .map(|(p, body)| {
-                self.producer.send(
-                    FutureRecord::to(&self.topics.predictions_topic)
-                        .key(p.ticker.as_str())
-                        .payload(body),
-                    Duration::from_secs(5),
-                )
-            })
-            .collect();
-        for (r, p) in join_all(sends).await.into_iter().zip(&predictions) {
-            match r {
-                Ok(_) => self.shared.metrics.published(p.reason),
-                Err((e, _)) => {
-                    tracing::warn!(error = %e, "Publishing a prediction failed; the next tick publishes afresh.")
-                }
-            }
-        }
-        tracing::debug!(predictions = predictions.len(), watermark = %now, "Tick published.");
-        self.shared.set_predictions(predictions);
-        Ok(())
-    }
-
-    /// Publishes the patterns snapshot to the compacted stats topic (best effort).
-    async fn publish_stats(&self) {
-        let Some(now) = self.shared.event_time() else { return };
-        let shared = self.shared.clone();
-        let stats = match tokio::task::spawn_blocking(move || shared.stats_json(now)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return tracing::warn!(error = %e, "Stats snapshot failed."),
-            Err(e) => return tracing::warn!(error = %e, "Stats task failed."),
-        };
-        let rec =
-            FutureRecord::to(&self.stats_topic).key(self.instance_id.as_str()).payload(&stats);
-        if let Err((e, _)) = self.producer.send(rec, Duration::from_secs(5)).await {
-            tracing::warn!(error = %e, "Publishing the stats snapshot failed.");
-        }
-    }
 }
 
 /// The share of a rate budget an instance owning `owned` of `total` partitions earns.
@@ -677,106 +488,5 @@ pub fn predictions_json(ps: &[Prediction], watermark: Option<DateTime<Utc>>) -> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::budget_share;
-    use crate::service::{serve, Config};
-    use prefetch_testkit::{http, produce_json, topic_count, unique_topics, TestKafka};
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::TopicPartitionList;
-    use std::time::{Duration, Instant};
-    use tokio_util::sync::CancellationToken;
-
-    #[test]
-    fn a_rate_budget_share_is_the_partitions_owned_over_the_topics() {
-        assert_eq!(budget_share(4, 12), 4.0 / 12.0);
-        assert_eq!(budget_share(12, 12), 1.0);
-        assert_eq!(budget_share(0, 12), 0.0, "owning nothing, earning nothing");
-        // Metadata that lags an assignment (partitions just added) never gives more than all.
-        assert_eq!(budget_share(3, 2), 1.0);
-        assert_eq!(budget_share(0, 0), 0.0);
-    }
-
-    /// A shutdown the moment the last event is counted as folded: the predictions it caused may
-    /// still be lingering in the fold's producer. They must be delivered, not purged, and every
-    /// offset committed — at-least-once without duplicates on a clean stop.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_shutdown_right_after_the_fold_delivers_what_it_caused_and_commits_everything() {
-        let kafka = TestKafka::start();
-        let mut cfg = Config::new(kafka.bootstrap());
-        cfg.kafka = kafka.kafka_args();
-        // Predictions wait a second in the producer, so the stop below comes while they do.
-        cfg.kafka.options.push("linger.ms=1000".into());
-        cfg.topics = unique_topics("an-pipeline-shutdown");
-        cfg.group_id = format!("{}analyzer", cfg.topics.query_events_topic);
-        cfg.tick_interval = Duration::from_secs(3600);
-        cfg.stats_interval = Duration::from_secs(3600);
-        // Every likely follow-up is published (refresh-ahead would hold back follow-ups of keys
-        // whose copies these misses keep fresh, and this scenario needs produced messages).
-        cfg.refresh_ahead = false;
-        kafka.prepare(&cfg.topics);
-        kafka.prepare_topic(&cfg.state_topic(), 3);
-        kafka.precreate(&cfg.topics.query_events_topic).await;
-        // Twenty clients each walk the same ten tickers in order, a second apart: from the
-        // second client on, every step predicts the next one.
-        let start = chrono::Utc::now() - chrono::Duration::minutes(10);
-        let events: Vec<serde_json::Value> = (0..20)
-            .flat_map(|c| {
-                (0..10).map(move |t| {
-                    let ts = start + chrono::Duration::seconds(c * 10 + t);
-                    serde_json::json!({"ticker": format!("T{t}"), "module": "price", "ts": ts.to_rfc3339(), "client": format!("c{c}")})
-                })
-            })
-            .collect();
-        produce_json(&kafka.bootstrap(), &cfg.topics.query_events_topic, &events).await;
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(cfg.clone(), listener, shutdown.clone()));
-        let count = |text: &str, name: &str| -> f64 {
-            text.lines()
-                .filter(|l| l.starts_with(name))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let published = loop {
-            assert!(
-                Instant::now() < deadline,
-                "the analyzer did not fold {} events in time",
-                events.len()
-            );
-            let text = match http().get(&url).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            if count(&text, "smart_prefetch_analyzer_events_total{") as usize >= events.len() {
-                break count(&text, "smart_prefetch_analyzer_predictions_total{");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
-        shutdown.cancel();
-        task.await.unwrap().expect("a clean stop, every delivery acknowledged");
-        assert!(published > 0.0, "the scenario publishes event-driven predictions");
-        assert!(
-            topic_count(&kafka.bootstrap(), &cfg.topics.predictions_topic).await as f64
-                >= published,
-            "every prediction counted as published is on the topic"
-        );
-
-        let group: BaseConsumer =
-            cfg.kafka.consumer_config(&cfg.group_id).unwrap().create().unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..3 {
-            tpl.add_partition(&cfg.topics.query_events_topic, p);
-        }
-        let committed = group.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        let total: i64 = committed
-            .elements()
-            .iter()
-            .filter_map(|e| e.offset().to_raw())
-            .filter(|o| *o > 0)
-            .sum();
-        assert_eq!(total, events.len() as i64, "every folded offset committed: {committed:?}");
-    }
-}
+#[path = "pipeline_tests.rs"]
+mod tests;
