@@ -203,6 +203,11 @@ impl KeyTable {
         self.index.get(&pack(ticker, module)).map(|&s| &self.slots[s as usize])
     }
 
+    /// The slot of `(ticker, module)`, if live.
+    pub fn slot_of(&self, ticker: u32, module: u32) -> Option<u32> {
+        self.index.get(&pack(ticker, module)).copied()
+    }
+
     /// The state in `slot`.
     pub fn slot_mut(&mut self, slot: u32) -> &mut KeyState {
         &mut self.slots[slot as usize]
