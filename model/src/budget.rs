@@ -313,6 +313,7 @@ impl Model {
             {
                 if let Some(view) = self.cache.as_mut() {
                     view.warmed(tid, mid, t);
+                    self.copy_changed(tid, mid);
                 }
             }
         }

@@ -12,11 +12,18 @@
 //! - without a cache view the rank is `1 − exp(−w·λ·H)`, increasing in `λ`, bounded by
 //!   the same with the stored `λ`;
 //! - with one, the rank is what a warm would serve, `1 − exp(−W·r)` with the window
-//!   `W ≤ max TTL` and the updated rate `r = (1 + q) / (1/prior + age) ≤ (1 + q)·prior`, and the
-//!   prior `−ln(1 − map(1 − e^(−w·λ·H))) / H ≤ K·w·λ` with `K` the map's gain bound
-//!   ([`Calibrator::gain_bound`](crate::calibration::Calibrator::gain_bound)). The stored scalar
-//!   is `(1 + q)·λ`; `q` (queries of the current copy) only grows with the key's own events,
-//!   which re-bound it, and falls to 0 when it is warmed.
+//!   `W ≤ TTL` and the updated rate `r = u(prior) = (1 + q) / (1/prior + age)`
+//!   (`score::updated_rate`), and the prior `−ln(1 − map(1 − e^(−w·λ·H))) / H ≤ c·λ`, `c = K·w`
+//!   with `K` the map's gain bound
+//!   ([`Calibrator::gain_bound`](crate::calibration::Calibrator::gain_bound)). `u` increases
+//!   with the prior and `u(a·x) ≤ a·u(x)` for `a ≥ 1`, so `W·r ≤ max(1, c/c₀)·TTL·u(c₀·λ)`
+//!   for any fixed `c₀` (the schedule's `scale`, taken when the index is built). The stored
+//!   scalar is `TTL·u(c₀·λ)` at the copy's `q` and age: it falls as `λ` falls and the age grows.
+//!   `q` and the age change otherwise only with the key's own events (which re-bound it), a
+//!   warm (queries and age back to 0) or the sweep that forgets a copy a day after it expired:
+//!   both mark the key for a fresh bound ([`Model::copy_changed`]). Taking the age in the
+//!   bound is what lets a key whose copy expired hours ago stay in the heap: at 1M keys with a
+//!   copy each from hours before, bounds without it popped 179k keys a tick.
 //!
 //! Each tick pops bounds best first, scores each popped key exactly as the full walk does, and
 //! stops once the best bound left cannot reach the `top_n`-th candidate (nor the confidence
@@ -26,7 +33,7 @@ use super::calibration::Calibrator;
 use super::keys::{Interner, KeyTable, DEAD};
 use super::refresh::CacheView;
 use super::schedule::{crossed, Entry, Sampling};
-use super::score::{self, Rates};
+use super::score::{self, Due, Rates};
 use super::tick::{offer, Candidate, TickCtx, Top};
 use super::window::{KeyState, NO_SAMPLE};
 use super::Model;
@@ -41,23 +48,44 @@ fn live_mut(keys: &mut KeyTable, slot: u32) -> Option<&mut KeyState> {
 /// Relative slack on a stored bound, far above the f32/f64 rounding of the rates.
 const SLACK: f64 = 1.0 + 1e-6;
 
-/// The scalar a key's bound is stored as: its unweighted intensity now (an upper bound from now
-/// to its next event), with a cache view times `(1 + q)·TTL` (`q`: queries of its current
-/// copy; TTL: the most a warm of it can serve, [`CacheView::ttl_bound`]).
-pub(crate) fn bound_scalar(rates: Rates, copy: Option<(u32, u32)>) -> f64 {
-    let (lambda, _) = score::intensity(rates, 1.0);
-    lambda * SLACK * copy.map_or(1.0, |(q, ttl)| (1.0 + f64::from(q)) * f64::from(ttl))
+/// What bounds a warm of a key with a cache view: `(q, TTL bound, age)` — queries of its
+/// current copy, the most a warm of it can serve ([`CacheView::ttl_bound`]), and the copy's age
+/// now (0 without a copy), as [`CacheView::due`] would give them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CopyFactors {
+    queries: u32,
+    ttl: u32,
+    age: u32,
 }
 
-/// `(q, TTL bound)` of the key `k` for [`bound_scalar`], with a cache view.
+/// The scalar a key's bound is stored as: without a cache view its unweighted intensity now
+/// (an upper bound from now to its next event); with one, `TTL · updated_rate(c₀·λ, q, age)` —
+/// what a warm would serve, as a rate times its window, with the prior rate taken at the
+/// scale `c₀` ([`Schedule::scale`](super::schedule::Schedule), fixed between rebuilds).
+pub(crate) fn bound_scalar(rates: Rates, copy: Option<CopyFactors>, scale: f64) -> f64 {
+    let (lambda, _) = score::intensity(rates, 1.0);
+    match copy {
+        None => lambda * SLACK,
+        Some(CopyFactors { queries, ttl, age }) => {
+            let due = Due { window: ttl, age, queries };
+            score::updated_rate(scale * lambda * SLACK, due) * f64::from(ttl) * SLACK
+        }
+    }
+}
+
+/// The factors of the key `k` for [`bound_scalar`] at `now`, with a cache view.
 pub(crate) fn copy_factors(
     view: Option<&CacheView>,
     modules: &Interner<Module>,
     k: &KeyState,
-) -> Option<(u32, u32)> {
+    now: u32,
+) -> Option<CopyFactors> {
     let view = view?;
-    let q = view.copy(k.ticker, k.module).map_or(0, |c| c.queries);
-    Some((q, view.ttl_bound(k.module, modules.name(k.module))))
+    let ttl = view.ttl_bound(k.module, modules.name(k.module));
+    Some(match view.copy(k.ticker, k.module) {
+        Some(c) => CopyFactors { queries: c.queries, ttl, age: now.saturating_sub(c.fetched) },
+        None => CopyFactors { queries: 0, ttl, age: 0 },
+    })
 }
 
 impl Model {
@@ -81,8 +109,10 @@ impl Model {
         }
         self.remove_expired(&expired);
 
-        // Keys with new events: a seasonal rate for new keys, then a fresh bound.
+        // Keys with new events (or a copy warmed or forgotten): a seasonal rate for new keys,
+        // then a fresh bound.
         let cache = self.cache.as_ref();
+        let scale = self.schedule.scale;
         let dirty = self.schedule.take_dirty();
         self.schedule.visits.dirty += dirty.len() as u64;
         for slot in dirty {
@@ -93,9 +123,8 @@ impl Model {
                 k.season_epoch = epoch;
             }
             let seasonal = has_season.then_some(f64::from(k.season));
-            let factors = copy_factors(cache, &self.modules, k);
-            let bound = bound_scalar(Rates::of(k, wm, taus, seasonal), factors);
-            self.schedule.note_factors(factors);
+            let factors = copy_factors(cache, &self.modules, k, wm);
+            let bound = bound_scalar(Rates::of(k, wm, taus, seasonal), factors, scale);
             self.schedule.push(slot, bound);
         }
 
@@ -151,6 +180,15 @@ impl Model {
         (top, Vec::new())
     }
 
+    /// Notes that the copy of `(tid, mid)` changed other than through the key's own event — a
+    /// warm resets its queries and age, a sweep forgets it — so its bound, which takes the copy's
+    /// age, is taken again at the next tick (its current entries go stale).
+    pub(crate) fn copy_changed(&mut self, tid: u32, mid: u32) {
+        if let Some(slot) = self.keys.slot_of(tid, mid) {
+            self.schedule.touched(slot, None, None);
+        }
+    }
+
     /// Pops bounds best first until none left can make the cut; scores popped keys exactly as
     /// the full walk does and requeues (or parks) them with a fresh bound.
     fn pop_best(&mut self, ctx: &TickCtx) -> Top {
@@ -160,11 +198,11 @@ impl Model {
         self.schedule.unpark(wm);
         let cache = self.cache.as_ref();
         // Rank bound of a stored scalar, as the module docs derive it.
-        let gain = self.calibrator.gain_bound(class);
-        let least = 1e-9 * self.schedule.max_factor;
+        let stretch = (self.calibrator.gain_bound(class) * weight / self.schedule.scale).max(1.0);
+        let scale = self.schedule.scale;
         let rank_bound = |s: f64| match cache {
             None => score::probability(weight * s, horizon),
-            Some(_) => -(-(gain * weight * s).max(least) * SLACK).exp_m1(),
+            Some(_) => -(-stretch * s * SLACK).exp_m1(),
         };
         let mut top: Top = BinaryHeap::with_capacity(n + 1);
         let mut requeue: Vec<Entry> = Vec::new();
@@ -186,9 +224,8 @@ impl Model {
             let rates = Rates::of(k, wm, taus, seasonal);
             let (lambda, reason) = score::intensity(rates, weight);
             let copy = cache.and_then(|v| v.copy(k.ticker, k.module));
-            let fresh = self
-                .schedule
-                .requeue(e, bound_scalar(rates, copy_factors(cache, &self.modules, k)));
+            let factors = copy_factors(cache, &self.modules, k, wm);
+            let fresh = self.schedule.requeue(e, bound_scalar(rates, factors, scale));
             let raw = score::probability(lambda, horizon);
             let rank = match cache.map(|view| view.due(k.ticker, k.module, wm)) {
                 None => raw,
@@ -212,8 +249,9 @@ impl Model {
 
 #[cfg(test)]
 impl Model {
-    /// Asserts the index's invariant: every live key has exactly one current entry, whose bound
-    /// is at least its unweighted intensity at `now`.
+    /// Asserts the index's invariant: every live key not waiting for a fresh bound has exactly
+    /// one current entry, at least the bound the key would be given at `now` (bounds only fall
+    /// until the key or its copy changes).
     pub(crate) fn check_index(&self, now: chrono::DateTime<chrono::Utc>) {
         if !self.schedule.valid() {
             return;
@@ -224,15 +262,17 @@ impl Model {
             assert!(entries.insert(e.slot, e.bound).is_none(), "two entries for slot {}", e.slot);
         }
         let has_season = self.season.is_some_and(|x| x.frame.observed());
+        let dirty = self.schedule.pending();
         for (slot, k) in (0..).map_while(|s| self.keys.slot(s)).enumerate() {
-            if k.ticker == DEAD {
+            if k.ticker == DEAD || dirty.contains(&(slot as u32)) {
                 continue;
             }
             let seasonal = has_season.then_some(f64::from(k.season));
             let rates = Rates::of(k, wm, (self.tau_fast, self.tau_slow), seasonal);
-            let (lambda, _) = score::intensity(rates, 1.0);
+            let factors = copy_factors(self.cache.as_ref(), &self.modules, k, wm);
+            let fresh = bound_scalar(rates, factors, self.schedule.scale) / SLACK;
             let bound = entries.get(&(slot as u32)).copied();
-            assert!(bound.is_some_and(|b| b >= lambda), "slot {slot}: bound {bound:?} < {lambda}");
+            assert!(bound.is_some_and(|b| b >= fresh), "slot {slot}: bound {bound:?} < {fresh}");
         }
     }
 }

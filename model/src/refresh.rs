@@ -309,20 +309,32 @@ impl CacheView {
         }
     }
 
-    /// Forgets expiries long past and everything about recycled ids.
-    pub fn sweep(&mut self, now: u32, freed_tickers: &[bool], freed_modules: &[bool]) {
+    /// Forgets expiries long past and everything about recycled ids. Returns the `(ticker,
+    /// module)` ids of the copies forgotten (the lazy tick takes their bounds again).
+    pub fn sweep(
+        &mut self,
+        now: u32,
+        freed_tickers: &[bool],
+        freed_modules: &[bool],
+    ) -> Vec<(u32, u32)> {
         let freed = |v: &[bool], id: u32| v.get(id as usize).copied().unwrap_or(false);
+        let mut gone = Vec::new();
         // A copy long gone still carries evidence (its queries over its age) until a day passes.
         self.copies.retain(|&k, c| {
-            c.expires.saturating_add(86_400) > now
+            let keep = c.expires.saturating_add(86_400) > now
                 && !freed(freed_tickers, (k >> 32) as u32)
-                && !freed(freed_modules, k as u32)
+                && !freed(freed_modules, k as u32);
+            if !keep {
+                gone.push(((k >> 32) as u32, k as u32));
+            }
+            keep
         });
         // Only recycled ids lose their TTL: a live module's stays resolved, which the lazy
         // tick's bounds rely on (`ttl_bound`).
         for (t, _) in self.by_module.iter_mut().zip(freed_modules).filter(|(_, &f)| f) {
             *t = 0;
         }
+        gone
     }
 }
 

@@ -124,8 +124,10 @@ pub(crate) struct Schedule {
     horizon: u32,
     /// Keys changed since the last tick.
     dirty: Vec<u32>,
-    /// Largest `(1 + queries)·TTL` any bound was taken with.
-    pub max_factor: f64,
+    /// The rate scale `c₀` bounds with a cache view are stored at (`lazy::bound_scalar`): the
+    /// calibration gain times the hour weight when the index was built (both are constant
+    /// within a seasonal frame, or nearly, so `max(1, c/c₀)` stays near 1).
+    pub scale: f64,
     /// What the ticks visited (kept across rebuilds).
     pub visits: TickVisits,
     /// Most keys of the calibration panel, when not [`PANEL_KEYS`] (tests take fewer, so a
@@ -179,14 +181,15 @@ impl Schedule {
         }
     }
 
-    /// Starts a rebuild for `slots` slots and a horizon of `horizon` seconds.
-    pub fn rebuild(&mut self, slots: usize, horizon: u32) {
+    /// Starts a rebuild for `slots` slots, a horizon of `horizon` seconds, and bounds stored at
+    /// the rate scale `scale` (positive).
+    pub fn rebuild(&mut self, slots: usize, horizon: u32, scale: f64) {
         let generation = std::mem::take(&mut self.generation);
         let (visits, panel_keys) = (self.visits, self.panel_keys);
         *self = Self { valid: true, generation, horizon, visits, panel_keys, ..Self::default() };
         self.generation.resize(slots, 0);
         self.ring = vec![Vec::new(); (RING.min(horizon.max(1)) * LEVELS) as usize];
-        self.max_factor = 1.0;
+        self.scale = scale;
     }
 
     /// Ring buckets over the horizon.
@@ -325,13 +328,6 @@ impl Schedule {
         out
     }
 
-    /// Notes the copy factors a bound was taken with (`lazy::copy_factors`).
-    pub fn note_factors(&mut self, factors: Option<(u32, u32)>) {
-        if let Some((q, ttl)) = factors {
-            self.max_factor = self.max_factor.max((1.0 + f64::from(q)) * f64::from(ttl));
-        }
-    }
-
     /// Queues the key's bound, valid until its next event.
     pub fn push(&mut self, slot: u32, bound: f64) {
         let generation = self.generation.get(slot as usize).copied().unwrap_or(0);
@@ -420,6 +416,11 @@ fn drain_before(map: &mut BTreeMap<u32, Vec<u32>>, end: u32) -> Vec<u32> {
 
 #[cfg(test)]
 impl Schedule {
+    /// Keys waiting for a fresh bound, for checks.
+    pub fn pending(&self) -> &[u32] {
+        &self.dirty
+    }
+
     /// Current entries (heap and parked), for checks.
     pub fn current(&self) -> Vec<Entry> {
         self.heap

@@ -120,7 +120,9 @@ pub(crate) struct Due {
 
 /// The rate behind a probability `p` of a query within `horizon` seconds, `−ln(1 − p) / H`,
 /// updated (gamma prior worth [`PRIOR_EVENTS`]) with the queries a copy saw over its age.
-fn updated_rate(prior: f64, due: Due) -> f64 {
+/// Increasing in `prior`, and `updated_rate(a·x) ≤ a·updated_rate(x)` for `a ≥ 1`, which the
+/// lazy tick's bounds rely on (`lazy.rs`).
+pub(crate) fn updated_rate(prior: f64, due: Due) -> f64 {
     (PRIOR_EVENTS + f64::from(due.queries)) / (PRIOR_EVENTS / prior.max(1e-9) + f64::from(due.age))
 }
 

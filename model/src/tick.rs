@@ -170,7 +170,9 @@ impl Model {
     fn walk(&mut self, ctx: &TickCtx, index: bool) -> (Top, Vec<u32>) {
         let TickCtx { wm, weight, class, horizon, oldest, epoch, season, has_season, .. } = *ctx;
         if index {
-            self.schedule.rebuild(self.keys.slots_mut().len(), horizon);
+            // Bounds are stored at this frame's rate scale (`lazy::bound_scalar`).
+            let scale = (self.calibrator.gain_bound(class) * weight).max(1e-6);
+            self.schedule.rebuild(self.keys.slots_mut().len(), horizon, scale);
         }
         self.schedule.visits.walks += 1;
         self.schedule.visits.walked += self.keys.len() as u64;
@@ -204,9 +206,8 @@ impl Model {
                 && at.level >= ctx.panel
                 && crossed(ctx.sampled_to, wm, at.phase, horizon);
             if index {
-                let factors = super::lazy::copy_factors(cache, &self.modules, k);
-                let bound = super::lazy::bound_scalar(rates, factors);
-                self.schedule.note_factors(factors);
+                let factors = super::lazy::copy_factors(cache, &self.modules, k, wm);
+                let bound = super::lazy::bound_scalar(rates, factors, self.schedule.scale);
                 let resolves = (k.sample_at != NO_SAMPLE)
                     .then(|| k.sample_at.saturating_add(horizon))
                     .or(opens.then(|| wm.saturating_add(horizon)));
@@ -299,8 +300,11 @@ impl Model {
                 })
                 .collect();
             if let Some(view) = self.cache.as_mut() {
-                for (t, m) in warmed {
+                for &(t, m) in &warmed {
                     view.warmed(t, m, wm);
+                }
+                for (t, m) in warmed {
+                    self.copy_changed(t, m);
                 }
             }
             self.counters.predictions_tick += out.len() as u64;
@@ -355,7 +359,9 @@ impl Model {
         let freed_modules = self.modules.sweep();
         self.sequences.sweep(wm, &freed_tickers, &freed_modules);
         if let Some(view) = self.cache.as_mut() {
-            view.sweep(wm, &freed_tickers, &freed_modules);
+            for (t, m) in view.sweep(wm, &freed_tickers, &freed_modules) {
+                self.copy_changed(t, m);
+            }
         }
         let slots = self.keys.slots_mut().len();
         self.keys.compact_if_sparse();

@@ -7,7 +7,7 @@ fn crossing_finds_exactly_the_phases_whose_point_passed() {
     let h = 300;
     for (prev, now) in [(1_000, 1_005), (1_000, 1_060), (1_299, 1_301), (7, 7), (0, 5_000)] {
         let mut s = Schedule::default();
-        s.rebuild(h as usize, h);
+        s.rebuild(h as usize, h, 1.0);
         for slot in 0..h {
             s.add(slot, 0.0, None, Sampling { phase: slot, level: 0 }, None);
         }
@@ -38,7 +38,7 @@ fn the_panel_is_a_uniform_share_of_keys_and_stays_bounded() {
     // Crossing returns only keys of the panel, and all of those whose point passed.
     let (h, panel) = (300, 3);
     let mut s = Schedule::default();
-    s.rebuild(keys.len(), h);
+    s.rebuild(keys.len(), h, 1.0);
     let at = |slot: u32| {
         let (t, m) = keys[slot as usize];
         Some(Sampling::of(t, m, h))
@@ -59,7 +59,7 @@ fn the_panel_is_a_uniform_share_of_keys_and_stays_bounded() {
 #[test]
 fn stale_and_parked_entries_come_back_only_when_current() {
     let mut s = Schedule::default();
-    s.rebuild(4, 300);
+    s.rebuild(4, 300, 1.0);
     s.push(0, 5.0);
     s.push(1, 3.0);
     s.touched(0, None, None); // key 0 changed: its entry is stale
