@@ -21,6 +21,7 @@
 use crate::model::IdHash;
 use crate::service::Shared;
 use chrono::{DateTime, Utc};
+use prefetch_common::contract::canonical::Located;
 use prefetch_common::contract::{EventError, QueryEvent, Ticker};
 use prefetch_common::kafka::{AckContext, Acks, TopicArgs};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -95,11 +96,18 @@ pub(crate) struct Folded {
     pub spare: Chunk,
 }
 
+/// A valid event of a chunk: located in the chunk's buffer (the canonical form with its names
+/// in normal form: every event ingest writes), or parsed into an owned event (any other form).
+enum Event {
+    Located(Located),
+    Owned(QueryEvent),
+}
+
 /// A chunk parsed and validated, ready to fold.
 pub(crate) struct Parsed {
     chunk: Chunk,
     /// `(message index, event)` of the valid messages, in order.
-    events: Vec<(usize, QueryEvent)>,
+    events: Vec<(usize, Event)>,
     /// `(message index, why)` of the others.
     bad: Vec<(usize, EventError)>,
 }
@@ -112,8 +120,13 @@ pub(crate) fn parse_all(chunks: mpsc::Receiver<Chunk>, parsed: mpsc::Sender<Pars
         let now = Utc::now();
         let (mut events, mut bad) = (Vec::with_capacity(chunk.len()), Vec::new());
         for (i, m) in chunk.messages.iter().enumerate() {
-            match super::parse::event(&chunk.bytes[m.payload.clone()], now) {
-                Ok(e) => events.push((i, e)),
+            let payload = &chunk.bytes[m.payload.clone()];
+            if let Some(l) = super::parse::locate(payload, m.payload.start, now) {
+                events.push((i, Event::Located(l)));
+                continue;
+            }
+            match super::parse::event(payload, now) {
+                Ok(e) => events.push((i, Event::Owned(e))),
                 Err(e) => bad.push((i, e)),
             }
         }
@@ -196,16 +209,21 @@ impl Folder {
                 .events
                 .iter()
                 .map(|(i, e)| {
+                    let e = match e {
+                        Event::Located(l) => l.view(&chunk.bytes),
+                        Event::Owned(e) => e.view(),
+                    };
                     let partition = chunk.messages[*i].partition;
-                    if self.noted.get(&e.ticker) != Some(&partition) {
-                        self.shared.note_ticker(&e.ticker, partition);
-                        self.noted.insert(e.ticker.clone(), partition);
+                    if self.noted.get(e.ticker()) != Some(&partition) {
+                        let ticker = e.to_ticker();
+                        self.shared.note_ticker(&ticker, partition);
+                        self.noted.insert(ticker, partition);
                     }
                     match latest.iter_mut().find(|(p, _)| *p == partition) {
                         Some(l) => l.1 = l.1.max(e.ts),
                         None => latest.push((partition, e.ts)),
                     }
-                    model.record(e)
+                    model.record_view(e)
                 })
                 .collect();
             for (partition, ts) in latest {
