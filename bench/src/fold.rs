@@ -90,6 +90,68 @@ async fn drain_raw(
     Ok(Drain { rate: n as f64 / secs, events: n, cpu })
 }
 
+/// Flags of the internal `drain-raw` (the plain consumer in a process of its own).
+#[derive(clap::Args, Debug)]
+pub struct DrainRawArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    brokers: String,
+    /// The pre-filled topic.
+    #[arg(long)]
+    topic: String,
+    /// A fresh consumer group.
+    #[arg(long)]
+    group: String,
+    /// Messages to drain.
+    #[arg(long)]
+    events: usize,
+    /// Extra librdkafka option (key=value, repeatable).
+    #[arg(short = 'X', long = "kafka-option")]
+    kafka_option: Vec<String>,
+    /// Count instructions with `perf stat`.
+    #[arg(long)]
+    perf: bool,
+}
+
+/// `drain-raw`: drains the topic and prints `DRAINED <events/s> <CPU s> <instructions|->`.
+pub async fn drain_raw_main(args: DrainRawArgs) -> anyhow::Result<()> {
+    let mut kafka = KafkaArgs::new(&args.brokers);
+    kafka.options = args.kafka_option;
+    let d = drain_raw(&kafka, &args.topic, &args.group, args.events, args.perf).await?;
+    let instructions = d.cpu.instructions.map_or("-".to_owned(), |i| i.to_string());
+    println!("DRAINED {} {} {instructions}", d.rate, d.cpu.cpu_seconds);
+    Ok(())
+}
+
+/// The plain consumer's drain in a child process (`drain-raw`), so its CPU is its own process's
+/// as the analyzer's is (and `valgrind --trace-children=yes` counts each side apart).
+async fn drain_raw_child(args: &ThroughputArgs, topic: &str, group: &str) -> anyhow::Result<Drain> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["drain-raw", "--brokers", &args.brokers, "--topic", topic, "--group", group])
+        .args(["--events", &args.events.to_string()]);
+    for o in &args.kafka_option {
+        cmd.args(["-X", o]);
+    }
+    if args.perf {
+        cmd.arg("--perf");
+    }
+    cmd.stderr(std::process::Stdio::inherit());
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    anyhow::ensure!(out.status.success(), "drain-raw failed: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("DRAINED "))
+        .context("drain-raw printed no DRAINED line")?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    anyhow::ensure!(f.len() == 3, "drain-raw printed {line:?}");
+    Ok(Drain {
+        rate: f[0].parse()?,
+        events: args.events,
+        cpu: Sample { cpu_seconds: f[1].parse()?, instructions: f[2].parse().ok() },
+    })
+}
+
 async fn drain_analyzer(
     brokers: &str,
     topics_prefix: &str,
@@ -248,14 +310,9 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     let mut cols: [Vec<f64>; 6] = Default::default();
     let prefix = format!("bench-an-{run}.");
     for round in 1..=args.rounds {
-        let raw = drain_raw(
-            &kafka,
-            &topics.query_events_topic,
-            &format!("bench-raw-{run}-{round}"),
-            args.events,
-            args.perf,
-        )
-        .await?;
+        let raw =
+            drain_raw_child(&args, &topics.query_events_topic, &format!("bench-raw-{run}-{round}"))
+                .await?;
         let an = drain_analyzer(
             &args.brokers,
             &prefix,
@@ -282,6 +339,10 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         for (c, v) in cols.iter_mut().zip(figures) {
             c.push(v);
         }
+    }
+    if args.rounds == 0 {
+        // (Pre-filled only: `scripts/instructions.sh` drains it under callgrind.)
+        return Ok(());
     }
     println!(
         "| median (min–max) | {} | {} | **{}** | {} | {} | **{}** | | | |",

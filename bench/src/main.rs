@@ -46,6 +46,9 @@ enum Bench {
     /// (Internal) the analyzer in a process of its own, for analyzer-throughput.
     #[command(hide = true)]
     ServeAnalyzer(serve::ServeArgs),
+    /// (Internal) the plain consumer in a process of its own, for analyzer-throughput.
+    #[command(hide = true)]
+    DrainRaw(fold::DrainRawArgs),
 }
 
 #[tokio::main]
@@ -61,5 +64,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Latency(a) => latency::run(a).await,
         Bench::ServeIngest(a) => serve::serve(serve::Service::Ingest, a).await,
         Bench::ServeAnalyzer(a) => serve::serve(serve::Service::Analyzer, a).await,
+        Bench::DrainRaw(a) => fold::drain_raw_main(a).await,
     }
 }
