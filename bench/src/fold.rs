@@ -232,14 +232,14 @@ fn cpu_breakdown(evs: &[QueryEvent], refresh_ahead: bool) -> anyhow::Result<()> 
     cfg.refresh_ahead = refresh_ahead;
     let started = Instant::now();
     let mut predictions = Vec::new();
-    let mut model = analyzer::service::model_for(&cfg)?;
+    let mut model = analyzer::service::model_for(&cfg, cfg.model_config()?)?;
     for (l, b) in located.iter().zip(&bodies) {
         predictions.extend(model.record_view(l.view(b)).predictions);
     }
     let record = started.elapsed().as_secs_f64();
     // The same with owned events, parsed, recorded and dropped, as the analyzer did before.
     let started = Instant::now();
-    let mut model = analyzer::service::model_for(&cfg)?;
+    let mut model = analyzer::service::model_for(&cfg, cfg.model_config()?)?;
     for b in &bodies {
         let e = parse::event(b, now).expect("a generated event is valid");
         std::hint::black_box(model.record(&e));

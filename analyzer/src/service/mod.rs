@@ -227,10 +227,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     serve(cfg, listener, shutdown).await
 }
 
-/// The model the service starts with under `cfg`: its model config, fetch budget and, with
-/// refresh-ahead, the TTLs the warmer starts with until the config topic says otherwise.
-pub fn model_for(cfg: &Config) -> anyhow::Result<Model> {
-    let mut model = Model::new(cfg.model_config()?).context("invalid model configuration")?;
+/// The model the service starts with under `cfg`, from its model config `mc` (read once, by
+/// [`Config::model_config`]): the fetch budget and, with refresh-ahead, the TTLs the warmer
+/// starts with until the config topic says otherwise.
+pub fn model_for(cfg: &Config, mc: crate::ModelConfig) -> anyhow::Result<Model> {
+    let mut model = Model::new(mc).context("invalid model configuration")?;
     model.set_budget(cfg.budget);
     if cfg.refresh_ahead {
         model.set_cache_ttls(crate::CacheTtls::of_live(&cfg.start_ttls()?));
@@ -245,7 +246,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let base = live::Base { model: cfg.model_config()?, refresh_ahead: cfg.refresh_ahead };
-    let model = model_for(&cfg)?;
+    let model = model_for(&cfg, base.model.clone())?;
     let specs = [
         TopicSpec { name: cfg.topics.query_events_topic.clone(), compacted: false },
         TopicSpec { name: cfg.topics.predictions_topic.clone(), compacted: false },
