@@ -3,9 +3,12 @@
 //! model core, the thin CLI and every service share it at no build cost.
 //!
 //! # Layout
-//! - `contract.rs`: [`contract::QueryEvent`] and its validated newtypes ([`contract::Ticker`],
-//!   [`contract::Module`], [`contract::ClientId`]); the one parser every boundary uses, reporting
-//!   every bad field (its tests in `contract/tests.rs`).
+//! - `contract.rs`: [`contract::QueryEvent`], its limits and its canonical JSON form; under
+//!   `contract/`: `fields.rs`, the validated newtypes ([`contract::Ticker`], [`contract::Module`],
+//!   [`contract::ClientId`]) and [`contract::FieldError`]; `parse.rs`, the one parser every
+//!   boundary uses, reporting every bad field; `strict.rs`, [`contract::parse_json_strict`]
+//!   (duplicate keys refused); `canonical.rs`, the byte scanner for the canonical form;
+//!   `view.rs`, [`contract::EventRef`], a valid event borrowing its names; `tests.rs`, the tests.
 //! - `prediction.rs`: [`prediction::Prediction`], what the analyzer publishes and the warmer reads.
 //! - `duration.rs`: [`duration::parse_duration`], the one duration syntax (`5s`, `1h30m`, `1d`).
 //! - `budget.rs`: [`budget::Budget`], the fetch budget warming may spend (a ratio over the

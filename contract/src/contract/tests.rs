@@ -1,5 +1,5 @@
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-09T14:30:00Z").unwrap().with_timezone(&Utc)
