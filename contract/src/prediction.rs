@@ -25,6 +25,9 @@ pub enum Reason {
     Burst,
     /// A learned follow-up of a query that just happened (e.g. `price` → `chart`).
     Sequence,
+    /// The key is polled at a fixed period (a dashboard, a scheduled job) and its next poll
+    /// comes before the next tick, when its copy will have expired.
+    Periodic,
 }
 
 /// One prediction: `(ticker, module)` will probably be queried within `horizon_s` seconds of

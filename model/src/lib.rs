@@ -19,6 +19,8 @@
 //!   seasonal rates read off a key's buckets (hour of day × weekday factor).
 //! - `sequence.rs`: per-client last query and the learned transition tables (module → module on
 //!   one ticker, ticker → ticker:module).
+//! - `cycle.rs`: periodicity — each key's polling period and phases learnt from its queries,
+//!   and the wheel of their next polls, which a tick warms just before they come.
 //! - `refresh.rs`: refresh-ahead — the model's view of when cached copies expire, so a tick ranks
 //!   keys by what a warm now would serve ([`Model::set_cache_ttls`]).
 //! - `calibration.rs`: event-time online calibration (binned outcomes, isotonic fit).
@@ -58,6 +60,7 @@ mod buckets;
 pub mod budget;
 mod calibration;
 pub mod config;
+mod cycle;
 mod keys;
 mod lazy;
 pub mod patterns;

@@ -19,6 +19,7 @@
 //! A view that drifts from the real cache corrects itself: a miss resets the key's expiry, and a
 //! hit on a key the view believed gone marks it live, to be reconsidered at the next tick.
 
+use super::cycle::{tolerance, Cycle, Echoes};
 use super::keys::IdHash;
 use super::score::{self, Due, Rates};
 use super::Model;
@@ -101,14 +102,21 @@ pub(crate) struct Copy {
     /// The milliseconds of that expiry within its second: a dashboard polling at its copies'
     /// TTL asks again in the very second they expire, before or after by a few ms.
     pub bare_ms: u16,
+    /// When the key is asked next, from its own queries (`cycle.rs`).
+    pub cycle: Cycle,
 }
 
 /// [`Copy::proves_from`] of a copy with nothing left to prove (fetched on demand, or already
 /// hit after the copy it replaced would have expired).
 pub(crate) const PROVEN: u32 = u32::MAX;
 
-fn pack(ticker: u32, module: u32) -> u64 {
+pub(crate) fn pack(ticker: u32, module: u32) -> u64 {
     (u64::from(ticker) << 32) | u64::from(module)
+}
+
+/// `(ticker, module)` ids of a [`pack`]ed key.
+pub(crate) fn unpack(key: u64) -> (u32, u32) {
+    ((key >> 32) as u32, key as u32)
 }
 
 /// The model's belief about the cache: when each key's copy expires.
@@ -125,6 +133,8 @@ pub(crate) struct CacheView {
     pub lead: u32,
     /// Event time of the latest `hit: true` (see [`TRUST_HITS_S`]).
     hit_seen: Option<u32>,
+    /// Echoes of periodic keys to come whose copy would not serve them (`cycle.rs`).
+    pub echoes: Echoes,
 }
 
 impl CacheView {
@@ -136,6 +146,7 @@ impl CacheView {
             last_tick: None,
             lead: 5,
             hit_seen: None,
+            echoes: Echoes::default(),
         }
     }
 
@@ -234,6 +245,13 @@ impl CacheView {
             }
             c.queries = c.queries.saturating_add(1);
             o.refresh = (c.expires - t <= HIT_LEAD_S).then_some(c.expires);
+        }
+        // The key's next poll, if it has a period, waits on the wheel unless the copy it has
+        // now will serve it.
+        let echo = c.cycle.observe(t);
+        let period = c.cycle.period().unwrap_or(0);
+        if let Some(e) = echo.filter(|&e| c.expires <= e.saturating_add(tolerance(period))) {
+            self.echoes.push(e, pack(tid, mid));
         }
         o
     }

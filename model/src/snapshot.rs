@@ -285,7 +285,16 @@ impl Model {
                 // What a warm replaced is not kept: an unqueried warm proves from its own time.
                 let proves_from = if queries == 0 { fetched } else { PROVEN };
                 // Nor the copy of no warming: the current copy's expiry is the best guess.
-                Some(Copy { fetched, expires, queries, proves_from, bare: expires, bare_ms: 0 })
+                Some(Copy {
+                    fetched,
+                    expires,
+                    queries,
+                    proves_from,
+                    bare: expires,
+                    bare_ms: 0,
+                    // Not checkpointed: learnt again from the next few queries.
+                    cycle: Default::default(),
+                })
             } else {
                 None
             };

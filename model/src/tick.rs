@@ -279,6 +279,18 @@ impl Model {
                         || self.keys.slot(c.slot).is_none_or(|k| !held.contains(&k.ticker))
                 })
                 .collect();
+            // Periodic keys whose next poll comes before the next tick (`cycle.rs`): each is one
+            // past query's echo, so, like a follow-up, it is not cut by the tick's `top_n`; it
+            // competes for the budget by the probability that its warm is used.
+            let echoes = self.echo_candidates(wm, held);
+            if !echoes.is_empty() {
+                for (slot, p) in echoes {
+                    if p >= self.s.min_confidence && ranked.iter().all(|(c, _)| c.slot != slot) {
+                        ranked.push((Candidate { raw: p, slot, reason: Reason::Periodic }, p));
+                    }
+                }
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.slot.cmp(&b.0.slot)));
+            }
             // The fetch budget publishes the best it can pay for (`budget.rs`); the lazy tick
             // and the full walk both end here, so they spend alike.
             let admitted = self.admit_tick(wm, ctx.generated_at, ranked.iter().map(|&(_, p)| p));

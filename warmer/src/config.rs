@@ -185,7 +185,8 @@ pub struct Config {
 
     /// The warms of one batch start at random moments within this window, so refreshes of many
     /// keys never arrive at the upstream at once. Learned follow-ups of a query (`reason:
-    /// sequence`) start at once: they come one per query event and are wanted within seconds.
+    /// sequence`) start at once: they come one per query event and are wanted within seconds;
+    /// so do warms timed for a periodic key's next poll (`reason: periodic`).
     #[arg(long, env = "PREFETCH_WARMER_SPREAD", default_value = "2s", value_parser = parse_duration)]
     pub spread: Duration,
 

@@ -5,7 +5,8 @@
 //! through: the analyzer already spent its fetch budget on them, so no `top_n` cut applies here
 //! ([`Trigger`]). [`warm_batch`] asks the cache when each key expires, lets [`policy::plan`]
 //! decide, and fetches the chosen keys concurrently, each after a random delay
-//! within the spread window (none for a learned follow-up of a query, `Reason::Sequence`).
+//! within the spread window (none for a learned follow-up of a query, `Reason::Sequence`, nor
+//! for a warm timed for a periodic key's next poll, `Reason::Periodic`).
 //! Offsets of the batch are stored only after every warm in it has
 //! ended (stored, skipped, dropped, or failed after its retries): at-least-once.
 
@@ -65,8 +66,9 @@ pub async fn warm_batch(
 async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
     // Spread the batch so refreshes of many keys never reach the upstream at once. A learned
     // follow-up is not one of them: it comes from one query event, at the pace of the events,
-    // and is wanted within seconds (BENCHMARKS.md, event → warm latency).
-    if p.reason != Reason::Sequence {
+    // and is wanted within seconds (BENCHMARKS.md, event → warm latency). Nor is a periodic
+    // key's warm: it is timed for a poll due within seconds.
+    if !matches!(p.reason, Reason::Sequence | Reason::Periodic) {
         tokio::time::sleep(jitter(shared.spread)).await;
     }
     let key = Key::of(p);

@@ -77,6 +77,7 @@ fn reason_label(r: Reason) -> &'static str {
         Reason::TimeOfDay => "time_of_day",
         Reason::Burst => "burst",
         Reason::Sequence => "sequence",
+        Reason::Periodic => "periodic",
     }
 }
 
@@ -171,7 +172,13 @@ impl Metrics {
             fallbacks.with_label_values(&[r]);
         }
         let event_counters = ["on_time", "late", "dropped"].map(|a| events.with_label_values(&[a]));
-        for r in [Reason::Popularity, Reason::TimeOfDay, Reason::Burst, Reason::Sequence] {
+        for r in [
+            Reason::Popularity,
+            Reason::TimeOfDay,
+            Reason::Burst,
+            Reason::Sequence,
+            Reason::Periodic,
+        ] {
             predictions.with_label_values(&[reason_label(r)]);
         }
         for c in [

@@ -2,6 +2,7 @@
 //! hit-flag trust, due keys, refresh on hit.
 
 use super::*;
+use prefetch_contract::prediction::Reason;
 
 fn view() -> CacheView {
     let mut v = CacheView::new(CacheTtls {
@@ -143,4 +144,85 @@ fn a_copy_is_due_only_when_it_expires_before_the_next_tick() {
     assert_eq!(v.expires(7, 1), Some(2_300), "chart uses the default TTL");
     v.sweep(2_001 + 86_400, &[], &[]);
     assert_eq!((v.expires(7, 0), v.expires(7, 1)), (None, Some(2_300)));
+}
+
+/// A cache as the warmer keeps it, for the model-level tests: expiry per key, from demand
+/// fetches and warms alike.
+#[derive(Default)]
+struct Cache(std::collections::HashMap<(String, String), DateTime<Utc>>);
+
+impl Cache {
+    /// Serves a query at `at`: whether it hit; a miss stores a copy for `ttl`.
+    fn serve(&mut self, ticker: &str, module: &str, at: DateTime<Utc>, ttl: i64) -> bool {
+        let key = (ticker.to_owned(), module.to_owned());
+        let hit = self.0.get(&key).is_some_and(|&e| at < e);
+        if !hit {
+            self.0.insert(key, at + chrono::Duration::seconds(ttl));
+        }
+        hit
+    }
+
+    fn warm(&mut self, p: &Prediction, at: DateTime<Utc>, ttl: i64) {
+        self.0.insert(
+            (p.ticker.to_string(), p.module.to_string()),
+            at + chrono::Duration::seconds(ttl),
+        );
+    }
+}
+
+#[test]
+fn a_dashboard_polling_slower_than_its_ttl_is_warmed_just_before_each_poll() {
+    // Price copies live 15 s; a dashboard with no client id polls two prices every 120 s and
+    // 90 s. Each poll misses without warming, and a poll's rate (one per 120 s) makes a warm at
+    // expiry 12% likely to be used, below `min_confidence`: only the period names the moment.
+    use crate::tests::{ev, utc};
+    let mut m = Model::new(crate::ModelConfig::default()).unwrap();
+    m.set_cache_ttls(CacheTtls {
+        per_module: [("price".to_owned(), 15)].into_iter().collect(),
+        default_s: 300,
+    });
+    let start = utc(2026, 3, 10, 14, 0);
+    let mut cache = Cache::default();
+    let polls = [("AAA", 120_000i64, 3_250i64), ("BBB", 90_000, 41_700)];
+    let (mut hits, mut late_polls, mut periodic) = (0, 0, 0);
+    let mut warmed_ahead = Vec::new();
+    // Two hours, ticks every 5 s, events in between in time order.
+    for tick in 1..=(2 * 3_600 / 5) {
+        let at = start + chrono::Duration::seconds(tick * 5);
+        let from = at - chrono::Duration::seconds(5);
+        let mut due: Vec<(i64, &str)> = Vec::new();
+        for &(ticker, period, offset) in &polls {
+            let mut ms = offset;
+            while ms < (at - start).num_milliseconds() {
+                if ms >= (from - start).num_milliseconds() {
+                    due.push((ms, ticker));
+                }
+                ms += period;
+            }
+        }
+        due.sort_unstable();
+        for (ms, ticker) in due {
+            let ts = start + chrono::Duration::milliseconds(ms);
+            let hit = cache.serve(ticker, "price", ts, 15);
+            let mut e = ev(ticker, "price", ts, None);
+            e.hit = hit;
+            assert!(m.record(&e).predictions.is_empty(), "no client: no follow-up");
+            if ts - start > chrono::Duration::minutes(10) {
+                late_polls += 1;
+                hits += usize::from(hit);
+            }
+        }
+        for p in m.tick(at) {
+            if p.reason == Reason::Periodic {
+                periodic += 1;
+                warmed_ahead.push(p.ticker.to_string());
+            }
+            cache.warm(&p, at, 15);
+        }
+    }
+    assert!(periodic > 0 && warmed_ahead.iter().all(|t| t == "AAA" || t == "BBB"));
+    // After ten minutes of learning, nearly every poll is served from a warmed copy, and the
+    // warms were few: about one per poll.
+    assert!(hits * 10 >= late_polls * 9, "{hits} of {late_polls} polls hit");
+    assert!(periodic <= 140 + 10, "{periodic} periodic warms for 140 polls");
 }
