@@ -27,8 +27,8 @@ pub struct ThroughputArgs {
     /// Rounds of (raw, analyzer).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Leave `client` out of the events, so no sequence is learned and nothing is published
-    /// per event (isolates the cost of event-driven predictions).
+    /// Leave `client` out of the events: only each ticker's own stream teaches same-ticker
+    /// follow-ups (`model/src/sequence.rs`), none across tickers.
     #[arg(long)]
     no_clients: bool,
     /// Extra librdkafka option (key=value, repeatable) for every client of the run — the plain

@@ -432,9 +432,12 @@ impl Model {
             k.sample_at = NO_SAMPLE;
         }
 
-        let Some(client) = event.client() else { return Vec::new() };
-        let mut follows =
-            self.sequences.observe(client_key(client), tid, mid, t, self.s.min_confidence);
+        let min_p = self.s.min_confidence;
+        let window = self.cache.as_ref().map_or(u32::MAX, |v| v.ttl(mid));
+        let mut follows = match event.client() {
+            Some(c) => self.sequences.observe(client_key(c), tid, mid, t, min_p, window),
+            None => self.sequences.observe_anonymous(tid, mid, t, min_p, window),
+        };
         if !predict || !self.s.enabled || follows.is_empty() {
             return Vec::new();
         }

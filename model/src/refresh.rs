@@ -284,6 +284,12 @@ impl CacheView {
         self.copies.insert(pack(tid, mid), c);
     }
 
+    /// Keys with a believed copy.
+    #[cfg(test)]
+    pub fn copies_len(&self) -> usize {
+        self.copies.len()
+    }
+
     /// Believed copy of the key, if it was ever fetched.
     pub fn copy(&self, tid: u32, mid: u32) -> Option<Copy> {
         self.copies.get(&pack(tid, mid)).copied()

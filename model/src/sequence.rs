@@ -13,9 +13,14 @@
 //! table cannot tell them apart.
 //!
 //! Every client event is an opportunity (the denominator); an edge counts how often the next
-//! event came within the session gap and, separately, within the horizon. The probability a
-//! follow-up happens within the horizon is `within_horizon / (opportunities + 1)`: an empirical
-//! frequency, so calibrated by construction, shrunk while evidence is thin. All counts decay with
+//! event came within the session gap and, separately, within the window a warm would serve it:
+//! the horizon, or the TTL of the follow-up's module when shorter (a warm made at the first
+//! query is gone by then). The probability a follow-up happens within that window is
+//! `within / (opportunities + 1)`: an empirical frequency, so calibrated by construction,
+//! shrunk while evidence is thin.
+//!
+//! Queries that name no client learn the same-ticker tables from each ticker's own stream
+//! instead ([`Sequences::observe_anonymous`]). All counts decay with
 //! a time constant of a third of the retention, so one observation fades out over one retention.
 
 use super::keys::{IdHash, DEAD};
@@ -69,10 +74,18 @@ const FIRST: u32 = 0;
 const SAME: u32 = 1;
 /// A query on another ticker than the client's previous one.
 const OTHER: u32 = 2;
+/// A query that names no client, with the ticker's previous such query at most
+/// [`ANON_STEP_S`] before it (see [`Sequences::observe_anonymous`]).
+const ANON_NEXT: u32 = 3;
+/// A query that names no client, on a ticker no one asked for in the [`ANON_STEP_S`] before.
+const ANON_START: u32 = 4;
+/// Seconds between a ticker's queries naming no client within which the second one counts as
+/// the next step of a session rather than its start.
+const ANON_STEP_S: u32 = 60;
 
 /// Key of the contextual module table: a module id and a session position.
 fn ctx_key(module: u32, ctx: u32) -> u32 {
-    (module << 2) | ctx
+    (module << 3) | ctx
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +125,8 @@ impl Decayed {
 #[derive(Debug)]
 pub(crate) struct Sequences {
     clients: HashMap<u64, Last, IdHash>,
+    /// The latest query naming no client, per ticker id.
+    anon: HashMap<u32, Last, IdHash>,
     module_edges: HashMap<u32, Vec<Edge>, IdHash>,
     module_out: HashMap<u32, Decayed, IdHash>,
     ticker_edges: HashMap<u32, Vec<Edge>, IdHash>,
@@ -149,6 +164,7 @@ impl Sequences {
     pub fn new(gap: u32, horizon: u32, retention: u32) -> Self {
         Self {
             clients: HashMap::default(),
+            anon: HashMap::default(),
             module_edges: HashMap::default(),
             module_out: HashMap::default(),
             ticker_edges: HashMap::default(),
@@ -176,6 +192,7 @@ impl Sequences {
         module: u32,
         t: u32,
         min_p: f64,
+        window: u32,
     ) -> Vec<Follow> {
         let tau = self.tau;
         let mut ctx = FIRST;
@@ -185,7 +202,7 @@ impl Sequences {
             }
             let dt = t - prev.at;
             if dt <= self.gap {
-                let within = dt <= self.horizon;
+                let within = dt <= window.min(self.horizon);
                 if prev.ticker == ticker {
                     ctx = SAME;
                     learn(
@@ -251,6 +268,61 @@ impl Sequences {
         out
     }
 
+    /// Learns from a query of `(ticker, module)` at `t` that names no client and returns the
+    /// same-ticker follow-ups whose probability within the horizon is at least `min_p`.
+    ///
+    /// Without a client the session is unknown, but a ticker's queries still come in sessions:
+    /// an analyst's price → chart → news on one ticker are consecutive queries of that ticker
+    /// unless someone else asks for it in between. So the ticker's previous query naming no
+    /// client (by anyone, within the session gap) stands in for the client's, and the module
+    /// transitions are learned in tables of their own, split by whether the ticker was asked for
+    /// within the minute before ([`ANON_NEXT`], [`ANON_START`]): what follows on a ticker
+    /// whoever asks is not what follows for one client, and must not blur the clients' table.
+    /// The probability is the same empirical frequency, so a busy ticker, whose next query is
+    /// anyone's, learns low probabilities for any one module rather than false certainty.
+    pub fn observe_anonymous(
+        &mut self,
+        ticker: u32,
+        module: u32,
+        t: u32,
+        min_p: f64,
+        window: u32,
+    ) -> Vec<Follow> {
+        let tau = self.tau;
+        let mut ctx = ANON_START;
+        if let Some(prev) = self.anon.get(&ticker).copied() {
+            if t < prev.at {
+                return Vec::new();
+            }
+            let dt = t - prev.at;
+            if dt <= self.gap {
+                let edges = self.ctx_edges.entry(ctx_key(prev.module, prev.ctx)).or_default();
+                learn(edges, DEAD, module, t, dt <= window.min(self.horizon), tau);
+            }
+            if dt <= ANON_STEP_S {
+                ctx = ANON_NEXT;
+            }
+        }
+        let key = ctx_key(module, ctx);
+        let out_count = {
+            let d = self.ctx_out.entry(key).or_default();
+            d.add(t, tau);
+            d.get(t, tau)
+        };
+        self.anon.insert(ticker, Last { ticker, module, at: t, ctx });
+        let mut out = Vec::new();
+        for e in self.ctx_edges.get(&key).into_iter().flatten() {
+            if e.module == module {
+                continue;
+            }
+            let p = f64::from(decay(e.in_horizon, e.at, t, tau)) / (f64::from(out_count) + 1.0);
+            if p >= min_p && p > 0.0 {
+                out.push(Follow { ticker, module: e.module, probability: p });
+            }
+        }
+        out
+    }
+
     /// Forgets clients idle longer than the session gap, faded counts, and anything that refers
     /// to a ticker or module id just freed (ids are recycled, so stale references would lie).
     pub fn sweep(&mut self, now: u32, freed_tickers: &[bool], freed_modules: &[bool]) {
@@ -259,6 +331,9 @@ impl Sequences {
         let dead_m = |id: u32| freed_modules.get(id as usize).copied().unwrap_or(false);
         let gap = self.gap;
         self.clients.retain(|_, l| {
+            now.saturating_sub(l.at) <= gap && !dead_t(l.ticker) && !dead_m(l.module)
+        });
+        self.anon.retain(|_, l| {
             now.saturating_sub(l.at) <= gap && !dead_t(l.ticker) && !dead_m(l.module)
         });
         let keep_edges = |edges: &mut Vec<Edge>| {
@@ -273,8 +348,8 @@ impl Sequences {
         self.module_edges.retain(|&m, edges| !dead_m(m) && keep_edges(edges));
         self.ticker_edges.retain(|&t, edges| !dead_t(t) && keep_edges(edges));
         self.module_out.retain(|&m, d| !dead_m(m) && d.get(now, tau) >= FORGET);
-        self.ctx_edges.retain(|&k, edges| !dead_m(k >> 2) && keep_edges(edges));
-        self.ctx_out.retain(|&k, d| !dead_m(k >> 2) && d.get(now, tau) >= FORGET);
+        self.ctx_edges.retain(|&k, edges| !dead_m(k >> 3) && keep_edges(edges));
+        self.ctx_out.retain(|&k, d| !dead_m(k >> 3) && d.get(now, tau) >= FORGET);
         self.ticker_out.retain(|&t, d| !dead_t(t) && d.get(now, tau) >= FORGET);
     }
 
@@ -309,101 +384,4 @@ impl Sequences {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const PRICE: u32 = 0;
-    const CHART: u32 = 1;
-    const NEWS: u32 = 2;
-
-    #[test]
-    fn learns_module_follow_ups_across_tickers() {
-        let mut s = Sequences::new(1_800, 300, 7 * 86_400);
-        // Ten clients each look at price then, 20 s later, chart, on ticker i.
-        for c in 0..10u64 {
-            let t = 1_000 + c as u32 * 100;
-            s.observe(c, c as u32, PRICE, t, 0.5);
-            s.observe(c, c as u32, CHART, t + 20, 0.5);
-        }
-        // A new client on a new ticker: price predicts chart on that ticker.
-        let f = s.observe(99, 42, PRICE, 5_000, 0.5);
-        assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!((f[0].ticker, f[0].module), (42, CHART));
-        // Ten hits in eleven opportunities (the 11th is this event), shrunk by one: ~10/12.
-        assert!((f[0].probability - 10.0 / 12.0).abs() < 0.01, "{}", f[0].probability);
-        // Chart never led anywhere; news has no history.
-        assert!(s.observe(98, 43, CHART, 5_000, 0.1).is_empty());
-        assert!(s.observe(97, 44, NEWS, 5_000, 0.0).is_empty());
-    }
-
-    #[test]
-    fn the_session_position_separates_analysts_from_one_off_lookups() {
-        let mut s = Sequences::new(1_800, 300, 7 * 86_400);
-        // Ten analysts: a first query on price, then the chart of the same ticker.
-        for c in 0..10u32 {
-            s.observe(u64::from(c), c, PRICE, 1_000 + c * 10, 0.5);
-            s.observe(u64::from(c), c, CHART, 1_020 + c * 10, 0.5);
-        }
-        // A user's one-off lookups: price of another ticker each minute, never a chart.
-        for i in 0..30u32 {
-            s.observe(500, 100 + i, PRICE, 2_000 + i * 60, 0.5);
-        }
-        // A newcomer's price predicts its chart (10 in 12 first-query opportunities); the user's
-        // next lookup does not, and neither would a table blind to the session position
-        // (10 in 42).
-        let f = s.observe(600, 7, PRICE, 5_000, 0.5);
-        assert_eq!(f.iter().map(|f| (f.ticker, f.module)).collect::<Vec<_>>(), vec![(7, CHART)]);
-        assert!((f[0].probability - 10.0 / 13.0).abs() < 0.01, "{}", f[0].probability);
-        assert!(s.observe(500, 300, PRICE, 5_000, 0.5).is_empty());
-    }
-
-    #[test]
-    fn follow_ups_beyond_the_horizon_count_for_the_gap_only() {
-        let mut s = Sequences::new(1_800, 300, 7 * 86_400);
-        for c in 0..10u64 {
-            s.observe(c, 7, PRICE, 1_000, 0.5);
-            s.observe(c, 7, NEWS, 1_000 + 600, 0.5);
-        }
-        let edges = s.edges(2_000);
-        let e = edges.iter().find(|e| e.to_module == NEWS).expect("price → news learned");
-        assert!(e.in_gap > 9.9 && e.probability < 1e-6, "{e:?}");
-        assert!(s.observe(50, 7, PRICE, 2_000, 0.01).is_empty());
-    }
-
-    #[test]
-    fn ticker_follow_ups_and_out_of_order_events() {
-        let mut s = Sequences::new(1_800, 300, 7 * 86_400);
-        for c in 0..5u64 {
-            s.observe(c, 1, PRICE, 1_000, 0.5);
-            s.observe(c, 2, PRICE, 1_030, 0.5);
-            // An older event of the same client is ignored entirely.
-            assert!(s.observe(c, 3, PRICE, 900, 0.0).is_empty());
-        }
-        let f = s.observe(77, 1, NEWS, 2_000, 0.5);
-        assert_eq!(f.iter().map(|f| (f.ticker, f.module)).collect::<Vec<_>>(), vec![(2, PRICE)]);
-        assert!(s.edges(2_000).iter().all(|e| e.to_ticker != 3));
-    }
-
-    #[test]
-    fn sweep_forgets_idle_clients_faded_edges_and_freed_ids() {
-        let mut s = Sequences::new(1_800, 300, 3 * 86_400);
-        s.observe(1, 1, PRICE, 1_000, 0.5);
-        s.observe(1, 1, CHART, 1_010, 0.5);
-        s.observe(2, 5, PRICE, 1_000, 0.5);
-        s.observe(2, 6, PRICE, 1_010, 0.5);
-        s.sweep(1_100, &[], &[]);
-        assert_eq!((s.live_clients(), s.edges(1_100).len()), (2, 2));
-        // Ticker 6 freed: its edge goes, the module edge stays; clients are past the gap.
-        let mut freed = vec![false; 7];
-        freed[6] = true;
-        s.sweep(5_000, &freed, &[]);
-        assert_eq!(s.live_clients(), 0);
-        assert_eq!(
-            s.edges(5_000).iter().map(|e| e.kind).collect::<Vec<_>>(),
-            vec![EdgeKind::Module]
-        );
-        // One retention later a single observation has faded out.
-        s.sweep(1_010 + 3 * 86_400 + 60, &[], &[]);
-        assert!(s.edges(1_010 + 3 * 86_400 + 60).is_empty());
-    }
-}
+mod tests;
