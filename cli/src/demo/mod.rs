@@ -17,7 +17,8 @@
 //! - `rng.rs`: the seeded random stream and the Zipf sampler, written out so a seed means the
 //!   same trace on every build.
 //! - `sources.rs`: the traffic sources — one-off lookups, dashboard widgets, scheduled scans,
-//!   analyst sessions, news bursts — each with its own clock and random stream.
+//!   analyst sessions, news bursts — each with its own clock and random stream; the widgets of
+//!   dashboards and scans are in `sources/widget.rs`.
 //! - `generator.rs`: [`Generator`], a priority queue of the sources' next firing times.
 //! - `args.rs`: [`DemoArgs`], the flags.
 //! - `output.rs`: JSON lines to a file or stdout, and the run's [`Summary`].
