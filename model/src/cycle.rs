@@ -47,6 +47,11 @@ const ADOPT: u8 = 2;
 const MAX_SUPPORT: u8 = 8;
 /// Echo counts are halved when one reaches this, so precision follows the recent past.
 const MAX_COUNT: u8 = 32;
+/// A period whose echoes came less often than this, over at least [`DROP_AFTER`] scored
+/// echoes, is dropped: the key is not periodic (or no longer), and its queries stop waiting on
+/// the wheel. Below the default `min_confidence` (0.2) no such echo would be warmed anyway.
+const DROP_BELOW: f64 = 0.2;
+const DROP_AFTER: u8 = 8;
 
 /// Tolerance of a match against period `p`: a second of rounding plus 2% of drift.
 pub(crate) fn tolerance(p: u32) -> u32 {
@@ -125,7 +130,7 @@ impl Cycle {
         self.ago = [gap16, shift(self.ago[0]), shift(self.ago[1])];
         // (`shift` maps an empty entry, 0, to 0: `a == gap` only when it was 0.)
         self.newest = t;
-        self.period().map(|p| t.saturating_add(p))
+        self.period().filter(|_| self.precision() >= DROP_BELOW).map(|p| t.saturating_add(p))
     }
 
     /// Scores the echoes of the adopted period that fell due since the previous query.
@@ -172,7 +177,13 @@ impl Cycle {
             self.candidate = d as u16;
             self.turn = self.turn.wrapping_add(1);
         }
-        let holds = self.period == 0 || self.came + self.failed < 4 || self.precision() >= 0.5;
+        let scored = self.came + self.failed;
+        if self.period > 0 && scored >= DROP_AFTER && self.precision() < DROP_BELOW {
+            self.period = 0;
+            self.came = 0;
+            self.failed = 0;
+        }
+        let holds = self.period == 0 || scored < 4 || self.precision() >= 0.5;
         if self.candidate != self.period && self.support >= ADOPT && (self.period == 0 || !holds) {
             self.period = self.candidate;
             self.came = 0;
@@ -299,8 +310,11 @@ mod tests {
                 t
             })
             .collect();
-        let (c, _) = feed(&times);
+        let (c, echoes) = feed(&times);
         assert!(c.period().is_none() || c.precision() < 0.5, "{c:?}");
+        // Whatever it tried, it does not keep the wheel busy: few of its queries await an echo.
+        let waiting = echoes.iter().flatten().count();
+        assert!(waiting < times.len() / 5, "{waiting} echoes of {} queries", times.len());
     }
 
     #[test]
