@@ -14,8 +14,8 @@
 //!   no support is replaced by another lag, taken from the ring in turn.
 //! - **Echoes.** With a period `P` adopted, each query at `t` predicts an echo at `t + P`. When
 //!   a later query arrives, every echo that fell due since the previous query is scored: it
-//!   came (a query within tolerance of it) or it did not. Their ratio, with a uniform prior, is
-//!   the [`Cycle::precision`] of the period: the probability that a warm timed for an echo is
+//!   came (a query within tolerance of it) or it did not. The share that came, recent echoes
+//!   weighing most, is the [`Cycle::precision`] of the period: the probability that a warm timed for an echo is
 //!   used, what the tick ranks such a warm by. A period whose echoes mostly fail is dropped for
 //!   a candidate that recurs.
 //!
@@ -45,9 +45,11 @@ pub(crate) const MAX_PERIOD_S: u32 = 6 * 3_600;
 const ADOPT: u8 = 2;
 /// Most support a candidate can hold (so a changed period takes over within as many queries).
 const MAX_SUPPORT: u8 = 8;
-/// Echo counts are halved when one reaches this, so precision follows the recent past.
-const MAX_COUNT: u8 = 32;
-/// A period whose echoes came less often than this, over at least [`DROP_AFTER`] scored
+/// Each scored echo moves the precision this share of the way to its outcome (an average
+/// over the last eight or so, so a dashboard that closes stops being warmed within a dozen
+/// missed polls).
+const STEP: i32 = 8;
+/// A period whose echoes came less often than this, after at least [`DROP_AFTER`] scored
 /// echoes, is dropped: the key is not periodic (or no longer), and its queries stop waiting on
 /// the wheel. Below the default `min_confidence` (0.2) no such echo would be warmed anyway.
 const DROP_BELOW: f64 = 0.2;
@@ -70,9 +72,10 @@ pub(crate) struct Cycle {
     /// The candidate period and its support.
     candidate: u16,
     support: u8,
-    /// Echoes of `period` that came, and that did not.
-    came: u8,
-    failed: u8,
+    /// The share of `period`'s echoes that came, recent ones weighing most, in 1/255.
+    hit_rate: u8,
+    /// Echoes of `period` scored (saturating).
+    scored: u8,
     /// Which lag the next candidate is taken from.
     turn: u8,
 }
@@ -91,10 +94,18 @@ impl Cycle {
         (self.period > 0).then_some(u32::from(self.period))
     }
 
-    /// Probability that an echo of the period comes: the share of scored echoes that came,
-    /// with a uniform prior.
+    /// Probability that an echo of the period comes: the share of scored echoes that came, an
+    /// exponentially weighted average that starts at one half when the period is adopted.
     pub fn precision(&self) -> f64 {
-        (f64::from(self.came) + 1.0) / (f64::from(self.came) + f64::from(self.failed) + 2.0)
+        f64::from(self.hit_rate) / 255.0
+    }
+
+    /// Scores one echo of the period: it came, or it did not.
+    fn score(&mut self, came: bool) {
+        let target = if came { 255 } else { 0 };
+        let p = i32::from(self.hit_rate);
+        self.hit_rate = (p + (target - p) / STEP).clamp(0, 255) as u8;
+        self.scored = self.scored.saturating_add(1);
     }
 
     /// Whether the cycle predicts an echo at `e` that has not come yet.
@@ -138,7 +149,11 @@ impl Cycle {
         let Some(p) = self.period() else { return };
         let tol = tolerance(p);
         let (mut came, mut failed) = (false, 0u8);
-        for r in self.times() {
+        let times: [Option<u32>; 4] = {
+            let mut it = self.times();
+            [it.next(), it.next(), it.next(), it.next()]
+        };
+        for r in times.into_iter().flatten() {
             let e = r.saturating_add(p);
             // Due at or before the previous query: scored then. Not due yet: later.
             if e <= self.newest.saturating_add(tol) || e > t.saturating_add(tol) {
@@ -150,11 +165,11 @@ impl Cycle {
                 failed += 1;
             }
         }
-        self.came = self.came.saturating_add(u8::from(came));
-        self.failed = self.failed.saturating_add(failed);
-        if self.came >= MAX_COUNT || self.failed >= MAX_COUNT {
-            self.came /= 2;
-            self.failed /= 2;
+        for _ in 0..failed {
+            self.score(false);
+        }
+        if came {
+            self.score(true);
         }
     }
 
@@ -177,17 +192,14 @@ impl Cycle {
             self.candidate = d as u16;
             self.turn = self.turn.wrapping_add(1);
         }
-        let scored = self.came + self.failed;
-        if self.period > 0 && scored >= DROP_AFTER && self.precision() < DROP_BELOW {
+        if self.period > 0 && self.scored >= DROP_AFTER && self.precision() < DROP_BELOW {
             self.period = 0;
-            self.came = 0;
-            self.failed = 0;
         }
-        let holds = self.period == 0 || scored < 4 || self.precision() >= 0.5;
+        let holds = self.period == 0 || self.scored < 4 || self.precision() >= 0.5;
         if self.candidate != self.period && self.support >= ADOPT && (self.period == 0 || !holds) {
             self.period = self.candidate;
-            self.came = 0;
-            self.failed = 0;
+            self.hit_rate = 128;
+            self.scored = 0;
         }
     }
 }
@@ -315,6 +327,22 @@ mod tests {
         // Whatever it tried, it does not keep the wheel busy: few of its queries await an echo.
         let waiting = echoes.iter().flatten().count();
         assert!(waiting < times.len() / 5, "{waiting} echoes of {} queries", times.len());
+    }
+
+    #[test]
+    fn a_period_that_stops_coming_true_is_dropped() {
+        // A dashboard polls every 120 s, then closes; lookups go on at no particular time.
+        let mut times: Vec<u32> = (0..20).map(|i| 1_000 + 120 * i).collect();
+        let (mut t, mut x) = (*times.last().unwrap(), 777u32);
+        for _ in 0..100 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            t += 200 + (x >> 16) % 900;
+            times.push(t);
+        }
+        let (c, echoes) = feed(&times);
+        assert!(echoes[19].is_some(), "periodic while the dashboard polled");
+        assert_eq!(c.period(), None, "{c:?}");
+        assert!(echoes[70..].iter().all(Option::is_none), "{echoes:?}");
     }
 
     #[test]
