@@ -12,7 +12,10 @@ use chrono::{Duration as CDuration, Utc};
 use prefetch_common::contract::QueryEvent;
 use prefetch_common::kafka::{ensure_topics, KafkaArgs, TopicArgs, TopicSpec};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, FutureRecord, Producer, ThreadedProducer,
+};
 use std::time::{Duration, Instant};
 
 /// Flags of `analyzer-throughput`.
@@ -46,6 +49,12 @@ pub struct ThroughputArgs {
     /// machine with hardware counters; `n/a` otherwise).
     #[arg(long)]
     perf: bool,
+    /// The plain consumer also produces one prediction-sized message per N events consumed
+    /// (0: none), with the services' producer settings, and its timed span ends once Kafka has
+    /// acknowledged them all: the raw limit of a service that publishes for one event in N
+    /// (with `--refresh-ahead false` the analyzer publishes for about one in eight).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    raw_produce_every: usize,
 }
 
 /// One drain: events/s, and what the draining process spent over the timed span.
@@ -61,15 +70,30 @@ impl Drain {
     }
 }
 
+/// What the plain consumer produces besides (`--raw-produce-every`): one message per `every`
+/// consumed, to `topic`.
+struct RawOut<'a> {
+    every: usize,
+    topic: &'a str,
+}
+
+/// A message the size of a published prediction (about 190 bytes of JSON).
+const PREDICTION_SIZED: &[u8] = br#"{"ticker":"AAPL","module":"chart","confidence":0.4837261904761905,"horizon_s":300,"generated_at":"2026-03-09T14:31:07.512Z","reason":"sequence","padding":"................"}"#;
+
 async fn drain_raw(
     kafka: &KafkaArgs,
     topic: &str,
     group: &str,
     n: usize,
     perf: bool,
+    out: Option<RawOut<'_>>,
 ) -> anyhow::Result<Drain> {
     let consumer: StreamConsumer = kafka.consumer_config(group)?.create()?;
     consumer.subscribe(&[topic])?;
+    let producer: Option<ThreadedProducer<DefaultProducerContext>> = match out {
+        Some(_) => Some(kafka.producer_config(Duration::from_secs(60))?.create()?),
+        None => None,
+    };
     let mut started = None;
     let mut seen = 0usize;
     while seen < n {
@@ -77,10 +101,27 @@ async fn drain_raw(
         if started.is_none() {
             started = Some((Instant::now(), Meter::start(std::process::id(), perf)));
         }
-        // The raw limit: receive and store the offset, nothing else.
+        // The raw limit: receive and store the offset, nothing else (but the messages asked for).
         std::hint::black_box(rdkafka::Message::payload(&m));
+        if let (Some(p), Some(o)) = (&producer, &out) {
+            if seen % o.every == 0 {
+                let key = rdkafka::Message::key(&m).unwrap_or_default();
+                let mut record = BaseRecord::to(o.topic).key(key).payload(PREDICTION_SIZED);
+                while let Err((e, r)) = p.send(record) {
+                    anyhow::ensure!(
+                        matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)),
+                        "producing failed: {e}"
+                    );
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
         consumer.store_offset_from_message(&m)?;
         seen += 1;
+    }
+    if let Some(p) = &producer {
+        p.flush(Duration::from_secs(60))?;
     }
     let (t0, meter) = started.context("no message")?;
     let secs = t0.elapsed().as_secs_f64();
@@ -111,13 +152,21 @@ pub struct DrainRawArgs {
     /// Count instructions with `perf stat`.
     #[arg(long)]
     perf: bool,
+    /// Also produce one message per N consumed to `--out-topic` (0: none).
+    #[arg(long, default_value_t = 0)]
+    produce_every: usize,
+    /// Where those go.
+    #[arg(long, default_value = "")]
+    out_topic: String,
 }
 
 /// `drain-raw`: drains the topic and prints `DRAINED <events/s> <CPU s> <instructions|->`.
 pub async fn drain_raw_main(args: DrainRawArgs) -> anyhow::Result<()> {
     let mut kafka = KafkaArgs::new(&args.brokers);
     kafka.options = args.kafka_option;
-    let d = drain_raw(&kafka, &args.topic, &args.group, args.events, args.perf).await?;
+    let out = (args.produce_every > 0)
+        .then_some(RawOut { every: args.produce_every, topic: &args.out_topic });
+    let d = drain_raw(&kafka, &args.topic, &args.group, args.events, args.perf, out).await?;
     let instructions = d.cpu.instructions.map_or("-".to_owned(), |i| i.to_string());
     println!("DRAINED {} {} {instructions}", d.rate, d.cpu.cpu_seconds);
     Ok(())
@@ -125,10 +174,19 @@ pub async fn drain_raw_main(args: DrainRawArgs) -> anyhow::Result<()> {
 
 /// The plain consumer's drain in a child process (`drain-raw`), so its CPU is its own process's
 /// as the analyzer's is (and `valgrind --trace-children=yes` counts each side apart).
-async fn drain_raw_child(args: &ThroughputArgs, topic: &str, group: &str) -> anyhow::Result<Drain> {
+async fn drain_raw_child(
+    args: &ThroughputArgs,
+    topic: &str,
+    group: &str,
+    out_topic: &str,
+) -> anyhow::Result<Drain> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.args(["drain-raw", "--brokers", &args.brokers, "--topic", topic, "--group", group])
         .args(["--events", &args.events.to_string()]);
+    if args.raw_produce_every > 0 {
+        cmd.args(["--produce-every", &args.raw_produce_every.to_string()])
+            .args(["--out-topic", out_topic]);
+    }
     for o in &args.kafka_option {
         cmd.args(["-X", o]);
     }
@@ -278,7 +336,11 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     kafka.options = args.kafka_option.clone();
     let run = std::process::id();
     let topics = TopicArgs::prefixed(&format!("bench-an-{run}."));
-    let specs = [TopicSpec { name: topics.query_events_topic.clone(), compacted: false }];
+    let raw_out = format!("bench-an-{run}.raw-out");
+    let specs = [
+        TopicSpec { name: topics.query_events_topic.clone(), compacted: false },
+        TopicSpec { name: raw_out.clone(), compacted: false },
+    ];
     ensure_topics(&kafka, &specs, Duration::from_secs(30)).await?;
     let mut evs = crate::ingest::events(args.events);
     if args.no_clients {
@@ -305,14 +367,19 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     println!("pre-filled {} events into {} (6 partitions)", args.events, topics.query_events_topic);
     cpu_breakdown(&evs, args.refresh_ahead)?;
     println!("load average at start: {}; refresh-ahead {}", load_average(), args.refresh_ahead);
+    if args.raw_produce_every > 0 {
+        println!(
+            "the plain consumer also produces one prediction-sized message per {} events",
+            args.raw_produce_every
+        );
+    }
     println!("| round | plain consumer events/s | analyzer events/s | analyzer / raw | CPU µs/event raw | CPU µs/event analyzer | CPU analyzer / raw | instructions/event raw | instructions/event analyzer | load |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut cols: [Vec<f64>; 6] = Default::default();
     let prefix = format!("bench-an-{run}.");
     for round in 1..=args.rounds {
-        let raw =
-            drain_raw_child(&args, &topics.query_events_topic, &format!("bench-raw-{run}-{round}"))
-                .await?;
+        let group = format!("bench-raw-{run}-{round}");
+        let raw = drain_raw_child(&args, &topics.query_events_topic, &group, &raw_out).await?;
         let an = drain_analyzer(
             &args.brokers,
             &prefix,
