@@ -104,7 +104,7 @@ async fn drain_raw(
         // The raw limit: receive and store the offset, nothing else (but the messages asked for).
         std::hint::black_box(rdkafka::Message::payload(&m));
         if let (Some(p), Some(o)) = (&producer, &out) {
-            if seen % o.every == 0 {
+            if seen.is_multiple_of(o.every) {
                 let key = rdkafka::Message::key(&m).unwrap_or_default();
                 let mut record = BaseRecord::to(o.topic).key(key).payload(PREDICTION_SIZED);
                 while let Err((e, r)) = p.send(record) {
