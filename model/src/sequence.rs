@@ -159,6 +159,30 @@ fn learn(edges: &mut Vec<Edge>, ticker: u32, module: u32, t: u32, within: bool, 
     }
 }
 
+/// Adds to `out` the targets of `edges` (learnt from a source seen `out_count` times) whose
+/// probability at `t` reaches `min_p`: on the source's ticker (`same_ticker`, module edges) or
+/// on the edge's own, never the source key itself.
+fn follows(
+    out: &mut Vec<Follow>,
+    edges: Option<&Vec<Edge>>,
+    out_count: f32,
+    (ticker, module): (u32, u32),
+    same_ticker: bool,
+    (t, tau): (u32, f32),
+    min_p: f64,
+) {
+    for e in edges.into_iter().flatten() {
+        let to = if same_ticker { (ticker, e.module) } else { (e.ticker, e.module) };
+        if to == (ticker, module) {
+            continue;
+        }
+        let p = f64::from(decay(e.in_horizon, e.at, t, tau)) / (f64::from(out_count) + 1.0);
+        if p >= min_p && p > 0.0 {
+            out.push(Follow { ticker: to.0, module: to.1, probability: p });
+        }
+    }
+}
+
 impl Sequences {
     /// Tables for the given session gap, horizon and retention (seconds).
     pub fn new(gap: u32, horizon: u32, retention: u32) -> Self {
@@ -250,21 +274,9 @@ impl Sequences {
         self.clients.insert(client, Last { ticker, module, at: t, ctx });
 
         let mut out = Vec::new();
-        let mut push = |edges: Option<&Vec<Edge>>, out_count: f32, same_ticker: bool| {
-            for e in edges.into_iter().flatten() {
-                let (to_ticker, to_module) =
-                    if same_ticker { (ticker, e.module) } else { (e.ticker, e.module) };
-                if (to_ticker, to_module) == (ticker, module) {
-                    continue;
-                }
-                let p = f64::from(decay(e.in_horizon, e.at, t, tau)) / (f64::from(out_count) + 1.0);
-                if p >= min_p && p > 0.0 {
-                    out.push(Follow { ticker: to_ticker, module: to_module, probability: p });
-                }
-            }
-        };
-        push(self.ctx_edges.get(&key), m_out, true);
-        push(self.ticker_edges.get(&ticker), t_out, false);
+        let from = (ticker, module);
+        follows(&mut out, self.ctx_edges.get(&key), m_out, from, true, (t, tau), min_p);
+        follows(&mut out, self.ticker_edges.get(&ticker), t_out, from, false, (t, tau), min_p);
         out
     }
 
@@ -311,15 +323,8 @@ impl Sequences {
         };
         self.anon.insert(ticker, Last { ticker, module, at: t, ctx });
         let mut out = Vec::new();
-        for e in self.ctx_edges.get(&key).into_iter().flatten() {
-            if e.module == module {
-                continue;
-            }
-            let p = f64::from(decay(e.in_horizon, e.at, t, tau)) / (f64::from(out_count) + 1.0);
-            if p >= min_p && p > 0.0 {
-                out.push(Follow { ticker, module: e.module, probability: p });
-            }
-        }
+        let from = (ticker, module);
+        follows(&mut out, self.ctx_edges.get(&key), out_count, from, true, (t, tau), min_p);
         out
     }
 
