@@ -7,9 +7,12 @@
 //! [`Cycle`] learns that time per key, from the key's own queries, with no client id needed:
 //!
 //! - **Period.** The lags from a query to the few before it (a ring of the last four query
-//!   times) are candidate periods: the lag that recurs query after query is the period, however
-//!   many dashboards poll the key at different phases (each query then has one predecessor
-//!   exactly a period back) and whatever else queries it in between. A candidate gains support
+//!   times) are candidate periods: the lag that recurs query after query is the period, with up
+//!   to four dashboards polling the key at different phases (each query then has one predecessor
+//!   exactly a period back, within the ring) and a few other queries in between. A key asked
+//!   more often than four times a period is not tracked: its echoes leave the ring before they
+//!   fall due, each counts as missed, and the period is dropped (such a key is busy enough for
+//!   the tick's ranking and refresh-ahead). A candidate gains support
 //!   when a new query has a lag within tolerance of it and loses it otherwise; a candidate with
 //!   no support is replaced by another lag, taken from the ring in turn.
 //! - **Echoes.** With a period `P` adopted, each query at `t` predicts an echo at `t + P`. When
@@ -153,10 +156,20 @@ impl Cycle {
             let mut it = self.times();
             [it.next(), it.next(), it.next(), it.next()]
         };
-        for r in times.into_iter().flatten() {
+        for (i, r) in times.into_iter().enumerate() {
+            let Some(r) = r else { continue };
             let e = r.saturating_add(p);
-            // Due at or before the previous query: scored then. Not due yet: later.
-            if e <= self.newest.saturating_add(tol) || e > t.saturating_add(tol) {
+            // Due at or before the previous query: scored then.
+            if e <= self.newest.saturating_add(tol) {
+                continue;
+            }
+            // Not due yet: scored by a later query, unless this query pushes its time out of
+            // the ring (the key is asked more than four times a period), which would leave the
+            // echo never scored and the precision frozen: it counts as missed.
+            if e > t.saturating_add(tol) {
+                if i == times.len() - 1 {
+                    failed += 1;
+                }
                 continue;
             }
             if t.abs_diff(e) <= tol {
@@ -193,7 +206,11 @@ impl Cycle {
             self.turn = self.turn.wrapping_add(1);
         }
         if self.period > 0 && self.scored >= DROP_AFTER && self.precision() < DROP_BELOW {
+            // The candidate is most likely the dropped period itself: learning starts over, or
+            // it would be adopted again at once.
             self.period = 0;
+            self.candidate = 0;
+            self.support = 0;
         }
         let holds = self.period == 0 || self.scored < 4 || self.precision() >= 0.5;
         if self.candidate != self.period && self.support >= ADOPT && (self.period == 0 || !holds) {
@@ -233,6 +250,14 @@ impl Echoes {
 }
 
 impl Model {
+    /// Drops the echoes a tick at `wm` would take, warming none: the model is disabled, and
+    /// the wheel must not grow until it is enabled again.
+    pub(crate) fn skip_echoes(&mut self, wm: u32) {
+        if let Some(view) = self.cache.as_mut() {
+            view.echoes.take_until(wm.saturating_add(view.lead + ECHO_MARGIN_S));
+        }
+    }
+
     /// The tick's periodic candidates at `wm`: keys whose next poll falls before the next tick
     /// (or just after it, [`ECHO_MARGIN_S`]), whose copy would not serve that poll and which a
     /// copy stored now would, with the period's precision as the probability that the warm is
@@ -245,7 +270,9 @@ impl Model {
         let mut seen: HashSet<u64> = HashSet::new();
         for (e, key) in taken {
             let (tid, mid) = unpack(key);
-            if e < wm || held.contains(&tid) || !seen.insert(key) {
+            // (A key is marked seen only once it is taken: an echo of it that fails the checks
+            // below, e.g. a stale one, must not hide a later one that passes.)
+            if e < wm || held.contains(&tid) || seen.contains(&key) {
                 continue;
             }
             let Some(c) = view.copy(tid, mid) else { continue };
@@ -256,6 +283,7 @@ impl Model {
                 continue;
             }
             if let Some(slot) = self.keys.slot_of(tid, mid) {
+                seen.insert(key);
                 out.push((slot, c.cycle.precision()));
             }
         }
@@ -356,6 +384,39 @@ mod tests {
         // next poll from an older query).
         assert!(c.period().is_some_and(|p| p % 150 == 0), "{c:?}");
         assert!(c.awaits(last + 150) && c.precision() > 0.9, "{c:?}");
+    }
+
+    #[test]
+    fn a_key_asked_more_than_four_times_a_period_drops_it() {
+        // A dashboard polls every 60 s; then the key gets busy, a query every 2 s (a lag too
+        // short to be a period): each poll's echo leaves the four-query ring before it falls due.
+        let mut times: Vec<u32> = (0..20).map(|i| 1_000 + 60 * i).collect();
+        let busy_from = *times.last().unwrap();
+        times.extend((1..300).map(|i| busy_from + 2 * i));
+        let (c, echoes) = feed(&times);
+        assert!(echoes[19].is_some(), "periodic while the dashboard polled");
+        assert_eq!(c.period(), None, "{c:?}");
+        // Within a couple of dozen busy queries it stops predicting echoes.
+        let predicted = echoes[20..].iter().flatten().count();
+        assert!(predicted < 30, "{predicted} echoes predicted while busy");
+    }
+
+    #[test]
+    fn a_dropped_period_is_not_adopted_again_at_once() {
+        // A period whose echoes failed, with its candidate still well supported; a query that
+        // matches none of its lags drops it.
+        let mut c = Cycle {
+            newest: 1_000,
+            ago: [120, 240, 360],
+            period: 120,
+            candidate: 120,
+            support: MAX_SUPPORT,
+            hit_rate: 30,
+            scored: DROP_AFTER,
+            turn: 0,
+        };
+        assert_eq!(c.observe(1_060), None);
+        assert_eq!(c.period(), None, "{c:?}");
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! - `profile.rs`: event time ↔ market time (chrono-tz, DST-correct), the bucket→hour cache, and
 //!   seasonal rates read off a key's buckets (hour of day × weekday factor).
 //! - `sequence.rs`: per-client last query and the learned transition tables (module → module on
-//!   one ticker, ticker → ticker:module).
+//!   one ticker, ticker → ticker:module); for queries naming no client, each ticker's last such
+//!   query and same-ticker module tables of their own.
 //! - `cycle.rs`: periodicity — each key's polling period and phases learnt from its queries,
 //!   and the wheel of their next polls, which a tick warms just before they come.
 //! - `refresh.rs`: refresh-ahead — the model's view of when cached copies expire, so a tick ranks
@@ -43,15 +44,18 @@
 //! # How one event flows
 //! `record(event)` checks its time against the watermark (folded if late within the bound,
 //! counted and dropped beyond it), interns its ticker and module, bumps the key's bucket and
-//! EWMAs, closes the key's open calibration sample as a hit if it falls inside it, and, when the
-//! event names a client, teaches the transition tables and returns any learned follow-up likely
-//! enough to publish ([`Reason::Sequence`]); [`Recent`] then drops the ones published moments ago.
+//! EWMAs, closes the key's open calibration sample as a hit if it falls inside it, updates the
+//! key's cached copy and polling period (refresh-ahead), and teaches the transition tables —
+//! the client's when the event names one, else the ticker's own for queries naming no client —
+//! returning any learned follow-up likely enough to publish ([`Reason::Sequence`]); [`Recent`]
+//! then drops the ones published moments ago.
 //!
 //! `tick(now)` moves the watermark and, for each key it must visit: expire old buckets (and the
 //! key, if none is left), update a prior built from the steady and seasonal rates with the
 //! recent events (gamma-Poisson), bound it by how long the key has been idle, scale it by the
 //! hour weight, turn it into `1 − exp(−λ·horizon)`, map that through the calibrator, and keep
-//! the best `top_n` at or above `min_confidence`. The keys it visits are those the index of
+//! the best `top_n` at or above `min_confidence`; add the periodic keys whose next poll comes
+//! before the next tick (`cycle.rs`); publish what the fetch budget pays for (`budget.rs`). The keys it visits are those the index of
 //! `schedule.rs` names — new events, a bucket leaving the window, a sample to resolve or open,
 //! a score bound that can still make the cut — not every live key (`lazy.rs`). The warmer's [`policy::plan`] decides which of
 //! those to fetch.

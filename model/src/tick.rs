@@ -82,7 +82,8 @@ pub(crate) struct TickCtx {
 impl Model {
     /// Advances the watermark to `now` (it never moves back) and returns the keys whose
     /// calibrated probability of a query within the horizon is at least `min_confidence`, best
-    /// first, at most `top_n`. Also expires buckets and keys that left the retention window,
+    /// first: at most `top_n` of them ranked by rate, and the periodic keys whose next poll
+    /// comes before the next tick (`cycle.rs`), all within the fetch budget. Also expires buckets and keys that left the retention window,
     /// resolves and opens calibration samples, and (once per bucket width) forgets idle
     /// clients, faded sequences and unused ids. Returns nothing when the model is disabled.
     ///
@@ -282,11 +283,16 @@ impl Model {
             // Periodic keys whose next poll comes before the next tick (`cycle.rs`): each is one
             // past query's echo, so, like a follow-up, it is not cut by the tick's `top_n`; it
             // competes for the budget by the probability that its warm is used.
+            // A key ranked already is warmed once, at the better of its two probabilities.
             let echoes = self.echo_candidates(wm, held);
             if !echoes.is_empty() {
                 for (slot, p) in echoes {
-                    if p >= self.s.min_confidence && ranked.iter().all(|(c, _)| c.slot != slot) {
-                        ranked.push((Candidate { raw: p, slot, reason: Reason::Periodic }, p));
+                    let periodic = Candidate { raw: p, slot, reason: Reason::Periodic };
+                    match ranked.iter_mut().find(|(c, _)| c.slot == slot) {
+                        Some(r) if p > r.1 => *r = (periodic, p),
+                        Some(_) => {}
+                        None if p >= self.s.min_confidence => ranked.push((periodic, p)),
+                        None => {}
                     }
                 }
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.slot.cmp(&b.0.slot)));
@@ -320,6 +326,8 @@ impl Model {
                 }
             }
             self.counters.predictions_tick += out.len() as u64;
+        } else {
+            self.skip_echoes(wm);
         }
         // After the predictions are named: housekeeping may compact the table (new slots).
         if self.housekept_at.is_none_or(|at| wm >= at.saturating_add(self.s.bucket)) {

@@ -229,3 +229,75 @@ fn a_dashboard_polling_slower_than_its_ttl_is_warmed_just_before_each_poll() {
     let waiting = m.cache.as_ref().map(|v| v.echoes.len());
     assert!(waiting.is_some_and(|n| (1..=4).contains(&n)), "{waiting:?} echoes waiting");
 }
+
+/// Polls `ticker`'s price every 120 s (3 s past the minute) for `minutes`, ticking every 5 s
+/// from `start`; returns the periodic predictions of the ticks.
+fn poll_every_two_minutes(
+    m: &mut Model,
+    ticker: &str,
+    start: DateTime<Utc>,
+    minutes: i64,
+) -> usize {
+    use crate::tests::ev;
+    let mut periodic = 0;
+    for tick in 1..=(minutes * 60 / 5) {
+        let at = start + chrono::Duration::seconds(tick * 5);
+        let since = (at - start).num_seconds() - 5;
+        let poll = (since + 120 - 3).div_euclid(120) * 120 + 3;
+        if poll < since + 5 {
+            m.record(&ev(ticker, "price", start + chrono::Duration::seconds(poll), None));
+        }
+        periodic += m.tick(at).iter().filter(|p| p.reason == Reason::Periodic).count();
+    }
+    periodic
+}
+
+/// The ids of AAA's price.
+fn aaa_price(m: &Model) -> (u32, u32) {
+    use prefetch_contract::contract::{Module, Ticker};
+    let (t, p) = (Ticker::parse("AAA").unwrap(), Module::parse("price").unwrap());
+    (m.tickers.id(&t).unwrap(), m.modules.id(&p).unwrap())
+}
+
+fn fifteen_second_prices() -> Model {
+    let mut m = Model::new(crate::ModelConfig::default()).unwrap();
+    m.set_cache_ttls(CacheTtls {
+        per_module: [("price".to_owned(), 15)].into_iter().collect(),
+        default_s: 300,
+    });
+    m
+}
+
+#[test]
+fn a_disabled_model_keeps_no_echoes_waiting() {
+    let mut m = fifteen_second_prices();
+    m.s.enabled = false;
+    let start = crate::tests::utc(2026, 3, 10, 14, 0);
+    assert_eq!(poll_every_two_minutes(&mut m, "AAA", start, 120), 0);
+    // Sixty polls learnt a period; the wheel holds the next one, not every one past.
+    let c = m.cache.as_ref().unwrap();
+    let (t, p) = aaa_price(&m);
+    assert_eq!(c.copy(t, p).unwrap().cycle.period(), Some(120));
+    assert!(c.echoes.len() <= 1, "{} echoes waiting", c.echoes.len());
+}
+
+#[test]
+fn a_stale_echo_does_not_hide_the_keys_next_poll() {
+    let mut m = fifteen_second_prices();
+    let start = crate::tests::utc(2026, 3, 10, 14, 0);
+    // Nineteen minutes: the last poll at 1_083 s, its echo at 1_203 s waits for the tick at
+    // 1_200 s, whose candidates are taken here.
+    assert!(poll_every_two_minutes(&mut m, "AAA", start, 19) > 0);
+    let (t, p) = aaa_price(&m);
+    let wm = crate::profile::to_secs(start).unwrap() + 1_200;
+    let view = m.cache.as_mut().unwrap();
+    let waiting = view.echoes.take_until(u32::MAX);
+    let [(e, key)] = waiting[..] else { panic!("{waiting:?} waiting, one expected") };
+    assert_eq!((e, key), (wm + 3, pack(t, p)));
+    // An echo of the same key the cycle does not await (a stale phase), due first.
+    view.echoes.push(e - 1, key);
+    view.echoes.push(e, key);
+    let slot = m.keys.slot_of(t, p).unwrap();
+    let got = m.echo_candidates(wm, &std::collections::HashSet::new());
+    assert_eq!(got.iter().map(|&(s, _)| s).collect::<Vec<_>>(), [slot], "{got:?}");
+}

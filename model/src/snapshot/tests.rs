@@ -108,6 +108,17 @@ fn fixture_model() -> Model {
     m
 }
 
+/// The copies in `testdata/snapshot_v1.bin`, sorted: `ticker/module fetched expires queries
+/// proves_from bare bare_ms` (internal seconds).
+const V1_COPIES: [&str; 6] = [
+    "AAPL/chart 821745547 821746147 1 proven 821746147 0",
+    "AAPL/news 821744861 821745461 1 proven 821745461 0",
+    "AAPL/price 821745234 821745294 1 proven 821745294 0",
+    "MSFT/chart 821744308 821744908 1 proven 821744908 0",
+    "MSFT/news 821741864 821742464 1 proven 821742464 0",
+    "MSFT/price 821743296 821743297 1 proven 821743297 0",
+];
+
 /// `testdata/snapshot_v1.bin` was written by the version-1 build (commit e5994d6) from
 /// [`fixture_model`]: it still restores, to the state this build holds for the same events.
 #[test]
@@ -140,15 +151,37 @@ fn a_version_1_checkpoint_still_restores() {
     );
     let (cells, decayed_to) = got.calibrator.export();
     want.calibrator.import(&cells, decayed_to);
-    // The copies are what the v1 build believed it had warmed; this build, which also warms
-    // same-ticker follow-ups of queries naming no client (`sequence.rs`), warmed more for the
-    // same events. Every key's copy restored, and taken as the v1 build left it:
+    // The copies are what the v1 build believed it had warmed, and restore as it wrote them:
+    // golden values read off the file. (This build warms more for the same events — it also
+    // warms same-ticker follow-ups of queries naming no client, `sequence.rs` — so its own
+    // copies differ from these; a restored copy carries no polling period, `cycle.rs`.)
+    let mut restored: Vec<String> = got
+        .keys
+        .iter()
+        .map(|k| {
+            let c = got.cache.as_ref().unwrap().copy(k.ticker, k.module).unwrap();
+            let (t, m) = (got.tickers.name(k.ticker).unwrap(), got.modules.name(k.module).unwrap());
+            assert_eq!(c.cycle, Default::default());
+            let proves = if c.proves_from == PROVEN {
+                "proven".to_owned()
+            } else {
+                c.proves_from.to_string()
+            };
+            format!(
+                "{t}/{m} {} {} {} {proves} {} {}",
+                c.fetched, c.expires, c.queries, c.bare, c.bare_ms
+            )
+        })
+        .collect();
+    restored.sort();
+    assert_eq!(restored, V1_COPIES);
+    // With the v1 copies in the model built now, everything else is the same model.
     let copies = want.cache.as_ref().map_or(0, |v| v.copies_len());
     assert_eq!(got.cache.as_ref().map(|v| v.copies_len()), Some(copies));
     for k in want.keys.iter() {
         let (t, m) = (want.tickers.name(k.ticker).unwrap(), want.modules.name(k.module).unwrap());
         let (gt, gm) = (got.tickers.id(t).unwrap(), got.modules.id(m).unwrap());
-        let c = got.cache.as_ref().unwrap().copy(gt, gm).expect("the key's copy restored");
+        let c = got.cache.as_ref().unwrap().copy(gt, gm).unwrap();
         want.cache.as_mut().unwrap().restore_copy(k.ticker, k.module, c);
     }
     let v2 = want.snapshot(&all);
