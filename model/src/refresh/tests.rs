@@ -301,3 +301,20 @@ fn a_stale_echo_does_not_hide_the_keys_next_poll() {
     let got = m.echo_candidates(wm, &std::collections::HashSet::new());
     assert_eq!(got.iter().map(|&(s, _)| s).collect::<Vec<_>>(), [slot], "{got:?}");
 }
+
+#[test]
+fn a_key_ranked_by_its_rate_too_is_warmed_at_its_periods_probability() {
+    // With no floor, AAA's price is also ranked by its rate (a poll every 120 s: about 12%
+    // likely within a 15 s copy); the warm timed for its next poll is far likelier than that.
+    let mut m = fifteen_second_prices();
+    m.s.min_confidence = 0.0;
+    let start = crate::tests::utc(2026, 3, 10, 14, 0);
+    poll_every_two_minutes(&mut m, "AAA", start, 29);
+    // The tick before the poll at 1_803 s names it periodic, at the period's precision.
+    let at = start + chrono::Duration::seconds(1_800);
+    let got: Vec<_> = m.tick(at).into_iter().filter(|p| p.ticker.as_str() == "AAA").collect();
+    assert!(
+        got.len() == 1 && got[0].reason == Reason::Periodic && got[0].confidence > 0.5,
+        "{got:?}"
+    );
+}
