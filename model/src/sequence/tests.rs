@@ -95,6 +95,36 @@ fn sweep_forgets_idle_clients_faded_edges_and_freed_ids() {
 }
 
 #[test]
+fn sweep_forgets_idle_anonymous_tickers_their_faded_tables_and_freed_ids() {
+    let mut s = Sequences::new(1_800, 300, 3 * 86_400);
+    s.observe_anonymous(1, PRICE, 1_000, 0.5, u32::MAX);
+    s.observe_anonymous(1, CHART, 1_010, 0.5, u32::MAX);
+    s.observe_anonymous(2, PRICE, 1_000, 0.5, u32::MAX);
+    s.sweep(1_100, &[], &[]);
+    assert_eq!((s.anon.len(), s.ctx_edges.len()), (2, 1));
+    // Ticker 2 freed: its last query goes; ticker 1's stays within the session gap.
+    let mut freed = vec![false; 3];
+    freed[2] = true;
+    s.sweep(1_200, &freed, &[]);
+    assert_eq!(s.anon.keys().collect::<Vec<_>>(), [&1]);
+    // Past the gap no last query is kept; the chart module freed, its table goes.
+    let mut chart = vec![false; 4];
+    chart[CHART as usize] = true;
+    s.sweep(5_000, &[], &chart);
+    assert!(s.anon.is_empty() && s.ctx_edges.is_empty(), "{:?}", s.ctx_edges);
+    // A table of modules still live fades out: one observation within a retention, the three
+    // session starts of price within two.
+    s.observe_anonymous(3, PRICE, 10_000, 0.5, u32::MAX);
+    s.observe_anonymous(3, NEWS, 10_010, 0.5, u32::MAX);
+    s.sweep(10_100, &[], &[]);
+    assert_eq!((s.ctx_edges.len(), s.ctx_out.len()), (1, 2));
+    s.sweep(10_010 + 3 * 86_400 + 60, &[], &[]);
+    assert!(s.ctx_edges.is_empty() && s.ctx_out.len() == 1, "{:?}", s.ctx_out);
+    s.sweep(10_010 + 6 * 86_400, &[], &[]);
+    assert!(s.ctx_edges.is_empty() && s.ctx_out.is_empty(), "{:?} {:?}", s.ctx_edges, s.ctx_out);
+}
+
+#[test]
 fn queries_naming_no_client_teach_same_ticker_follow_ups_from_the_tickers_stream() {
     let mut s = Sequences::new(1_800, 300, 7 * 86_400);
     // Sessions on quiet tickers, no client: price, then chart 20 s later.
