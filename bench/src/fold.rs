@@ -155,7 +155,7 @@ pub struct DrainRawArgs {
     /// Also produce one message per N consumed to `--out-topic` (0: none).
     #[arg(long, default_value_t = 0)]
     produce_every: usize,
-    /// Where those go.
+    /// Where those go (required with `--produce-every`).
     #[arg(long, default_value = "")]
     out_topic: String,
 }
@@ -164,6 +164,10 @@ pub struct DrainRawArgs {
 pub async fn drain_raw_main(args: DrainRawArgs) -> anyhow::Result<()> {
     let mut kafka = KafkaArgs::new(&args.brokers);
     kafka.options = args.kafka_option;
+    anyhow::ensure!(
+        args.produce_every == 0 || !args.out_topic.is_empty(),
+        "--produce-every needs --out-topic"
+    );
     let out = (args.produce_every > 0)
         .then_some(RawOut { every: args.produce_every, topic: &args.out_topic });
     let d = drain_raw(&kafka, &args.topic, &args.group, args.events, args.perf, out).await?;
