@@ -13,6 +13,9 @@
 //! cargo run --release -p prefetch --example backtest_targets -- 3 1004  # chosen seeds
 //! # a candidate default, tried on the development set only (never tuned on the evaluation set):
 //! cargo run --release -p prefetch --example backtest_targets -- --dev --patch '{"min_confidence":0.3}'
+//! # under each row, the model's warms by reason and tenth of published confidence, and the
+//! # share used (a hit the copy each replaced could not have served): are confidences true?
+//! cargo run --release -p prefetch --example backtest_targets -- --dev --reliability
 //! ```
 //!
 //! It prints the table and exits non-zero when a trace misses the target. (A measurement, not
@@ -101,6 +104,9 @@ fn main() {
             cell(model),
             if met { "yes" } else { "**no**" }
         );
+        if std::env::args().any(|a| a == "--reliability") {
+            print_reliability(&report.strategies["model"].reliability);
+        }
         if !met {
             missed.push(format!(
                 "seed {seed}: {:.2} of the oracle's gain at {ratio:.3}x the fetches",
@@ -115,5 +121,22 @@ fn main() {
             missed.join("\n")
         );
         std::process::exit(1);
+    }
+}
+
+/// `--reliability`: the model's warms by reason and confidence tenth, and the share that
+/// proved useful (a hit the copy it replaced could not have served).
+fn print_reliability(r: &prefetch::sim::Reliability) {
+    const REASONS: [&str; 5] = ["popularity", "time_of_day", "burst", "sequence", "periodic"];
+    for (label, name) in REASONS.iter().enumerate() {
+        let row: Vec<String> = (0..10)
+            .map(|tenth| r.cells[label * 10 + tenth])
+            .enumerate()
+            .filter(|(_, [w, _])| *w > 0)
+            .map(|(tenth, [w, u])| format!("{}: {:.2} of {w}", tenth, u as f64 / w as f64))
+            .collect();
+        if !row.is_empty() {
+            println!("    {name}: {}", row.join(", "));
+        }
     }
 }

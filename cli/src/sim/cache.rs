@@ -17,6 +17,30 @@ struct Slot {
     expires: i64,
     /// The stored copy came from a warm that has not served a hit yet.
     unproven_warm: bool,
+    /// For a warmed copy, its [`Reliability`] cell until a hit proves it ([`NO_CELL`] else).
+    cell: u8,
+    /// From when a hit proves the warm: the expiry of the copy it replaced, if that was live.
+    proves_from: i64,
+}
+
+/// No [`Reliability`] cell.
+const NO_CELL: u8 = u8::MAX;
+
+/// Warms by confidence tenth (and any label the caller gives, e.g. the reason), and those that
+/// proved useful: a hit on the copy the warm stored that the copy it replaced (if any) could
+/// not have served — the hits the warm added, which is what its confidence estimates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reliability {
+    /// `[warms, useful]` by `label * 10 + tenth`.
+    pub cells: Vec<[u64; 2]>,
+}
+
+impl Reliability {
+    /// The cell of a warm with `confidence` and `label` (< 25).
+    pub fn cell(label: u8, confidence: f64) -> u8 {
+        let tenth = (confidence.clamp(0.0, 0.999_999) * 10.0) as u8;
+        label.min(24) * 10 + tenth
+    }
 }
 
 /// What a strategy's replay did, in the terms.
@@ -44,15 +68,25 @@ pub struct SimCache {
     slots: Vec<Slot>,
     ttl_ms: Vec<i64>,
     tally: Tally,
+    reliability: Reliability,
 }
 
 impl SimCache {
     /// An empty cache; `ttl_ms[k]` is the TTL of key `k`'s module.
     pub fn new(ttl_ms: Vec<i64>) -> Self {
         Self {
-            slots: vec![Slot { expires: NEVER, unproven_warm: false }; ttl_ms.len()],
+            slots: vec![
+                Slot {
+                    expires: NEVER,
+                    unproven_warm: false,
+                    cell: NO_CELL,
+                    proves_from: NEVER
+                };
+                ttl_ms.len()
+            ],
             ttl_ms,
             tally: Tally::default(),
+            reliability: Reliability { cells: vec![[0; 2]; 250] },
         }
     }
 
@@ -67,18 +101,52 @@ impl SimCache {
                 s.unproven_warm = false;
                 self.tally.useful_warms += 1;
             }
+            if s.cell != NO_CELL && t >= s.proves_from {
+                self.reliability.cells[usize::from(s.cell)][1] += 1;
+                s.cell = NO_CELL;
+            }
             true
         } else {
-            *s = Slot { expires: t.saturating_add(ttl), unproven_warm: false };
+            *s = Slot {
+                expires: t.saturating_add(ttl),
+                unproven_warm: false,
+                cell: NO_CELL,
+                proves_from: NEVER,
+            };
             false
         }
+    }
+
+    /// [`SimCache::warm`], counted in `cell` of the [`Reliability`] table.
+    pub fn warm_in(&mut self, key: u32, t: i64, cell: u8) {
+        let s = self.slots[key as usize];
+        let proves_from = match s.expires {
+            e if e > t && s.cell != NO_CELL => s.proves_from,
+            e if e > t => e,
+            _ => t,
+        };
+        self.warm(key, t);
+        self.reliability.cells[usize::from(cell)][0] += 1;
+        let s = &mut self.slots[key as usize];
+        s.cell = cell;
+        s.proves_from = proves_from;
+    }
+
+    /// The warms by cell and the useful ones.
+    pub fn reliability(&self) -> &Reliability {
+        &self.reliability
     }
 
     /// Fetches `key` at `t` ahead of demand (stored or not).
     pub fn warm(&mut self, key: u32, t: i64) {
         let ttl = self.ttl_ms[key as usize];
         self.tally.warms += 1;
-        self.slots[key as usize] = Slot { expires: t.saturating_add(ttl), unproven_warm: true };
+        self.slots[key as usize] = Slot {
+            expires: t.saturating_add(ttl),
+            unproven_warm: true,
+            cell: NO_CELL,
+            proves_from: NEVER,
+        };
     }
 
     /// A warm of a key the trace never queries: an upstream call that cannot serve anything.
@@ -135,5 +203,29 @@ mod tests {
         assert_eq!(t.upstream_fetches, 3 + 3);
         assert!((t.warm_precision - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(c.expires(1), Some(310_000));
+    }
+
+    #[test]
+    fn reliability_counts_the_hits_a_warm_added() {
+        let mut c = SimCache::new(vec![60_000]);
+        let cell = Reliability::cell(3, 0.95);
+        assert_eq!(cell, 39);
+        // A warm of a key not stored, queried within its copy's life: used.
+        c.warm_in(0, 0, cell);
+        assert!(c.query(0, 30_000));
+        // A refresh at 40 s of the copy that lives to 60 s: a hit at 50 s was the old copy's;
+        // the hit at 70 s is the warm's.
+        c.warm_in(0, 40_000, cell);
+        assert!(c.query(0, 50_000));
+        assert_eq!(c.reliability().cells[39], [2, 1]);
+        assert!(c.query(0, 70_000));
+        assert_eq!(c.reliability().cells[39], [2, 2]);
+        // A refresh nobody queries past the old copy's expiry, then a demand fetch: unused.
+        let low = Reliability::cell(0, 0.2);
+        c.warm_in(0, 90_000, low);
+        assert!(c.query(0, 95_000));
+        assert!(!c.query(0, 200_000));
+        assert!(c.query(0, 201_000));
+        assert_eq!(c.reliability().cells[usize::from(low)], [1, 0]);
     }
 }

@@ -31,7 +31,7 @@ pub mod svg;
 mod tests;
 mod trace;
 
-pub use cache::{SimCache, Tally};
+pub use cache::{Reliability, SimCache, Tally};
 pub use oracle::Oracle;
 pub use original::{Original, WINDOW};
 pub use replay::{replay, timeline_bucket_ms, HitFlags, Run, SimConfig, Strategy, Warm};

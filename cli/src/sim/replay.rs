@@ -7,7 +7,7 @@
 //! reports it), and the warms it triggers fetch at the event's time. So a decision at `t` never
 //! sees an event after `t` — except the oracle's, whose point is to.
 
-use super::cache::{SimCache, Tally};
+use super::cache::{Reliability, SimCache, Tally};
 use super::oracle::Oracle;
 use super::original::Original;
 use super::trace::Trace;
@@ -134,6 +134,10 @@ pub struct Run {
     /// Width of one timeline bucket, ms.
     #[serde(skip)]
     pub bucket_ms: i64,
+    /// Published warms and the useful ones by reason and confidence (the model and the
+    /// original; the oracle's warms are not counted).
+    #[serde(skip)]
+    pub reliability: Reliability,
 }
 
 /// Width of one point of the hit-rate timeline: the first of 5, 10, 15, 30 minutes, 1, 2, 4, 6,
@@ -225,7 +229,9 @@ pub fn replay(
                 continue;
             }
             match key_ids.get(&Key::of(p)) {
-                Some(&id) => cache.warm(id, now),
+                Some(&id) => {
+                    cache.warm_in(id, now, Reliability::cell(p.reason as u8, p.confidence))
+                }
                 None => cache.warm_unknown(),
             }
             on_warm(&Warm {
@@ -300,5 +306,6 @@ pub fn replay(
         Driver::Model(model, _) => Some(model.spend_status()),
         _ => None,
     };
-    Ok(Run { strategy, tally: cache.tally(), spend, timeline, bucket_ms })
+    let reliability = cache.reliability().clone();
+    Ok(Run { strategy, tally: cache.tally(), spend, timeline, bucket_ms, reliability })
 }
