@@ -6,12 +6,15 @@ use crate::refresh::Observed;
 use crate::Model;
 
 /// A miss a cache never warmed would have had as well.
-const DEMAND: Observed = Observed { refresh: None, demand: true, useful: false, bare: true };
+const DEMAND: Observed =
+    Observed { refresh: None, demand: true, useful: false, bare: true, used_cell: None };
 /// A hit on a warm where a cache never warmed would have fetched.
-const USEFUL: Observed = Observed { refresh: None, demand: false, useful: true, bare: true };
+const USEFUL: Observed =
+    Observed { refresh: None, demand: false, useful: true, bare: true, used_cell: None };
 /// A miss a cache never warmed would not have had (a warmed copy expired before the one a
 /// later miss would have made).
-const SHIFTED: Observed = Observed { refresh: None, demand: true, useful: false, bare: false };
+const SHIFTED: Observed =
+    Observed { refresh: None, demand: true, useful: false, bare: false, used_cell: None };
 
 /// A model publishing everything it finds (top 50, no confidence floor), copies living 30 s, a
 /// rate budget of `per_minute` calls, and the 20 tickers `T00`..`T19` the tests query; with the

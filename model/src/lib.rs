@@ -25,6 +25,8 @@
 //! - `refresh.rs`: refresh-ahead — the model's view of when cached copies expire, so a tick ranks
 //!   keys by what a warm now would serve ([`Model::set_cache_ttls`]).
 //! - `calibration.rs`: event-time online calibration (binned outcomes, isotonic fit).
+//! - `usefulness.rs`: the share of published warms used, by reason and confidence — the
+//!   confidence refresh-ahead publishes and the budget spends by.
 //! - `score.rs`: the one formula — rates → intensity → probability of a query within a window
 //!   (and of a warm now serving one) — used by ticks, refresh-on-hit and explanations.
 //! - `tick.rs`: [`Model::tick`] — ranking, samples, expiry — its reference full walk
@@ -77,6 +79,7 @@ mod score;
 mod sequence;
 mod snapshot;
 mod tick;
+mod usefulness;
 mod window;
 
 #[cfg(test)]
@@ -238,6 +241,8 @@ pub struct Model {
     spend: budget::Spend,
     /// Event-driven predictions published lately (the publish de-duplication).
     recent: Recent,
+    /// The share of published warms used, by reason and confidence (with a cache view).
+    usefulness: usefulness::Usefulness,
 }
 
 fn client_key(c: &str) -> u64 {
@@ -272,6 +277,7 @@ impl Model {
             hit_refresh: None,
             spend: budget::Spend::new(Budget::Off, s.top_n),
             recent: Recent::default(),
+            usefulness: usefulness::Usefulness::default(),
             cfg,
             s,
         })
@@ -428,6 +434,9 @@ impl Model {
             }
         };
         self.hit_refresh = observed.refresh.map(|e| (slot, e));
+        if let Some(cell) = observed.used_cell {
+            self.usefulness.used(cell, t);
+        }
         if predict {
             self.spend.observe(t, observed);
         }

@@ -78,6 +78,8 @@ pub(crate) struct Observed {
     pub demand: bool,
     /// The query was the first hit on a warmed copy: that warm saved a demand fetch.
     pub useful: bool,
+    /// The [`crate::usefulness`] cell of that warm.
+    pub used_cell: Option<u8>,
     /// The query would have fetched in a cache never warmed (same TTLs): one of the calls of
     /// no warming, which a ratio budget is a multiple of.
     pub bare: bool,
@@ -104,6 +106,9 @@ pub(crate) struct Copy {
     pub bare_ms: u16,
     /// When the key is asked next, from its own queries (`cycle.rs`).
     pub cycle: Cycle,
+    /// The [`crate::usefulness`] cell of the warm that stored the copy, plus one, until a use
+    /// proves it (0: none).
+    pub warm_cell: u8,
 }
 
 /// [`Copy::proves_from`] of a copy with nothing left to prove (fetched on demand, or already
@@ -214,7 +219,7 @@ impl CacheView {
         if bare {
             (c.bare, c.bare_ms) = (t.saturating_add(ttl), ms);
         }
-        let mut o = Observed { refresh: None, demand: false, useful: false, bare };
+        let mut o = Observed { bare, ..Default::default() };
         if !hit {
             o.demand = true;
             // (`..*c` below keeps the shadow of no warming: a fetch of ours does not move it.)
@@ -224,6 +229,7 @@ impl CacheView {
                     expires: t.saturating_add(ttl),
                     queries: 1,
                     proves_from: PROVEN,
+                    warm_cell: 0,
                     ..*c
                 };
             }
@@ -233,6 +239,7 @@ impl CacheView {
                 expires: t.saturating_add(1),
                 queries: 1,
                 proves_from: PROVEN,
+                warm_cell: 0,
                 ..*c
             };
         } else {
@@ -242,6 +249,8 @@ impl CacheView {
             o.useful = t >= c.proves_from;
             if o.useful {
                 c.proves_from = PROVEN;
+                o.used_cell = c.warm_cell.checked_sub(1);
+                c.warm_cell = 0;
             }
             c.queries = c.queries.saturating_add(1);
             o.refresh = (c.expires - t <= HIT_LEAD_S).then_some(c.expires);
@@ -262,11 +271,11 @@ impl CacheView {
         self.hit_seen.is_some_and(|h| t <= h.saturating_add(TRUST_HITS_S))
     }
 
-    /// The key was (assumed) warmed at `t`.
+    /// The key was (assumed) warmed at `t`, by a warm of [`crate::usefulness`] cell `cell`.
     ///
     /// (The lazy tick's score bounds rely on a copy's `queries` growing only with the key's own
     /// events, folded through `Model::record`; see `lazy.rs`.)
-    pub fn warmed(&mut self, tid: u32, mid: u32, t: u32) {
+    pub fn warmed(&mut self, tid: u32, mid: u32, t: u32, cell: u8) {
         let ttl = self.ttl(mid);
         let c = self.copies.entry(pack(tid, mid)).or_default();
         let proves_from = match *c {
@@ -276,7 +285,14 @@ impl CacheView {
             }
             Copy { expires, .. } => expires.max(t),
         };
-        *c = Copy { fetched: t, expires: t.saturating_add(ttl), queries: 0, proves_from, ..*c };
+        *c = Copy {
+            fetched: t,
+            expires: t.saturating_add(ttl),
+            queries: 0,
+            proves_from,
+            warm_cell: cell.saturating_add(1),
+            ..*c
+        };
     }
 
     /// Sets the believed copy of a key read back from a snapshot (`snapshot.rs`).

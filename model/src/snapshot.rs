@@ -294,6 +294,9 @@ impl Model {
                     bare_ms: 0,
                     // Not checkpointed: learnt again from the next few queries.
                     cycle: Default::default(),
+                    // Nor the usefulness counts (`usefulness.rs`): a restored warm's use is not
+                    // counted.
+                    warm_cell: 0,
                 })
             } else {
                 None

@@ -11,6 +11,7 @@ use super::keys::DEAD;
 use super::profile::{to_secs, SeasonFrame};
 use super::schedule::{crossed, Sampling, TickVisits};
 use super::score::{self, Rates};
+use super::usefulness::Usefulness;
 use super::window::NO_SAMPLE;
 use super::{Explanation, Model, Season};
 use chrono::{DateTime, Utc};
@@ -295,18 +296,31 @@ impl Model {
                         None => {}
                     }
                 }
-                ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.slot.cmp(&b.0.slot)));
             }
+            // With a view of the cache, each candidate is published (and spent on) at the share
+            // of its reason's warms at its confidence that were used (`usefulness.rs`).
+            let mut ranked: Vec<(Candidate, f64, u8)> = ranked
+                .into_iter()
+                .map(|(c, p)| {
+                    let cell = Usefulness::cell(c.reason, p);
+                    match &self.cache {
+                        Some(_) => (c, self.usefulness.confidence(c.reason, p, wm), cell),
+                        None => (c, p, cell),
+                    }
+                })
+                .filter(|&(_, p, _)| p >= self.s.min_confidence)
+                .collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.slot.cmp(&b.0.slot)));
             // The fetch budget publishes the best it can pay for (`budget.rs`); the lazy tick
             // and the full walk both end here, so they spend alike.
-            let admitted = self.admit_tick(wm, ctx.generated_at, ranked.iter().map(|&(_, p)| p));
+            let admitted = self.admit_tick(wm, ctx.generated_at, ranked.iter().map(|&(_, p, _)| p));
             ranked.truncate(admitted);
             let mut warmed = Vec::new();
             out = ranked
                 .into_iter()
-                .filter_map(|(c, p)| {
+                .filter_map(|(c, p, cell)| {
                     let k = self.keys.slot(c.slot)?;
-                    warmed.push((k.ticker, k.module));
+                    warmed.push((k.ticker, k.module, cell));
                     Some(Prediction {
                         ticker: self.tickers.name(k.ticker)?.clone(),
                         module: self.modules.name(k.module)?.clone(),
@@ -318,10 +332,11 @@ impl Model {
                 })
                 .collect();
             if let Some(view) = self.cache.as_mut() {
-                for &(t, m) in &warmed {
-                    view.warmed(t, m, wm);
+                for &(t, m, cell) in &warmed {
+                    view.warmed(t, m, wm, cell);
+                    self.usefulness.published(cell, wm);
                 }
-                for (t, m) in warmed {
+                for (t, m, _) in warmed {
                     self.copy_changed(t, m);
                 }
             }

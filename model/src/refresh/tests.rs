@@ -63,11 +63,11 @@ fn the_view_tells_demand_fetches_and_the_first_hit_on_a_warmed_copy() {
     let o = v.observe(7, 0, price, (1_000, 0), false);
     assert!(o.demand && !o.useful, "a miss fetched on demand");
     assert!(!v.observe(7, 0, price, (1_010, 0), true).useful, "a demand copy's hit proves no warm");
-    v.warmed(8, 0, 1_000);
+    v.warmed(8, 0, 1_000, 0);
     let o = v.observe(8, 0, price, (1_020, 0), true);
     assert!(o.useful && !o.demand, "the first hit on a warmed copy");
     assert!(!v.observe(8, 0, price, (1_030, 0), true).useful, "counted once");
-    v.warmed(9, 0, 1_000);
+    v.warmed(9, 0, 1_000, 0);
     assert!(v.observe(9, 0, price, (1_070, 0), false).demand, "the warm expired unused");
 }
 
@@ -78,7 +78,7 @@ fn a_refresh_of_a_live_copy_is_proven_only_by_a_hit_the_old_copy_could_not_serve
     let mut v = view();
     let price = "price";
     v.observe(7, 0, price, (1_000, 0), false);
-    v.warmed(7, 0, 1_050);
+    v.warmed(7, 0, 1_050, 0);
     assert!(!v.observe(7, 0, price, (1_055, 0), true).useful, "the old copy served it");
     assert!(!v.observe(7, 0, price, (1_059, 0), true).useful, "and this one");
     assert!(v.observe(7, 0, price, (1_060, 0), true).useful, "the old copy was gone");
@@ -86,13 +86,13 @@ fn a_refresh_of_a_live_copy_is_proven_only_by_a_hit_the_old_copy_could_not_serve
     // A refresh of a warm nobody has proven yet keeps that warm's bar: both saved one fetch
     // at most, proven by the first hit after the demand copy they replaced.
     v.observe(8, 0, price, (1_000, 0), false);
-    v.warmed(8, 0, 1_050);
-    v.warmed(8, 0, 1_100);
+    v.warmed(8, 0, 1_050, 0);
+    v.warmed(8, 0, 1_100, 0);
     assert!(!v.observe(8, 0, price, (1_058, 0), true).useful);
     assert!(v.observe(8, 0, price, (1_101, 0), true).useful);
     // A warm of a key with no live copy is proven by any hit on it.
     v.observe(9, 0, price, (1_000, 0), false);
-    v.warmed(9, 0, 1_200);
+    v.warmed(9, 0, 1_200, 0);
     assert!(v.observe(9, 0, price, (1_200, 0), true).useful);
 }
 
@@ -108,7 +108,7 @@ fn the_calls_of_no_warming_are_counted_from_query_times_and_ttls_alone() {
     assert!(o.demand && o.bare);
     assert!(!v.observe(7, 0, price, (1_030, 0), true).bare, "no warming hits as well");
     assert!(!v.observe(7, 0, price, (1_059, 999), true).bare, "its copy lives until 1 060");
-    v.warmed(7, 0, 1_050);
+    v.warmed(7, 0, 1_050, 0);
     let o = v.observe(7, 0, price, (1_061, 0), true);
     assert!(o.bare && o.useful && !o.demand, "{o:?}");
     let o = v.observe(7, 0, price, (1_115, 0), false);
@@ -140,7 +140,7 @@ fn a_copy_is_due_only_when_it_expires_before_the_next_tick() {
     // A hit on a key believed gone: live now, reconsidered at once.
     v.observe(7, 0, price, (2_000, 0), true);
     assert_eq!(v.expires(7, 0), Some(2_001));
-    v.warmed(7, 1, 2_000);
+    v.warmed(7, 1, 2_000, 0);
     assert_eq!(v.expires(7, 1), Some(2_300), "chart uses the default TTL");
     v.sweep(2_001 + 86_400, &[], &[]);
     assert_eq!((v.expires(7, 0), v.expires(7, 1)), (None, Some(2_300)));
