@@ -95,7 +95,7 @@ pub struct DemoArgs {
 
     /// Generate member N of the trace family of the backtest targets instead (its structure —
     /// traffic mix, universe, skew, market, TTLs, clients, regime change — drawn from N; the
-    /// knobs above and --start, --duration, --seed are then ignored). Seeds 1–24 are the
+    /// knobs above and --start, --duration, --seed are then ignored). Seeds 1–36 are the
     /// development set, 1001–1010 the evaluation set. The summary names the member and the
     /// `prefetch backtest` flags that replay it as evaluated.
     #[arg(long, value_name = "N")]
