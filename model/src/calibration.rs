@@ -152,33 +152,17 @@ impl Calibrator {
 }
 
 impl Calibrator {
-    /// A factor `K` such that, for every raw probability `r = 1 − e^(−x)`,
-    /// `−ln(1 − min(map(class, r), 1 − 1e-9)) ≤ K·x`: how much the map can stretch the rate
-    /// behind a probability. A tick bounds what a warm would serve with it (`schedule.rs`).
+    /// A factor `K` such that `map(class, r) ≤ K·r` for every raw probability `r`: how much the
+    /// map can stretch a probability, and so the rate a warm's probability is computed from
+    /// (`score::serve_probability` scales the intensity by `map(r)/r`). A tick bounds what a
+    /// warm would serve with it (`lazy.rs`).
     ///
-    /// With `φ(r) = −ln(1 − r)` (so `φ(r) = x`) the ratio `φ(map(r)) / φ(r)` is bounded
-    /// piecewise: below the first bin mean the map is `c·r` and `φ(c·r)/φ(r)` is `≤ c` for
-    /// `c ≤ 1` (φ convex, φ(0) = 0) and increasing in `r` for `c > 1` (a ratio of power series
-    /// whose coefficient ratio `c^k` grows), so at most its value at the bin mean; between bin
-    /// means (in 32 pieces each) `φ(map(r)) ≤ φ(map(right end))` and `φ(r) ≥ φ(left end)`; above the last it is flat.
+    /// The map is `c·r` below the first bin mean, linear between bin means, and flat above the
+    /// last; on a linear piece `(a + b·r)/r` is monotone, so the ratio's largest value is at a
+    /// bin mean: `K = max y/x` over the map's points.
     pub fn gain_bound(&self, class: u8) -> f64 {
         let Some(points) = self.maps.get(usize::from(class)) else { return 1.0 };
-        let phi = |p: f64| -(1.0 - p.clamp(0.0, 1.0 - 1e-9)).ln();
-        let (x0, y0) = points[0];
-        let mut k = (y0 / x0).max(phi(y0) / phi(x0));
-        for w in points.windows(2) {
-            let ((xa, ya), (xb, yb)) = (w[0], w[1]);
-            // Thirty-two pieces per segment keep the bound within a few percent of the ratio.
-            for i in 0..32 {
-                let (r1, r2) = (
-                    xa + (xb - xa) * f64::from(i) / 32.0,
-                    xa + (xb - xa) * f64::from(i + 1) / 32.0,
-                );
-                let m2 = ya + (yb - ya) * (r2 - xa) / (xb - xa);
-                k = k.max(phi(m2.max(ya)) / phi(r1));
-            }
-        }
-        k * (1.0 + 1e-9)
+        points.iter().map(|&(x, y)| y / x.max(1e-12)).fold(0.0, f64::max) * (1.0 + 1e-9)
     }
 }
 
@@ -251,8 +235,9 @@ mod tests {
             let k = c.gain_bound(class);
             for i in 1..2_000 {
                 let x = f64::from(i) / 200.0;
-                let p = c.map(class, 1.0 - (-x).exp()).min(1.0 - 1e-9);
-                assert!(-(1.0 - p).ln() <= k * x * (1.0 + 1e-12), "{class} {x}: {p} vs K {k}");
+                let r = 1.0 - (-x).exp();
+                let p = c.map(class, r);
+                assert!(p <= k * r * (1.0 + 1e-12), "{class} {x}: {p} vs K {k}");
             }
         }
         assert!(

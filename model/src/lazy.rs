@@ -13,8 +13,8 @@
 //!   the same with the stored `λ`;
 //! - with one, the rank is what a warm would serve, `1 − exp(−W·r)` with the window
 //!   `W ≤ TTL` and the updated rate `r = u(prior) = (1 + q) / (1/prior + age)`
-//!   (`score::updated_rate`), and the prior `−ln(1 − map(1 − e^(−w·λ·H))) / H ≤ c·λ`, `c = K·w`
-//!   with `K` the map's gain bound
+//!   (`score::updated_rate`), and the prior `w·λ·map(r)/r ≤ c·λ` (`r = 1 − e^(−w·λ·H)`),
+//!   `c = K·w` with `K` the map's gain bound
 //!   ([`Calibrator::gain_bound`](crate::calibration::Calibrator::gain_bound)). `u` increases
 //!   with the prior and `u(a·x) ≤ a·u(x)` for `a ≥ 1`, so `W·r ≤ max(1, c/c₀)·TTL·u(c₀·λ)`
 //!   for any fixed `c₀` (the schedule's `scale`, taken when the index is built). The stored
@@ -235,9 +235,13 @@ impl Model {
                     self.schedule.park(fresh, until);
                     continue;
                 }
-                Some(Some(d)) => {
-                    score::serve_probability(self.calibrator.map(class, raw), horizon, d)
-                }
+                Some(Some(d)) => score::serve_probability(
+                    self.calibrator.map(class, raw),
+                    raw,
+                    lambda,
+                    horizon,
+                    d,
+                ),
             };
             requeue.push(fresh);
             offer(&mut top, n, Candidate { raw: rank, slot: e.slot, reason });

@@ -408,8 +408,9 @@ impl Model {
         // The key was just queried, so its idle time is the minimum (1 s), as in a tick.
         let seasonal = has_season.then_some(f64::from(k.season));
         let rates = Rates::of(k, t, (self.tau_fast, self.tau_slow), seasonal);
-        let score::Score { reason, raw, .. } = score::score(rates, weight, horizon);
-        let p = score::serve_probability(self.calibrator.map(class, raw), horizon, due);
+        let score::Score { reason, raw, lambda } = score::score(rates, weight, horizon);
+        let p =
+            score::serve_probability(self.calibrator.map(class, raw), raw, lambda, horizon, due);
         if p < self.s.min_confidence {
             return None;
         }

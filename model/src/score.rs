@@ -19,9 +19,15 @@
 use crate::window::KeyState;
 use prefetch_contract::prediction::Reason;
 
-/// Pseudo-events of the gamma prior on a key's current rate (in [`intensity`]) and of the
-/// model's rate when updated with the queries a cached copy saw (in [`serve_probability`]).
+/// Pseudo-events of the gamma prior on a key's current rate (in [`intensity`]).
 const PRIOR_EVENTS: f64 = 1.0;
+/// Pseudo-events of the model's rate when updated with the queries a cached copy saw (in
+/// [`updated_rate`]). The rate comes from EWMAs over minutes and the key's seasonal profile; a
+/// copy's few queries over its TTL are noisy evidence of it. At 1 (the intensity's own prior
+/// weight) a busy key's refresh swung with whether its last 30 s copy happened to be queried;
+/// on the development traces 4 lifted every one of seven replayed, 10 a little more, 25 no
+/// further (BENCHMARKS.md, issue #13, session 23).
+const SERVE_PRIOR_EVENTS: f64 = 10.0;
 /// Share of the seasonal rate in the prior, once a seasonal estimate exists.
 const SEASONAL_SHARE: f64 = 0.8;
 /// No event for `idle` seconds makes a rate above `IDLE_BOUND / idle` implausible (for a
@@ -118,32 +124,38 @@ pub(crate) struct Due {
     pub queries: u32,
 }
 
-/// The rate behind a probability `p` of a query within `horizon` seconds, `−ln(1 − p) / H`,
-/// updated (gamma prior worth [`PRIOR_EVENTS`]) with the queries a copy saw over its age.
+/// The model's rate `prior` updated (gamma prior worth [`SERVE_PRIOR_EVENTS`]) with the
+/// queries a copy saw over its age.
 /// Increasing in `prior`, and `updated_rate(a·x) ≤ a·updated_rate(x)` for `a ≥ 1`, which the
 /// lazy tick's bounds rely on (`lazy.rs`).
 pub(crate) fn updated_rate(prior: f64, due: Due) -> f64 {
-    (PRIOR_EVENTS + f64::from(due.queries)) / (PRIOR_EVENTS / prior.max(1e-9) + f64::from(due.age))
+    (SERVE_PRIOR_EVENTS + f64::from(due.queries))
+        / (SERVE_PRIOR_EVENTS / prior.max(1e-9) + f64::from(due.age))
 }
 
-/// Probability that a copy stored now serves a query: the model's rate (from the calibrated
-/// `p` within `horizon`) as a gamma prior, updated with the queries the current copy saw over
-/// its age — the key's own evidence at the scale of its TTL — then a Poisson arrival within the
-/// window.
-pub(crate) fn serve_probability(p: f64, horizon: u32, due: Due) -> f64 {
-    let p = p.clamp(0.0, 1.0 - 1e-9);
-    let prior = -(1.0 - p).ln() / f64::from(horizon.max(1));
+/// Probability that a copy stored now serves a query: the model's rate as a gamma prior,
+/// updated with the queries the current copy saw over its age — the key's own evidence at the
+/// scale of its TTL — then a Poisson arrival within the window.
+///
+/// The prior is the intensity `lambda` scaled by the calibration of its probability within
+/// the horizon, `lambda · p / raw` (`raw = 1 − e^(−lambda·H)`, `p` its calibrated value). It was
+/// the rate behind `p` alone, `−ln(1 − p) / H`, which is the same for small probabilities but
+/// saturates for busy keys: every key queried more than every minute or so has a query within a
+/// 300 s horizon, so `p` is about 0.98 whatever its rate, and that rate read back as 0.013/s —
+/// a key asked every 20 s looked like one asked every 77 s, and its refresh of a 30 s copy like a
+/// 32% chance where it is 78%.
+pub(crate) fn serve_probability(p: f64, raw: f64, lambda: f64, horizon: u32, due: Due) -> f64 {
+    let prior = if raw > 0.0 { lambda * p.clamp(0.0, 1.0) / raw } else { 0.0 };
     probability(updated_rate(prior, due), due.window)
 }
 
 /// An upper bound of [`serve_probability`] with no `exp` or `ln`, from an upper bound `p` of
-/// the calibrated probability: `−ln(1 − p) ≤ p / (1 − p)` and `1 − e^(−x) ≤ x`. Lets a tick
-/// drop tail keys that cannot reach the cut cheaply.
-pub(crate) fn serve_bound(p: f64, horizon: u32, due: Due) -> f64 {
-    if p >= 1.0 {
-        return 1.0;
-    }
-    let prior = p.max(0.0) / ((1.0 - p) * f64::from(horizon.max(1)));
+/// the calibrated probability and the intensity `lambda`: `raw ≥ λH / (1 + λH)` bounds the
+/// prior by `p·(1 + λH)/H`, and `1 − e^(−x) ≤ x`. Lets a tick drop tail keys that cannot reach
+/// the cut cheaply.
+pub(crate) fn serve_bound(p: f64, lambda: f64, horizon: u32, due: Due) -> f64 {
+    let h = f64::from(horizon.max(1));
+    let prior = p.clamp(0.0, 1.0) * (1.0 + lambda.max(0.0) * h) / h;
     updated_rate(prior, due) * f64::from(due.window)
 }
 
@@ -197,24 +209,55 @@ mod tests {
     fn probability_scales_with_the_window_and_the_copys_evidence() {
         assert!((within(0.75, 300, 150) - 0.5).abs() < 1e-12);
         // No evidence of its own: the model's rate as is.
-        let cold = serve_probability(0.75, 300, Due { window: 150, age: 0, queries: 0 });
+        // (An intensity whose probability within 300 s is 0.75, calibrated as is.)
+        let lam = -(0.25f64).ln() / 300.0;
+        let cold = serve_probability(0.75, 0.75, lam, 300, Due { window: 150, age: 0, queries: 0 });
         assert!((cold - 0.5).abs() < 1e-9, "{cold}");
         assert!((cold - within(0.75, 300, 150)).abs() < 1e-9);
-        // A copy that served nothing in a minute lowers it; one queried ten times raises it.
-        let quiet = serve_probability(0.75, 300, Due { window: 150, age: 60, queries: 0 });
-        let busy = serve_probability(0.75, 300, Due { window: 150, age: 60, queries: 10 });
-        assert!(quiet < cold - 0.05 && busy > 0.99, "{quiet} {busy}");
+        // A copy's evidence moves it, worth as much as the model's rate over ten expected
+        // queries (~2,160 s here): a copy that served nothing in ten minutes lowers it, one
+        // queried ten times in a minute raises it; a minute's silence barely does.
+        let due = |age, queries| Due { window: 150, age, queries };
+        let quiet = serve_probability(0.75, 0.75, lam, 300, due(600, 0));
+        let busy = serve_probability(0.75, 0.75, lam, 300, due(60, 10));
+        let minute = serve_probability(0.75, 0.75, lam, 300, due(60, 0));
+        assert!(quiet < cold - 0.05 && busy > cold + 0.2, "{quiet} {busy}");
+        assert!(minute < cold && minute > cold - 0.02, "{minute}");
+        // A busy key's rate survives its saturated probability: asked every 20 s, it has a
+        // query within 300 s all but surely, calibrated to 0.98; a 30 s copy of it serves a
+        // query 77% of the time (the rate behind 0.98 alone, 0.013/s, said 32%).
+        let busy_key = serve_probability(
+            0.98,
+            probability(0.05, 300),
+            0.05,
+            300,
+            Due { window: 30, age: 0, queries: 0 },
+        );
+        assert!((busy_key - probability(0.05 * 0.98, 30)).abs() < 1e-6, "{busy_key}");
         // The cheap bound never falls below the probability it bounds.
-        for p in [0.0, 0.01, 0.3, 0.75, 0.99] {
+        for (p, lam) in [
+            (0.0, 0.0),
+            (0.01, 0.000_03),
+            (0.3, 0.001_2),
+            (0.75, 0.004_6),
+            (0.99, 0.05),
+            (0.98, 0.2),
+        ] {
             for due in [
                 Due { window: 150, age: 0, queries: 0 },
                 Due { window: 60, age: 55, queries: 3 },
                 Due { window: 300, age: 900, queries: 1 },
             ] {
-                assert!(
-                    serve_bound(p, 300, due) >= serve_probability(p, 300, due) - 1e-12,
-                    "{p} {due:?}"
-                );
+                // (The map scales the raw probability by up to a half either way.)
+                let raw = probability(lam, 300);
+                for cal in [raw * 0.5, raw, (raw * 1.5).min(1.0)] {
+                    let ub = (cal * 1.01).min(1.0);
+                    assert!(
+                        serve_bound(ub, lam, 300, due)
+                            >= serve_probability(cal, raw, lam, 300, due) - 1e-12,
+                        "{p} {cal} {due:?}"
+                    );
+                }
             }
         }
         assert!((within(0.75, 300, 600) - 0.9375).abs() < 1e-12);

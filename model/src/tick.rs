@@ -231,6 +231,7 @@ impl Model {
                     });
                 let bound = score::serve_bound(
                     self.calibrator.map(class, (lambda * f64::from(horizon)).min(1.0)),
+                    lambda,
                     horizon,
                     d,
                 );
@@ -245,9 +246,13 @@ impl Model {
             let rank = match due {
                 None => raw,
                 Some(None) => continue,
-                Some(Some(d)) => {
-                    score::serve_probability(self.calibrator.map(class, raw), horizon, d)
-                }
+                Some(Some(d)) => score::serve_probability(
+                    self.calibrator.map(class, raw),
+                    raw,
+                    lambda,
+                    horizon,
+                    d,
+                ),
             };
             offer(&mut heap, self.s.top_n, Candidate { raw: rank, slot: slot as u32, reason });
         }
