@@ -235,13 +235,9 @@ impl Model {
                     self.schedule.park(fresh, until);
                     continue;
                 }
-                Some(Some(d)) => score::serve_probability(
-                    self.calibrator.map(class, raw),
-                    raw,
-                    lambda,
-                    horizon,
-                    d,
-                ),
+                Some(Some(d)) => {
+                    score::serve_probability(self.calibrator.map(class, raw), raw, lambda, d)
+                }
             };
             requeue.push(fresh);
             offer(&mut top, n, Candidate { raw: rank, slot: e.slot, reason });

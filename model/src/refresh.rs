@@ -409,8 +409,7 @@ impl Model {
         let seasonal = has_season.then_some(f64::from(k.season));
         let rates = Rates::of(k, t, (self.tau_fast, self.tau_slow), seasonal);
         let score::Score { reason, raw, lambda } = score::score(rates, weight, horizon);
-        let p =
-            score::serve_probability(self.calibrator.map(class, raw), raw, lambda, horizon, due);
+        let p = score::serve_probability(self.calibrator.map(class, raw), raw, lambda, due);
         if p < self.s.min_confidence {
             return None;
         }

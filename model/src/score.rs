@@ -144,7 +144,7 @@ pub(crate) fn updated_rate(prior: f64, due: Due) -> f64 {
 /// 300 s horizon, so `p` is about 0.98 whatever its rate, and that rate read back as 0.013/s —
 /// a key asked every 20 s looked like one asked every 77 s, and its refresh of a 30 s copy like a
 /// 32% chance where it is 78%.
-pub(crate) fn serve_probability(p: f64, raw: f64, lambda: f64, horizon: u32, due: Due) -> f64 {
+pub(crate) fn serve_probability(p: f64, raw: f64, lambda: f64, due: Due) -> f64 {
     let prior = if raw > 0.0 { lambda * p.clamp(0.0, 1.0) / raw } else { 0.0 };
     probability(updated_rate(prior, due), due.window)
 }
@@ -211,16 +211,16 @@ mod tests {
         // No evidence of its own: the model's rate as is.
         // (An intensity whose probability within 300 s is 0.75, calibrated as is.)
         let lam = -(0.25f64).ln() / 300.0;
-        let cold = serve_probability(0.75, 0.75, lam, 300, Due { window: 150, age: 0, queries: 0 });
+        let cold = serve_probability(0.75, 0.75, lam, Due { window: 150, age: 0, queries: 0 });
         assert!((cold - 0.5).abs() < 1e-9, "{cold}");
         assert!((cold - within(0.75, 300, 150)).abs() < 1e-9);
         // A copy's evidence moves it, worth as much as the model's rate over ten expected
         // queries (~2,160 s here): a copy that served nothing in ten minutes lowers it, one
         // queried ten times in a minute raises it; a minute's silence barely does.
         let due = |age, queries| Due { window: 150, age, queries };
-        let quiet = serve_probability(0.75, 0.75, lam, 300, due(600, 0));
-        let busy = serve_probability(0.75, 0.75, lam, 300, due(60, 10));
-        let minute = serve_probability(0.75, 0.75, lam, 300, due(60, 0));
+        let quiet = serve_probability(0.75, 0.75, lam, due(600, 0));
+        let busy = serve_probability(0.75, 0.75, lam, due(60, 10));
+        let minute = serve_probability(0.75, 0.75, lam, due(60, 0));
         assert!(quiet < cold - 0.05 && busy > cold + 0.2, "{quiet} {busy}");
         assert!(minute < cold && minute > cold - 0.02, "{minute}");
         // A busy key's rate survives its saturated probability: asked every 20 s, it has a
@@ -230,7 +230,6 @@ mod tests {
             0.98,
             probability(0.05, 300),
             0.05,
-            300,
             Due { window: 30, age: 0, queries: 0 },
         );
         assert!((busy_key - probability(0.05 * 0.98, 30)).abs() < 1e-6, "{busy_key}");
@@ -254,7 +253,7 @@ mod tests {
                     let ub = (cal * 1.01).min(1.0);
                     assert!(
                         serve_bound(ub, lam, 300, due)
-                            >= serve_probability(cal, raw, lam, 300, due) - 1e-12,
+                            >= serve_probability(cal, raw, lam, due) - 1e-12,
                         "{p} {cal} {due:?}"
                     );
                 }

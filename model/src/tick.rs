@@ -246,13 +246,9 @@ impl Model {
             let rank = match due {
                 None => raw,
                 Some(None) => continue,
-                Some(Some(d)) => score::serve_probability(
-                    self.calibrator.map(class, raw),
-                    raw,
-                    lambda,
-                    horizon,
-                    d,
-                ),
+                Some(Some(d)) => {
+                    score::serve_probability(self.calibrator.map(class, raw), raw, lambda, d)
+                }
             };
             offer(&mut heap, self.s.top_n, Candidate { raw: rank, slot: slot as u32, reason });
         }
