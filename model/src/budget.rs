@@ -32,7 +32,6 @@
 //! follow-ups and refresh-on-hit, [`Model::publish_event_driven`]), before it notes anything as
 //! warmed, so its cache view holds exactly what it published.
 
-use super::usefulness::Usefulness;
 use super::Model;
 use crate::refresh::Observed;
 use chrono::{DateTime, Utc};
@@ -304,37 +303,30 @@ impl Model {
         if candidates.is_empty() {
             return candidates;
         }
-        // With a view of the cache, each is published at the share of its reason's warms at its
-        // confidence that were used (`usefulness.rs`), as the tick's are.
-        let mut cells = Vec::with_capacity(candidates.len());
-        for p in &mut candidates {
-            cells.push(Usefulness::cell(p.reason, p.confidence));
-            if self.cache.is_some() {
-                p.confidence = self.usefulness.confidence(p.reason, p.confidence, t);
-            }
-        }
-        let mut order: Vec<usize> = (0..candidates.len()).collect();
-        order.sort_by(|&a, &b| candidates[b].confidence.total_cmp(&candidates[a].confidence));
-        let mut ranked: Vec<(Prediction, u8)> = order
-            .into_iter()
-            .map(|i| (candidates[i].clone(), cells[i]))
-            .filter(|(p, _)| p.confidence >= self.s.min_confidence && self.recent.would_publish(p))
+        // Each is published at the share of its reason's warms at its confidence that were used
+        // (`usefulness.rs`), as the tick's are.
+        let mut ranked: Vec<(Prediction, u8)> = candidates
+            .drain(..)
+            .map(|mut p| {
+                let cell;
+                (p.confidence, cell) = self.warm_confidence(p.reason, p.confidence, t);
+                (p, cell)
+            })
             .collect();
+        ranked.sort_by(|a, b| b.0.confidence.total_cmp(&a.0.confidence));
+        ranked
+            .retain(|(p, _)| p.confidence >= self.s.min_confidence && self.recent.would_publish(p));
         let n =
             self.spend.admit(t, self.s.min_confidence, ranked.iter().map(|(p, _)| p.confidence));
         ranked.truncate(n);
-        for (p, cell) in &ranked {
-            self.recent.remember(p);
+        for (p, cell) in ranked {
+            self.recent.remember(&p);
             if let (Some(tid), Some(mid)) = (self.tickers.id(&p.ticker), self.modules.id(&p.module))
             {
-                if let Some(view) = self.cache.as_mut() {
-                    view.warmed(tid, mid, t, *cell);
-                    self.usefulness.published(*cell, t);
-                    self.copy_changed(tid, mid);
-                }
+                self.note_warmed(tid, mid, t, cell);
             }
+            candidates.push(p);
         }
-        let candidates: Vec<Prediction> = ranked.into_iter().map(|(p, _)| p).collect();
         self.counters.predictions_sequence += candidates.len() as u64;
         candidates
     }

@@ -11,7 +11,6 @@ use super::keys::DEAD;
 use super::profile::{to_secs, SeasonFrame};
 use super::schedule::{crossed, Sampling, TickVisits};
 use super::score::{self, Rates};
-use super::usefulness::Usefulness;
 use super::window::NO_SAMPLE;
 use super::{Explanation, Model, Season};
 use chrono::{DateTime, Utc};
@@ -303,11 +302,8 @@ impl Model {
             let mut ranked: Vec<(Candidate, f64, u8)> = ranked
                 .into_iter()
                 .map(|(c, p)| {
-                    let cell = Usefulness::cell(c.reason, p);
-                    match &self.cache {
-                        Some(_) => (c, self.usefulness.confidence(c.reason, p, wm), cell),
-                        None => (c, p, cell),
-                    }
+                    let (p, cell) = self.warm_confidence(c.reason, p, wm);
+                    (c, p, cell)
                 })
                 .filter(|&(_, p, _)| p >= self.s.min_confidence)
                 .collect();
@@ -332,14 +328,8 @@ impl Model {
                     })
                 })
                 .collect();
-            if let Some(view) = self.cache.as_mut() {
-                for &(t, m, cell) in &warmed {
-                    view.warmed(t, m, wm, cell);
-                    self.usefulness.published(cell, wm);
-                }
-                for (t, m, _) in warmed {
-                    self.copy_changed(t, m);
-                }
+            for (t, m, cell) in warmed {
+                self.note_warmed(t, m, wm, cell);
             }
             self.counters.predictions_tick += out.len() as u64;
         } else {

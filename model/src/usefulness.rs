@@ -22,6 +22,7 @@
 //! Not checkpointed: after a restart the map is learnt again from the next warms (the raw
 //! confidences stand meanwhile).
 
+use super::Model;
 use prefetch_contract::prediction::Reason;
 
 /// Time constant of the counts' decay, event seconds (six hours).
@@ -101,6 +102,29 @@ impl Usefulness {
         let mut c = self.cells[usize::from(cell)];
         c.decay_to(t);
         (c.warms, c.used)
+    }
+}
+
+impl Model {
+    /// The confidence a candidate of `reason` with raw confidence `raw` is published and spent
+    /// at, at `t`, and its cell: the used share with a view of the cache, the raw confidence
+    /// without one (no warm's use is seen then).
+    pub(crate) fn warm_confidence(&self, reason: Reason, raw: f64, t: u32) -> (f64, u8) {
+        let cell = Usefulness::cell(reason, raw);
+        match self.cache {
+            Some(_) => (self.usefulness.confidence(reason, raw, t), cell),
+            None => (raw, cell),
+        }
+    }
+
+    /// A warm of `(tid, mid)` in `cell` was published at `t`: the cache view takes the copy it
+    /// stores, the cell counts it, and the lazy tick re-bounds the key.
+    pub(crate) fn note_warmed(&mut self, tid: u32, mid: u32, t: u32, cell: u8) {
+        if let Some(view) = self.cache.as_mut() {
+            view.warmed(tid, mid, t, cell);
+            self.usefulness.published(cell, t);
+            self.copy_changed(tid, mid);
+        }
     }
 }
 
