@@ -30,7 +30,7 @@
 //! A cycle is not part of the analyzer's checkpoint: after a restore it is learnt again from
 //! the key's next few queries (three periods).
 
-use super::refresh::unpack;
+use super::refresh::{unpack, CacheView};
 use super::Model;
 use std::collections::{BTreeMap, HashSet};
 
@@ -249,12 +249,20 @@ impl Echoes {
     }
 }
 
+impl CacheView {
+    /// Takes the echoes a tick at `wm` warms: those due before the next tick, or within
+    /// [`ECHO_MARGIN_S`] after it.
+    fn take_echoes(&mut self, wm: u32) -> Vec<(u32, u64)> {
+        self.echoes.take_until(wm.saturating_add(self.lead + ECHO_MARGIN_S))
+    }
+}
+
 impl Model {
     /// Drops the echoes a tick at `wm` would take, warming none: the model is disabled, and
     /// the wheel must not grow until it is enabled again.
     pub(crate) fn skip_echoes(&mut self, wm: u32) {
         if let Some(view) = self.cache.as_mut() {
-            view.echoes.take_until(wm.saturating_add(view.lead + ECHO_MARGIN_S));
+            view.take_echoes(wm);
         }
     }
 
@@ -265,7 +273,7 @@ impl Model {
     /// The lazy tick and the full walk both take them in `finish_tick`, so they agree.
     pub(crate) fn echo_candidates(&mut self, wm: u32, held: &HashSet<u32>) -> Vec<(u32, f64)> {
         let Some(view) = self.cache.as_mut() else { return Vec::new() };
-        let taken = view.echoes.take_until(wm.saturating_add(view.lead + ECHO_MARGIN_S));
+        let taken = view.take_echoes(wm);
         let mut out: Vec<(u32, f64)> = Vec::new();
         let mut seen: HashSet<u64> = HashSet::new();
         for (e, key) in taken {
