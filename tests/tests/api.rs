@@ -195,11 +195,17 @@ async fn every_original_action_answers_from_the_pipeline() {
 async fn a_config_change_is_seen_in_what_the_analyzer_and_the_warmer_do() {
     let kafka = TestKafka::start();
     let stack = spawn_stack(&kafka, "api-config", StackOptions { token: None }).await;
-    // A floor the clock's key (about 0.13) stays under, to be the one published after the
-    // change, and the dashboards' keys (about 0.5: an hour of one poll a minute, the last
-    // copy expired) clear.
-    let (code, body) =
-        post_json(&stack.api("action=config"), None, r#"{"min_confidence": 0.3}"#).await;
+    // A floor the clock's key (about 0.15) stays under, to be the one published after the
+    // change, and the dashboards' keys (over 0.5: an hour of one poll a minute, the last copy
+    // expired) clear. Every hour weighs 1: the events are stamped with the wall clock, and the
+    // default weights (0.3 from 21:00 New York) would move the scores with the hour the test
+    // runs at (the dashboards scored 0.49 at 20:30 and 0.23 at 21:15 New York).
+    let (code, body) = post_json(
+        &stack.api("action=config"),
+        None,
+        r#"{"min_confidence": 0.3, "hour_weights": {}}"#,
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     let mut events = dashboard("AAPL", "price", 1000);
     events.extend(dashboard("MSFT", "price", 1000));
