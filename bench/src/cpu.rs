@@ -27,6 +27,35 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU seconds the calling thread has used so far: the first field of
+/// `/proc/thread-self/schedstat`, nanoseconds on a CPU. A single-threaded measurement read off
+/// it holds on a loaded machine, where the wall time also counts the time others ran.
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(s.split_whitespace().next()?.parse::<u64>().ok()? as f64 / 1e9)
+}
+
+/// Times a span of the calling thread: its CPU time where `/proc` gives it, else wall time.
+pub struct Stopwatch {
+    cpu0: Option<f64>,
+    wall0: std::time::Instant,
+}
+
+impl Stopwatch {
+    /// Starts the span.
+    pub fn start() -> Self {
+        Self { cpu0: thread_cpu_seconds(), wall0: std::time::Instant::now() }
+    }
+
+    /// Seconds since the start: the thread's CPU time, or wall time without `/proc`.
+    pub fn seconds(&self) -> f64 {
+        match (self.cpu0, thread_cpu_seconds()) {
+            (Some(a), Some(b)) => b - a,
+            _ => self.wall0.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// A measurement of one process over one span.
 pub struct Meter {
     pid: u32,

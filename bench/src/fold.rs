@@ -5,7 +5,7 @@
 //! CPU time over its timed span (`cpu.rs`): the consumer's from its first message to its last,
 //! the analyzer's from its first folded event (read off its `/metrics`) to its last.
 
-use crate::cpu::{fmt_opt, fmt_spread, load_average, Meter, Sample};
+use crate::cpu::{fmt_opt, fmt_spread, load_average, Meter, Sample, Stopwatch};
 use crate::serve::{Service, ServiceProcess};
 use anyhow::Context;
 use chrono::{Duration as CDuration, Utc};
@@ -275,46 +275,47 @@ async fn drain_analyzer(
 }
 
 /// Times the analyzer's per-event work on one thread with no Kafka — parse and validate, fold,
-/// serialise the predictions it returns — so the fold rate can be read against its parts.
+/// serialise the predictions it returns — so the fold rate can be read against its parts. Each
+/// part is the thread's CPU time ([`Stopwatch`]), so the figures hold while others run.
 fn cpu_breakdown(evs: &[QueryEvent], refresh_ahead: bool) -> anyhow::Result<()> {
     use analyzer::service::pipeline::parse;
     let bodies: Vec<Vec<u8>> = evs.iter().map(QueryEvent::to_json).collect();
     let now = Utc::now() + CDuration::seconds(1);
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let parsed: Vec<QueryEvent> =
         bodies.iter().filter_map(|b| QueryEvent::from_json(b, now).ok()).collect();
-    let parse = started.elapsed().as_secs_f64();
+    let parse = started.seconds();
     // The analyzer's parse thread: located in the buffer without allocating, the rest parsed.
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let located: Vec<_> = bodies.iter().filter_map(|b| parse::locate(b, 0, now)).collect();
-    let parse_fast = started.elapsed().as_secs_f64();
+    let parse_fast = started.seconds();
     anyhow::ensure!(located.len() == parsed.len(), "every generated event is located");
     // The fold thread's model, built as the service builds it.
     let mut cfg = analyzer::service::Config::new("unused:9092");
     cfg.refresh_ahead = refresh_ahead;
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let mut predictions = Vec::new();
     let mut model = analyzer::service::model_for(&cfg, cfg.model_config()?)?;
     for (l, b) in located.iter().zip(&bodies) {
         predictions.extend(model.record_view(l.view(b)).predictions);
     }
-    let record = started.elapsed().as_secs_f64();
+    let record = started.seconds();
     // The same with owned events, parsed, recorded and dropped, as the analyzer did before.
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let mut model = analyzer::service::model_for(&cfg, cfg.model_config()?)?;
     for b in &bodies {
         let e = parse::event(b, now).expect("a generated event is valid");
         std::hint::black_box(model.record(&e));
     }
-    let owned = started.elapsed().as_secs_f64();
-    let started = Instant::now();
+    let owned = started.seconds();
+    let started = Stopwatch::start();
     let bytes: usize =
         predictions.iter().map(|p| serde_json::to_vec(p).map_or(0, |b| b.len())).sum();
-    let serialise = started.elapsed().as_secs_f64();
+    let serialise = started.seconds();
     std::hint::black_box(bytes);
     let us = |s: f64| s * 1e6 / evs.len() as f64;
     println!(
-        "CPU per event, one thread, no Kafka, refresh-ahead {refresh_ahead}: parse+validate {:.3} µs (QueryEvent::from_json) / {:.3} µs (the analyzer's parse::locate); record {:.3} µs; locate + record {:.3} µs against parse::event + record + drop {:.3} µs; serialise {} predictions {:.3} µs",
+        "CPU per event, one thread (its CPU time), no Kafka, refresh-ahead {refresh_ahead}: parse+validate {:.3} µs (QueryEvent::from_json) / {:.3} µs (the analyzer's parse::locate); record {:.3} µs; locate + record {:.3} µs against parse::event + record + drop {:.3} µs; serialise {} predictions {:.3} µs",
         us(parse),
         us(parse_fast),
         us(record),
