@@ -114,7 +114,7 @@ pub use report::{Admission, Counters, Explanation, Footprint, Recorded};
 pub use schedule::TickVisits;
 use sequence::Sequences;
 pub use snapshot::{Restored, SnapshotError, SNAPSHOT_VERSION};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use window::NO_SAMPLE;
 
 /// The current seasonal frame and the epoch keys compare their cached rate against.
@@ -164,11 +164,11 @@ pub struct Model {
     usefulness: usefulness::Usefulness,
 }
 
+/// The client's key in the sequence tables. Seeded per process like every map of the model
+/// ([`IdHash`]): the tables are not checkpointed, so the key needs to hold within one run
+/// only. (SipHash, before, was 2.5% of `record`: BENCHMARKS.md #15.)
 fn client_key(c: &str) -> u64 {
-    // DefaultHasher::new() has fixed keys: the same client hashes the same way every run.
-    let mut h = DefaultHasher::new();
-    c.hash(&mut h);
-    h.finish()
+    IdHash.hash_one(c)
 }
 
 impl Model {

@@ -24,6 +24,7 @@
 //! a time constant of a third of the retention, so one observation fades out over one retention.
 
 use super::keys::{IdHash, DEAD};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 /// Most outgoing edges kept per source ticker or module.
@@ -103,12 +104,17 @@ struct Decayed {
     at: u32,
 }
 
-fn decay(v: f32, from: u32, to: u32, tau: f32) -> f32 {
+/// The factor a count fades by from `from` to `to` (1 when `to` is not later).
+fn fade(from: u32, to: u32, tau: f32) -> f32 {
     if to > from {
-        v * (-((to - from) as f32) / tau).exp()
+        (-((to - from) as f32) / tau).exp()
     } else {
-        v
+        1.0
     }
+}
+
+fn decay(v: f32, from: u32, to: u32, tau: f32) -> f32 {
+    v * fade(from, to, tau)
 }
 
 impl Decayed {
@@ -121,19 +127,31 @@ impl Decayed {
     }
 }
 
+/// One source of a transition table: how often it was seen (the opportunities) and its
+/// outgoing edges. Both live in one map entry, so the event that counts a source and reads its
+/// edges probes the map once (the sequence tables were 39% of `record` in the profile,
+/// BENCHMARKS.md #15). A source absent before is `Source::default()`: no count, no edge.
+#[derive(Debug, Default)]
+struct Source {
+    out: Decayed,
+    edges: Vec<Edge>,
+}
+
+/// Sources by id: module, ticker, or [`ctx_key`].
+type Table = HashMap<u32, Source, IdHash>;
+
 /// Client positions and both transition tables.
 #[derive(Debug)]
 pub(crate) struct Sequences {
     clients: HashMap<u64, Last, IdHash>,
     /// The latest query naming no client, per ticker id.
     anon: HashMap<u32, Last, IdHash>,
-    module_edges: HashMap<u32, Vec<Edge>, IdHash>,
-    module_out: HashMap<u32, Decayed, IdHash>,
-    ticker_edges: HashMap<u32, Vec<Edge>, IdHash>,
-    ticker_out: HashMap<u32, Decayed, IdHash>,
+    /// Module → module on the same ticker (for `Stats`).
+    modules: Table,
+    /// Ticker → (ticker, module).
+    tickers: Table,
     /// Module → module on the same ticker, by session position of the source ([`ctx_key`]).
-    ctx_edges: HashMap<u32, Vec<Edge>, IdHash>,
-    ctx_out: HashMap<u32, Decayed, IdHash>,
+    ctx: Table,
     gap: u32,
     horizon: u32,
     tau: f32,
@@ -143,8 +161,10 @@ fn learn(edges: &mut Vec<Edge>, ticker: u32, module: u32, t: u32, within: bool, 
     let hit = if within { 1.0 } else { 0.0 };
     if let Some(e) = edges.iter_mut().find(|e| e.ticker == ticker && e.module == module) {
         let to = e.at.max(t);
-        e.in_gap = decay(e.in_gap, e.at, to, tau) + 1.0;
-        e.in_horizon = decay(e.in_horizon, e.at, to, tau) + hit;
+        // Both counts fade by the same factor: one `exp`, not two.
+        let f = fade(e.at, to, tau);
+        e.in_gap = e.in_gap * f + 1.0;
+        e.in_horizon = e.in_horizon * f + hit;
         e.at = to;
         return;
     }
@@ -164,19 +184,25 @@ fn learn(edges: &mut Vec<Edge>, ticker: u32, module: u32, t: u32, within: bool, 
 /// on the edge's own, never the source key itself.
 fn follows(
     out: &mut Vec<Follow>,
-    edges: Option<&Vec<Edge>>,
+    edges: &[Edge],
     out_count: f32,
     (ticker, module): (u32, u32),
     same_ticker: bool,
     (t, tau): (u32, f32),
     min_p: f64,
 ) {
-    for e in edges.into_iter().flatten() {
+    let opportunities = f64::from(out_count) + 1.0;
+    for e in edges {
         let to = if same_ticker { (ticker, e.module) } else { (e.ticker, e.module) };
         if to == (ticker, module) {
             continue;
         }
-        let p = f64::from(decay(e.in_horizon, e.at, t, tau)) / (f64::from(out_count) + 1.0);
+        // Fading only lowers a count: an edge below `min_p` before it fades stays below after,
+        // and costs no `exp`.
+        if f64::from(e.in_horizon) / opportunities < min_p {
+            continue;
+        }
+        let p = f64::from(decay(e.in_horizon, e.at, t, tau)) / opportunities;
         if p >= min_p && p > 0.0 {
             out.push(Follow { ticker: to.0, module: to.1, probability: p });
         }
@@ -189,12 +215,9 @@ impl Sequences {
         Self {
             clients: HashMap::default(),
             anon: HashMap::default(),
-            module_edges: HashMap::default(),
-            module_out: HashMap::default(),
-            ticker_edges: HashMap::default(),
-            ticker_out: HashMap::default(),
-            ctx_edges: HashMap::default(),
-            ctx_out: HashMap::default(),
+            modules: Table::default(),
+            tickers: Table::default(),
+            ctx: Table::default(),
             gap,
             horizon,
             tau: retention as f32 / 3.0,
@@ -219,64 +242,50 @@ impl Sequences {
         window: u32,
     ) -> Vec<Follow> {
         let tau = self.tau;
+        let (gap, horizon) = (self.gap, self.horizon);
         let mut ctx = FIRST;
-        if let Some(prev) = self.clients.get(&client).copied() {
-            if t < prev.at {
-                return Vec::new();
-            }
-            let dt = t - prev.at;
-            if dt <= self.gap {
-                let within = dt <= window.min(self.horizon);
-                if prev.ticker == ticker {
-                    ctx = SAME;
-                    learn(
-                        self.module_edges.entry(prev.module).or_default(),
-                        DEAD,
-                        module,
-                        t,
-                        within,
-                        tau,
-                    );
-                    learn(
-                        self.ctx_edges.entry(ctx_key(prev.module, prev.ctx)).or_default(),
-                        DEAD,
-                        module,
-                        t,
-                        within,
-                        tau,
-                    );
-                } else {
-                    ctx = OTHER;
-                    learn(
-                        self.ticker_edges.entry(prev.ticker).or_default(),
-                        ticker,
-                        module,
-                        t,
-                        within,
-                        tau,
-                    );
+        // One probe of the client's entry: read its previous query, then overwrite it.
+        let last = match self.clients.entry(client) {
+            Entry::Occupied(o) => {
+                let last = o.into_mut();
+                let prev = *last;
+                if t < prev.at {
+                    return Vec::new();
                 }
+                let dt = t - prev.at;
+                if dt <= gap {
+                    let within = dt <= window.min(horizon);
+                    if prev.ticker == ticker {
+                        ctx = SAME;
+                        let edges = &mut self.modules.entry(prev.module).or_default().edges;
+                        learn(edges, DEAD, module, t, within, tau);
+                        let source = ctx_key(prev.module, prev.ctx);
+                        let edges = &mut self.ctx.entry(source).or_default().edges;
+                        learn(edges, DEAD, module, t, within, tau);
+                    } else {
+                        ctx = OTHER;
+                        let edges = &mut self.tickers.entry(prev.ticker).or_default().edges;
+                        learn(edges, ticker, module, t, within, tau);
+                    }
+                }
+                last
             }
-        }
-        self.module_out.entry(module).or_default().add(t, tau);
-        // Each count is read back at once (one lookup, not two: this runs for every event).
-        let key = ctx_key(module, ctx);
-        let m_out = {
-            let d = self.ctx_out.entry(key).or_default();
-            d.add(t, tau);
-            d.get(t, tau)
+            Entry::Vacant(v) => v.insert(Last { ticker, module, at: t, ctx }),
         };
-        let t_out = {
-            let d = self.ticker_out.entry(ticker).or_default();
-            d.add(t, tau);
-            d.get(t, tau)
-        };
-        self.clients.insert(client, Last { ticker, module, at: t, ctx });
+        *last = Last { ticker, module, at: t, ctx };
+        self.modules.entry(module).or_default().out.add(t, tau);
 
+        // Each source is counted and its edges read in one probe (this runs for every event).
         let mut out = Vec::new();
         let from = (ticker, module);
-        follows(&mut out, self.ctx_edges.get(&key), m_out, from, true, (t, tau), min_p);
-        follows(&mut out, self.ticker_edges.get(&ticker), t_out, from, false, (t, tau), min_p);
+        let source = self.ctx.entry(ctx_key(module, ctx)).or_default();
+        source.out.add(t, tau);
+        let m_out = source.out.get(t, tau);
+        follows(&mut out, &source.edges, m_out, from, true, (t, tau), min_p);
+        let source = self.tickers.entry(ticker).or_default();
+        source.out.add(t, tau);
+        let t_out = source.out.get(t, tau);
+        follows(&mut out, &source.edges, t_out, from, false, (t, tau), min_p);
         out
     }
 
@@ -301,30 +310,34 @@ impl Sequences {
         window: u32,
     ) -> Vec<Follow> {
         let tau = self.tau;
+        let (gap, horizon) = (self.gap, self.horizon);
         let mut ctx = ANON_START;
-        if let Some(prev) = self.anon.get(&ticker).copied() {
-            if t < prev.at {
-                return Vec::new();
+        let last = match self.anon.entry(ticker) {
+            Entry::Occupied(o) => {
+                let last = o.into_mut();
+                let prev = *last;
+                if t < prev.at {
+                    return Vec::new();
+                }
+                let dt = t - prev.at;
+                if dt <= gap {
+                    let edges =
+                        &mut self.ctx.entry(ctx_key(prev.module, prev.ctx)).or_default().edges;
+                    learn(edges, DEAD, module, t, dt <= window.min(horizon), tau);
+                }
+                if dt <= ANON_STEP_S {
+                    ctx = ANON_NEXT;
+                }
+                last
             }
-            let dt = t - prev.at;
-            if dt <= self.gap {
-                let edges = self.ctx_edges.entry(ctx_key(prev.module, prev.ctx)).or_default();
-                learn(edges, DEAD, module, t, dt <= window.min(self.horizon), tau);
-            }
-            if dt <= ANON_STEP_S {
-                ctx = ANON_NEXT;
-            }
-        }
-        let key = ctx_key(module, ctx);
-        let out_count = {
-            let d = self.ctx_out.entry(key).or_default();
-            d.add(t, tau);
-            d.get(t, tau)
+            Entry::Vacant(v) => v.insert(Last { ticker, module, at: t, ctx }),
         };
-        self.anon.insert(ticker, Last { ticker, module, at: t, ctx });
+        *last = Last { ticker, module, at: t, ctx };
         let mut out = Vec::new();
-        let from = (ticker, module);
-        follows(&mut out, self.ctx_edges.get(&key), out_count, from, true, (t, tau), min_p);
+        let source = self.ctx.entry(ctx_key(module, ctx)).or_default();
+        source.out.add(t, tau);
+        let out_count = source.out.get(t, tau);
+        follows(&mut out, &source.edges, out_count, (ticker, module), true, (t, tau), min_p);
         out
     }
 
@@ -341,28 +354,30 @@ impl Sequences {
         self.anon.retain(|_, l| {
             now.saturating_sub(l.at) <= gap && !dead_t(l.ticker) && !dead_m(l.module)
         });
-        let keep_edges = |edges: &mut Vec<Edge>| {
-            edges.retain(|e| {
+        // A faded count is forgotten (back to none) and faded edges go; a source with neither
+        // left goes too.
+        let keep = |source: &mut Source| {
+            source.edges.retain(|e| {
                 decay(e.in_gap, e.at, now, tau) >= FORGET
                     && !dead_m(e.module)
                     && (e.ticker == DEAD || !dead_t(e.ticker))
             });
-            edges.shrink_to_fit();
-            !edges.is_empty()
+            source.edges.shrink_to_fit();
+            if source.out.get(now, tau) < FORGET {
+                source.out = Decayed::default();
+            }
+            !source.edges.is_empty() || source.out.at != 0 || source.out.value != 0.0
         };
-        self.module_edges.retain(|&m, edges| !dead_m(m) && keep_edges(edges));
-        self.ticker_edges.retain(|&t, edges| !dead_t(t) && keep_edges(edges));
-        self.module_out.retain(|&m, d| !dead_m(m) && d.get(now, tau) >= FORGET);
-        self.ctx_edges.retain(|&k, edges| !dead_m(k >> 3) && keep_edges(edges));
-        self.ctx_out.retain(|&k, d| !dead_m(k >> 3) && d.get(now, tau) >= FORGET);
-        self.ticker_out.retain(|&t, d| !dead_t(t) && d.get(now, tau) >= FORGET);
+        self.modules.retain(|&m, source| !dead_m(m) && keep(source));
+        self.tickers.retain(|&t, source| !dead_t(t) && keep(source));
+        self.ctx.retain(|&k, source| !dead_m(k >> 3) && keep(source));
     }
 
     /// Every learned edge with its decayed count and probability at `now`.
     pub fn edges(&self, now: u32) -> Vec<EdgeView> {
         let tau = self.tau;
-        let view = |kind, from: u32, outs: &HashMap<u32, Decayed, IdHash>, e: &Edge| {
-            let opportunities = outs.get(&from).map_or(0.0, |d| d.get(now, tau));
+        let view = |kind, from: u32, source: &Source, e: &Edge| {
+            let opportunities = source.out.get(now, tau);
             EdgeView {
                 kind,
                 from,
@@ -373,11 +388,11 @@ impl Sequences {
                     / (f64::from(opportunities) + 1.0),
             }
         };
-        let modules = self.module_edges.iter().flat_map(|(&m, es)| {
-            es.iter().map(move |e| view(EdgeKind::Module, m, &self.module_out, e))
+        let modules = self.modules.iter().flat_map(|(&m, source)| {
+            source.edges.iter().map(move |e| view(EdgeKind::Module, m, source, e))
         });
-        let tickers = self.ticker_edges.iter().flat_map(|(&t, es)| {
-            es.iter().map(move |e| view(EdgeKind::Ticker, t, &self.ticker_out, e))
+        let tickers = self.tickers.iter().flat_map(|(&t, source)| {
+            source.edges.iter().map(move |e| view(EdgeKind::Ticker, t, source, e))
         });
         modules.chain(tickers).collect()
     }

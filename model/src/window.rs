@@ -79,7 +79,11 @@ impl KeyState {
     /// Counts one event at `t` in `bucket`. Out-of-order events are folded exactly: an event
     /// older than `last` adds its already-decayed weight instead of moving the clock back.
     pub fn record(&mut self, t: u32, bucket: u32, tau_fast: f32, tau_slow: f32) {
-        if t >= self.last {
+        if t == self.last {
+            // Nothing fades within a second (`exp(-0) = 1`): a busy key's events skip both `exp`.
+            self.fast += 1.0;
+            self.slow += 1.0;
+        } else if t > self.last {
             let dt = (t - self.last) as f32;
             self.fast = self.fast * (-dt / tau_fast).exp() + 1.0;
             self.slow = self.slow * (-dt / tau_slow).exp() + 1.0;

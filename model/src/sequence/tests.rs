@@ -6,6 +6,13 @@ const PRICE: u32 = 0;
 const CHART: u32 = 1;
 const NEWS: u32 = 2;
 
+/// Sources of the contextual table with edges, and with a count.
+fn ctx_sizes(s: &Sequences) -> (usize, usize) {
+    let with_edges = s.ctx.values().filter(|x| !x.edges.is_empty()).count();
+    let counted = s.ctx.values().filter(|x| x.out.value != 0.0).count();
+    (with_edges, counted)
+}
+
 #[test]
 fn learns_module_follow_ups_across_tickers() {
     let mut s = Sequences::new(1_800, 300, 7 * 86_400);
@@ -101,7 +108,7 @@ fn sweep_forgets_idle_anonymous_tickers_their_faded_tables_and_freed_ids() {
     s.observe_anonymous(1, CHART, 1_010, 0.5, u32::MAX);
     s.observe_anonymous(2, PRICE, 1_000, 0.5, u32::MAX);
     s.sweep(1_100, &[], &[]);
-    assert_eq!((s.anon.len(), s.ctx_edges.len()), (2, 1));
+    assert_eq!((s.anon.len(), ctx_sizes(&s).0), (2, 1));
     // Ticker 2 freed: its last query goes; ticker 1's stays within the session gap.
     let mut freed = vec![false; 3];
     freed[2] = true;
@@ -111,17 +118,17 @@ fn sweep_forgets_idle_anonymous_tickers_their_faded_tables_and_freed_ids() {
     let mut chart = vec![false; 4];
     chart[CHART as usize] = true;
     s.sweep(5_000, &[], &chart);
-    assert!(s.anon.is_empty() && s.ctx_edges.is_empty(), "{:?}", s.ctx_edges);
+    assert!(s.anon.is_empty() && ctx_sizes(&s).0 == 0, "{:?}", s.ctx);
     // A table of modules still live fades out: one observation within a retention, the three
     // session starts of price within two.
     s.observe_anonymous(3, PRICE, 10_000, 0.5, u32::MAX);
     s.observe_anonymous(3, NEWS, 10_010, 0.5, u32::MAX);
     s.sweep(10_100, &[], &[]);
-    assert_eq!((s.ctx_edges.len(), s.ctx_out.len()), (1, 2));
+    assert_eq!(ctx_sizes(&s), (1, 2));
     s.sweep(10_010 + 3 * 86_400 + 60, &[], &[]);
-    assert!(s.ctx_edges.is_empty() && s.ctx_out.len() == 1, "{:?}", s.ctx_out);
+    assert_eq!(ctx_sizes(&s), (0, 1), "{:?}", s.ctx);
     s.sweep(10_010 + 6 * 86_400, &[], &[]);
-    assert!(s.ctx_edges.is_empty() && s.ctx_out.is_empty(), "{:?} {:?}", s.ctx_edges, s.ctx_out);
+    assert!(s.ctx.is_empty(), "{:?}", s.ctx);
 }
 
 #[test]
@@ -161,4 +168,24 @@ fn queries_naming_no_client_teach_same_ticker_follow_ups_from_the_tickers_stream
         short.observe_anonymous(i, CHART, t + 20, 0.5, 10);
     }
     assert!(short.observe_anonymous(900, PRICE, 300_000, 0.1, 10).is_empty());
+}
+
+#[test]
+fn a_faded_count_is_forgotten_while_the_sources_edges_live_on() {
+    // A source's count and edges share one entry: a sweep must forget the count once faded
+    // (as a table of counts of its own did) yet keep the edges, which fade from later on.
+    let mut s = Sequences::new(1_800, 300, 3 * 86_400);
+    s.observe(1, 7, PRICE, 1_000, 0.5, u32::MAX);
+    s.observe(1, 7, CHART, 1_300, 0.5, u32::MAX);
+    // The price count (at 1,000) has faded below the bar, the price → chart edge (at 1,300) not.
+    let now = 1_000 + 258_900;
+    s.sweep(now, &[], &[]);
+    let edges = s.edges(now);
+    let e = edges.iter().find(|e| e.kind == EdgeKind::Module).expect("price → chart kept");
+    assert!(e.in_gap > 0.05, "{e:?}");
+    assert!((e.probability - e.in_gap).abs() < 1e-6, "no opportunity left: {e:?}");
+    // A newcomer's price counts from one, not from the faded rest.
+    let f = s.observe(2, 9, PRICE, now + 1, 0.0, u32::MAX);
+    assert_eq!(f.iter().map(|f| (f.ticker, f.module)).collect::<Vec<_>>(), vec![(9, CHART)]);
+    assert!((f[0].probability - e.in_gap / 2.0).abs() < 1e-5, "{f:?} {e:?}");
 }
