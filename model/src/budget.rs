@@ -36,7 +36,7 @@ use super::Model;
 use crate::refresh::Observed;
 use chrono::{DateTime, Utc};
 pub use prefetch_contract::budget::Budget;
-use prefetch_contract::prediction::Prediction;
+use prefetch_contract::prediction::{Prediction, Reason};
 use serde::Serialize;
 
 /// Seconds of earnings a ratio budget's bucket holds.
@@ -260,6 +260,27 @@ impl Spend {
     }
 }
 
+/// An event-driven prediction before the budget and the publish de-duplication decide on it:
+/// by ids, so one held back (most are) costs no name copied.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub ticker: u32,
+    pub module: u32,
+    pub confidence: f64,
+    pub reason: Reason,
+}
+
+impl Candidate {
+    fn published(&self, at: DateTime<Utc>) -> crate::recent::Published {
+        crate::recent::Published {
+            ticker: self.ticker,
+            module: self.module,
+            at,
+            confidence: self.confidence,
+        }
+    }
+}
+
 impl Model {
     /// Sets the fetch budget (the live config's `budget`; the services and the backtest set it
     /// before the first event). A model built without one has none ([`Budget::Off`]): only
@@ -292,42 +313,60 @@ impl Model {
         self.spend.admit(wm, self.s.min_confidence, confidences)
     }
 
-    /// The event-driven candidates of one event at `t` — learned follow-ups and refresh on hit
-    /// — best first, through the publish de-duplication ([`crate::Recent`]) and the budget; what
-    /// is published is remembered and noted as warmed in the cache view.
+    /// The event-driven candidates of one event at `t` (event time `at`) — learned follow-ups
+    /// and refresh on hit — best first, through the publish de-duplication (`recent.rs`) and the
+    /// budget; what is published is remembered, noted as warmed in the cache view, and only then
+    /// given its names.
     pub(crate) fn publish_event_driven(
         &mut self,
-        mut candidates: Vec<Prediction>,
+        candidates: Vec<Candidate>,
         t: u32,
+        at: DateTime<Utc>,
     ) -> Vec<Prediction> {
         if candidates.is_empty() {
-            return candidates;
+            return Vec::new();
         }
         // Each is published at the share of its reason's warms at its confidence that were used
         // (`usefulness.rs`), as the tick's are.
-        let mut ranked: Vec<(Prediction, u8)> = candidates
-            .drain(..)
-            .map(|mut p| {
+        let mut ranked: Vec<(Candidate, u8)> = candidates
+            .into_iter()
+            .filter(|c| {
+                self.tickers.name(c.ticker).is_some() && self.modules.name(c.module).is_some()
+            })
+            .map(|mut c| {
                 let cell;
-                (p.confidence, cell) = self.warm_confidence(p.reason, p.confidence, t);
-                (p, cell)
+                (c.confidence, cell) = self.warm_confidence(c.reason, c.confidence, t);
+                (c, cell)
             })
             .collect();
         ranked.sort_by(|a, b| b.0.confidence.total_cmp(&a.0.confidence));
-        ranked
-            .retain(|(p, _)| p.confidence >= self.s.min_confidence && self.recent.would_publish(p));
+        let horizon_s = u64::from(self.s.horizon);
+        ranked.retain(|(c, _)| {
+            c.confidence >= self.s.min_confidence
+                && self.recent.would_publish(c.published(at), horizon_s)
+        });
         let n =
-            self.spend.admit(t, self.s.min_confidence, ranked.iter().map(|(p, _)| p.confidence));
+            self.spend.admit(t, self.s.min_confidence, ranked.iter().map(|(c, _)| c.confidence));
         ranked.truncate(n);
-        for (p, cell) in ranked {
-            self.recent.remember(&p);
-            if let (Some(tid), Some(mid)) = (self.tickers.id(&p.ticker), self.modules.id(&p.module))
-            {
-                self.note_warmed(tid, mid, t, cell);
-            }
-            candidates.push(p);
+        let mut published = Vec::with_capacity(ranked.len());
+        for (c, cell) in ranked {
+            self.recent.remember(c.published(at));
+            self.note_warmed(c.ticker, c.module, t, cell);
+            let (Some(ticker), Some(module)) =
+                (self.tickers.name(c.ticker), self.modules.name(c.module))
+            else {
+                continue;
+            };
+            published.push(Prediction {
+                ticker: ticker.clone(),
+                module: module.clone(),
+                confidence: c.confidence,
+                horizon_s,
+                generated_at: at,
+                reason: c.reason,
+            });
         }
-        self.counters.predictions_sequence += candidates.len() as u64;
-        candidates
+        self.counters.predictions_sequence += published.len() as u64;
+        published
     }
 }

@@ -38,7 +38,7 @@
 //! - `snapshot.rs`: [`Model::snapshot`] / [`Model::restore`] — the state of a set of tickers in
 //!   a versioned binary form (the analyzer's per-partition checkpoints).
 //! - `patterns.rs`: [`Model::patterns_input`] and the snapshot's result types.
-//! - `recent.rs`: [`Recent`], which event-driven predictions are new enough to publish.
+//! - `recent.rs`: `Recent`, which event-driven predictions are new enough to publish.
 //! - `budget.rs`: [`budget::Spend`], the fetch budget spent online — an event-time token bucket
 //!   fed by the calls of no warming and drawn by demand fetches — which decides how many of a tick's or an event's
 //!   candidates are published ([`Model::set_budget`], [`Model::spend_status`]).
@@ -50,8 +50,8 @@
 //! EWMAs, closes the key's open calibration sample as a hit if it falls inside it, updates the
 //! key's cached copy and polling period (refresh-ahead), and teaches the transition tables —
 //! the client's when the event names one, else the ticker's own for queries naming no client —
-//! returning any learned follow-up likely enough to publish ([`Reason::Sequence`]); [`Recent`]
-//! then drops the ones published moments ago.
+//! returning any learned follow-up likely enough to publish ([`Reason::Sequence`]); `Recent`
+//! then drops the ones published moments ago, by ids, before any is given its names.
 //!
 //! `tick(now)` moves the watermark and, for each key it must visit: expire old buckets (and the
 //! key, if none is left), update a prior built from the steady and seasonal rates with the
@@ -105,9 +105,9 @@ pub use keys::{IdHash, IdHasher};
 use keys::{Interner, KeyTable};
 pub use patterns::{KeyCount, NameCount, PatternsInput, SequenceKind, SequenceStat, Stats};
 use prefetch_contract::contract::{EventRef, Module, QueryEvent, Ticker};
-use prefetch_contract::prediction::{Prediction, Reason};
+use prefetch_contract::prediction::Reason;
 use profile::{to_secs, Calendar, SeasonFrame, Slot};
-pub use recent::Recent;
+use recent::Recent;
 pub use refresh::CacheTtls;
 use refresh::CacheView;
 pub use report::{Admission, Counters, Explanation, Footprint, Recorded};
@@ -274,9 +274,9 @@ impl Model {
         }
         let mut candidates = self.fold(event, t, true);
         if let Some((slot, expires)) = self.hit_refresh.take() {
-            candidates.extend(self.refresh_on_hit(slot, t, expires, event.ts));
+            candidates.extend(self.refresh_on_hit(slot, t, expires));
         }
-        let predictions = self.publish_event_driven(candidates, t);
+        let predictions = self.publish_event_driven(candidates, t, event.ts);
         Recorded { admission, predictions }
     }
 
@@ -320,7 +320,7 @@ impl Model {
 
     /// Updates the key's state and the sequences with an admitted event at `t` (seconds);
     /// returns the event-driven predictions when `predict`.
-    fn fold(&mut self, event: EventRef<'_>, t: u32, predict: bool) -> Vec<Prediction> {
+    fn fold(&mut self, event: EventRef<'_>, t: u32, predict: bool) -> Vec<budget::Candidate> {
         let bucket = t / self.s.bucket;
         self.first_bucket = Some(self.first_bucket.map_or(bucket, |b| b.min(bucket)));
         let tid = self.tickers.intern_str(event.ticker(), || event.to_ticker());
@@ -374,8 +374,8 @@ impl Model {
             return Vec::new();
         }
         // The best `top_n` follow-ups by confidence; with a view of the cache, only those whose
-        // copy is missing or about to expire. Filtered by id before any name is cloned: most
-        // follow-ups of a busy session are held back.
+        // copy is missing or about to expire. By id: most follow-ups of a busy session are held
+        // back, and only what is published is given its names (`publish_event_driven`).
         follows.retain(|f| {
             self.tickers.name(f.ticker).is_some() && self.modules.name(f.module).is_some()
         });
@@ -387,15 +387,11 @@ impl Model {
         }
         follows
             .iter()
-            .filter_map(|f| {
-                Some(Prediction {
-                    ticker: self.tickers.name(f.ticker)?.clone(),
-                    module: self.modules.name(f.module)?.clone(),
-                    confidence: confidence(f),
-                    horizon_s: u64::from(self.s.horizon),
-                    generated_at: event.ts,
-                    reason: Reason::Sequence,
-                })
+            .map(|f| budget::Candidate {
+                ticker: f.ticker,
+                module: f.module,
+                confidence: confidence(f),
+                reason: Reason::Sequence,
             })
             .collect()
     }

@@ -2,10 +2,7 @@
 
 use crate::keys::IdHash;
 use chrono::{DateTime, Utc};
-use prefetch_contract::contract::{Module, Ticker};
-use prefetch_contract::prediction::Prediction;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 
 /// Event-driven predictions published lately, by key. A key is published again only when the
 /// last one is older than a fifth of its horizon (event time) or was less confident: every
@@ -13,11 +10,13 @@ use std::hash::{BuildHasher, Hasher};
 /// warmer would only skip it as fresh. Measured: 16% of the benchmark's events caused a
 /// prediction, and publishing them cost 30% of the fold rate.
 ///
-/// Nearly every event's follow-up was published moments ago, so the check must not allocate:
-/// entries are found by a hash of the names and confirmed by comparing them; the names are
-/// cloned only when an entry is written.
+/// Nearly every event's follow-up was published moments ago, so the check runs on the key's
+/// interned ids, before any name is cloned into a prediction (with refresh-ahead off the
+/// names' copies and the check by name were a third of `record`: BENCHMARKS.md #15). Ids are
+/// recycled, so the entries of freed ids are forgotten when they are freed
+/// ([`Recent::forget_freed`]).
 #[derive(Default, Clone)]
-pub struct Recent(HashMap<u64, Seen, PassThrough>);
+pub(crate) struct Recent(HashMap<u64, Seen, IdHash>);
 
 impl std::fmt::Debug for Recent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -25,90 +24,49 @@ impl std::fmt::Debug for Recent {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Seen {
-    ticker: Ticker,
-    module: Module,
     at: DateTime<Utc>,
     confidence: f64,
 }
 
-/// The map's keys are already hashes: use them as they are.
-#[derive(Default, Clone, Copy)]
-struct PassThrough;
-
-struct PassThroughHasher(u64);
-
-impl BuildHasher for PassThrough {
-    type Hasher = PassThroughHasher;
-    fn build_hasher(&self) -> PassThroughHasher {
-        PassThroughHasher(0)
-    }
+/// One published prediction, as [`Recent`] sees it: the key's ids, when and how sure.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Published {
+    pub ticker: u32,
+    pub module: u32,
+    pub at: DateTime<Utc>,
+    pub confidence: f64,
 }
 
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 keys")
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = x;
-    }
-}
-
-/// The hash of `ticker \xff module`. Collisions are harmless: the names are compared, and a
-/// mismatch publishes.
-fn key_hash(ticker: &str, module: &str) -> u64 {
-    let mut h = IdHash.build_hasher();
-    h.write(ticker.as_bytes());
-    h.write(&[0xff]);
-    h.write(module.as_bytes());
-    h.finish()
+fn pack(ticker: u32, module: u32) -> u64 {
+    (u64::from(ticker) << 32) | u64::from(module)
 }
 
 impl Recent {
     /// Whether `p` should be published now; remembers it if so.
-    pub fn fresh(&mut self, p: &Prediction) -> bool {
-        if !self.would_publish(p) {
+    #[cfg(test)]
+    pub fn fresh(&mut self, p: Published, horizon_s: u64) -> bool {
+        if !self.would_publish(p, horizon_s) {
             return false;
         }
         self.remember(p);
         true
     }
 
-    /// Whether `p` is new enough to publish (nothing is remembered: see [`Recent::remember`]).
-    pub fn would_publish(&self, p: &Prediction) -> bool {
-        let again_after = chrono::Duration::seconds((p.horizon_s / 5) as i64);
-        let h = key_hash(p.ticker.as_str(), p.module.as_str());
-        match self.0.get(&h) {
-            Some(seen) if seen.ticker == p.ticker && seen.module == p.module => {
-                p.generated_at >= seen.at + again_after || p.confidence > seen.confidence
-            }
-            _ => true,
+    /// Whether `p`, predicted for `horizon_s`, is new enough to publish (nothing is
+    /// remembered: see [`Recent::remember`]).
+    pub fn would_publish(&self, p: Published, horizon_s: u64) -> bool {
+        let again_after = chrono::Duration::seconds((horizon_s / 5) as i64);
+        match self.0.get(&pack(p.ticker, p.module)) {
+            Some(seen) => p.at >= seen.at + again_after || p.confidence > seen.confidence,
+            None => true,
         }
     }
 
     /// Remembers `p` as published.
-    pub fn remember(&mut self, p: &Prediction) {
-        let h = key_hash(p.ticker.as_str(), p.module.as_str());
-        match self.0.get_mut(&h) {
-            Some(seen) if seen.ticker == p.ticker && seen.module == p.module => {
-                (seen.at, seen.confidence) = (p.generated_at, p.confidence);
-            }
-            _ => {
-                self.0.insert(
-                    h,
-                    Seen {
-                        ticker: p.ticker.clone(),
-                        module: p.module.clone(),
-                        at: p.generated_at,
-                        confidence: p.confidence,
-                    },
-                );
-            }
-        }
+    pub fn remember(&mut self, p: Published) {
+        self.0.insert(pack(p.ticker, p.module), Seen { at: p.at, confidence: p.confidence });
     }
 
     /// Forgets entries older than `horizon` before `now` (called on each tick: memory follows
@@ -117,73 +75,78 @@ impl Recent {
         self.0.retain(|_, s| s.at + horizon > now);
     }
 
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.0.len()
+    /// Forgets the entries of ticker and module ids just freed (`true` at their index), before
+    /// the ids name other tickers or modules.
+    pub fn forget_freed(&mut self, freed_tickers: &[bool], freed_modules: &[bool]) {
+        let freed = |v: &[bool], id: u64| v.get(id as usize).copied().unwrap_or(false);
+        self.0.retain(|&k, _| {
+            !freed(freed_tickers, k >> 32) && !freed(freed_modules, k & 0xffff_ffff)
+        });
     }
 
-    /// Whether no entry is held.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Entries held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prefetch_contract::prediction::Reason;
 
-    fn p(secs: i64, confidence: f64) -> Prediction {
-        Prediction {
-            ticker: Ticker::parse("MSFT").unwrap(),
-            module: Module::parse("chart").unwrap(),
+    const MSFT: u32 = 3;
+    const CHART: u32 = 1;
+    const NEWS: u32 = 2;
+
+    fn p(secs: i64, confidence: f64) -> Published {
+        Published {
+            ticker: MSFT,
+            module: CHART,
+            at: DateTime::from_timestamp(1_773_066_600 + secs, 0).unwrap(),
             confidence,
-            horizon_s: 300,
-            generated_at: DateTime::from_timestamp(1_773_066_600 + secs, 0).unwrap(),
-            reason: Reason::Sequence,
         }
     }
 
     #[test]
     fn a_sequence_prediction_is_republished_only_when_stale_or_more_confident() {
         let mut r = Recent::default();
-        assert!(r.fresh(&p(0, 0.6)));
-        assert!(!r.fresh(&p(30, 0.6)), "same key, same confidence, within a fifth of the horizon");
-        assert!(r.fresh(&p(31, 0.7)), "more confident: published");
-        assert!(!r.fresh(&p(80, 0.7)));
+        assert!(r.fresh(p(0, 0.6), 300));
         assert!(
-            r.fresh(&p(91, 0.5)),
+            !r.fresh(p(30, 0.6), 300),
+            "same key, same confidence, within a fifth of the horizon"
+        );
+        assert!(r.fresh(p(31, 0.7), 300), "more confident: published");
+        assert!(!r.fresh(p(80, 0.7), 300));
+        assert!(
+            r.fresh(p(91, 0.5), 300),
             "a fifth of the horizon (60 s) after the last: published again"
         );
-        r.prune(p(391, 0.5).generated_at, chrono::Duration::seconds(300));
-        assert!(r.is_empty(), "pruned after one horizon");
-        let other = Prediction { module: Module::parse("news").unwrap(), ..p(0, 0.6) };
-        assert!(r.fresh(&other) && r.fresh(&p(392, 0.1)));
-        assert!(!r.fresh(&other), "each key has its own entry");
+        r.prune(p(391, 0.5).at, chrono::Duration::seconds(300));
+        assert_eq!(r.len(), 0, "pruned after one horizon");
+        let other = Published { module: NEWS, ..p(0, 0.6) };
+        assert!(r.fresh(other, 300) && r.fresh(p(392, 0.1), 300));
+        assert!(!r.fresh(other, 300), "each key has its own entry");
     }
 
     #[test]
-    fn a_hash_collision_publishes_rather_than_suppresses() {
+    fn freed_ids_are_forgotten_before_they_name_another_key() {
         let mut r = Recent::default();
-        let a = p(0, 0.6);
-        // Plant an entry for another key under `a`'s hash, as a collision would.
-        let h = key_hash(a.ticker.as_str(), a.module.as_str());
-        r.0.insert(
-            h,
-            Seen {
-                ticker: Ticker::parse("AAPL").unwrap(),
-                module: a.module.clone(),
-                at: a.generated_at,
-                confidence: 1.0,
-            },
-        );
-        assert!(r.fresh(&a), "a different key's entry must not suppress this one");
-        assert!(!r.fresh(&p(10, 0.6)), "and this key is remembered from now on");
-    }
-
-    #[test]
-    fn names_are_hashed_apart() {
-        // `AB`+`C` and `A`+`BC` must not meet: the separator is not a name byte.
-        assert_ne!(key_hash("AB", "c"), key_hash("A", "bc"));
+        let news_of_7 = Published { ticker: 7, module: NEWS, ..p(0, 0.9) };
+        for q in [p(0, 0.9), news_of_7, Published { ticker: 7, module: CHART, ..p(0, 0.9) }] {
+            assert!(r.fresh(q, 300));
+        }
+        // Ticker 7 freed (its id may now name another ticker): its entries go, MSFT's stays.
+        let mut freed_tickers = vec![false; 8];
+        freed_tickers[7] = true;
+        r.forget_freed(&freed_tickers, &[]);
+        assert!(r.would_publish(Published { confidence: 0.1, ..news_of_7 }, 300));
+        assert!(!r.would_publish(p(1, 0.9), 300));
+        // A freed module goes for every ticker.
+        let mut freed_modules = vec![false; 3];
+        freed_modules[CHART as usize] = true;
+        r.forget_freed(&[], &freed_modules);
+        assert!(r.would_publish(p(2, 0.1), 300));
+        assert_eq!(r.len(), 0);
     }
 }

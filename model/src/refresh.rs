@@ -23,10 +23,8 @@ use super::cycle::{tolerance, Cycle, Echoes};
 use super::keys::IdHash;
 use super::score::{self, Due, Rates};
 use super::Model;
-use chrono::{DateTime, Utc};
 use prefetch_contract::config::LiveConfig;
 use prefetch_contract::contract::Module;
-use prefetch_contract::prediction::Prediction;
 use std::collections::{BTreeMap, HashMap};
 
 /// A hit on a copy expiring within this many seconds refreshes it at once (when likely to be
@@ -379,17 +377,15 @@ impl CacheView {
 }
 
 impl Model {
-    /// The refresh-on-hit prediction for the key in `slot`, just hit at `t` (event time `ts`)
-    /// on a copy expiring at `expires`: a candidate when a copy stored now would likely serve a
-    /// query after the current one expires (published, and noted as warmed, only if the budget
-    /// admits it: `budget.rs`).
+    /// The refresh-on-hit candidate for the key in `slot`, just hit at `t` on a copy expiring
+    /// at `expires`: one when a copy stored now would likely serve a query after the current
+    /// one expires (published, and noted as warmed, only if the budget admits it: `budget.rs`).
     pub(crate) fn refresh_on_hit(
         &self,
         slot: u32,
         t: u32,
         expires: u32,
-        ts: DateTime<Utc>,
-    ) -> Option<Prediction> {
+    ) -> Option<crate::budget::Candidate> {
         if !self.s.enabled {
             return None;
         }
@@ -413,14 +409,7 @@ impl Model {
         if p < self.s.min_confidence {
             return None;
         }
-        Some(Prediction {
-            ticker: self.tickers.name(k.ticker)?.clone(),
-            module: self.modules.name(k.module)?.clone(),
-            confidence: p,
-            horizon_s: u64::from(horizon),
-            generated_at: ts,
-            reason,
-        })
+        Some(crate::budget::Candidate { ticker: k.ticker, module: k.module, confidence: p, reason })
     }
 
     /// Turns on refresh-ahead with the cache's TTLs (see the module docs of `refresh.rs`): from

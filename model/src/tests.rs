@@ -4,6 +4,7 @@ use super::patterns::SequenceKind;
 use super::*;
 use chrono::{Duration, TimeZone};
 use prefetch_contract::contract::ClientId;
+use prefetch_contract::prediction::Prediction;
 
 pub(super) fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()

@@ -384,6 +384,7 @@ impl Model {
         let freed_tickers = self.tickers.sweep();
         let freed_modules = self.modules.sweep();
         self.sequences.sweep(wm, &freed_tickers, &freed_modules);
+        self.recent.forget_freed(&freed_tickers, &freed_modules);
         if let Some(view) = self.cache.as_mut() {
             for (t, m) in view.sweep(wm, &freed_tickers, &freed_modules) {
                 self.copy_changed(t, m);

@@ -2,7 +2,8 @@
 //! hit-flag trust, due keys, refresh on hit.
 
 use super::*;
-use prefetch_contract::prediction::Reason;
+use chrono::{DateTime, Utc};
+use prefetch_contract::prediction::{Prediction, Reason};
 
 fn view() -> CacheView {
     let mut v = CacheView::new(CacheTtls {
