@@ -171,9 +171,11 @@ fn learn(edges: &mut Vec<Edge>, ticker: u32, module: u32, t: u32, within: bool, 
     let fresh = Edge { ticker, module, in_gap: 1.0, in_horizon: hit, at: t };
     if edges.len() < MAX_EDGES {
         edges.push(fresh);
-    } else if let Some(weakest) = edges
+    } else if let Some((_, weakest)) = edges
         .iter_mut()
-        .min_by(|a, b| decay(a.in_gap, a.at, t, tau).total_cmp(&decay(b.in_gap, b.at, t, tau)))
+        // Each edge's faded count once (16 `exp`, not 30 in the comparisons).
+        .map(|e| (decay(e.in_gap, e.at, t, tau), e))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
     {
         *weakest = fresh;
     }

@@ -189,3 +189,25 @@ fn a_faded_count_is_forgotten_while_the_sources_edges_live_on() {
     assert_eq!(f.iter().map(|f| (f.ticker, f.module)).collect::<Vec<_>>(), vec![(9, CHART)]);
     assert!((f[0].probability - e.in_gap / 2.0).abs() < 1e-5, "{f:?} {e:?}");
 }
+
+#[test]
+fn a_full_source_replaces_its_weakest_edge() {
+    let mut edges = Vec::new();
+    // Sixteen targets; target 5 was seen once and long ago, the others twice and lately.
+    learn(&mut edges, 5, PRICE, 1_000, true, 86_400.0);
+    for target in (0..MAX_EDGES as u32).filter(|&x| x != 5) {
+        for t in [50_000, 50_010] {
+            learn(&mut edges, target, PRICE, t, true, 86_400.0);
+        }
+    }
+    assert_eq!(edges.len(), MAX_EDGES);
+    learn(&mut edges, 99, NEWS, 60_000, true, 86_400.0);
+    assert_eq!(edges.len(), MAX_EDGES);
+    let mut targets: Vec<u32> = edges.iter().map(|e| e.ticker).collect();
+    targets.sort_unstable();
+    let want: Vec<u32> = (0..MAX_EDGES as u32).filter(|&x| x != 5).chain([99]).collect();
+    assert_eq!(targets, want, "the faded edge gave way");
+    // The newcomer, seen once, is now the weakest: the next newcomer takes its place.
+    learn(&mut edges, 98, NEWS, 60_000, true, 86_400.0);
+    assert!(edges.iter().any(|e| e.ticker == 98) && !edges.iter().any(|e| e.ticker == 99));
+}
