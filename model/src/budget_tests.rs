@@ -108,7 +108,8 @@ fn a_tick_publishes_what_the_budget_pays_for_and_the_view_notes_only_that_as_war
         let tid = m.tickers.id(&prefetch_contract::contract::Ticker::parse(n).unwrap());
         let expires = view.expires(tid.unwrap(), mid.unwrap()).unwrap() - s0;
         let warmed = published.iter().any(|p| p.ticker.as_str() == n);
-        assert_eq!(expires, if warmed { 55 } else { 30 }, "{n}: warmed {warmed}");
+        // A warmed copy is a refresh of one live until 30 s, deferred to 1 s before then.
+        assert_eq!(expires, if warmed { 59 } else { 30 }, "{n}: warmed {warmed}");
     }
     let st = m.spend_status();
     assert_eq!((st.warms, st.refused), (5, 15), "{st:?}");
@@ -135,7 +136,8 @@ fn twenty_synchronised_refreshes_on_hit_publish_and_note_only_what_is_paid_for()
         let tid = m.tickers.id(&prefetch_contract::contract::Ticker::parse(n).unwrap());
         let expires = view.expires(tid.unwrap(), mid).unwrap() - s0;
         let warmed = published.iter().any(|p| p.ticker.as_str() == n);
-        assert_eq!(expires, if warmed { 50 } else { 30 }, "{n}: warmed {warmed}");
+        // Refreshed at 29 s (deferred to 1 s before the live copy's expiry), not at 20 s.
+        assert_eq!(expires, if warmed { 59 } else { 30 }, "{n}: warmed {warmed}");
     }
 }
 
@@ -185,7 +187,7 @@ fn tickers_held_back_by_a_tick_are_neither_paid_for_nor_noted_as_warmed() {
         let want = if held.contains(&prefetch_contract::contract::Ticker::parse(n).unwrap()) {
             30
         } else {
-            55
+            59 // refreshed at 29 s: deferred to 1 s before the live copy's expiry
         };
         assert_eq!(expiry(&m, n, "price", start), want, "{n}");
     }

@@ -5,6 +5,14 @@
 //! are, in order: enabled, active hours, staleness, holdback, confidence, freshness, and — for an
 //! operator's warm-up only — `top_n` over what is left (highest confidence first).
 //!
+//! A published prediction of a key whose cached copy is still live is a refresh, and a refresh
+//! fetched now would only shorten that copy's life: every query before its expiry is the old
+//! copy's to serve. So it is [deferred](Decision::WarmAt) to [`REFRESH_LEAD`] before the copy
+//! expires. (On development traces with 30 s price copies, refreshes fetched at the tick or
+//! the hit that decided them came 5–7 s early, a fifth of each copy's life; deferring them
+//! raised the model's share of the oracle's gain from 0.64 to 0.76 at the same budget:
+//! BENCHMARKS.md, issue #13.)
+//!
 //! Predictions read from the topic are not cut to `top_n` per batch: the analyzer already spent
 //! its fetch budget on them (`budget.rs`) and noted each as warmed in its view of the cache, so
 //! a warmer that dropped some (20 refresh predictions arriving together against a `top_n` of
@@ -220,6 +228,13 @@ pub fn fresh_beyond_horizon(
     expires_at.is_some_and(|e| e >= horizon_end)
 }
 
+/// Whether a refresh deferred to `at` ([`Decision::WarmAt`]) still fetches when `at` comes,
+/// given when the key's copy expires then: not if a copy stored meanwhile outlives `at` by more
+/// than [`REFRESH_LEAD`].
+pub fn refresh_still_due(expires_at: Option<DateTime<Utc>>, at: DateTime<Utc>) -> bool {
+    expires_at.is_none_or(|e| e <= at + REFRESH_LEAD)
+}
+
 /// Whether the prediction's horizon has passed: warming for it now would be too late.
 pub fn is_stale(p: &Prediction, now: DateTime<Utc>) -> bool {
     p.is_stale(now)
@@ -236,11 +251,20 @@ pub enum Trigger {
     Operator,
 }
 
+/// How long before a live copy's expiry a deferred refresh fetches: the fetch and the cache
+/// write take time, and a copy written after its predecessor expired leaves a gap of misses.
+pub const REFRESH_LEAD: chrono::Duration = chrono::Duration::seconds(1);
+
 /// What to do with one prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Fetch and store it.
     Warm,
+    /// Fetch and store it at this time, [`REFRESH_LEAD`] before the live copy expires (a
+    /// published refresh; see the module docs). When the time comes, the key is looked up
+    /// again: a copy that outlives it by more than the lead (a demand fetch or another refresh
+    /// stored meanwhile) makes it [`Outcome::SkippedFresh`] instead ([`refresh_still_due`]).
+    WarmAt(DateTime<Utc>),
     /// Do not fetch; the outcome says why.
     Skip(Outcome),
 }
@@ -292,7 +316,10 @@ pub fn plan(
             Decision::Skip(Outcome::SkippedFresh)
         } else {
             candidates.push(i);
-            Decision::Warm
+            match expires_at(&key).map(|e| e - REFRESH_LEAD) {
+                Some(at) if trigger == Trigger::Published && at > now => Decision::WarmAt(at),
+                _ => Decision::Warm,
+            }
         };
         out.push(d);
     }

@@ -273,9 +273,20 @@ impl CacheView {
     ///
     /// (The lazy tick's score bounds rely on a copy's `queries` growing only with the key's own
     /// events, folded through `Model::record`; see `lazy.rs`.)
+    ///
+    /// A warm of a key whose copy is live is a refresh, which the warmer defers to
+    /// [`REFRESH_LEAD`](crate::policy::REFRESH_LEAD) before that copy expires
+    /// ([`Decision::WarmAt`](crate::policy::Decision::WarmAt)): the new copy is fetched then,
+    /// not at `t`. A second warm while one is pending changes nothing (the warmer finds the
+    /// first one's copy fresh when the second one's time comes).
     pub fn warmed(&mut self, tid: u32, mid: u32, t: u32, cell: u8) {
         let ttl = self.ttl(mid);
         let c = self.copies.entry(pack(tid, mid)).or_default();
+        if c.fetched > t {
+            return;
+        }
+        let lead = crate::policy::REFRESH_LEAD.num_seconds() as u32;
+        let fetched = if c.expires > t { c.expires.saturating_sub(lead).max(t) } else { t };
         let proves_from = match *c {
             // A refresh of a warm nobody has proven yet proves from where that one did.
             Copy { expires, proves_from, .. } if expires > t && proves_from != PROVEN => {
@@ -284,8 +295,8 @@ impl CacheView {
             Copy { expires, .. } => expires.max(t),
         };
         *c = Copy {
-            fetched: t,
-            expires: t.saturating_add(ttl),
+            fetched,
+            expires: fetched.saturating_add(ttl),
             queries: 0,
             proves_from,
             warm_cell: cell.saturating_add(1),

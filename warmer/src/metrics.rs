@@ -25,6 +25,7 @@ pub struct Metrics {
     upstream_seconds: HistogramVec,
     cache_entries: IntGauge,
     cache_bytes: IntGauge,
+    deferred: IntGauge,
     cache_removed: IntCounterVec,
     cache_errors: IntCounterVec,
     consumer_lag: IntGaugeVec,
@@ -104,6 +105,12 @@ impl Metrics {
             "Bytes of entries in the cache.",
         )
         .expect("valid metric");
+        let deferred = IntGauge::new(
+            "smart_prefetch_warmer_deferred_refreshes",
+            "Refreshes of live entries waiting to fetch until just before the entry expires.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(deferred.clone())).expect("unique metric");
         r.register(Box::new(cache_entries.clone())).expect("unique metric");
         r.register(Box::new(cache_bytes.clone())).expect("unique metric");
         let cache_removed = counter(
@@ -222,6 +229,7 @@ impl Metrics {
             upstream_seconds,
             cache_entries,
             cache_bytes,
+            deferred,
             cache_removed,
             cache_errors,
             consumer_lag,
@@ -271,6 +279,11 @@ impl Metrics {
     /// A warmed entry was stored `since_prediction` after its prediction was made.
     pub fn stored(&self, since_prediction: Duration) {
         self.prediction_to_cache.observe(since_prediction.as_secs_f64());
+    }
+
+    /// Refreshes deferred to their entry's expiry now waiting.
+    pub fn deferred(&self, waiting: usize) {
+        self.deferred.set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// The cache's size now.

@@ -56,6 +56,8 @@ pub struct Shared {
     /// What the HTTP side needs besides: tokens, the negative TTL.
     pub options: Options,
     latest: Mutex<HashMap<Key, Prediction>>,
+    /// Refreshes deferred to their entry's expiry (`warm.rs`), by key: when each fetches.
+    pub deferred: Mutex<HashMap<Key, chrono::DateTime<chrono::Utc>>>,
 }
 
 /// Settings of the HTTP side.
@@ -111,6 +113,7 @@ impl Shared {
             cluster,
             options,
             latest: Mutex::default(),
+            deferred: Mutex::default(),
         }
     }
 

@@ -9,6 +9,12 @@
 //! for a warm timed for a periodic key's next poll, `Reason::Periodic`).
 //! Offsets of the batch are stored only after every warm in it has
 //! ended (stored, skipped, dropped, or failed after its retries): at-least-once.
+//!
+//! A refresh of an entry still live is deferred to just before the entry expires
+//! ([`Decision::WarmAt`]): it runs as a task of its own, after the batch's offsets are stored,
+//! and looks the key up again when its time comes. One deferral per key waits at a time. A
+//! warmer that stops loses the refreshes it deferred: each costs at most one miss, after which
+//! the analyzer sees the key's copy gone and warms it again.
 
 use crate::cache::{Entry, Source};
 use crate::consume::{finish, next_batch, WarmerConsumer};
@@ -31,8 +37,11 @@ pub const BATCH_MAX: usize = 1000;
 /// Decides and carries out the warms of one batch; returns each prediction with its outcome
 /// (also counted in the metrics). `trigger` says who asks: published predictions follow the
 /// schedule and are not cut to `top_n`; an operator's warm-up is the other way round.
+///
+/// Refreshes deferred to their entry's expiry are not in the result: each runs as a task of its
+/// own ([`defer`]) and its outcome is counted when it ends.
 pub async fn warm_batch(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     preds: Vec<Prediction>,
     now: DateTime<Utc>,
     trigger: Trigger,
@@ -52,10 +61,17 @@ pub async fn warm_batch(
     }
     let decisions =
         policy::plan(&shared.policy(), &preds, now, trigger, |k| expiry.get(k).copied().flatten());
-    let work = preds.into_iter().zip(decisions).map(|(p, d)| async move {
+    let mut now_work = Vec::new();
+    for (p, d) in preds.into_iter().zip(decisions) {
+        match d {
+            Decision::WarmAt(at) => defer(shared, p, at),
+            d => now_work.push((p, d)),
+        }
+    }
+    let work = now_work.into_iter().map(|(p, d)| async move {
         let outcome = match d {
             Decision::Skip(o) => o,
-            Decision::Warm => warm_one(shared, &p).await,
+            _ => warm_one(shared, &p, p.generated_at, true).await,
         };
         shared.metrics.warm(&shared.module_label(&p.module), outcome);
         (p, outcome)
@@ -63,12 +79,56 @@ pub async fn warm_batch(
     futures::future::join_all(work).await
 }
 
-async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
+/// Runs the refresh `p` at `at` (wall clock), in a task of its own: then the key is looked up
+/// again and fetched unless a copy stored meanwhile outlives `at` ([`policy::refresh_still_due`]).
+/// A key with a deferral waiting already is not deferred twice ([`Outcome::SkippedDuplicate`]).
+fn defer(shared: &Arc<Shared>, p: Prediction, at: DateTime<Utc>) {
+    let key = Key::of(&p);
+    let waiting = {
+        let mut deferred = shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        if deferred.contains_key(&key) {
+            drop(deferred);
+            shared.metrics.warm(&shared.module_label(&p.module), Outcome::SkippedDuplicate);
+            return;
+        }
+        deferred.insert(key.clone(), at);
+        deferred.len()
+    };
+    shared.metrics.deferred(waiting);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let expires = shared.cache.expires_at(&key).await.unwrap_or_else(|e| {
+            shared.metrics.cache_error("get");
+            tracing::warn!(error = %e, "Cache did not say when an entry expires; treating it as absent.");
+            None
+        });
+        let outcome = if policy::refresh_still_due(expires, at) {
+            warm_one(&shared, &p, at, false).await
+        } else {
+            Outcome::SkippedFresh
+        };
+        shared.metrics.warm(&shared.module_label(&p.module), outcome);
+        let waiting = {
+            let mut deferred = shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            deferred.remove(&key);
+            deferred.len()
+        };
+        shared.metrics.deferred(waiting);
+    });
+}
+
+/// Fetches and stores `p`'s key; `since` is when the warm was wanted (the prediction's time,
+/// or a deferred refresh's), for the prediction-to-cache histogram; `spread` lets it wait a
+/// random share of the spread window first.
+async fn warm_one(shared: &Shared, p: &Prediction, since: DateTime<Utc>, spread: bool) -> Outcome {
     // Spread the batch so refreshes of many keys never reach the upstream at once. A learned
     // follow-up is not one of them: it comes from one query event, at the pace of the events,
     // and is wanted within seconds (BENCHMARKS.md, event → warm latency). Nor is a periodic
-    // key's warm: it is timed for a poll due within seconds.
-    if !matches!(p.reason, Reason::Sequence | Reason::Periodic) {
+    // key's warm: it is timed for a poll due within seconds, nor a deferred refresh, timed for
+    // its entry's expiry.
+    if spread && !matches!(p.reason, Reason::Sequence | Reason::Periodic) {
         tokio::time::sleep(jitter(shared.spread)).await;
     }
     let key = Key::of(p);
@@ -91,7 +151,7 @@ async fn warm_one(shared: &Shared, p: &Prediction) -> Outcome {
         Ok(removed) => {
             shared.metrics.removed(removed);
             shared.ledger.warmed(key, entry.fetched_at, entry.expires_at).await;
-            shared.metrics.stored((Utc::now() - p.generated_at).to_std().unwrap_or_default());
+            shared.metrics.stored((Utc::now() - since).to_std().unwrap_or_default());
             Outcome::Stored
         }
         Err(e) => {

@@ -470,3 +470,54 @@ async fn a_learned_follow_up_is_not_spread() {
     assert_eq!(up.count("/data/chart/MSFT"), 1);
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_of_a_live_entry_is_fetched_just_before_it_expires() {
+    // Fetching a refresh as soon as it is read shortens the live entry's life for nothing:
+    // every query before its expiry is that entry's to serve.
+    let kafka = TestKafka::start();
+    let up = TestUpstream::start().await;
+    let dir = ScratchDir::new("warmer-svc-defer");
+    let mut cfg = config(&kafka, "defer", &up, dir.path().to_str().unwrap());
+    cfg.ttls =
+        vec![(prefetch_common::contract::Module::parse("price").unwrap(), Duration::from_secs(4))];
+    let (topic, group, args) =
+        (cfg.topics.predictions_topic.clone(), cfg.group.clone(), cfg.kafka.clone());
+    let w = spawn_warmer(cfg).await;
+    produce(&args, &topic, &[prediction("AAPL", "price", 0.9)]).await;
+    let path = dir.path().join("price/AAPL.json");
+    eventually(WAIT, "the first warm stored", || async { path.exists().then_some(()) }).await;
+    let first: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let expires = at(first["expires_at"].as_str().unwrap());
+
+    // A refresh, then another of the same key while the first waits.
+    produce(&args, &topic, &[prediction("AAPL", "price", 0.8)]).await;
+    metric_reaches(&w, "smart_prefetch_warmer_deferred_refreshes", 1.0).await;
+    produce(&args, &topic, &[prediction("AAPL", "price", 0.7)]).await;
+    metric_reaches(
+        &w,
+        "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_duplicate\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(up.count("/data/price/AAPL"), 1, "deferred, not fetched at once");
+
+    let text = metric_reaches(
+        &w,
+        "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"stored\"}",
+        2.0,
+    )
+    .await;
+    assert_eq!(sample(&text, "smart_prefetch_warmer_deferred_refreshes"), Some(0.0));
+    let second: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let fetched = at(second["fetched_at"].as_str().unwrap());
+    assert!(
+        fetched >= expires - chrono::Duration::seconds(1),
+        "fetched at {fetched}, the live entry expired at {expires}"
+    );
+    assert_eq!(second["confidence"].as_f64(), Some(0.8));
+    assert_eq!(up.count("/data/price/AAPL"), 2);
+    // Each offset is stored once its prediction is handled: deferred, or skipped.
+    w.stop().await;
+    assert_eq!(committed(&kafka.bootstrap(), &group, &topic).await, 3);
+}

@@ -4,8 +4,9 @@
 //! interval; a tick at `T` runs once every event with `ts ≤ T` has been served and recorded, and
 //! before any later one. Each event is first served by the simulated cache (hit or miss), then
 //! shown to the strategy with that outcome as its `hit` (as the live warmer's read-through
-//! reports it), and the warms it triggers fetch at the event's time. So a decision at `t` never
-//! sees an event after `t` — except the oracle's, whose point is to.
+//! reports it), and the warms it triggers fetch at the event's time — a refresh of a copy still
+//! live at its expiry less the lead, as the live warmer defers it (`policy::Decision::WarmAt`).
+//! So a decision at `t` never sees an event after `t` — except the oracle's, whose point is to.
 
 use super::cache::{Reliability, SimCache, Tally};
 use super::oracle::Oracle;
@@ -19,7 +20,7 @@ use prefetch_common::config::{hour_table, LiveConfig};
 use prefetch_common::contract::{Module, Ticker};
 use prefetch_common::prediction::Prediction;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use warmer::policy::{self, Decision, Key, Schedule, Trigger, WarmPolicy};
 
 /// What a replay runs with: the live config (the document of the config topic) and the
@@ -155,6 +156,42 @@ pub fn timeline_bucket_ms(trace: &Trace) -> i64 {
         .unwrap_or(1_440 * MIN)
 }
 
+/// Refreshes deferred to their copy's expiry, as the live warmer holds them (`warm.rs`).
+#[derive(Default)]
+struct Deferred {
+    /// (when, order of deferral) → (key, reliability cell, the warm to report).
+    due: BTreeMap<(i64, u64), (u32, u8, Warm)>,
+    /// Keys with a deferral waiting: a second one is a duplicate.
+    keys: HashSet<u32>,
+    seq: u64,
+}
+
+impl Deferred {
+    fn push(&mut self, id: u32, cell: u8, warm: Warm) {
+        if self.keys.insert(id) {
+            self.seq += 1;
+            self.due.insert((warm.ts.timestamp_millis(), self.seq), (id, cell, warm));
+        }
+    }
+
+    /// Carries out the refreshes due at or before `upto` (ms), each unless a copy stored since
+    /// it was deferred outlives its time ([`policy::refresh_still_due`]).
+    fn run(&mut self, cache: &mut SimCache, upto: i64, on_warm: &mut dyn FnMut(&Warm)) {
+        while let Some(entry) = self.due.first_entry() {
+            if entry.key().0 > upto {
+                break;
+            }
+            let ((at, _), (id, cell, warm)) = entry.remove_entry();
+            self.keys.remove(&id);
+            let expires = cache.expires(id).and_then(DateTime::from_timestamp_millis);
+            if policy::refresh_still_due(expires, warm.ts) {
+                cache.warm_in(id, at, cell);
+                on_warm(&warm);
+            }
+        }
+    }
+}
+
 /// What a replay keeps of its strategy.
 enum Driver {
     Model(Box<Model>, WarmPolicy),
@@ -208,7 +245,13 @@ pub fn replay(
         next_tick += tick_ms;
     }
 
+    // Refreshes the policy deferred to their copy's expiry (`Decision::WarmAt`), by when and
+    // order of deferral, with the key and reliability cell. As the live warmer does, one waits
+    // per key at a time, and each is carried out before the first event at or after its time,
+    // unless a copy stored meanwhile outlives it.
+    let mut deferred = Deferred::default();
     let apply = |cache: &mut SimCache,
+                 deferred: &mut Deferred,
                  policy: &WarmPolicy,
                  preds: Vec<Prediction>,
                  now: i64,
@@ -225,21 +268,29 @@ pub fn replay(
         };
         let decisions = policy::plan(policy, &preds, at, Trigger::Published, expiry);
         for (p, d) in preds.iter().zip(decisions) {
-            if d != Decision::Warm {
-                continue;
-            }
-            match key_ids.get(&Key::of(p)) {
-                Some(&id) => {
-                    cache.warm_in(id, now, Reliability::cell(p.reason as u8, p.confidence))
-                }
-                None => cache.warm_unknown(),
-            }
-            on_warm(&Warm {
-                ts: at,
+            let when = match d {
+                Decision::Warm => at,
+                Decision::WarmAt(later) => later,
+                Decision::Skip(_) => continue,
+            };
+            let cell = Reliability::cell(p.reason as u8, p.confidence);
+            let warm = Warm {
+                ts: when,
                 ticker: p.ticker.clone(),
                 module: p.module.clone(),
                 confidence: p.confidence,
-            });
+            };
+            match key_ids.get(&Key::of(p)) {
+                Some(&id) if when > at => deferred.push(id, cell, warm),
+                Some(&id) => {
+                    cache.warm_in(id, now, cell);
+                    on_warm(&warm);
+                }
+                None => {
+                    cache.warm_unknown();
+                    on_warm(&warm);
+                }
+            }
         }
     };
 
@@ -252,11 +303,13 @@ pub fn replay(
                     Driver::Model(model, policy) => {
                         let at = DateTime::from_timestamp_millis(now).unwrap_or_default();
                         let preds = model.tick(at);
-                        apply(&mut cache, policy, preds, now, on_warm);
+                        deferred.run(&mut cache, now, on_warm);
+                        apply(&mut cache, &mut deferred, policy, preds, now, on_warm);
                     }
                     Driver::Original(original, policy) => {
                         let preds = original.tick(trace, now);
-                        apply(&mut cache, policy, preds, now, on_warm);
+                        deferred.run(&mut cache, now, on_warm);
+                        apply(&mut cache, &mut deferred, policy, preds, now, on_warm);
                     }
                     Driver::Oracle(oracle) => {
                         let at = DateTime::from_timestamp_millis(now).unwrap_or_default();
@@ -275,6 +328,7 @@ pub fn replay(
                 }
             }
         }
+        deferred.run(&mut cache, e.ts, on_warm);
         let hit = cache.query(e.key, e.ts);
         let b = ((e.ts - start) / bucket_ms) as usize;
         if timeline.len() <= b {
@@ -288,7 +342,7 @@ pub fn replay(
                 // it does in the live fold.
                 let reported = hit && cfg.hit_flags == HitFlags::Cache;
                 let preds = model.record(&trace.event(e, reported)).predictions;
-                apply(&mut cache, policy, preds, e.ts, on_warm);
+                apply(&mut cache, &mut deferred, policy, preds, e.ts, on_warm);
             }
             Driver::Original(original, _) => original.observe(trace, e),
             Driver::NoWarming | Driver::Oracle(_) => {}
@@ -299,6 +353,8 @@ pub fn replay(
             }
         }
     }
+    // Refreshes still deferred at the end of the trace fetch all the same.
+    deferred.run(&mut cache, i64::MAX, on_warm);
     if let Some(bar) = bar {
         bar.inc(trace.events.len() as u64 % 65_536);
     }

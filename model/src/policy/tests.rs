@@ -126,9 +126,46 @@ fn plan_applies_each_rule_and_the_budget_by_confidence() {
             Skip(Outcome::SkippedStale)
         ]
     );
-    // An entry expiring inside the horizon does not count as fresh.
-    let short = |k: &Key| (k.ticker.as_str() == "C").then(|| now + chrono::Duration::minutes(4));
-    assert_eq!(plan(&policy, &preds[2..3], now, Trigger::Published, short), vec![Warm]);
+    // An entry expiring inside the horizon does not count as fresh: it is refreshed, just
+    // before it expires.
+    let four = now + chrono::Duration::minutes(4);
+    let short = |k: &Key| (k.ticker.as_str() == "C").then_some(four);
+    assert_eq!(
+        plan(&policy, &preds[2..3], now, Trigger::Published, short),
+        vec![WarmAt(four - REFRESH_LEAD)]
+    );
+}
+
+#[test]
+fn a_published_refresh_of_a_live_entry_waits_for_its_expiry() {
+    // Fetching a 30 s price copy's refresh 5 s early (at the tick, or the hit, that decided it)
+    // cost a sixth of every refreshed copy's life.
+    let now = at("2026-03-09T14:30:00Z");
+    let preds = vec![
+        pred("A", "price", 0.9, now), // live for 20 s more: deferred
+        pred("B", "price", 0.9, now), // not cached: now
+        pred("C", "price", 0.9, now), // expires within the lead: now
+        pred("D", "price", 0.9, now), // expired: now
+    ];
+    let secs = chrono::Duration::seconds;
+    let expiry = |k: &Key| match k.ticker.as_str() {
+        "A" => Some(now + secs(20)),
+        "C" => Some(now + REFRESH_LEAD),
+        "D" => Some(now - secs(3)),
+        _ => None,
+    };
+    use Decision::*;
+    assert_eq!(
+        plan(&no_holdback(), &preds, now, Trigger::Published, expiry),
+        vec![WarmAt(now + secs(19)), Warm, Warm, Warm]
+    );
+    // An operator's warm-up fetches at once.
+    assert_eq!(plan(&no_holdback(), &preds, now, Trigger::Operator, expiry), vec![Warm; 4]);
+    // When its time comes: due unless a copy stored meanwhile outlives it by more than the lead.
+    let due = now + secs(19);
+    assert!(refresh_still_due(Some(now + secs(20)), due), "the copy it refreshes");
+    assert!(refresh_still_due(None, due), "the copy is gone");
+    assert!(!refresh_still_due(Some(due + secs(30)), due), "a demand fetch refreshed it");
 }
 
 #[test]

@@ -74,8 +74,8 @@ fn the_view_tells_demand_fetches_and_the_first_hit_on_a_warmed_copy() {
 
 #[test]
 fn a_refresh_of_a_live_copy_is_proven_only_by_a_hit_the_old_copy_could_not_serve() {
-    // A demand copy until 1 060 refreshed at 1 050 (until 1 110): hits before 1 060 were the
-    // old copy's; the first hit from 1 060 on is the demand fetch the refresh saved.
+    // A demand copy until 1 060 refreshed at 1 050 (fetched at 1 059, until 1 119): hits before
+    // 1 060 were the old copy's; the first hit from 1 060 on is the demand fetch it saved.
     let mut v = view();
     let price = "price";
     v.observe(7, 0, price, (1_000, 0), false);
@@ -98,11 +98,27 @@ fn a_refresh_of_a_live_copy_is_proven_only_by_a_hit_the_old_copy_could_not_serve
 }
 
 #[test]
+fn a_refresh_of_a_live_copy_is_fetched_just_before_it_expires() {
+    // The warmer defers it (`policy::Decision::WarmAt`); the view must expect the new copy
+    // from then, or it falls due a whole lead-and-wait too early and is refreshed again.
+    let mut v = view();
+    v.observe(7, 0, "price", (1_000, 0), false); // live until 1 060
+    v.warmed(7, 0, 1_030, 0);
+    assert_eq!(v.copy(7, 0).map(|c| (c.fetched, c.expires)), Some((1_059, 1_119)));
+    v.warmed(7, 0, 1_040, 0);
+    assert_eq!(v.expires(7, 0), Some(1_119), "a second warm while the first waits: nothing");
+    v.warmed(7, 0, 1_070, 0);
+    assert_eq!(v.copy(7, 0).map(|c| (c.fetched, c.expires)), Some((1_118, 1_178)));
+    v.warmed(8, 0, 1_030, 0);
+    assert_eq!(v.expires(8, 0), Some(1_090), "no live copy: warmed at once");
+}
+
+#[test]
 fn the_calls_of_no_warming_are_counted_from_query_times_and_ttls_alone() {
     // Price copies live 60 s. A demand fetch at 1 000 (no warming fetches too), a refresh at
-    // 1 050 (until 1 110), a query at 1 061: no warming fetches, the warm saved it. At 1 115
-    // the warmed copy is gone but no warming's (fetched at 1 061) lives until 1 121: a miss
-    // the warm shifted rather than saved.
+    // 1 050 (fetched at 1 059, until 1 119), a query at 1 061: no warming fetches, the warm
+    // saved it. At 1 119 the warmed copy is gone but no warming's (fetched at 1 061) lives
+    // until 1 121: a miss the warm shifted rather than saved.
     let mut v = view();
     let price = "price";
     let o = v.observe(7, 0, price, (1_000, 0), false);
@@ -112,7 +128,7 @@ fn the_calls_of_no_warming_are_counted_from_query_times_and_ttls_alone() {
     v.warmed(7, 0, 1_050, 0);
     let o = v.observe(7, 0, price, (1_061, 0), true);
     assert!(o.bare && o.useful && !o.demand, "{o:?}");
-    let o = v.observe(7, 0, price, (1_115, 0), false);
+    let o = v.observe(7, 0, price, (1_119, 0), false);
     assert!(o.demand && !o.bare, "{o:?}");
     assert!(!v.observe(7, 0, price, (1_120, 999), true).bare, "fresh until 1 121.000");
     assert!(v.observe(7, 0, price, (1_121, 0), true).bare, "no warming's copy expired");
