@@ -16,7 +16,7 @@ const USEFUL: Observed =
 const SHIFTED: Observed =
     Observed { refresh: None, demand: true, useful: false, bare: false, used_cell: None };
 
-/// A model publishing everything it finds (top 50, no confidence floor), copies living 30 s, a
+/// A model publishing everything it finds (top 50, no confidence floor), copies living 90 s, a
 /// rate budget of `per_minute` calls, and the 20 tickers `T00`..`T19` the tests query; with the
 /// start time the tests count from.
 fn twenty_keys_on_a_rate_budget(
@@ -25,7 +25,7 @@ fn twenty_keys_on_a_rate_budget(
     use crate::{CacheTtls, ModelConfig};
     let cfg = ModelConfig { top_n: 50, min_confidence: 0.0, ..ModelConfig::default() };
     let mut m = Model::new(cfg).unwrap();
-    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 30 });
+    m.set_cache_ttls(CacheTtls { per_module: Default::default(), default_s: 90 });
     m.set_budget(Budget::PerMinute(per_minute));
     let names = (0..20).map(|i| format!("T{i:02}")).collect();
     (m, crate::tests::utc(2026, 3, 10, 14, 0), names)
@@ -88,18 +88,18 @@ fn a_tick_publishes_what_the_budget_pays_for_and_the_view_notes_only_that_as_war
     let (mut m, start, names) = twenty_keys_on_a_rate_budget(5.0);
     let at = |s: i64| start + chrono::Duration::seconds(s);
     let mut published = Vec::new();
-    for s in 0..=25 {
+    for s in 0..=85 {
         if s % 5 == 0 {
             published = m.tick(at(s));
         }
-        // Queries stop before any copy is within refresh-on-hit's reach (10 s of expiry).
+        // Queries stop before any copy is within refresh-on-hit's reach (60 s of expiry).
         if s <= 15 {
             for n in &names {
                 m.record(&ev(n, "price", at(s), None));
             }
         }
     }
-    // At 25 s all 20 copies expire before the next tick: 20 candidates, 5 paid for.
+    // At 85 s all 20 copies expire before the next tick: 20 candidates, 5 paid for.
     assert_eq!(published.len(), 5, "{published:?}");
     let view = m.cache.as_ref().unwrap();
     let mid = m.modules.id(&prefetch_contract::contract::Module::parse("price").unwrap());
@@ -108,8 +108,8 @@ fn a_tick_publishes_what_the_budget_pays_for_and_the_view_notes_only_that_as_war
         let tid = m.tickers.id(&prefetch_contract::contract::Ticker::parse(n).unwrap());
         let expires = view.expires(tid.unwrap(), mid.unwrap()).unwrap() - s0;
         let warmed = published.iter().any(|p| p.ticker.as_str() == n);
-        // A warmed copy is a refresh of one live until 30 s, deferred to 1 s before then.
-        assert_eq!(expires, if warmed { 59 } else { 30 }, "{n}: warmed {warmed}");
+        // A warmed copy is a refresh of one live until 90 s, deferred to 1 s before then.
+        assert_eq!(expires, if warmed { 179 } else { 90 }, "{n}: warmed {warmed}");
     }
     let st = m.spend_status();
     assert_eq!((st.warms, st.refused), (5, 15), "{st:?}");
@@ -121,9 +121,9 @@ fn twenty_synchronised_refreshes_on_hit_publish_and_note_only_what_is_paid_for()
     let (mut m, start, names) = twenty_keys_on_a_rate_budget(5.0);
     let at = |s: i64| start + chrono::Duration::seconds(s);
     let mut published = Vec::new();
-    for s in 0..=20 {
+    for s in 0..=30 {
         for n in &names {
-            // At 20 s every copy is within 10 s of its expiry: 20 refresh-on-hit candidates.
+            // At 30 s every copy is within 60 s of its expiry: 20 refresh-on-hit candidates.
             published.extend(m.record(&ev(n, "price", at(s), None)).predictions);
         }
     }
@@ -136,8 +136,8 @@ fn twenty_synchronised_refreshes_on_hit_publish_and_note_only_what_is_paid_for()
         let tid = m.tickers.id(&prefetch_contract::contract::Ticker::parse(n).unwrap());
         let expires = view.expires(tid.unwrap(), mid).unwrap() - s0;
         let warmed = published.iter().any(|p| p.ticker.as_str() == n);
-        // Refreshed at 29 s (deferred to 1 s before the live copy's expiry), not at 20 s.
-        assert_eq!(expires, if warmed { 59 } else { 30 }, "{n}: warmed {warmed}");
+        // Refreshed at 89 s (deferred to 1 s before the live copy's expiry), not at 30 s.
+        assert_eq!(expires, if warmed { 179 } else { 90 }, "{n}: warmed {warmed}");
     }
 }
 
@@ -170,7 +170,7 @@ fn tickers_held_back_by_a_tick_are_neither_paid_for_nor_noted_as_warmed() {
     let held: std::collections::HashSet<_> =
         names[..8].iter().map(|n| prefetch_contract::contract::Ticker::parse(n).unwrap()).collect();
     let mut published = Vec::new();
-    for s in 0..=25 {
+    for s in 0..=85 {
         if s % 5 == 0 {
             published = m.tick_holding(at(s), &held);
         }
@@ -180,14 +180,14 @@ fn tickers_held_back_by_a_tick_are_neither_paid_for_nor_noted_as_warmed() {
             }
         }
     }
-    // At 25 s every copy is due; the budget (a minute's worth: 60) pays for all but the held.
+    // At 85 s every copy is due; the budget (a minute's worth: 60) pays for all but the held.
     assert_eq!(published.len(), 12, "{published:?}");
     assert!(published.iter().all(|p| !held.contains(&p.ticker)), "{published:?}");
     for n in &names {
         let want = if held.contains(&prefetch_contract::contract::Ticker::parse(n).unwrap()) {
-            30
+            90
         } else {
-            59 // refreshed at 29 s: deferred to 1 s before the live copy's expiry
+            179 // refreshed at 89 s: deferred to 1 s before the live copy's expiry
         };
         assert_eq!(expiry(&m, n, "price", start), want, "{n}");
     }

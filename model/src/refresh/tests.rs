@@ -107,6 +107,7 @@ fn a_refresh_of_a_live_copy_is_fetched_just_before_it_expires() {
     assert_eq!(v.copy(7, 0).map(|c| (c.fetched, c.expires)), Some((1_059, 1_119)));
     v.warmed(7, 0, 1_040, 0);
     assert_eq!(v.expires(7, 0), Some(1_119), "a second warm while the first waits: nothing");
+    assert_eq!(v.observe(7, 0, "price", (1_045, 0), true).refresh, None, "nor a hit then");
     v.warmed(7, 0, 1_070, 0);
     assert_eq!(v.copy(7, 0).map(|c| (c.fetched, c.expires)), Some((1_118, 1_178)));
     v.warmed(8, 0, 1_030, 0);
@@ -144,7 +145,17 @@ fn a_copy_is_due_only_when_it_expires_before_the_next_tick() {
     let window = |v: &CacheView, now| v.due(7, 0, now).map(|d| d.window);
     assert_eq!(window(&v, 1_005), Some(60), "never fetched: a warm serves a whole TTL");
     v.observe(7, 0, price, (1_000, 0), false);
-    assert_eq!(v.observe(7, 0, price, (1_020, 0), true).refresh, None, "a hit far from the expiry");
+    v.observe(7, 1, "chart", (1_000, 0), false);
+    assert_eq!(
+        v.observe(7, 1, "chart", (1_020, 0), true).refresh,
+        None,
+        "a hit far from the expiry (1 300)"
+    );
+    assert_eq!(
+        v.observe(7, 0, price, (1_020, 0), true).refresh,
+        Some(1_060),
+        "a hit within a minute of the expiry"
+    );
     assert_eq!(window(&v, 1_030), None, "fresh until 1 060, beyond the next tick");
     assert_eq!(window(&v, 1_056), Some(56), "expires at 1 060: a refresh adds 1 116 − 1 060");
     assert_eq!(v.due(7, 0, 1_056), Some(Due { window: 56, age: 56, queries: 2 }));
