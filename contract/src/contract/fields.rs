@@ -108,7 +108,15 @@ impl ClientId {
     /// Validates a client id without keeping it.
     pub fn check(raw: &str) -> Result<(), FieldError> {
         check_len("client", raw, CLIENT_MAX_LEN)?;
-        if raw.chars().any(char::is_control) {
+        // ASCII's control characters are its bytes below 0x20 and 0x7f (the others are C1,
+        // U+0080–U+009F, never ASCII): no char decoding for the common id (the analyzer's
+        // parse thread checks every event's).
+        let control = if raw.is_ascii() {
+            raw.bytes().any(|b| b < 0x20 || b == 0x7f)
+        } else {
+            raw.chars().any(char::is_control)
+        };
+        if control {
             return Err(FieldError::new("client", "control characters are not allowed"));
         }
         Ok(())
@@ -146,6 +154,10 @@ macro_rules! display_as_str {
 display_as_str!(Ticker, Module, ClientId);
 
 fn check_len(field: &'static str, s: &str, max: usize) -> Result<(), FieldError> {
+    // No more characters than bytes: a short name needs no count.
+    if !s.is_empty() && s.len() <= max {
+        return Ok(());
+    }
     let n = s.chars().count();
     if n == 0 {
         return Err(FieldError::new(field, "must not be empty"));
