@@ -54,7 +54,8 @@ const MAX_SUPPORT: u8 = 8;
 const STEP: i32 = 8;
 /// A period whose echoes came less often than this, after at least [`DROP_AFTER`] scored
 /// echoes, is dropped: the key is not periodic (or no longer), and its queries stop waiting on
-/// the wheel. Below the default `min_confidence` (0.2) no such echo would be warmed anyway.
+/// the wheel. (0.2 was the default `min_confidence` when this was chosen; it was not tuned
+/// again when that default went to 0.1.)
 const DROP_BELOW: f64 = 0.2;
 const DROP_AFTER: u8 = 8;
 

@@ -190,7 +190,7 @@ impl Default for WarmPolicy {
         Self {
             enabled: true,
             top_n: 50,
-            min_confidence: 0.2,
+            min_confidence: 0.1,
             holdback: 0.05,
             schedule: Schedule::always(),
         }

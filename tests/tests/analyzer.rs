@@ -107,7 +107,7 @@ async fn a_learned_sequence_is_predicted_as_soon_as_its_first_step_arrives() {
     }
     produce_json(&kafka.bootstrap(), &events, &history).await;
     produce_json(&kafka.bootstrap(), &events, &[json!({"ticker": "MSFT", "module": "price", "ts": Utc::now().to_rfc3339(), "client": "new-analyst"})]).await;
-    // Early in the history the follow-up is less sure (published from min_confidence, 0.2 by
+    // Early in the history the follow-up is less sure (published from min_confidence, 0.1 by
     // default); once learnt it is predicted with the habit's confidence.
     let got = read_topic_until(&kafka.bootstrap(), &predictions, Duration::from_secs(30), |r| {
         is_prediction_for(&r.value, "MSFT", "chart")

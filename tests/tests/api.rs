@@ -150,7 +150,7 @@ async fn every_original_action_answers_from_the_pipeline() {
             cfg["config"]["min_confidence"].as_f64(),
             cfg["stored"].as_bool()
         ),
-        (Some(10), Some(0.2), Some(false))
+        (Some(10), Some(0.1), Some(false))
     );
     assert_eq!(cfg["config"]["hour_weights"]["9-11"], 1.5);
 

@@ -42,7 +42,7 @@ pub struct Config {
 
     /// Predictions below this confidence (0–1) are not warmed. Start-up value: once the live
     /// config topic holds a config, its `min_confidence` applies.
-    #[arg(long, env = "PREFETCH_WARMER_MIN_CONFIDENCE", default_value_t = 0.2, value_parser = parse_share)]
+    #[arg(long, env = "PREFETCH_WARMER_MIN_CONFIDENCE", default_value_t = 0.1, value_parser = parse_share)]
     pub min_confidence: f64,
 
     /// Share of keys (0–1) never warmed, by a stable hash of ticker and module: the control
