@@ -190,6 +190,7 @@ pub async fn serve(
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await;
     stop.cancel();
+    shared.stopping.cancel();
     for l in loops {
         if let Err(e) = l.await {
             tracing::error!(error = %e, "A warmer task failed.");

@@ -58,6 +58,8 @@ pub struct Shared {
     latest: Mutex<HashMap<Key, Prediction>>,
     /// Refreshes deferred to their entry's expiry (`warm.rs`), by key: when each fetches.
     pub deferred: Mutex<HashMap<Key, chrono::DateTime<chrono::Utc>>>,
+    /// Cancelled when the service stops: deferred refreshes still waiting are dropped then.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Settings of the HTTP side.
@@ -114,6 +116,7 @@ impl Shared {
             options,
             latest: Mutex::default(),
             deferred: Mutex::default(),
+            stopping: tokio_util::sync::CancellationToken::new(),
         }
     }
 

@@ -13,8 +13,8 @@
 //! A refresh of an entry still live is deferred to just before the entry expires
 //! ([`Decision::WarmAt`]): it runs as a task of its own, after the batch's offsets are stored,
 //! and looks the key up again when its time comes. One deferral per key waits at a time. A
-//! warmer that stops loses the refreshes it deferred: each costs at most one miss, after which
-//! the analyzer sees the key's copy gone and warms it again.
+//! warmer that stops drops the refreshes still waiting: each costs at most one miss, after
+//! which the analyzer sees the key's copy gone and warms it again.
 
 use crate::cache::{Entry, Source};
 use crate::consume::{finish, next_batch, WarmerConsumer};
@@ -98,7 +98,15 @@ fn defer(shared: &Arc<Shared>, p: Prediction, at: DateTime<Utc>) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let wait = (at - Utc::now()).to_std().unwrap_or_default();
-        tokio::time::sleep(wait).await;
+        let due = tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = shared.stopping.cancelled() => false,
+        };
+        if !due {
+            // The service stops: the refresh is dropped (see the module docs).
+            forget_deferral(&shared, &key);
+            return;
+        }
         let expires = shared.cache.expires_at(&key).await.unwrap_or_else(|e| {
             shared.metrics.cache_error("get");
             tracing::warn!(error = %e, "Cache did not say when an entry expires; treating it as absent.");
@@ -110,13 +118,18 @@ fn defer(shared: &Arc<Shared>, p: Prediction, at: DateTime<Utc>) {
             Outcome::SkippedFresh
         };
         shared.metrics.warm(&shared.module_label(&p.module), outcome);
-        let waiting = {
-            let mut deferred = shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
-            deferred.remove(&key);
-            deferred.len()
-        };
-        shared.metrics.deferred(waiting);
+        forget_deferral(&shared, &key);
     });
+}
+
+/// The deferral of `key` ended (carried out, skipped, or dropped at shutdown).
+fn forget_deferral(shared: &Shared, key: &Key) {
+    let waiting = {
+        let mut deferred = shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        deferred.remove(key);
+        deferred.len()
+    };
+    shared.metrics.deferred(waiting);
 }
 
 /// Fetches and stores `p`'s key; `since` is when the warm was wanted (the prediction's time,

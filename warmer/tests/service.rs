@@ -521,3 +521,25 @@ async fn a_refresh_of_a_live_entry_is_fetched_just_before_it_expires() {
     w.stop().await;
     assert_eq!(committed(&kafka.bootstrap(), &group, &topic).await, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_warmer_drops_the_refreshes_it_deferred() {
+    // `prefetch up` runs the warmer inside a longer-lived process: a refresh deferred before the
+    // warmer stopped must not fetch and write the cache afterwards.
+    let kafka = TestKafka::start();
+    let up = TestUpstream::start().await;
+    let dir = ScratchDir::new("warmer-svc-defer-stop");
+    let mut cfg = config(&kafka, "defer-stop", &up, dir.path().to_str().unwrap());
+    cfg.ttls =
+        vec![(prefetch_common::contract::Module::parse("price").unwrap(), Duration::from_secs(3))];
+    let (topic, args) = (cfg.topics.predictions_topic.clone(), cfg.kafka.clone());
+    let w = spawn_warmer(cfg).await;
+    produce(&args, &topic, &[prediction("AAPL", "price", 0.9)]).await;
+    let path = dir.path().join("price/AAPL.json");
+    eventually(WAIT, "the first warm stored", || async { path.exists().then_some(()) }).await;
+    produce(&args, &topic, &[prediction("AAPL", "price", 0.8)]).await;
+    metric_reaches(&w, "smart_prefetch_warmer_deferred_refreshes", 1.0).await;
+    w.stop().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(up.count("/data/price/AAPL"), 1, "the deferred refresh was dropped at the stop");
+}
