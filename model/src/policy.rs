@@ -304,6 +304,7 @@ pub fn plan(
     let mut candidates = Vec::new();
     for (i, p) in preds.iter().enumerate() {
         let key = Key::of(p);
+        let expires = expires_at(&key);
         let d = if best[&key] != i {
             Decision::Skip(Outcome::SkippedDuplicate)
         } else if is_stale(p, now) {
@@ -312,11 +313,11 @@ pub fn plan(
             Decision::Skip(Outcome::SkippedHoldback)
         } else if p.confidence.is_nan() || p.confidence < policy.min_confidence {
             Decision::Skip(Outcome::SkippedConfidence)
-        } else if fresh_beyond_horizon(expires_at(&key), p, now) {
+        } else if fresh_beyond_horizon(expires, p, now) {
             Decision::Skip(Outcome::SkippedFresh)
         } else {
             candidates.push(i);
-            match expires_at(&key).map(|e| e - REFRESH_LEAD) {
+            match expires.map(|e| e - REFRESH_LEAD) {
                 Some(at) if trigger == Trigger::Published && at > now => Decision::WarmAt(at),
                 _ => Decision::Warm,
             }

@@ -56,8 +56,8 @@ pub struct Shared {
     /// What the HTTP side needs besides: tokens, the negative TTL.
     pub options: Options,
     latest: Mutex<HashMap<Key, Prediction>>,
-    /// Refreshes deferred to their entry's expiry (`warm.rs`), by key: when each fetches.
-    pub deferred: Mutex<HashMap<Key, chrono::DateTime<chrono::Utc>>>,
+    /// Keys with a refresh deferred to their entry's expiry (`warm.rs`).
+    pub deferred: Mutex<std::collections::HashSet<Key>>,
     /// Cancelled when the service stops: deferred refreshes still waiting are dropped then.
     pub stopping: tokio_util::sync::CancellationToken,
 }

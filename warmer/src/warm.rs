@@ -52,11 +52,7 @@ pub async fn warm_batch(
         if expiry.contains_key(&key) {
             continue;
         }
-        let e = shared.cache.expires_at(&key).await.unwrap_or_else(|e| {
-            shared.metrics.cache_error("get");
-            tracing::warn!(error = %e, "Cache did not say when an entry expires; treating it as absent.");
-            None
-        });
+        let e = expires_at(shared, &key).await;
         expiry.insert(key, e);
     }
     let decisions =
@@ -71,7 +67,7 @@ pub async fn warm_batch(
     let work = now_work.into_iter().map(|(p, d)| async move {
         let outcome = match d {
             Decision::Skip(o) => o,
-            _ => warm_one(shared, &p, p.generated_at, true).await,
+            _ => warm_one(shared, &p, None).await,
         };
         shared.metrics.warm(&shared.module_label(&p.module), outcome);
         (p, outcome)
@@ -86,12 +82,11 @@ fn defer(shared: &Arc<Shared>, p: Prediction, at: DateTime<Utc>) {
     let key = Key::of(&p);
     let waiting = {
         let mut deferred = shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        if deferred.contains_key(&key) {
+        if !deferred.insert(key.clone()) {
             drop(deferred);
             shared.metrics.warm(&shared.module_label(&p.module), Outcome::SkippedDuplicate);
             return;
         }
-        deferred.insert(key.clone(), at);
         deferred.len()
     };
     shared.metrics.deferred(waiting);
@@ -107,19 +102,24 @@ fn defer(shared: &Arc<Shared>, p: Prediction, at: DateTime<Utc>) {
             forget_deferral(&shared, &key);
             return;
         }
-        let expires = shared.cache.expires_at(&key).await.unwrap_or_else(|e| {
-            shared.metrics.cache_error("get");
-            tracing::warn!(error = %e, "Cache did not say when an entry expires; treating it as absent.");
-            None
-        });
-        let outcome = if policy::refresh_still_due(expires, at) {
-            warm_one(&shared, &p, at, false).await
+        let outcome = if policy::refresh_still_due(expires_at(&shared, &key).await, at) {
+            warm_one(&shared, &p, Some(at)).await
         } else {
             Outcome::SkippedFresh
         };
         shared.metrics.warm(&shared.module_label(&p.module), outcome);
         forget_deferral(&shared, &key);
     });
+}
+
+/// When the cache's entry of `key` expires; `None` when absent, or when the cache cannot say
+/// (counted and logged).
+async fn expires_at(shared: &Shared, key: &Key) -> Option<DateTime<Utc>> {
+    shared.cache.expires_at(key).await.unwrap_or_else(|e| {
+        shared.metrics.cache_error("get");
+        tracing::warn!(error = %e, "Cache did not say when an entry expires; treating it as absent.");
+        None
+    })
 }
 
 /// The deferral of `key` ended (carried out, skipped, or dropped at shutdown).
@@ -132,16 +132,16 @@ fn forget_deferral(shared: &Shared, key: &Key) {
     shared.metrics.deferred(waiting);
 }
 
-/// Fetches and stores `p`'s key; `since` is when the warm was wanted (the prediction's time,
-/// or a deferred refresh's), for the prediction-to-cache histogram; `spread` lets it wait a
-/// random share of the spread window first.
-async fn warm_one(shared: &Shared, p: &Prediction, since: DateTime<Utc>, spread: bool) -> Outcome {
+/// Fetches and stores `p`'s key, now or as the refresh deferred to `deferred_to`. The
+/// prediction-to-cache histogram counts from when the warm was wanted: the prediction's time,
+/// or the deferred refresh's.
+async fn warm_one(shared: &Shared, p: &Prediction, deferred_to: Option<DateTime<Utc>>) -> Outcome {
     // Spread the batch so refreshes of many keys never reach the upstream at once. A learned
     // follow-up is not one of them: it comes from one query event, at the pace of the events,
     // and is wanted within seconds (BENCHMARKS.md, event → warm latency). Nor is a periodic
     // key's warm: it is timed for a poll due within seconds, nor a deferred refresh, timed for
     // its entry's expiry.
-    if spread && !matches!(p.reason, Reason::Sequence | Reason::Periodic) {
+    if deferred_to.is_none() && !matches!(p.reason, Reason::Sequence | Reason::Periodic) {
         tokio::time::sleep(jitter(shared.spread)).await;
     }
     let key = Key::of(p);
@@ -164,6 +164,7 @@ async fn warm_one(shared: &Shared, p: &Prediction, since: DateTime<Utc>, spread:
         Ok(removed) => {
             shared.metrics.removed(removed);
             shared.ledger.warmed(key, entry.fetched_at, entry.expires_at).await;
+            let since = deferred_to.unwrap_or(p.generated_at);
             shared.metrics.stored((Utc::now() - since).to_std().unwrap_or_default());
             Outcome::Stored
         }
