@@ -343,7 +343,7 @@ impl Model {
         let horizon_s = u64::from(self.s.horizon);
         ranked.retain(|(c, _)| {
             c.confidence >= self.s.min_confidence
-                && self.recent.would_publish(c.published(at), horizon_s)
+                && self.recent.would_publish(c.published(at), horizon_s, self.cache.is_some())
         });
         let n =
             self.spend.admit(t, self.s.min_confidence, ranked.iter().map(|(c, _)| c.confidence));
