@@ -3,10 +3,14 @@
 //! (fold into the model, publish, store offsets; in a child process, `serve.rs`) — in
 //! alternation, each in a fresh consumer group. Each side's CPU per event is its own process's
 //! CPU time over its timed span (`cpu.rs`): the consumer's from its first message to its last,
-//! the analyzer's from its first folded event (read off its `/metrics`) to its last.
+//! the analyzer's from its first folded event (read off its `/metrics`) to its last
+//! (`fold_analyzer.rs`). Under each round, each side's CPU by kind of thread and how often those
+//! threads blocked, and for the analyzer the longest pause in its folding: where a gap between
+//! the two sides comes from.
 
-use crate::cpu::{fmt_opt, fmt_spread, load_average, Meter, Sample, Stopwatch};
-use crate::serve::{Service, ServiceProcess};
+use crate::cpu::{
+    fmt_opt, fmt_spread, fmt_threads, load_average, Meter, Sample, Stopwatch, Threads,
+};
 use anyhow::Context;
 use chrono::{Duration as CDuration, Utc};
 use prefetch_common::contract::QueryEvent;
@@ -37,31 +41,32 @@ pub struct ThroughputArgs {
     /// Extra librdkafka option (key=value, repeatable) for every client of the run — the plain
     /// consumer's and the analyzer's alike, so they keep the same settings.
     #[arg(short = 'X', long = "kafka-option")]
-    kafka_option: Vec<String>,
+    pub(crate) kafka_option: Vec<String>,
     /// Only time the per-event CPU breakdown (no Kafka) and exit.
     #[arg(long)]
     cpu_only: bool,
-    /// The analyzer's `--refresh-ahead` (its default is on; off publishes every likely
-    /// follow-up, the heavier path for the same events).
+    /// The analyzer's `--refresh-ahead` (its default is on; off publishes the likely
+    /// follow-ups of keys the model has no view of, the heavier path for the same events).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    refresh_ahead: bool,
+    pub(crate) refresh_ahead: bool,
     /// Also count user-space instructions per event with `perf stat` (needs `perf` and a
     /// machine with hardware counters; `n/a` otherwise).
     #[arg(long)]
-    perf: bool,
+    pub(crate) perf: bool,
     /// The plain consumer also produces one prediction-sized message per N events consumed
     /// (0: none), with the services' producer settings, and its timed span ends once Kafka has
     /// acknowledged them all: the raw limit of a service that publishes for one event in N
-    /// (with `--refresh-ahead false` the analyzer publishes for about one in eight).
+    /// (with `--refresh-ahead false` the analyzer published for about one in eight until
+    /// 2026-11-29, one in 150 since: BENCHMARKS.md #15).
     #[arg(long, default_value_t = 0, value_name = "N")]
     raw_produce_every: usize,
 }
 
 /// One drain: events/s, and what the draining process spent over the timed span.
-struct Drain {
-    rate: f64,
-    events: usize,
-    cpu: Sample,
+pub(crate) struct Drain {
+    pub rate: f64,
+    pub events: usize,
+    pub cpu: Sample,
 }
 
 impl Drain {
@@ -160,7 +165,8 @@ pub struct DrainRawArgs {
     out_topic: String,
 }
 
-/// `drain-raw`: drains the topic and prints `DRAINED <events/s> <CPU s> <instructions|->`.
+/// `drain-raw`: drains the topic and prints `DRAINED <events/s> <CPU s> <instructions|->` and
+/// `THREADS <name>|<CPU s>|<switches>;…`.
 pub async fn drain_raw_main(args: DrainRawArgs) -> anyhow::Result<()> {
     let mut kafka = KafkaArgs::new(&args.brokers);
     kafka.options = args.kafka_option;
@@ -173,6 +179,13 @@ pub async fn drain_raw_main(args: DrainRawArgs) -> anyhow::Result<()> {
     let d = drain_raw(&kafka, &args.topic, &args.group, args.events, args.perf, out).await?;
     let instructions = d.cpu.instructions.map_or("-".to_owned(), |i| i.to_string());
     println!("DRAINED {} {} {instructions}", d.rate, d.cpu.cpu_seconds);
+    let threads: Vec<String> = d
+        .cpu
+        .threads
+        .iter()
+        .map(|t| format!("{}|{}|{}", t.name, t.cpu_seconds, t.switches))
+        .collect();
+    println!("THREADS {}", threads.join(";"));
     Ok(())
 }
 
@@ -207,71 +220,25 @@ async fn drain_raw_child(
         .context("drain-raw printed no DRAINED line")?;
     let f: Vec<&str> = line.split_whitespace().collect();
     anyhow::ensure!(f.len() == 3, "drain-raw printed {line:?}");
+    let threads = text
+        .lines()
+        .find_map(|l| l.strip_prefix("THREADS "))
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|t| {
+            let mut p = t.split('|');
+            Some(Threads {
+                name: p.next()?.to_owned(),
+                cpu_seconds: p.next()?.parse().ok()?,
+                switches: p.next()?.parse().ok()?,
+            })
+        })
+        .collect();
     Ok(Drain {
         rate: f[0].parse()?,
         events: args.events,
-        cpu: Sample { cpu_seconds: f[1].parse()?, instructions: f[2].parse().ok() },
+        cpu: Sample { cpu_seconds: f[1].parse()?, instructions: f[2].parse().ok(), threads },
     })
-}
-
-async fn drain_analyzer(
-    brokers: &str,
-    topics_prefix: &str,
-    group: &str,
-    n: usize,
-    args: &ThroughputArgs,
-) -> anyhow::Result<Drain> {
-    let mut child_args = vec![
-        "--brokers".to_owned(),
-        brokers.to_owned(),
-        "--prefix".into(),
-        topics_prefix.to_owned(),
-        "--group".into(),
-        group.to_owned(),
-        "--refresh-ahead".into(),
-        args.refresh_ahead.to_string(),
-    ];
-    for o in &args.kafka_option {
-        child_args.extend(["-X".to_owned(), o.clone()]);
-    }
-    let service = ServiceProcess::start(Service::Analyzer, &child_args).await?;
-    let url = format!("{}/metrics", service.base);
-    let http = reqwest::Client::new();
-    let folded = |text: &str| -> usize {
-        text.lines()
-            .filter(|l| l.starts_with("smart_prefetch_analyzer_events_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as usize
-    };
-    let mut started = None;
-    loop {
-        let text = match http.get(&url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        let k = folded(&text);
-        if k > 0 && started.is_none() {
-            started = Some((Instant::now(), k, Meter::start(service.pid(), args.perf)));
-        }
-        if k >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (t0, k0, meter) = started.context("no event folded")?;
-    let rate = (n - k0) as f64 / t0.elapsed().as_secs_f64();
-    let cpu = meter.stop();
-    let text = http.get(&url).send().await?.text().await?;
-    let predictions: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("smart_prefetch_analyzer_predictions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    eprintln!(
-        "analyzer round: {n} events folded, {predictions} event-driven predictions published"
-    );
-    service.stop().await?;
-    Ok(Drain { rate, events: n - k0, cpu })
 }
 
 /// Times the analyzer's per-event work on one thread with no Kafka — parse and validate, fold,
@@ -385,7 +352,7 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         let group = format!("bench-raw-{run}-{round}");
         let raw = drain_raw_child(&args, &topics.query_events_topic, &group, &raw_out).await?;
-        let an = drain_analyzer(
+        let an = crate::fold_analyzer::drain_analyzer(
             &args.brokers,
             &prefix,
             &format!("bench-an-{run}-{round}"),
@@ -408,6 +375,10 @@ pub async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
             fmt_opt(an.cpu.instructions_per(an.events), 0),
             load_average(),
         );
+        // By kind of thread, CPU µs per event (voluntary context switches per 1,000 events):
+        // where each side's CPU goes, and how often its threads block and are woken.
+        println!("  threads, plain consumer: {}", fmt_threads(&raw.cpu.threads, raw.events));
+        println!("  threads, analyzer: {}", fmt_threads(&an.cpu.threads, an.events));
         for (c, v) in cols.iter_mut().zip(figures) {
             c.push(v);
         }

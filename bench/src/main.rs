@@ -4,6 +4,7 @@
 mod analyzer;
 mod cpu;
 mod fold;
+mod fold_analyzer;
 mod hash;
 mod ingest;
 mod latency;
