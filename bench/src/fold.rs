@@ -49,6 +49,16 @@ pub struct ThroughputArgs {
     /// follow-ups of keys the model has no view of, the heavier path for the same events).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub(crate) refresh_ahead: bool,
+    /// The analyzer's periodic checkpoints (`--checkpoint-interval`, 60 s; `false`: `0s`, off).
+    /// Off by default here: a round's drain lasts well under a second, so no periodic one runs
+    /// in it either way, but with them on each round's fresh group first reads its (empty)
+    /// state topic with one new reader per partition, ~0.1 s each and in about one round in five
+    /// ~1 s for one of them, while the other five partitions are folded — a pause of a second
+    /// in the analyzer's span that is a group's first start (measured by `analyzer-restart`),
+    /// not the fold (BENCHMARKS.md #15, "Analyzer fold: refresh-ahead off publishes what is
+    /// new").
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub(crate) checkpoints: bool,
     /// Also count user-space instructions per event with `perf stat` (needs `perf` and a
     /// machine with hardware counters; `n/a` otherwise).
     #[arg(long)]

@@ -6,7 +6,6 @@ use crate::cpu::Meter;
 use crate::fold::{Drain, ThroughputArgs};
 use crate::serve::{Service, ServiceProcess};
 use anyhow::Context;
-use prefetch_common::kafka::KafkaArgs;
 use std::time::{Duration, Instant};
 
 pub(crate) async fn drain_analyzer(
@@ -25,11 +24,12 @@ pub(crate) async fn drain_analyzer(
         group.to_owned(),
         "--refresh-ahead".into(),
         args.refresh_ahead.to_string(),
+        "--checkpoints".into(),
+        args.checkpoints.to_string(),
     ];
     for o in &args.kafka_option {
         child_args.extend(["-X".to_owned(), o.clone()]);
     }
-    prepare_state_topic(brokers, &args.kafka_option, &format!("{group}.state")).await?;
     let service = ServiceProcess::start(Service::Analyzer, &child_args).await?;
     let url = format!("{}/metrics", service.base);
     let http = reqwest::Client::new();
@@ -116,44 +116,6 @@ fn next_poll(since: Option<(Duration, usize)>, k: usize, n: usize) -> Duration {
     let rate = (k - k0) as f64 / elapsed.as_secs_f64();
     let rest = Duration::from_secs_f64(n.saturating_sub(k) as f64 / rate);
     (rest / 2).clamp(Duration::from_millis(1), EVERY)
-}
-
-/// Creates the state topic of the round's analyzer (its group's checkpoints) as the analyzer
-/// would, and waits until every partition has a leader, before the analyzer starts.
-///
-/// Why: each round's analyzer is a fresh group, and its restores read a state topic created
-/// moments before (none of it is checkpointed yet). About one round in four, one partition's
-/// read waited about a second for the new topic, the other five partitions were folded
-/// meanwhile, and the round's rate fell to 0.1–0.5 of the plain consumer's with its CPU per
-/// event up by the idle second (BENCHMARKS.md #15, 2026-11-29 05:30). That is a group's first
-/// start, measured by `analyzer-restart`; this bench measures the fold.
-async fn prepare_state_topic(brokers: &str, options: &[String], topic: &str) -> anyhow::Result<()> {
-    let mut kafka = KafkaArgs::new(brokers);
-    kafka.options = options.to_vec();
-    anyhow::ensure!(
-        analyzer::service::checkpoint::ensure_state_topic(&kafka, topic, 6).await,
-        "could not create the state topic {topic}"
-    );
-    let admin = std::sync::Arc::new(kafka.admin()?);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (a, t) = (admin.clone(), topic.to_owned());
-        let led = tokio::task::spawn_blocking(move || {
-            let md = a.inner().fetch_metadata(Some(&t), Duration::from_secs(5)).ok()?;
-            let found = md.topics().iter().find(|x| x.name() == t && x.error().is_none())?;
-            let parts = found.partitions();
-            Some(parts.len() == 6 && parts.iter().all(|p| p.leader() >= 0 && p.error().is_none()))
-        })
-        .await?;
-        if led == Some(true) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the state topic {topic} has no leaders after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[cfg(test)]

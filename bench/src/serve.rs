@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// The analyzer's `--refresh-ahead`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     refresh_ahead: bool,
+    /// The analyzer's periodic checkpoints (`false`: `--checkpoint-interval 0s`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    checkpoints: bool,
     /// librdkafka option (key=value, repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     kafka_option: Vec<String>,
@@ -77,6 +80,9 @@ pub async fn serve(service: Service, args: ServeArgs) -> anyhow::Result<()> {
             cfg.group_id = args.group.clone();
             cfg.tick_interval = Duration::from_secs(3600);
             cfg.stats_interval = Duration::from_secs(3600);
+            if !args.checkpoints {
+                cfg.checkpoint_interval = Duration::ZERO;
+            }
             tokio::spawn(analyzer::service::serve(cfg, listener, shutdown.clone()))
         }
     };
