@@ -153,6 +153,50 @@ mod tests {
         assert!(r.would_publish(p(61, 0.99), 300, true));
     }
 
+    /// Analysts who each open MSFT `price` and then `chart`, one every 3 s: the model learns
+    /// `price` → `chart` and publishes the follow-up at each `price`, more confident each time.
+    /// Returns when each `chart` follow-up was published, seconds from the start.
+    fn follow_ups(m: &mut crate::Model) -> Vec<i64> {
+        let start = crate::tests::utc(2026, 1, 6, 15, 0);
+        let mut at = Vec::new();
+        for i in 0..40i64 {
+            let t = start + chrono::Duration::seconds(3 * i);
+            let client = format!("analyst-{i}");
+            for (module, dt) in [("price", 0), ("chart", 1)] {
+                let e = crate::tests::ev(
+                    "MSFT",
+                    module,
+                    t + chrono::Duration::seconds(dt),
+                    Some(&client),
+                );
+                let r = m.record(&e);
+                at.extend(
+                    r.predictions
+                        .iter()
+                        .filter(|p| p.module.as_str() == "chart")
+                        .map(|p| (p.generated_at - start).num_seconds()),
+                );
+            }
+        }
+        at
+    }
+
+    #[test]
+    fn a_model_without_a_cache_view_publishes_a_follow_up_once_per_interval() {
+        let mut m = crate::Model::new(crate::ModelConfig::default()).unwrap();
+        let at = follow_ups(&mut m);
+        assert!(!at.is_empty(), "the follow-up is learnt and published");
+        // 40 analysts over 120 s, each more sure: once, then once 60 s later.
+        assert!(at.windows(2).all(|w| w[1] - w[0] >= 60), "{at:?}");
+        assert!(at.len() <= 2, "{at:?}");
+        // With a view whose copies last 1 s (every `chart` copy is gone by the next `price`),
+        // a more confident follow-up is a refresh of its own and goes out within the interval.
+        let mut m = crate::Model::new(crate::ModelConfig::default()).unwrap();
+        m.set_cache_ttls(crate::CacheTtls { per_module: Default::default(), default_s: 1 });
+        let at = follow_ups(&mut m);
+        assert!(at.windows(2).any(|w| w[1] - w[0] < 60), "{at:?}");
+    }
+
     #[test]
     fn freed_ids_are_forgotten_before_they_name_another_key() {
         let mut r = Recent::default();
