@@ -18,6 +18,7 @@
 
 use prefetch_common::kafka::KafkaArgs;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -200,55 +201,144 @@ pub async fn write(
     Ok(head)
 }
 
-/// Reads partition `partition`'s newest checkpoint; `Ok(None)` when there is none. Blocking.
+/// Reads partition `partition`'s newest checkpoint through a client of its own; `Ok(None)` when
+/// there is none. Blocking. To read several partitions, use one [`CheckpointReader`] (or
+/// [`SharedReader`]): a client costs ~0.1 s to create and connect, sometimes ~1 s.
 pub fn read(
     kafka: &KafkaArgs,
     topic: &str,
     partition: i32,
     timeout: Duration,
 ) -> Result<Option<Checkpoint>, CheckpointError> {
-    let reader: BaseConsumer = kafka.reader_config()?.create()?;
-    let (low, high) = reader.fetch_watermarks(topic, partition, timeout)?;
-    if high <= low {
-        return Ok(None);
+    CheckpointReader::new(kafka, topic)?.read(partition, timeout)
+}
+
+/// One client that reads the checkpoints of any partitions of the state topic, one partition at
+/// a time (it is assigned the partition it reads, then unassigned).
+///
+/// Why one for many: creating a client and its first metadata and watermark round-trip took
+/// ~0.1 s and sometimes ~1 s, even for a partition without a checkpoint; with a client per
+/// partition, a rebalance of 12 partitions paused folding for up to ~1 s (BENCHMARKS.md, #11).
+pub struct CheckpointReader {
+    reader: BaseConsumer,
+    topic: String,
+}
+
+/// How long the broker may hold the reader's fetch of a partition with nothing more to read
+/// (`fetch.wait.max.ms`). librdkafka keeps one fetch per broker in flight, so after a read
+/// reaches the end of what it wants, the next assignment's fetch waits for that one: with the
+/// default 500 ms, reading a checkpoint (head, then chunks) took ~0.6 s, and each further
+/// partition read through the same client ~0.5 s (measured, BENCHMARKS.md #11). Set after the
+/// operator's options: it concerns only this short-lived reader.
+const READER_FETCH_WAIT_MS: &str = "10";
+
+impl CheckpointReader {
+    /// A reader of the checkpoints on `topic` (creates the client; connects on first use).
+    pub fn new(kafka: &KafkaArgs, topic: &str) -> Result<Self, CheckpointError> {
+        let mut config = kafka.reader_config()?;
+        config.set("fetch.wait.max.ms", READER_FETCH_WAIT_MS);
+        Self::from_config(&config, topic)
     }
-    let deadline = Instant::now() + timeout;
-    let mut head = None;
-    read_range(&reader, topic, partition, high - 1, high, deadline, |m| {
-        if m.key() != Some(format!("{partition}/head").as_bytes()) {
-            return Err(CheckpointError::NoHead(partition));
-        }
-        let h: Head = serde_json::from_slice(m.payload().unwrap_or_default())
-            .map_err(|e| CheckpointError::BadHead(e.to_string()))?;
-        head = Some(h);
-        Ok(())
-    })?;
-    let head = head.ok_or(CheckpointError::NoHead(partition))?;
-    if head.version != HEAD_VERSION || head.partition != partition {
-        return Err(CheckpointError::BadHead(format!(
-            "version {} for partition {} (this build reads version {HEAD_VERSION})",
-            head.version, head.partition
-        )));
+
+    /// A reader with a client configured by the caller (e.g. a benchmark comparing settings).
+    pub fn from_config(config: &ClientConfig, topic: &str) -> Result<Self, CheckpointError> {
+        Ok(Self { reader: config.create()?, topic: topic.to_owned() })
     }
-    let mut parts: Vec<Option<Vec<u8>>> = vec![None; head.chunks as usize];
-    read_range(&reader, topic, partition, head.first_offset, high - 1, deadline, |m| {
-        let p = m.payload().unwrap_or_default();
-        if p.len() < 12 || u64::from_le_bytes(p[..8].try_into().expect("8")) != head.generation {
-            return Ok(());
+
+    /// Reads partition `partition`'s newest checkpoint; `Ok(None)` when there is none. Blocking.
+    /// An error concerns this partition only: the reader can read the next one.
+    pub fn read(
+        &self,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        let read = self.read_assigned(partition, timeout);
+        // Nothing is fetched for this partition while the reader waits for the next one.
+        if let Err(e) = self.reader.unassign() {
+            tracing::debug!(partition, error = %e, "Checkpoint reader not unassigned.");
         }
-        let i = u32::from_le_bytes(p[8..12].try_into().expect("4")) as usize;
-        if let Some(slot) = parts.get_mut(i) {
-            *slot = Some(p[12..].to_vec());
-        }
-        Ok(())
-    })?;
-    let mut snapshot = Vec::with_capacity(head.bytes as usize);
-    for (i, p) in parts.into_iter().enumerate() {
-        snapshot.extend(p.ok_or_else(|| {
-            CheckpointError::Chunks(format!("chunk {i} of {} is missing", head.chunks))
-        })?);
+        read
     }
-    Ok(Some(Checkpoint { head, snapshot }))
+
+    fn read_assigned(
+        &self,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        let (reader, topic) = (&self.reader, self.topic.as_str());
+        let (low, high) = reader.fetch_watermarks(topic, partition, timeout)?;
+        if high <= low {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut head = None;
+        read_range(reader, topic, partition, high - 1, high, deadline, |m| {
+            if m.key() != Some(format!("{partition}/head").as_bytes()) {
+                return Err(CheckpointError::NoHead(partition));
+            }
+            let h: Head = serde_json::from_slice(m.payload().unwrap_or_default())
+                .map_err(|e| CheckpointError::BadHead(e.to_string()))?;
+            head = Some(h);
+            Ok(())
+        })?;
+        let head = head.ok_or(CheckpointError::NoHead(partition))?;
+        if head.version != HEAD_VERSION || head.partition != partition {
+            return Err(CheckpointError::BadHead(format!(
+                "version {} for partition {} (this build reads version {HEAD_VERSION})",
+                head.version, head.partition
+            )));
+        }
+        let mut parts: Vec<Option<Vec<u8>>> = vec![None; head.chunks as usize];
+        read_range(reader, topic, partition, head.first_offset, high - 1, deadline, |m| {
+            let p = m.payload().unwrap_or_default();
+            if p.len() < 12 || u64::from_le_bytes(p[..8].try_into().expect("8")) != head.generation
+            {
+                return Ok(());
+            }
+            let i = u32::from_le_bytes(p[8..12].try_into().expect("4")) as usize;
+            if let Some(slot) = parts.get_mut(i) {
+                *slot = Some(p[12..].to_vec());
+            }
+            Ok(())
+        })?;
+        let mut snapshot = Vec::with_capacity(head.bytes as usize);
+        for (i, p) in parts.into_iter().enumerate() {
+            snapshot.extend(p.ok_or_else(|| {
+                CheckpointError::Chunks(format!("chunk {i} of {} is missing", head.chunks))
+            })?);
+        }
+        Ok(Some(Checkpoint { head, snapshot }))
+    }
+}
+
+/// A [`CheckpointReader`] shared by the partitions of one restore pass, which restore on blocking
+/// tasks of their own: the first read creates the client, later reads reuse it, one at a time
+/// (a read is two short fetches; the replays after them still run side by side). When the client
+/// cannot be created, that read fails as before and the next one tries again.
+pub struct SharedReader {
+    kafka: KafkaArgs,
+    topic: String,
+    reader: std::sync::Mutex<Option<CheckpointReader>>,
+}
+
+impl SharedReader {
+    /// A reader of the checkpoints on `topic`; no client until the first read.
+    pub fn new(kafka: &KafkaArgs, topic: &str) -> Self {
+        Self { kafka: kafka.clone(), topic: topic.to_owned(), reader: Default::default() }
+    }
+
+    /// [`CheckpointReader::read`] through the shared client. Blocking.
+    pub fn read(
+        &self,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            *reader = Some(CheckpointReader::new(&self.kafka, &self.topic)?);
+        }
+        reader.as_ref().expect("created above").read(partition, timeout)
+    }
 }
 
 /// Reads `[from, to)` of one partition, calling `each` per record.
@@ -273,6 +363,11 @@ fn read_range(
         }
         let Some(r) = reader.poll(Duration::from_millis(200)) else { continue };
         let m = r?;
+        // A record fetched for an earlier assignment of this reader (librdkafka is meant to
+        // drop those) would otherwise pass for this partition's.
+        if m.partition() != partition || m.topic() != topic || m.offset() < from {
+            continue;
+        }
         if m.offset() >= to {
             return Ok(());
         }
@@ -301,3 +396,6 @@ pub async fn partition_count(kafka: &KafkaArgs, topic: &str) -> usize {
         kafka.topic_partitions.max(1) as usize
     }
 }
+
+#[cfg(test)]
+mod tests;

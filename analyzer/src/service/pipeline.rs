@@ -345,15 +345,21 @@ impl Pipeline {
             }
             tracing::info!(partitions = ?revoked, tickers = forgotten, "Forgot the keys of revoked partitions.");
         }
+        // One checkpoint reader for the whole rebalance: a client per partition cost ~0.1-1 s
+        // each (BENCHMARKS.md, #11). The last restore task to finish drops it.
+        let checkpoints = (!assigned.is_empty())
+            .then_some(self.state_topic.as_deref())
+            .flatten()
+            .map(|t| Arc::new(checkpoint::SharedReader::new(&self.kafka, t)));
         for partition in assigned {
             progress.owned.insert(partition);
             progress.restoring += 1;
-            let (shared, consumer, kafka, topic, state_topic, tx) = (
+            let (shared, consumer, kafka, topic, checkpoints, tx) = (
                 self.shared.clone(),
                 self.consumer.clone(),
                 self.kafka.clone(),
                 self.topics.query_events_topic.clone(),
-                self.state_topic.clone(),
+                checkpoints.clone(),
                 progress.restores.0.clone(),
             );
             tokio::task::spawn_blocking(move || {
@@ -362,7 +368,7 @@ impl Pipeline {
                     &consumer,
                     &kafka,
                     &topic,
-                    state_topic.as_deref(),
+                    checkpoints.as_deref(),
                     partition,
                 );
                 let _ = tx.send(r);

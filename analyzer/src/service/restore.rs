@@ -5,8 +5,9 @@
 //! interval is never missed, however long a restore takes):
 //!
 //! 1. read the group's committed offset `c` (what the previous owner folded and published);
-//! 2. read the partition's newest checkpoint (`checkpoint.rs`) and apply it to the model; it
-//!    covers the events before its offset `k`;
+//! 2. read the partition's newest checkpoint (`checkpoint.rs`; one reader serves every partition
+//!    assigned in the same rebalance) and apply it to the model; it covers the events before its
+//!    offset `k`;
 //! 3. replay `k..c` silently (`rebuild.rs`) — or, when there is no usable checkpoint (none,
 //!    unreadable, another format version or model settings), the retained window `..c`, with a
 //!    warning and `smart_prefetch_analyzer_checkpoint_fallbacks_total{reason}`;
@@ -52,14 +53,14 @@ pub struct Outcome {
 /// Longest the checkpoint read may take before the partition falls back to a replay.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Restores `partition` (blocking; run it on `spawn_blocking`). `state_topic` is `None` when
-/// checkpoints are off.
+/// Restores `partition` (blocking; run it on `spawn_blocking`). `checkpoints` reads the state
+/// topic, one client for every partition of the rebalance (`None` when checkpoints are off).
 pub fn partition(
     shared: &Shared,
     consumer: &StreamConsumer<GroupContext>,
     kafka: &KafkaArgs,
     topic: &str,
-    state_topic: Option<&str>,
+    checkpoints: Option<&checkpoint::SharedReader>,
     partition: i32,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
@@ -75,8 +76,8 @@ pub fn partition(
         backlog: None,
         seconds: 0.0,
     };
-    if let Some(state_topic) = state_topic {
-        match checkpoint::read(kafka, state_topic, partition, READ_TIMEOUT) {
+    if let Some(checkpoints) = checkpoints {
+        match checkpoints.read(partition, READ_TIMEOUT) {
             Ok(Some(cp)) => {
                 let restored = shared.model().restore(&cp.snapshot);
                 match restored {
