@@ -225,18 +225,20 @@ pub struct CheckpointReader {
 }
 
 /// How long the broker may hold the reader's fetch of a partition with nothing more to read
-/// (`fetch.wait.max.ms`). librdkafka keeps one fetch per broker in flight, so after a read
-/// reaches the end of what it wants, the next assignment's fetch waits for that one: with the
-/// default 500 ms, reading a checkpoint (head, then chunks) took ~0.6 s, and each further
-/// partition read through the same client ~0.5 s (measured, BENCHMARKS.md #11). Set after the
-/// operator's options: it concerns only this short-lived reader.
-const READER_FETCH_WAIT_MS: &str = "10";
+/// (`fetch.wait.max.ms`). librdkafka keeps one fetch per broker in flight, so once a read has
+/// what it wants, the next assignment's fetch waits for the broker to answer the one after it:
+/// with the default 500 ms, one checkpoint (head, then chunks) took ~0.6 s to read, and 12
+/// partitions through one client ~7.5 s; with 10 ms, 0.2 s; with 1 ms, 0.06 s (BENCHMARKS.md,
+/// `checkpoint-read`). The reader is assigned only while it reads a range that ends at a record
+/// that exists, so the short wait costs no idle polling. Set after the operator's options: it
+/// concerns only this reader.
+pub const READER_FETCH_WAIT_MS: u32 = 1;
 
 impl CheckpointReader {
     /// A reader of the checkpoints on `topic` (creates the client; connects on first use).
     pub fn new(kafka: &KafkaArgs, topic: &str) -> Result<Self, CheckpointError> {
         let mut config = kafka.reader_config()?;
-        config.set("fetch.wait.max.ms", READER_FETCH_WAIT_MS);
+        config.set("fetch.wait.max.ms", READER_FETCH_WAIT_MS.to_string());
         Self::from_config(&config, topic)
     }
 
