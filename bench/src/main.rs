@@ -2,6 +2,7 @@
 //! Figures and the commands that produced them are in BENCHMARKS.md.
 
 mod analyzer;
+mod checkpoint_read;
 mod cpu;
 mod fold;
 mod fold_analyzer;
@@ -32,6 +33,8 @@ enum Bench {
     AnalyzerKeys(analyzer::KeysArgs),
     /// Restart to first prediction with N events of history: checkpoint restore vs full replay.
     AnalyzerRestart(restart::RestartArgs),
+    /// Checkpoint reads of one restore pass: a client per partition vs one client per pass.
+    CheckpointRead(checkpoint_read::Args),
     /// Tick cost, lazy tick vs full walk: a 1M-event backtest replay and live ticks at 1M keys.
     Tick(tick::Args),
     /// Crafted hash collisions vs random tickers through the fold: unseeded vs seeded hasher.
@@ -59,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::AnalyzerThroughput(a) => fold::throughput(a).await,
         Bench::AnalyzerKeys(a) => analyzer::keys(a),
         Bench::AnalyzerRestart(a) => restart::restart(a).await,
+        Bench::CheckpointRead(a) => checkpoint_read::run(a).await,
         Bench::Tick(a) => tick::run(a),
         Bench::Hash(a) => hash::run(a),
         Bench::Warmer(a) => warmer::run(a).await,
