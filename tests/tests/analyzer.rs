@@ -253,9 +253,16 @@ async fn a_rebalance_hands_keys_over_between_instances() {
     let all: std::collections::BTreeSet<String> =
         tickers.iter().map(|t| format!("{t}:price")).collect();
 
+    // The rate budget's share comes from the topic's metadata at each rebalance: a fallback
+    // of 7 (what `--topic-partitions` says, unlike the topic) would show as 3/7 or 6/7.
+    cfg.kafka.topic_partitions = 7;
     let a = spawn_analyzer(cfg.clone()).await;
     eventually(Duration::from_secs(60), "A predicting every key", || async {
         (predicted(&a).await? == all).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(30), "A earning the whole rate budget", || async {
+        (budget_share(&a).await? == 1.0).then_some(())
     })
     .await;
 
@@ -268,6 +275,11 @@ async fn a_rebalance_hands_keys_over_between_instances() {
         (disjoint && union == all && !pa.is_empty() && !pb.is_empty()).then_some(())
     })
     .await;
+    eventually(Duration::from_secs(30), "A and B sharing the rate budget", || async {
+        let (sa, sb) = (budget_share(&a).await?, budget_share(&b).await?);
+        (sa > 0.0 && sb > 0.0 && (sa + sb - 1.0).abs() < 1e-9).then_some(())
+    })
+    .await;
 
     // B leaves: A takes its partitions back, rebuilds them from the topic, predicts them all.
     b.stop().await;
@@ -275,7 +287,17 @@ async fn a_rebalance_hands_keys_over_between_instances() {
         (predicted(&a).await? == all).then_some(())
     })
     .await;
+    eventually(Duration::from_secs(30), "A earning the whole rate budget again", || async {
+        (budget_share(&a).await? == 1.0).then_some(())
+    })
+    .await;
     a.stop().await;
+}
+
+/// The share of a rate budget the instance earns (`/v1/stats`, `budget.share`).
+async fn budget_share(an: &Service) -> Option<f64> {
+    let stats: Value = http().get(an.url("/v1/stats")).send().await.ok()?.json().await.ok()?;
+    stats["budget"]["share"].as_f64()
 }
 
 /// Ticks the analyzer has run so far (the tick-duration histogram's count).

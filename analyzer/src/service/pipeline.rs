@@ -382,10 +382,32 @@ impl Pipeline {
     /// partitions it owns (read from the topic's metadata at each rebalance, as partitions can
     /// be added), so N analyzers spend the rate together, not N times it.
     async fn set_budget_share(&self, progress: &Progress) {
-        let total = checkpoint::partition_count(&self.kafka, &self.topics.query_events_topic).await;
+        let total = self.events_partitions().await;
         let share = budget_share(progress.owned.len(), total);
         self.shared.model().set_budget_share(share);
         tracing::info!(owned = progress.owned.len(), total, share, "Fetch budget share set.");
+    }
+
+    /// Partitions of the query-events topic, read through the group consumer's own connection:
+    /// the consume loop waits on this at every rebalance, and a new client for it (as
+    /// `checkpoint::partition_count` makes at startup) added a connection of its own, and its
+    /// first metadata round trip, to the time before any partition folds again. The configured
+    /// `--topic-partitions` when the metadata cannot be read.
+    async fn events_partitions(&self) -> usize {
+        let (consumer, topic) = (self.consumer.clone(), self.topics.query_events_topic.clone());
+        let n = tokio::task::spawn_blocking(move || {
+            let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).ok()?;
+            md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len())
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+        if n > 0 {
+            n
+        } else {
+            self.kafka.topic_partitions.max(1) as usize
+        }
     }
 
     /// A restore reported back: resumes its partition (or drops what it restored, if the
