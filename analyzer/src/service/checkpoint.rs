@@ -19,7 +19,7 @@
 use prefetch_common::kafka::KafkaArgs;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -380,23 +380,33 @@ fn read_range(
     }
 }
 
-/// Partitions of `topic` (the configured default when its metadata cannot be read).
+/// Partitions of `topic` (the configured default when its metadata cannot be read), through a
+/// client of its own: for startup, before the group consumer exists.
 pub async fn partition_count(kafka: &KafkaArgs, topic: &str) -> usize {
     let (k, t) = (kafka.clone(), topic.to_owned());
     let n = tokio::task::spawn_blocking(move || {
         let reader: BaseConsumer = k.reader_config().ok()?.create().ok()?;
-        let md = reader.fetch_metadata(Some(&t), Duration::from_secs(5)).ok()?;
-        md.topics().iter().find(|x| x.name() == t).map(|x| x.partitions().len())
+        partitions_seen_by(&reader, &t)
     })
     .await
     .ok()
-    .flatten()
-    .unwrap_or(0);
-    if n > 0 {
-        n
-    } else {
-        kafka.topic_partitions.max(1) as usize
-    }
+    .flatten();
+    or_configured(n, kafka)
+}
+
+/// Partitions of `topic` in the metadata `client` fetches (blocking, up to 5 s); `None` when
+/// it cannot say.
+pub fn partitions_seen_by<C: Consumer<X>, X: ConsumerContext>(
+    client: &C,
+    topic: &str,
+) -> Option<usize> {
+    let md = client.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+    md.topics().iter().find(|x| x.name() == topic).map(|x| x.partitions().len())
+}
+
+/// `n` partitions if known and non-zero, else the configured `--topic-partitions`.
+pub fn or_configured(n: Option<usize>, kafka: &KafkaArgs) -> usize {
+    n.filter(|&n| n > 0).unwrap_or(kafka.topic_partitions.max(1) as usize)
 }
 
 #[cfg(test)]

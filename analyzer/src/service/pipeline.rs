@@ -396,18 +396,12 @@ impl Pipeline {
     async fn events_partitions(&self) -> usize {
         let (consumer, topic) = (self.consumer.clone(), self.topics.query_events_topic.clone());
         let n = tokio::task::spawn_blocking(move || {
-            let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).ok()?;
-            md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len())
+            checkpoint::partitions_seen_by(consumer.as_ref(), &topic)
         })
         .await
         .ok()
-        .flatten()
-        .unwrap_or(0);
-        if n > 0 {
-            n
-        } else {
-            self.kafka.topic_partitions.max(1) as usize
-        }
+        .flatten();
+        checkpoint::or_configured(n, &self.kafka)
     }
 
     /// A restore reported back: resumes its partition (or drops what it restored, if the
