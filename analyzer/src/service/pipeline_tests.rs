@@ -1,6 +1,6 @@
 //! The consume loop against a real broker (or the MockCluster): shutdown and budget share.
 
-use super::budget_share;
+use super::rebalance::budget_share;
 use crate::service::{serve, Config};
 use prefetch_testkit::{http, produce_json, topic_count, unique_topics, TestKafka};
 use rdkafka::consumer::{BaseConsumer, Consumer};
