@@ -7,12 +7,13 @@
 //! their state untouched.
 
 use super::metrics::Metrics;
+use super::pipeline::FetchQueue;
 use super::Shared;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
-use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::{Arc, OnceLock};
 
 /// Partition changes the consume loop has yet to act on.
 #[derive(Debug, Default)]
@@ -36,6 +37,9 @@ pub struct GroupContext {
     /// Wakes the consume loop when there are changes to act on (a paused partition brings no
     /// message that would otherwise wake it).
     pub wake: tokio::sync::Notify,
+    /// Where assigned partitions' messages are routed, once the consume loop's receive thread
+    /// reads it (`receive.rs`); unset, they arrive on the group consumer's own queue.
+    pub fetch: OnceLock<Arc<FetchQueue>>,
 }
 
 impl ClientContext for GroupContext {
@@ -55,6 +59,12 @@ impl ClientContext for GroupContext {
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Rebalance::Assign(tpl), Some(fetch)) = (rebalance, self.fetch.get()) {
+            // Before the assignment, so librdkafka keeps the route when it starts fetching.
+            for e in tpl.elements().iter().filter(|e| e.topic() == self.topic) {
+                fetch.route(&self.topic, e.partition());
+            }
+        }
         if let Rebalance::Revoke(tpl) = rebalance {
             // Offsets are stored only after what their events caused was produced, so committing
             // the stored ones now hands the next owner exactly the unfinished tail.

@@ -54,15 +54,39 @@ struct Raw {
 impl Chunk {
     /// Copies one message in.
     pub fn push(&mut self, m: &BorrowedMessage<'_>) {
+        self.push_parts(
+            m.partition(),
+            m.offset(),
+            m.key().unwrap_or_default(),
+            m.payload().unwrap_or_default(),
+        );
+    }
+
+    /// Copies one message in, given its parts (the receive thread's batch consume).
+    pub fn push_parts(&mut self, partition: i32, offset: i64, key: &[u8], payload: &[u8]) {
         let start = self.bytes.len();
-        self.bytes.extend_from_slice(m.key().unwrap_or_default());
+        self.bytes.extend_from_slice(key);
         let mid = self.bytes.len();
-        self.bytes.extend_from_slice(m.payload().unwrap_or_default());
+        self.bytes.extend_from_slice(payload);
         self.messages.push(Raw {
-            partition: m.partition(),
-            offset: m.offset(),
+            partition,
+            offset,
             key: start..mid,
             payload: mid..self.bytes.len(),
+        });
+    }
+
+    /// Drops the messages of partitions `keep` rejects (revoked while their messages waited
+    /// to be handed over). `keep` is asked once per run of one partition's messages.
+    pub fn retain_partitions(&mut self, mut keep: impl FnMut(i32) -> bool) {
+        let mut last: Option<(i32, bool)> = None;
+        self.messages.retain(|m| match last {
+            Some((p, k)) if p == m.partition => k,
+            _ => {
+                let k = keep(m.partition);
+                last = Some((m.partition, k));
+                k
+            }
         });
     }
 
@@ -75,6 +99,19 @@ impl Chunk {
     fn clear(&mut self) {
         self.bytes.clear();
         self.messages.clear();
+    }
+}
+
+#[cfg(test)]
+impl Chunk {
+    /// `(partition, offset)` of each message, in order.
+    pub fn parts(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.messages.iter().map(|m| (m.partition, m.offset))
+    }
+
+    /// Each message's payload, in order.
+    pub fn payloads(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.messages.iter().map(|m| &self.bytes[m.payload.clone()])
     }
 }
 

@@ -300,6 +300,7 @@ pub async fn serve(
         topic: cfg.topics.query_events_topic.clone(),
         shared: shared.clone(),
         wake: tokio::sync::Notify::new(),
+        fetch: std::sync::OnceLock::new(),
     };
     let consumer: Arc<StreamConsumer<consumer::GroupContext>> =
         Arc::new(cc.create_with_context(context)?);

@@ -2,9 +2,10 @@
 //! they caused is durable.
 //!
 //! One `tokio::select!` over shutdown, the publish tick, the stats tick, folded chunks coming
-//! back and the next message. The loop itself only receives: each message, with every other one
-//! already waiting in the consumer's queue (up to [`fold::CHUNK`]), is copied into a chunk and
-//! handed to the fold stage (`fold.rs`): a parse thread (`contract::canonical`, the canonical form read
+//! back and the next chunk of messages. A receive thread (`receive.rs`) takes the assigned
+//! partitions' messages from librdkafka a batch at a time (what is waiting, up to
+//! [`fold::CHUNK`]) and copies them into a chunk; the loop hands each chunk to the fold stage
+//! (`fold.rs`), after acting on any rebalance: a parse thread (`contract::canonical`, the canonical form read
 //! without serde) and a fold thread that folds the events into the model and publishes what
 //! they cause, chunk after chunk in the order received. Each folded chunk comes back with its
 //! delivery futures and offsets and joins the open batch. Every `BATCH` messages and at each
@@ -20,13 +21,15 @@
 //! folded, commits, and snapshots each owned partition's state at that point; the snapshots are
 //! written to the state topic on a task of their own (`checkpoint.rs`).
 //!
-//! Why three threads (BENCHMARKS.md, analyzer): on one loop the analyzer was CPU-bound at
+//! Why these threads (BENCHMARKS.md, analyzer): on one loop the analyzer was CPU-bound at
 //! ~1.9 µs an event against ~0.6 µs for a plain consumer's receive-and-store; receiving,
-//! parsing and folding now overlap, each at about the plain consumer's cost or less.
+//! parsing and folding now overlap, each at about the plain consumer's cost or less. The
+//! group consumer's own queue, served by the loop's `recv`, carries rebalances, commits and
+//! errors.
 //!
 //! Files: the batches and the fold stage's two ends are in `progress.rs`, the tick's and the
-//! stats' publications in `publish.rs`, acting on a rebalance in `rebalance.rs`, the tests in
-//! `pipeline_tests.rs`.
+//! stats' publications in `publish.rs`, acting on a rebalance in `rebalance.rs`, the receive
+//! thread in `receive.rs`, the tests in `pipeline_tests.rs`.
 
 #[path = "fold.rs"]
 mod fold;
@@ -36,8 +39,11 @@ mod progress;
 mod publish;
 #[path = "rebalance.rs"]
 mod rebalance;
+#[path = "receive.rs"]
+mod receive;
 /// The canonical-form scanner, shared with ingest (it lives in the contract).
 pub use prefetch_common::contract::canonical as parse;
+pub use receive::FetchQueue;
 
 use super::consumer::GroupContext;
 use super::restore;
@@ -150,12 +156,20 @@ impl Pipeline {
         let fold = std::thread::Builder::new()
             .name("analyzer-fold".into())
             .spawn(move || folder.run(parsed_rx, folded_tx))?;
+        // The assigned partitions' messages come through the receive thread (`receive.rs`);
+        // the queue is the context's before the loop serves the first rebalance.
+        let queue = Arc::new(FetchQueue::new(self.consumer.client().native_ptr()));
+        if self.consumer.context().fetch.set(queue.clone()).is_err() {
+            anyhow::bail!("the consumer already has a receive queue (one pipeline per consumer)");
+        }
+        let mut receiver = receive::Receiver::start(queue, fold::CHUNK)?;
         let mut stage = Stage {
             chunks: Some(chunks_tx),
             folded: folded_rx,
             in_flight: 0,
             threads: vec![parse, fold],
             spare: Vec::new(),
+            recycle: Some(receiver.spares.clone()),
             epoch: 0,
         };
         // The first checkpoint one period after the start (interval's first tick is at once).
@@ -165,7 +179,11 @@ impl Pipeline {
         checkpoints.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut timers =
             Timers { tick: &mut tick, stats: &mut stats, checkpoints: &mut checkpoints };
-        let result = self.consume(&shutdown, &mut stage, &mut progress, &mut timers).await;
+        let result =
+            self.consume(&shutdown, &mut stage, &mut progress, &mut timers, &mut receiver).await;
+        // What the receive thread holds and the loop did not take is dropped unfolded: its
+        // offsets are never stored.
+        receiver.stop().await;
         // Even after an error, the threads are stopped (what was handed over is folded first);
         // the loop's own error is the one reported.
         let stopped = stage.stop(&mut progress).await;
@@ -195,6 +213,7 @@ impl Pipeline {
         stage: &mut Stage,
         progress: &mut Progress,
         timers: &mut Timers<'_>,
+        receiver: &mut receive::Receiver,
     ) -> anyhow::Result<()> {
         let Timers { tick, stats, checkpoints } = timers;
         loop {
@@ -203,7 +222,7 @@ impl Pipeline {
                 _ = shutdown.cancelled() => return Ok(()),
                 f = stage.next(), if stage.in_flight > 0 => {
                     let spare = progress.absorb(f?);
-                    stage.spare.push(spare);
+                    stage.recycle(spare);
                     if progress.open.messages >= BATCH {
                         self.settle(progress, false).await?;
                     }
@@ -229,7 +248,20 @@ impl Pipeline {
                     let owned: Vec<i32> = progress.owned.iter().copied().collect();
                     progress.writing = self.checkpoint(progress, &owned).await?;
                 }
-                // `recv` is cancel-safe: a message not taken stays in the consumer's queue.
+                c = receiver.chunks.recv(), if stage.in_flight < CHUNKS_IN_FLIGHT => {
+                    let mut chunk = c.ok_or_else(|| anyhow::anyhow!("the receive thread stopped"))?;
+                    self.apply_rebalances(stage, progress).await?;
+                    // A partition revoked while its messages waited here is no longer ours.
+                    chunk.retain_partitions(|p| progress.owned.contains(&p));
+                    if chunk.len() > 0 {
+                        stage.send(chunk)?;
+                    } else {
+                        stage.recycle(chunk);
+                    }
+                }
+                // `recv` is cancel-safe: a message not taken stays in the consumer's queue. It
+                // serves rebalances, commits and errors; messages arrive here only for a
+                // partition the receive thread's queue could not take.
                 r = self.consumer.recv(), if stage.in_flight < CHUNKS_IN_FLIGHT => {
                     let mut chunk = stage.spare.pop().unwrap_or_default();
                     match r {

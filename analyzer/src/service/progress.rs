@@ -94,13 +94,27 @@ pub(super) struct Stage {
     pub(super) in_flight: usize,
     /// The parse and fold threads (each stops when the one before it does).
     pub(super) threads: Vec<std::thread::JoinHandle<()>>,
-    /// Emptied chunks back from the fold thread, to fill again.
+    /// Emptied chunks back from the fold thread, to fill again (the consume loop's own).
     pub(super) spare: Vec<Chunk>,
+    /// Where emptied chunks go instead: the receive thread, which fills most of them.
+    pub(super) recycle: Option<mpsc::Sender<Chunk>>,
     /// Bumped by every rebalance acted on; chunks carry it to the fold thread.
     pub(super) epoch: u64,
 }
 
 impl Stage {
+    /// Keeps an emptied chunk to fill again.
+    pub(super) fn recycle(&mut self, chunk: Chunk) {
+        let chunk = match &self.recycle {
+            Some(tx) => match tx.send(chunk) {
+                Ok(()) => return,
+                Err(mpsc::SendError(chunk)) => chunk,
+            },
+            None => chunk,
+        };
+        self.spare.push(chunk);
+    }
+
     pub(super) fn send(&mut self, mut chunk: Chunk) -> anyhow::Result<()> {
         chunk.epoch = self.epoch;
         let tx =
@@ -122,7 +136,7 @@ impl Stage {
     pub(super) async fn drain(&mut self, progress: &mut Progress) -> anyhow::Result<()> {
         while self.in_flight > 0 {
             let spare = progress.absorb(self.next().await?);
-            self.spare.push(spare);
+            self.recycle(spare);
         }
         Ok(())
     }
