@@ -158,7 +158,7 @@ impl Pipeline {
             .spawn(move || folder.run(parsed_rx, folded_tx))?;
         // The assigned partitions' messages come through the receive thread (`receive.rs`);
         // the queue is the context's before the loop serves the first rebalance.
-        let queue = Arc::new(FetchQueue::new(self.consumer.client().native_ptr()));
+        let queue = Arc::new(FetchQueue::new(self.consumer.client()));
         if self.consumer.context().fetch.set(queue.clone()).is_err() {
             anyhow::bail!("the consumer already has a receive queue (one pipeline per consumer)");
         }

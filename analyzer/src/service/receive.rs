@@ -23,7 +23,9 @@
 
 use super::fold::Chunk;
 use rdkafka::bindings as rd;
+use rdkafka::client::Client;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
@@ -52,10 +54,11 @@ unsafe impl Send for Handles {}
 unsafe impl Sync for Handles {}
 
 impl FetchQueue {
-    /// A new, empty queue on the consumer `rk` (from `Client::native_ptr`). It must be closed
-    /// before the consumer is destroyed: the receive thread closes it when it stops.
-    pub fn new(rk: *mut rd::rd_kafka_t) -> Self {
-        // SAFETY: `rk` is a live client (the caller's consumer, which outlives this queue: the
+    /// A new, empty queue on `client` (a consumer's). It must be closed before the client is
+    /// destroyed: the receive thread closes it when it stops.
+    pub fn new<C: ClientContext>(client: &Client<C>) -> Self {
+        let rk = client.native_ptr();
+        // SAFETY: `rk` is the live client borrowed here (which outlives this queue: the
         // receive thread closes it before the pipeline returns, and the consumer is dropped
         // after that).
         let q = unsafe { rd::rd_kafka_queue_new(rk) };
@@ -120,6 +123,10 @@ impl FetchQueue {
             }
         }
         n
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
     /// Destroys the queue (idempotent). Partitions still routed here lose what they fetch from
@@ -221,12 +228,6 @@ impl Receiver {
     }
 }
 
-impl FetchQueue {
-    fn is_closed(&self) -> bool {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).is_none()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +275,7 @@ mod tests {
         }
 
         let consumer: BaseConsumer = kafka.kafka_args().reader_config().unwrap().create().unwrap();
-        let queue = FetchQueue::new(consumer.client().native_ptr());
+        let queue = FetchQueue::new(consumer.client());
         queue.route(&topic, 0);
         let mut tpl = TopicPartitionList::new();
         for p in [0, 1] {
