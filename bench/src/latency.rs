@@ -12,7 +12,9 @@
 //! probability (followed / opportunities) would fall under the live `min_confidence`
 //! after as many such clients as training sessions — which is why an earlier version of this
 //! bench saw only 298 of its events warmed with 300 training sessions. Latency is from just before the POST to the cache write, taken as
-//! max(file ctime, entry `fetched_at`) as in the warmer bench. Each `--batch-linger` value runs
+//! max(file ctime, entry `fetched_at`) as in the warmer bench; a column also gives the time to
+//! the upstream's request for the key (the upstream notes when it is first asked), which
+//! splits the path into getting to the fetch and the fetch and write. Each `--batch-linger` value runs
 //! in a fresh stack (topics, group, cache).
 
 use crate::cpu::load_average;
@@ -21,6 +23,8 @@ use axum::extract::Path;
 use axum::routing::get;
 use chrono::{DateTime, Duration as CDuration, Utc};
 use prefetch_common::kafka::{KafkaArgs, TopicArgs};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -63,11 +67,22 @@ pub struct Args {
 /// One running stack.
 struct Stack {
     ingest: String,
+    /// When the upstream was first asked for each ticker's `chart`: where a warm's latency
+    /// splits into getting to the fetch (ingest, Kafka, analyzer, Kafka, the warmer's batch) and
+    /// the fetch and write.
+    asked: Asked,
+    /// When a consumer of the bench's own first read a `chart` prediction for each ticker:
+    /// where getting to the fetch splits into the analyzer's side and the warmer's.
+    seen: Asked,
     analyzer: String,
     cache: PathBuf,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
+
+/// Ticker → when something first happened to its `chart` (asked of the upstream, seen on the
+/// predictions topic).
+type Asked = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, DateTime<Utc>>>>;
 
 async fn listener() -> anyhow::Result<(tokio::net::TcpListener, String)> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -81,9 +96,15 @@ async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<St
     kafka.topic_partitions = 6;
     let topics = TopicArgs::prefixed(prefix);
     let (l, upstream) = listener().await?;
+    let asked = Asked::default();
+    let noted = asked.clone();
     let app = axum::Router::new().route(
         "/{module}/{ticker}",
         get(|Path((m, t)): Path<(String, String)>| async move {
+            if m == "chart" {
+                let mut asked = noted.lock().unwrap_or_else(|p| p.into_inner());
+                asked.entry(t.clone()).or_insert_with(Utc::now);
+            }
             axum::Json(serde_json::json!({"ticker": t, "module": m, "last": 1.0}))
         }),
     );
@@ -124,6 +145,7 @@ async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<St
     let (al, analyzer) = listener().await?;
     tasks.push(tokio::spawn(analyzer::service::serve(a, al, stop.clone())));
 
+    let (kafka_for_watch, predictions) = (kafka.clone(), topics.predictions_topic.clone());
     let mut i = ingest::Config::new(args.brokers.clone());
     i.kafka = kafka;
     i.topics = topics;
@@ -143,7 +165,43 @@ async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<St
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Ok(Stack { ingest, analyzer, cache, stop, tasks })
+    let seen = watch_predictions(&kafka_for_watch, &predictions, prefix, stop.clone())?;
+    Ok(Stack { ingest, asked, seen, analyzer, cache, stop, tasks })
+}
+
+/// Reads the predictions topic from a group of its own and notes when each ticker's `chart`
+/// prediction is first read.
+fn watch_predictions(
+    kafka: &KafkaArgs,
+    topic: &str,
+    prefix: &str,
+    stop: CancellationToken,
+) -> anyhow::Result<Asked> {
+    let consumer: StreamConsumer =
+        kafka.consumer_config(&format!("{prefix}bench-seen"))?.create()?;
+    consumer.subscribe(&[topic])?;
+    let seen = Asked::default();
+    let noted = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let m = tokio::select! {
+                _ = stop.cancelled() => break,
+                m = consumer.recv() => m,
+            };
+            let Some(p) = m.ok().and_then(|m| {
+                serde_json::from_slice::<serde_json::Value>(m.payload().unwrap_or_default()).ok()
+            }) else {
+                continue;
+            };
+            if let (Some("chart"), Some(t)) = (p["module"].as_str(), p["ticker"].as_str()) {
+                let mut seen = noted.lock().unwrap_or_else(|p| p.into_inner());
+                seen.entry(t.to_owned()).or_insert_with(Utc::now);
+            }
+        }
+        // Never wait on dropping a subscribed consumer (rust-rdkafka #453, #509, #611).
+        std::thread::spawn(move || drop(consumer));
+    });
+    Ok(seen)
 }
 
 /// Events the analyzer has folded, from its `/metrics`.
@@ -278,6 +336,23 @@ async fn post_at_rate(
     Ok(sent)
 }
 
+/// p50 / p99 ms from each event's POST to when `at` noted its ticker ("–": none noted).
+fn since_post(at: &Asked, sent: &[(String, DateTime<Utc>)]) -> String {
+    let mut ms: Vec<f64> = {
+        let at = at.lock().unwrap_or_else(|p| p.into_inner());
+        sent.iter()
+            .filter_map(|(t, posted)| {
+                Some((*at.get(t)? - *posted).num_microseconds()? as f64 / 1000.0)
+            })
+            .collect()
+    };
+    if ms.is_empty() {
+        return "–".to_owned();
+    }
+    let (p50, p99, _) = quantiles(&mut ms);
+    format!("{p50:.1} / {p99:.1}")
+}
+
 /// p50, p99, max of `ms` (sorted in place).
 fn quantiles(ms: &mut [f64]) -> (f64, f64, f64) {
     ms.sort_by(f64::total_cmp);
@@ -291,8 +366,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let budget = args.budget.map_or("the analyzer's default".to_owned(), |b| b.to_string());
     println!("fetch budget: {budget}");
-    println!("| warmer --batch-linger | rate events/s | events | warmed | refused by the fetch budget | p50 ms | p99 ms | max ms | load |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| warmer --batch-linger | rate events/s | events | warmed | refused by the fetch budget | p50 ms | p99 ms | max ms | to the prediction read: p50 / p99 ms | to the upstream request: p50 / p99 ms | load |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &linger in &args.linger_ms {
         let prefix = format!("bench-lat-{run}-{linger}.");
         let stack = start(&args, &prefix, Duration::from_millis(linger)).await?;
@@ -323,8 +398,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let warmed = ms.len();
             let refused = refused(&http, &stack.analyzer).await? - refused_before;
             let (p50, p99, max) = quantiles(&mut ms);
+            let (seen, fetch) = (since_post(&stack.seen, &sent), since_post(&stack.asked, &sent));
             println!(
-                "| {linger} ms | {rate} | {} | {warmed} | {refused} | {p50:.1} | {p99:.1} | {max:.1} | {} |",
+                "| {linger} ms | {rate} | {} | {warmed} | {refused} | {p50:.1} | {p99:.1} | {max:.1} | {seen} | {fetch} | {} |",
                 sent.len(),
                 load_average()
             );
