@@ -173,7 +173,10 @@ pub struct RecordingUpstream {
 }
 
 impl RecordingUpstream {
-    /// Starts it on 127.0.0.1:0, answering each request after `delay`.
+    /// Starts it on 127.0.0.1:0, answering each request after `delay`. It runs on a thread and
+    /// runtime of its own, so an arrival is timed when it arrives even while the test's own
+    /// runtime is busy (a storm of 60 requests once held it up long enough to record the
+    /// requests of the busiest second up to 0.7 s late, all at once, and fail the limit).
     pub async fn start(delay: Duration) -> Self {
         use axum::extract::State;
         type Arrivals = Arc<Mutex<Vec<(String, Instant)>>>;
@@ -192,13 +195,22 @@ impl RecordingUpstream {
         }
         let arrivals: Arrivals = Arc::default();
         let app = axum::Router::new().fallback(answer).with_state((arrivals.clone(), delay));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
         let s = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(s.cancelled_owned()).await
-        });
+        std::thread::Builder::new()
+            .name("recording-upstream".into())
+            .spawn(move || {
+                let rt =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    axum::serve(listener, app).with_graceful_shutdown(s.cancelled_owned()).await
+                })
+            })
+            .unwrap();
         Self { addr, arrivals, stop }
     }
 
@@ -210,6 +222,26 @@ impl RecordingUpstream {
     /// When each request arrived, in order.
     pub fn times(&self) -> Vec<Instant> {
         self.arrivals.lock().unwrap().iter().map(|(_, t)| *t).collect()
+    }
+
+    /// The requests of the busiest second ([`busiest_second`]), each as "+ms path", for a
+    /// failure message: evenly spaced arrivals point at the limiter, a clump at a delay
+    /// between a grant and its arrival.
+    pub fn busiest_timeline(&self) -> String {
+        let mut a = self.arrivals.lock().unwrap().clone();
+        a.sort_by_key(|(_, t)| *t);
+        let within = |i: usize| {
+            a[i..].iter().take_while(|(_, t)| *t < a[i].1 + Duration::from_secs(1)).count()
+        };
+        let Some(start) = (0..a.len()).max_by_key(|&i| (within(i), std::cmp::Reverse(i))) else {
+            return String::new();
+        };
+        let t0 = a[start].1;
+        a[start..start + within(start)]
+            .iter()
+            .map(|(p, t)| format!("+{}ms {p}", (*t - t0).as_millis()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// How many requests of `path` (e.g. `/data/price/AAPL`) arrived.
