@@ -79,7 +79,8 @@ pub enum Outcome {
     SkippedOffHours,
     /// The prediction's horizon had already passed when it was read.
     SkippedStale,
-    /// A more confident prediction of the same key came in the same batch.
+    /// A more confident prediction of the same key came in the same batch, or the key was
+    /// being warmed already (by an earlier batch or a deferred refresh).
     SkippedDuplicate,
     /// Beyond the `top_n` of an operator's warm-up.
     DroppedBudget,

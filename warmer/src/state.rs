@@ -58,6 +58,9 @@ pub struct Shared {
     latest: Mutex<HashMap<Key, Prediction>>,
     /// Keys with a refresh deferred to their entry's expiry (`warm.rs`).
     pub deferred: Mutex<std::collections::HashSet<Key>>,
+    /// Keys being warmed now (`warm.rs`): a second warm of one of them, from a later batch or a
+    /// deferred refresh, is skipped instead of fetching it twice.
+    pub warming: Mutex<std::collections::HashSet<Key>>,
     /// Cancelled when the service stops: deferred refreshes still waiting are dropped then.
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -116,6 +119,7 @@ impl Shared {
             options,
             latest: Mutex::default(),
             deferred: Mutex::default(),
+            warming: Mutex::default(),
             stopping: tokio_util::sync::CancellationToken::new(),
         }
     }

@@ -310,6 +310,12 @@ impl Upstream {
 
     async fn attempt(&self, url: &str, shown: &str, source: Source) -> Result<Fetched, FetchError> {
         let warm = source == Source::Warm;
+        // The concurrency slot first, then the rate's: a request granted its rate slot goes at
+        // once. The other way round, requests granted while every slot was busy (a slow
+        // upstream) would queue for slots and reach the upstream together when they free,
+        // over the rate. The semaphore is never closed, so acquiring cannot fail; a closed one
+        // would only mean no limit.
+        let _permit = if warm { self.permits.acquire().await.ok() } else { None };
         let grant = self.limiter.acquire(self.cfg.rate_max_wait, !warm).await;
         if grant.fell_back {
             self.metrics.rate_limiter_fallback();
@@ -317,9 +323,6 @@ impl Upstream {
         if !grant.go {
             return Err(FetchError::RateLimited(self.cfg.rate_max_wait));
         }
-        // The semaphore is never closed, so acquiring cannot fail; a closed one would only
-        // mean no limit.
-        let _permit = if warm { self.permits.acquire().await.ok() } else { None };
         let started = Instant::now();
         let result = self.get(url, shown).await;
         let class = match &result {

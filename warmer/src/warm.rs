@@ -7,8 +7,15 @@
 //! decide, and fetches the chosen keys concurrently, each after a random delay
 //! within the spread window (none for a learned follow-up of a query, `Reason::Sequence`, nor
 //! for a warm timed for a periodic key's next poll, `Reason::Periodic`).
-//! Offsets of the batch are stored only after every warm in it has
-//! ended (stored, skipped, dropped, or failed after its retries): at-least-once.
+//!
+//! Batches overlap: the next batch is read and warmed while earlier ones still fetch and
+//! write, up to [`BATCHES_IN_FLIGHT`], so a prediction waits for neither the previous batch's
+//! fetches nor its fsynced writes (issue #15.4: at 1,000 events/s that wait was most of the
+//! event → warm latency). Offsets are stored in read order: a batch's once every warm in it
+//! has ended (stored, skipped, dropped, or failed after its retries) *and* every earlier
+//! batch's offsets are stored, so a committed offset never passes a warm still running:
+//! at-least-once. A key is warmed by one task at a time ([`Shared::warming`]); a later batch's
+//! prediction of a key still being fetched is skipped as a duplicate.
 //!
 //! A refresh of an entry still live is deferred to just before the entry expires
 //! ([`Decision::WarmAt`]): it runs as a task of its own, after the batch's offsets are stored,
@@ -26,13 +33,19 @@ use crate::upstream::FetchError;
 use chrono::{DateTime, Utc};
 use prefetch_common::prediction::{Prediction, Reason};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Most messages in one batch.
 pub const BATCH_MAX: usize = 1000;
+
+/// Most batches warming at once. When every one of them still runs (a slow or rate-limited
+/// upstream), reading waits: the consumer lag grows instead of the warmer's memory.
+pub const BATCHES_IN_FLIGHT: usize = 8;
 
 /// Decides and carries out the warms of one batch; returns each prediction with its outcome
 /// (also counted in the metrics). `trigger` says who asks: published predictions follow the
@@ -132,10 +145,36 @@ fn forget_deferral(shared: &Shared, key: &Key) {
     shared.metrics.deferred(waiting);
 }
 
+/// A key being warmed, in [`Shared::warming`] until dropped (also when its task is aborted).
+struct Claim<'a> {
+    shared: &'a Shared,
+    key: Key,
+}
+
+impl<'a> Claim<'a> {
+    /// Claims `key`, unless another warm holds it.
+    fn take(shared: &'a Shared, key: Key) -> Option<Self> {
+        let mut warming = shared.warming.lock().unwrap_or_else(|e| e.into_inner());
+        if !warming.insert(key.clone()) {
+            return None;
+        }
+        Some(Self { shared, key })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.shared.warming.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+    }
+}
+
 /// Fetches and stores `p`'s key, now or as the refresh deferred to `deferred_to`. The
 /// prediction-to-cache histogram counts from when the warm was wanted: the prediction's time,
 /// or the deferred refresh's.
 async fn warm_one(shared: &Shared, p: &Prediction, deferred_to: Option<DateTime<Utc>>) -> Outcome {
+    let Some(_claim) = Claim::take(shared, Key::of(p)) else {
+        return Outcome::SkippedDuplicate;
+    };
     // Spread the batch so refreshes of many keys never reach the upstream at once. A learned
     // follow-up is not one of them: it comes from one query event, at the pace of the events,
     // and is wanted within seconds (BENCHMARKS.md, event → warm latency). Nor is a periodic
@@ -176,64 +215,127 @@ async fn warm_one(shared: &Shared, p: &Prediction, deferred_to: Option<DateTime<
     }
 }
 
-/// The predictions consume loop: runs until `shutdown`, then commits and lets go of the
-/// consumer (see [`finish`]).
+/// The predictions consume loop: runs until `shutdown`, then commits what it stored and lets
+/// go of the consumer (see [`finish`]). Batches warm as tasks of their own, overlapping (see
+/// the module docs); their offsets are stored in the order the batches were read.
 pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: CancellationToken) {
-    'batches: loop {
-        let Some(batch) =
-            next_batch(&consumer, &shutdown, BATCH_MAX, shared.options.batch_linger).await
-        else {
-            break;
-        };
-        let mut offsets = Vec::with_capacity(batch.len());
-        let mut preds = Vec::with_capacity(batch.len());
-        for m in batch {
-            let msg = match m {
-                Ok(msg) => msg,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Kafka error on the predictions consumer.");
+    let warming = pump(&shared, &consumer, &shutdown).await;
+    if !warming.is_empty() {
+        tracing::info!(
+            batches = warming.len(),
+            "Stopping during warms; their offsets are not stored, so they will be redelivered."
+        );
+    }
+    for w in warming {
+        w.task.abort();
+    }
+    finish(consumer, "predictions").await;
+}
+
+/// Reads and warms batches until `shutdown`, or until something the loop cannot go on after
+/// (a dead letter not acknowledged, a warm task that panicked; the service stops with the
+/// loop). Returns the batches still warming, whose offsets must not be stored.
+async fn pump(
+    shared: &Arc<Shared>,
+    consumer: &WarmerConsumer,
+    shutdown: &CancellationToken,
+) -> VecDeque<Warming> {
+    let linger = shared.options.batch_linger;
+    // Batches warming, oldest first, each with the offsets to store once it has ended.
+    let mut warming: VecDeque<Warming> = VecDeque::new();
+    // The read in progress: never dropped half-way (its messages would be lost to the offsets
+    // stored after them), only paused while BATCHES_IN_FLIGHT batches warm.
+    let mut reading = std::pin::pin!(next_batch(consumer, shutdown, BATCH_MAX, linger));
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            ended = async { (&mut warming[0].task).await }, if !warming.is_empty() => {
+                let done = warming.pop_front().expect("not empty");
+                if let Err(e) = ended {
+                    // Not stored, so the batch is read again after a restart.
+                    tracing::error!(error = %e, "A batch's warm task failed; stopping the predictions loop.");
+                    return warming;
+                }
+                store(shared, consumer, done.offsets);
+            }
+            batch = &mut reading, if warming.len() < BATCHES_IN_FLIGHT => {
+                let Some(batch) = batch else { break };
+                let Some((offsets, preds)) = parse(shared, batch).await else {
+                    return warming;
+                };
+                reading.set(next_batch(consumer, shutdown, BATCH_MAX, linger));
+                if offsets.is_empty() {
+                    // Only errors: do not spin on a broken connection.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
-            };
-            offsets.push((msg.partition(), msg.offset()));
-            // Validated like at every consumer (anyone can write the topic); what fails goes
-            // to the DLQ with its reason, and its offset is stored only once that write is
-            // acknowledged.
-            match serde_json::from_slice::<Prediction>(msg.payload().unwrap_or_default()) {
-                Ok(p) => preds.push(p),
-                Err(e) => {
-                    shared.metrics.invalid("predictions");
-                    tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "Dead-lettering an invalid prediction.");
-                    if let Err(de) =
-                        crate::consume::dead_letter(&shared, &msg, &e.to_string()).await
-                    {
-                        // Storing this batch's offsets would lose the message: stop instead (the
-                        // service stops with this task), so it is read again after a restart.
-                        tracing::error!(partition = msg.partition(), offset = msg.offset(), error = %de, "The dead letter was not acknowledged; stopping the predictions loop.");
-                        break 'batches;
-                    }
-                }
-            }
-        }
-        if offsets.is_empty() {
-            // Only errors: do not spin on a broken connection.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        shared.remember(&preds);
-        tokio::select! {
-            _ = warm_batch(&shared, preds, Utc::now(), Trigger::Published) => {}
-            _ = shutdown.cancelled() => {
-                tracing::info!("Shutting down during a batch; its offsets are not stored, so it will be redelivered.");
-                break;
-            }
-        }
-        for (partition, offset) in offsets {
-            if let Err(e) = consumer.store_offset(&shared.predictions_topic, partition, offset) {
-                // The partition was revoked meanwhile: its new owner re-reads the message.
-                tracing::warn!(partition, offset, error = %e, "Could not store an offset.");
+                shared.remember(&preds);
+                let s = shared.clone();
+                let task = tokio::spawn(async move {
+                    warm_batch(&s, preds, Utc::now(), Trigger::Published).await;
+                });
+                warming.push_back(Warming { offsets, task });
             }
         }
     }
-    finish(consumer, "predictions").await;
+    // Batches that ended meanwhile keep their place in the order.
+    while warming.front().is_some_and(|w| w.task.is_finished()) {
+        let done = warming.pop_front().expect("not empty");
+        if done.task.await.is_err() {
+            break;
+        }
+        store(shared, consumer, done.offsets);
+    }
+    warming
+}
+
+/// A batch warming: its task, and the offsets to store once it has ended.
+struct Warming {
+    offsets: Vec<(i32, i64)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Stores a batch's offsets (committed by the client in the background).
+fn store(shared: &Shared, consumer: &WarmerConsumer, offsets: Vec<(i32, i64)>) {
+    for (partition, offset) in offsets {
+        if let Err(e) = consumer.store_offset(&shared.predictions_topic, partition, offset) {
+            // The partition was revoked meanwhile: its new owner re-reads the message.
+            tracing::warn!(partition, offset, error = %e, "Could not store an offset.");
+        }
+    }
+}
+
+/// A batch's offsets and its valid predictions. Validated like at every consumer (anyone can
+/// write the topic): what fails goes to the DLQ with its reason, its offset kept with the
+/// batch's, so it is stored only once that write is acknowledged. `None` when a dead letter
+/// was not acknowledged: storing the batch's offsets would lose the message.
+async fn parse(
+    shared: &Shared,
+    batch: Vec<KafkaResult<BorrowedMessage<'_>>>,
+) -> Option<(Vec<(i32, i64)>, Vec<Prediction>)> {
+    let mut offsets = Vec::with_capacity(batch.len());
+    let mut preds = Vec::with_capacity(batch.len());
+    for m in batch {
+        let msg = match m {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka error on the predictions consumer.");
+                continue;
+            }
+        };
+        offsets.push((msg.partition(), msg.offset()));
+        match serde_json::from_slice::<Prediction>(msg.payload().unwrap_or_default()) {
+            Ok(p) => preds.push(p),
+            Err(e) => {
+                shared.metrics.invalid("predictions");
+                tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "Dead-lettering an invalid prediction.");
+                if let Err(de) = crate::consume::dead_letter(shared, &msg, &e.to_string()).await {
+                    tracing::error!(partition = msg.partition(), offset = msg.offset(), error = %de, "The dead letter was not acknowledged; stopping the predictions loop.");
+                    return None;
+                }
+            }
+        }
+    }
+    Some((offsets, preds))
 }

@@ -543,3 +543,48 @@ async fn a_stopped_warmer_drops_the_refreshes_it_deferred() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(up.count("/data/price/AAPL"), 1, "the deferred refresh was dropped at the stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_warm_holds_up_neither_later_batches_nor_its_offset_nor_a_second_fetch() {
+    // Batches overlap (issue #15.4): a prediction read while an earlier batch still fetches is
+    // warmed at once, the earlier batch's key is not fetched a second time meanwhile, and no
+    // offset is committed past the warm still running.
+    let kafka = TestKafka::start();
+    let up = TestUpstream::start().await;
+    up.set(Behaviour {
+        slow: vec![("/data/price/SLOW", Duration::from_secs(60))],
+        ..Behaviour::default()
+    });
+    let dir = ScratchDir::new("warmer-svc-overlap");
+    let mut cfg = config(&kafka, "overlap", &up, dir.path().to_str().unwrap());
+    cfg.upstream_timeout = Duration::from_secs(90);
+    let (topic, group, args) =
+        (cfg.topics.predictions_topic.clone(), cfg.group.clone(), cfg.kafka.clone());
+    let w = spawn_warmer(cfg).await;
+    produce(&args, &topic, &[prediction("SLOW", "price", 0.9)]).await;
+    eventually(WAIT, "the slow key's fetch under way", || async {
+        (up.count("/data/price/SLOW") == 1).then_some(())
+    })
+    .await;
+    produce(&args, &topic, &[prediction("SLOW", "price", 0.8), prediction("FAST", "price", 0.9)])
+        .await;
+    let fast = dir.path().join("price/FAST.json");
+    eventually(WAIT, "the later batch warmed while the first still fetches", || async {
+        fast.exists().then_some(())
+    })
+    .await;
+    metric_reaches(
+        &w,
+        "smart_prefetch_warmer_warms_total{module=\"price\",outcome=\"skipped_duplicate\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(up.count("/data/price/SLOW"), 1, "a key being fetched is not fetched again");
+    assert!(!dir.path().join("price/SLOW.json").exists(), "the first batch still fetches");
+    w.stop().await;
+    assert_eq!(
+        committed(&kafka.bootstrap(), &group, &topic).await,
+        0,
+        "the later batch's offsets wait for the first batch's, which never ended"
+    );
+}

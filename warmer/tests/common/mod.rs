@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub struct Behaviour {
     /// Delay before answering.
     pub delay: Duration,
+    /// Paths answered after a delay of their own instead.
+    pub slow: Vec<(&'static str, Duration)>,
     /// Answer this status to the first `fail_first` requests of each path.
     pub fail_first: usize,
     /// The failure status.
@@ -35,6 +37,7 @@ impl Default for Behaviour {
     fn default() -> Self {
         Self {
             delay: Duration::ZERO,
+            slow: Vec::new(),
             fail_first: 0,
             fail_status: 500,
             padding: 0,
@@ -121,7 +124,8 @@ async fn answer(
     let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     s.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let b = s.behaviour.lock().unwrap().clone();
-    tokio::time::sleep(b.delay).await;
+    let delay = b.slow.iter().find(|(p, _)| *p == path).map_or(b.delay, |(_, d)| *d);
+    tokio::time::sleep(delay).await;
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
     let mut resp = if n <= b.fail_first {
         (StatusCode::from_u16(b.fail_status).unwrap(), "upstream trouble").into_response()
