@@ -127,6 +127,50 @@ async fn concurrency_limit_bounds_requests_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warms_waiting_for_a_concurrency_slot_keep_the_rate_when_slots_free_at_once() {
+    // Four slow requests hold all four slots and end together; four more warms wait for slots
+    // meanwhile. They must still reach the upstream at the rate (10/s: 100 ms apart), not all
+    // at once when the slots free, as they did when a warm took its rate slot first.
+    let up = TestUpstream::start().await;
+    let hold = |ms| Duration::from_millis(ms);
+    up.set(Behaviour {
+        slow: vec![
+            ("/data/price/A", hold(1300)),
+            ("/data/price/B", hold(1200)),
+            ("/data/price/C", hold(1100)),
+            ("/data/price/D", hold(1000)),
+        ],
+        ..Default::default()
+    });
+    let client = std::sync::Arc::new(client(
+        UpstreamConfig { concurrency: 4, rate: 10.0, burst: 1, ..cfg(&up) },
+        Metrics::new(),
+    ));
+    let mut tasks = Vec::new();
+    for t in ["A", "B", "C", "D", "E", "F", "G", "H"] {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move { c.fetch(&key(t), Source::Warm).await }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let arrivals: Vec<(String, Instant)> = up.paths().into_iter().zip(up.times()).collect();
+    let mut late: Vec<Instant> = arrivals
+        .iter()
+        .filter(|(p, _)| ["E", "F", "G", "H"].iter().any(|t| *p == format!("/data/price/{t}")))
+        .map(|(_, t)| *t)
+        .collect();
+    late.sort();
+    assert_eq!(late.len(), 4);
+    let span = late[3] - late[0];
+    assert!(
+        span >= Duration::from_millis(250),
+        "the four warms that waited for slots reached the upstream within {span:?} (10/s: 300 ms)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_500s_then_succeeds_or_gives_up_after_the_last_retry() {
     let up = TestUpstream::start().await;
     let metrics = Metrics::new();
