@@ -179,7 +179,8 @@ pub struct Config {
     #[arg(long, env = "PREFETCH_WARMER_RATE_LIMIT_SCOPE", default_value = "cluster", value_parser = ["cluster", "instance"])]
     pub rate_limit_scope: String,
 
-    /// Longest a warm waits for the rate limit before it is dropped (`dropped_rate_limit`).
+    /// Longest a warm waits to start, for a concurrency slot and the rate limit together,
+    /// before it is dropped (`dropped_rate_limit`).
     #[arg(long, env = "PREFETCH_WARMER_RATE_MAX_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub rate_max_wait: Duration,
 

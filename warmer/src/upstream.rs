@@ -101,7 +101,7 @@ pub enum SetupError {
 /// Why a fetch gave up. Every URL in it is redacted.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
-    /// The rate limit had no slot within the maximum wait (warming only).
+    /// No concurrency slot and rate-limit slot within the maximum wait (warming only).
     #[error("rate limit: no request slot within {0:?}")]
     RateLimited(Duration),
     /// The upstream answered 404: it has no such key. An answer, not a failure.
@@ -271,8 +271,8 @@ impl Upstream {
         }
     }
 
-    /// Fetches `key`'s JSON body. Warm fetches wait for the rate limit (or give up with
-    /// [`FetchError::RateLimited`]) and a concurrency slot; demand fetches, an app waiting on
+    /// Fetches `key`'s JSON body. Warm fetches wait for a concurrency slot, then the rate limit
+    /// (or give up with [`FetchError::RateLimited`]); demand fetches, an app waiting on
     /// them, take a slot of the limit without waiting. Retryable failures are retried with
     /// jittered backoff, at least as late as the upstream's `Retry-After`.
     pub async fn fetch(&self, key: &Key, source: Source) -> Result<Fetched, FetchError> {
@@ -313,10 +313,20 @@ impl Upstream {
         // The concurrency slot first, then the rate's: a request granted its rate slot goes at
         // once. The other way round, requests granted while every slot was busy (a slow
         // upstream) would queue for slots and reach the upstream together when they free,
-        // over the rate. The semaphore is never closed, so acquiring cannot fail; a closed one
-        // would only mean no limit.
-        let _permit = if warm { self.permits.acquire().await.ok() } else { None };
-        let grant = self.limiter.acquire(self.cfg.rate_max_wait, !warm).await;
+        // over the rate. `--rate-max-wait` bounds both waits together, so under a load the
+        // quota cannot serve, warms are dropped instead of queueing without end.
+        let deadline = tokio::time::Instant::now() + self.cfg.rate_max_wait;
+        let _permit = if warm {
+            match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
+                // The semaphore is never closed; a closed one would only mean no limit.
+                Ok(p) => p.ok(),
+                Err(_) => return Err(FetchError::RateLimited(self.cfg.rate_max_wait)),
+            }
+        } else {
+            None
+        };
+        let max_wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let grant = self.limiter.acquire(max_wait, !warm).await;
         if grant.fell_back {
             self.metrics.rate_limiter_fallback();
         }
