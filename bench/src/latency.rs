@@ -62,6 +62,9 @@ pub struct Args {
     /// How long after its `price` event each measured client queries `chart` (the habit).
     #[arg(long, default_value_t = 1000)]
     follow_up_ms: u64,
+    /// The warmer's `--cache-fsync`: fsync each cache entry and its directory.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    cache_fsync: bool,
 }
 
 /// One running stack.
@@ -129,6 +132,7 @@ async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<St
     w.top_n = usize::MAX;
     w.upstream_concurrency = args.concurrency;
     w.batch_linger = linger;
+    w.cache_fsync = args.cache_fsync;
     let (wl, warmer_base) = listener().await?;
     let mut tasks = vec![tokio::spawn(warmer::serve(w, wl, stop.clone()))];
 

@@ -4,8 +4,9 @@
 //! One process holds an in-process upstream (axum on 127.0.0.1:0, answering JSON after
 //! `--upstream-latency-ms`) and alternates, round after round,
 //! - **raw**: N GETs with reqwest, at most `--concurrency` in flight, each body then written to
-//!   a file the way the warmer's file cache must at minimum (temporary file, fsync, rename,
-//!   fsync of the directory), writes in parallel — the limit of this machine for this upstream;
+//!   a file the way the warmer's file cache must at minimum (temporary file, rename; with
+//!   `--cache-fsync`, an fsync of the file and of the directory too), writes in parallel — the
+//!   limit of this machine for this upstream;
 //! - **warmer**: `warmer::serve` (file cache, no spread, no holdback, no rate limit, no
 //!   `top_n` budget, same concurrency) against a real broker in fresh topics, fed N predictions
 //!   of distinct keys produced at once.
@@ -74,6 +75,10 @@ pub struct Args {
     /// Seconds of the steady latency phase.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
+    /// Fsync each cache entry and its directory, raw and warmer alike (the warmer's
+    /// `--cache-fsync`).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    cache_fsync: bool,
     /// Where the caches are written (a fresh directory under it, removed at the end).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
@@ -137,7 +142,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for round in 1..=args.rounds {
         let raw_dir = base.join(format!("raw{round}"));
-        let raw = raw_round(&upstream, args.warms, args.concurrency, &raw_dir).await?;
+        let raw =
+            raw_round(&upstream, args.warms, args.concurrency, &raw_dir, args.cache_fsync).await?;
         let _ = std::fs::remove_dir_all(&raw_dir);
         let wr = warmer_round(&args, &upstream, &producer, round).await?;
         let _ = std::fs::remove_dir_all(base.join(format!("r{round}")));

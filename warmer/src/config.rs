@@ -99,6 +99,14 @@ pub struct Config {
     #[arg(long, env = "PREFETCH_WARMER_MAX_BYTES", default_value_t = 1 << 30)]
     pub max_bytes: u64,
 
+    /// Fsync each file-cache entry and its directory before it counts as stored, so entries
+    /// survive a power loss or an OS crash. Off by default: an entry appears whole either way
+    /// (written aside, then renamed), the start-up scan removes one a crash left unreadable,
+    /// and each fsync also waits for the filesystem's other dirty data, which put seconds on
+    /// the event → warm latency at 1,000 warms/s beside a Kafka broker (BENCHMARKS.md).
+    #[arg(long, env = "PREFETCH_WARMER_CACHE_FSYNC", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, value_name = "BOOL")]
+    pub cache_fsync: bool,
+
     /// How often expired entries are removed and the size gauges refreshed.
     #[arg(long, env = "PREFETCH_WARMER_SWEEP_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
@@ -249,6 +257,7 @@ impl std::fmt::Debug for Config {
             .field("default_ttl", &self.default_ttl)
             .field("max_entries", &self.max_entries)
             .field("max_bytes", &self.max_bytes)
+            .field("cache_fsync", &self.cache_fsync)
             .field("sweep_interval", &self.sweep_interval)
             .field("upstream_url", &redact_url(&self.upstream_url))
             .field("upstream_ca", &self.upstream_ca)

@@ -102,7 +102,7 @@ pub async fn serve(
     ];
     ensure_topics(&cfg.kafka, &topics, cfg.startup_timeout).await?;
     let limits = Limits { max_entries: cfg.max_entries, max_bytes: cfg.max_bytes };
-    let cache = tokio::time::timeout(
+    let mut cache = tokio::time::timeout(
         cfg.startup_timeout,
         Cache::open(&cfg.cache, &cfg.redis_prefix, limits),
     )
@@ -115,6 +115,7 @@ pub async fn serve(
         )
     })?
     .with_context(|| format!("opening the cache {}", credentials::redact_url(&cfg.cache)))?;
+    cache.set_fsync(cfg.cache_fsync);
     let metrics = metrics::Metrics::new();
     let cluster = match &cache {
         Cache::Redis(r) => Some(cluster::Cluster::new(r.connection(), &cfg.redis_prefix)),

@@ -28,6 +28,7 @@ impl Warmer {
         cfg.group = format!("bench-wa-{}-{name}", std::process::id());
         cfg.upstream_url = format!("{upstream}/{{module}}/{{ticker}}");
         cfg.upstream_concurrency = args.concurrency;
+        cfg.cache_fsync = args.cache_fsync;
         let cache =
             args.dir.join(format!("prefetch-bench-warmer-{}", std::process::id())).join(name);
         prefill(&cache, args.prefill)?;

@@ -13,16 +13,22 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Temporary file, fsync, rename over `path`, fsync the directory: what makes a cache entry
-/// durable and never torn (the same steps as the warmer's file cache).
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Temporary file, rename over `path`: what makes a cache entry never torn; with `fsync`, the
+/// file before the rename and the directory after it, which make it durable too (the same
+/// steps as the warmer's file cache).
+fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".tmp-{}", path.file_name().unwrap_or_default().to_string_lossy()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if fsync {
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    if fsync {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 pub(super) async fn raw_round(
@@ -30,6 +36,7 @@ pub(super) async fn raw_round(
     n: usize,
     concurrency: usize,
     dir: &Path,
+    fsync: bool,
 ) -> anyhow::Result<Round> {
     let dir = dir.join("price");
     std::fs::create_dir_all(&dir)?;
@@ -54,7 +61,7 @@ pub(super) async fn raw_round(
                 (started, r.bytes().await?)
             };
             let get = started.elapsed().as_secs_f64() * 1000.0;
-            tokio::task::spawn_blocking(move || write_atomic(&path, &body)).await??;
+            tokio::task::spawn_blocking(move || write_atomic(&path, &body, fsync)).await??;
             Ok::<_, anyhow::Error>((Instant::now(), started.elapsed().as_secs_f64() * 1000.0, get))
         });
     }

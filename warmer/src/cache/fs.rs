@@ -1,11 +1,15 @@
 //! The filesystem cache: `<root>/<module>/<ticker>.json`, one [`Entry`] per file.
 //!
-//! A write goes to a temporary file in the same directory, is fsynced, then renamed over the
-//! entry, and the directory is fsynced: a reader sees the old entry or the new one, never part
-//! of one, and a crash leaves no torn file. An in-memory index (rebuilt from the directory at
+//! A write goes to a temporary file in the same directory, then is renamed over the entry: a
+//! reader sees the old entry or the new one, never part of one. With `--cache-fsync` the file
+//! is fsynced before the rename and the directory after it, so the entry also survives a power
+//! loss; without (the default), a power loss or OS crash may leave an entry empty or torn,
+//! which the start-up scan removes and a read in the meantime takes as a miss. A cache entry is
+//! disposable, and an fsync waits for the filesystem's other dirty data too (ext4's ordered
+//! mode), so on a disk shared with a Kafka broker it cost seconds of event → warm latency. An in-memory index (rebuilt from the directory at
 //! start-up) knows every entry's expiry and size, for freshness checks, sweeps and eviction.
 //! One warmer process owns a directory. Writes of different keys run in parallel (each pays its
-//! own two fsyncs; one lock over every write made concurrency above ~8 buy little, issue #15);
+//! own fsyncs, when on; one lock over every write made concurrency above ~8 buy little, issue #15);
 //! writes of one key, and a write and the removal of that key, take turns under the key's
 //! stripe of [`STRIPES`] locks, so the index always describes the file the last rename left.
 //! Evictions and sweeps take one more lock among themselves; reads take none.
@@ -68,6 +72,8 @@ pub struct FsCache {
     hasher: RandomState,
     /// Held by a sweep or an eviction (never while waiting for it inside a stripe).
     evicting: Arc<tokio::sync::Mutex<()>>,
+    /// Fsync each entry and its directory (`--cache-fsync`).
+    fsync: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
@@ -88,7 +94,13 @@ impl FsCache {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: RandomState::new(),
             evicting: Arc::default(),
+            fsync: false,
         })
+    }
+
+    /// Fsyncs every entry written from now on, and its directory (`--cache-fsync`).
+    pub fn set_fsync(&mut self, on: bool) {
+        self.fsync = on;
     }
 
     /// The directory.
@@ -136,7 +148,8 @@ impl FsCache {
         let size = bytes.len() as u64;
         {
             let _k = self.stripe(&key).lock().await;
-            tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await??;
+            let fsync = self.fsync;
+            tokio::task::spawn_blocking(move || write_atomic(&path, &bytes, fsync)).await??;
             self.index().insert(key, Meta { expires_at: entry.expires_at, bytes: size });
         }
         let evicted = if self.over() {
@@ -219,8 +232,9 @@ impl FsCache {
     }
 }
 
-/// Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+/// Write to a temporary file beside `path` and rename it over `path`; with `fsync`, fsync the
+/// file before the rename and the directory after it.
+fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), CacheError> {
     static N: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -233,10 +247,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+        if fsync {
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
         std::fs::rename(&tmp, path).map_err(io_err(path))?;
-        // The rename is durable only once the directory is.
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+        if fsync {
+            // The rename is durable only once the directory is.
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -214,6 +214,14 @@ impl Cache {
         }
     }
 
+    /// Fsyncs every file-cache entry from now on (`--cache-fsync`); Redis persists as it is
+    /// configured to.
+    pub fn set_fsync(&mut self, on: bool) {
+        if let Self::Fs(c) = self {
+            c.set_fsync(on);
+        }
+    }
+
     /// The live entry of `key` at `now`, if any.
     pub async fn get(&self, key: &Key, now: DateTime<Utc>) -> Result<Option<Entry>, CacheError> {
         match self {
