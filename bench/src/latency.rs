@@ -62,6 +62,11 @@ pub struct Args {
     /// How long after its `price` event each measured client queries `chart` (the habit).
     #[arg(long, default_value_t = 1000)]
     follow_up_ms: u64,
+    /// Run ingest, analyzer and warmer on the bench's own runtime (2 workers shared with the
+    /// bench's HTTP client and upstream), as before session 27; by default each runs on a
+    /// runtime of its own, as each runs in a process of its own when deployed.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
+    shared_runtime: bool,
     /// The warmer's `--cache-fsync`: fsync each cache entry and its directory.
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_name = "BOOL")]
     cache_fsync: bool,
@@ -78,6 +83,8 @@ struct Stack {
     /// where getting to the fetch splits into the analyzer's side and the warmer's.
     seen: Asked,
     analyzer: String,
+    /// The warmer's base URL (its metrics: how long the cache writes took).
+    warmer: String,
     cache: PathBuf,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -91,6 +98,50 @@ async fn listener() -> anyhow::Result<(tokio::net::TcpListener, String)> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", l.local_addr()?);
     Ok((l, base))
+}
+
+/// Runs a service's `serve` on `listener`: on the bench's runtime when `shared`, else on a
+/// runtime of its own (2 workers, threads named `name`), as in a process of its own. Sharing
+/// one runtime, the warmer's loop waited in one run queue behind ingest's 1,000 requests a
+/// second and the bench's own client: a queue no deployment has (BENCHMARKS.md, session 27).
+fn service<F, Fut>(
+    name: &str,
+    shared: bool,
+    listener: tokio::net::TcpListener,
+    serve: F,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>>
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    if shared {
+        return Ok(tokio::spawn(serve(listener)));
+    }
+    let listener = listener.into_std()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = name.to_owned();
+    std::thread::Builder::new().name(thread.clone()).spawn(move || {
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(thread)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                let r = rt.block_on(async move {
+                    serve(tokio::net::TcpListener::from_std(listener)?).await
+                });
+                // Never wait for what the service leaves behind (a leaked consumer's threads).
+                rt.shutdown_background();
+                r
+            });
+        let _ = tx.send(result);
+    })?;
+    let name = name.to_owned();
+    Ok(tokio::spawn(async move {
+        rx.await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the {name} thread ended without a result")))
+    }))
 }
 
 async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<Stack> {
@@ -134,7 +185,8 @@ async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<St
     w.batch_linger = linger;
     w.cache_fsync = args.cache_fsync;
     let (wl, warmer_base) = listener().await?;
-    let mut tasks = vec![tokio::spawn(warmer::serve(w, wl, stop.clone()))];
+    let (shared, st) = (args.shared_runtime, stop.clone());
+    let mut tasks = vec![service("warmer", shared, wl, move |l| warmer::serve(w, l, st))?];
 
     let mut a = analyzer::service::Config::new(args.brokers.clone());
     a.kafka = kafka.clone();
@@ -147,14 +199,16 @@ async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<St
         a.budget = b;
     }
     let (al, analyzer) = listener().await?;
-    tasks.push(tokio::spawn(analyzer::service::serve(a, al, stop.clone())));
+    let st = stop.clone();
+    tasks.push(service("analyzer", shared, al, move |l| analyzer::service::serve(a, l, st))?);
 
     let (kafka_for_watch, predictions) = (kafka.clone(), topics.predictions_topic.clone());
     let mut i = ingest::Config::new(args.brokers.clone());
     i.kafka = kafka;
     i.topics = topics;
     let (il, ingest) = listener().await?;
-    tasks.push(tokio::spawn(ingest::serve(i, il, stop.clone())));
+    let st = stop.clone();
+    tasks.push(service("ingest", shared, il, move |l| ingest::serve(i, l, st))?);
     let http = reqwest::Client::new();
     for base in [&ingest, &analyzer, &warmer_base] {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -170,7 +224,7 @@ async fn start(args: &Args, prefix: &str, linger: Duration) -> anyhow::Result<St
         }
     }
     let seen = watch_predictions(&kafka_for_watch, &predictions, prefix, stop.clone())?;
-    Ok(Stack { ingest, asked, seen, analyzer, cache, stop, tasks })
+    Ok(Stack { ingest, asked, seen, analyzer, warmer: warmer_base, cache, stop, tasks })
 }
 
 /// Reads the predictions topic from a group of its own and notes when each ticker's `chart`
@@ -357,6 +411,12 @@ fn since_post(at: &Asked, sent: &[(String, DateTime<Utc>)]) -> String {
     format!("{p50:.1} / {p99:.1}")
 }
 
+/// The warmer's cache-write histogram's buckets now.
+async fn cache_writes(http: &reqwest::Client, warmer: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+    let text = http.get(format!("{warmer}/metrics")).send().await?.text().await?;
+    Ok(crate::warmer::buckets_of(&text, "smart_prefetch_warmer_cache_write_duration_seconds"))
+}
+
 /// p50, p99, max of `ms` (sorted in place).
 fn quantiles(ms: &mut [f64]) -> (f64, f64, f64) {
     ms.sort_by(f64::total_cmp);
@@ -370,8 +430,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let budget = args.budget.map_or("the analyzer's default".to_owned(), |b| b.to_string());
     println!("fetch budget: {budget}");
-    println!("| warmer --batch-linger | rate events/s | events | warmed | refused by the fetch budget | p50 ms | p99 ms | max ms | to the prediction read: p50 / p99 ms | to the upstream request: p50 / p99 ms | load |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| warmer --batch-linger | rate events/s | events | warmed | refused by the fetch budget | p50 ms | p99 ms | max ms | to the prediction read: p50 / p99 ms | to the upstream request: p50 / p99 ms | cache write: p50 / p99 ms | load |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &linger in &args.linger_ms {
         let prefix = format!("bench-lat-{run}-{linger}.");
         let stack = start(&args, &prefix, Duration::from_millis(linger)).await?;
@@ -380,6 +440,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let tag = format!("L{linger}R{rate}");
             let follow_up = Duration::from_millis(args.follow_up_ms);
             let refused_before = refused(&http, &stack.analyzer).await?;
+            let writes_before = cache_writes(&http, &stack.warmer).await?;
             let sent = post_at_rate(&http, &stack, &tag, rate, args.seconds, follow_up).await?;
             // Every event's follow-up should be written; wait for the stragglers, then read.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -403,8 +464,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let refused = refused(&http, &stack.analyzer).await? - refused_before;
             let (p50, p99, max) = quantiles(&mut ms);
             let (seen, fetch) = (since_post(&stack.seen, &sent), since_post(&stack.asked, &sent));
+            let writes = cache_writes(&http, &stack.warmer).await?;
+            let (w50, w99) = (
+                crate::warmer::hist_quantile(&writes_before, &writes, 0.5),
+                crate::warmer::hist_quantile(&writes_before, &writes, 0.99),
+            );
             println!(
-                "| {linger} ms | {rate} | {} | {warmed} | {refused} | {p50:.1} | {p99:.1} | {max:.1} | {seen} | {fetch} | {} |",
+                "| {linger} ms | {rate} | {} | {warmed} | {refused} | {p50:.1} | {p99:.1} | {max:.1} | {seen} | {fetch} | {w50:.1} / {w99:.1} | {} |",
                 sent.len(),
                 load_average()
             );

@@ -43,6 +43,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod instance;
+pub(crate) use instance::{buckets_of, hist_quantile};
 mod rounds;
 
 use rounds::{raw_round, steady, warmer_round};

@@ -30,6 +30,8 @@ pub struct Metrics {
     cache_errors: IntCounterVec,
     consumer_lag: IntGaugeVec,
     prediction_to_cache: Histogram,
+    cache_write: Histogram,
+    batches_warming: IntGauge,
     warm_to_first_hit: Histogram,
     invalid_messages: IntCounterVec,
     published: IntCounterVec,
@@ -143,6 +145,22 @@ impl Metrics {
                 30.0, 60.0, 300.0,
             ],
         );
+        let cache_write = plain_histogram(
+            &r,
+            "smart_prefetch_warmer_cache_write_duration_seconds",
+            "Time one warmed entry took to be written to the cache (with the file cache: write \
+             aside and rename, plus two fsyncs with --cache-fsync).",
+            vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        );
+        let batches_warming = IntGauge::new(
+            "smart_prefetch_warmer_batches_warming",
+            "Batches of predictions warming now; at the most (8), reading waits for the oldest.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(batches_warming.clone())).expect("unique metric");
         let warm_to_first_hit = plain_histogram(
             &r,
             "smart_prefetch_warmer_warm_to_first_hit_seconds",
@@ -234,6 +252,8 @@ impl Metrics {
             cache_errors,
             consumer_lag,
             prediction_to_cache,
+            cache_write,
+            batches_warming,
             warm_to_first_hit,
             invalid_messages,
             published,
@@ -279,6 +299,16 @@ impl Metrics {
     /// A warmed entry was stored `since_prediction` after its prediction was made.
     pub fn stored(&self, since_prediction: Duration) {
         self.prediction_to_cache.observe(since_prediction.as_secs_f64());
+    }
+
+    /// A warmed entry's cache write took `took`.
+    pub fn cache_write(&self, took: Duration) {
+        self.cache_write.observe(took.as_secs_f64());
+    }
+
+    /// Batches warming now.
+    pub fn batches_warming(&self, n: usize) {
+        self.batches_warming.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Refreshes deferred to their entry's expiry now waiting.

@@ -199,7 +199,10 @@ async fn warm_one(shared: &Shared, p: &Prediction, deferred_to: Option<DateTime<
         return Outcome::Failed;
     };
     let entry = Entry::living(&key, Source::Warm, Some(p.confidence), fetched.body, ttl);
-    match shared.cache.put(&entry).await {
+    let writing = std::time::Instant::now();
+    let put = shared.cache.put(&entry).await;
+    shared.metrics.cache_write(writing.elapsed());
+    match put {
         Ok(removed) => {
             shared.metrics.removed(removed);
             shared.ledger.warmed(key, entry.fetched_at, entry.expires_at).await;
@@ -258,6 +261,7 @@ async fn pump(
                     return warming;
                 }
                 store(shared, consumer, done.offsets);
+                shared.metrics.batches_warming(warming.len());
             }
             batch = &mut reading, if warming.len() < BATCHES_IN_FLIGHT => {
                 let Some(batch) = batch else { break };
@@ -276,6 +280,7 @@ async fn pump(
                     warm_batch(&s, preds, Utc::now(), Trigger::Published).await;
                 });
                 warming.push_back(Warming { offsets, task });
+                shared.metrics.batches_warming(warming.len());
             }
         }
     }

@@ -146,10 +146,14 @@ fn sum(text: &str, prefix: &str, label: &str) -> f64 {
 
 /// Cumulative buckets `(le, count)` of the prediction → cache histogram.
 pub(super) fn buckets(text: &str) -> Vec<(f64, f64)> {
+    buckets_of(text, "smart_prefetch_warmer_prediction_to_cache_seconds")
+}
+
+/// Cumulative buckets `(le, count)` of the unlabelled histogram `name`.
+pub(crate) fn buckets_of(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
     text.lines()
-        .filter_map(|l| {
-            l.strip_prefix("smart_prefetch_warmer_prediction_to_cache_seconds_bucket{le=\"")
-        })
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|l| {
             let (le, rest) = l.split_once('"')?;
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
@@ -160,7 +164,7 @@ pub(super) fn buckets(text: &str) -> Vec<(f64, f64)> {
 
 /// Quantile `q` (in ms) of the observations between two scrapes, interpolated linearly within
 /// the bucket it falls in (`histogram_quantile`).
-pub(super) fn hist_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
+pub(crate) fn hist_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
     let cum: Vec<(f64, f64)> = after
         .iter()
         .map(|&(le, c)| (le, c - before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1)))
