@@ -70,7 +70,8 @@ async fn a_miss_storm_across_three_warmers_makes_one_upstream_call() {
         warmers.push(spawn_warmer(base.clone()).await);
     }
     let urls: Vec<String> = (0..50).map(|i| warmers[i % 3].url("/v1/cache/price/COLD")).collect();
-    let answers = futures::future::join_all(urls.iter().map(|u| get(u, None))).await;
+    let http = http();
+    let answers = futures::future::join_all(urls.iter().map(|u| get_with(&http, u, None))).await;
     for (status, _, body) in &answers {
         assert_eq!(*status, 200, "{body}");
         assert_eq!(body["path"], "/data/price/COLD");

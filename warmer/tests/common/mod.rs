@@ -251,7 +251,18 @@ pub async fn metric_reaches(w: &Running, series: &str, want: f64) -> String {
 
 /// GETs `url` (with `X-Client-Id` when given): status, `x-cache`, JSON body (null if none).
 pub async fn get(url: &str, client: Option<&str>) -> (u16, Option<String>, serde_json::Value) {
-    let mut req = http().get(url);
+    get_with(&http(), url, client).await
+}
+
+/// [`get`] through `http`: many requests at once share one client, as an app's do (building
+/// a client each, a debug build spends milliseconds apiece loading root certificates, and
+/// 50 "concurrent" requests then arrive one after another).
+pub async fn get_with(
+    http: &reqwest::Client,
+    url: &str,
+    client: Option<&str>,
+) -> (u16, Option<String>, serde_json::Value) {
+    let mut req = http.get(url);
     if let Some(c) = client {
         req = req.header("X-Client-Id", c);
     }
