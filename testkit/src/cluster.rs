@@ -99,10 +99,18 @@ pub fn metric_total(text: &str, name: &str) -> f64 {
 /// Most of `times` that fall within any one second (a window starting at each of them).
 pub fn busiest_second(mut times: Vec<Instant>) -> usize {
     times.sort();
+    busiest_window(&times).1
+}
+
+/// In sorted `times`, the first window of one second holding the most of them, starting at one
+/// of them: `(start index, how many)`; `(0, 0)` for none.
+fn busiest_window(times: &[Instant]) -> (usize, usize) {
+    let within = |i: usize| {
+        times[i..].iter().take_while(|&&t| t < times[i] + Duration::from_secs(1)).count()
+    };
     (0..times.len())
-        .map(|i| times[i..].iter().take_while(|&&t| t < times[i] + Duration::from_secs(1)).count())
-        .max()
-        .unwrap_or(0)
+        .map(|i| (i, within(i)))
+        .fold((0, 0), |best, (i, n)| if n > best.1 { (i, n) } else { best })
 }
 
 /// A Redis server: the one `REDIS_URL` names (CI), or a private `redis-server` started here.
@@ -230,14 +238,10 @@ impl RecordingUpstream {
     pub fn busiest_timeline(&self) -> String {
         let mut a = self.arrivals.lock().unwrap().clone();
         a.sort_by_key(|(_, t)| *t);
-        let within = |i: usize| {
-            a[i..].iter().take_while(|(_, t)| *t < a[i].1 + Duration::from_secs(1)).count()
-        };
-        let Some(start) = (0..a.len()).max_by_key(|&i| (within(i), std::cmp::Reverse(i))) else {
-            return String::new();
-        };
-        let t0 = a[start].1;
-        a[start..start + within(start)]
+        let times: Vec<Instant> = a.iter().map(|(_, t)| *t).collect();
+        let (start, n) = busiest_window(&times);
+        let Some(&t0) = times.get(start) else { return String::new() };
+        a[start..start + n]
             .iter()
             .map(|(p, t)| format!("+{}ms {p}", (*t - t0).as_millis()))
             .collect::<Vec<_>>()

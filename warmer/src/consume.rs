@@ -139,6 +139,16 @@ pub async fn dead_letter(
     .await
 }
 
+/// Stores a batch's `(partition, offset)`s of `topic` (committed by the client in the
+/// background). A partition revoked meanwhile refuses: its new owner re-reads the message.
+pub fn store_offsets(consumer: &WarmerConsumer, topic: &str, offsets: Vec<(i32, i64)>) {
+    for (partition, offset) in offsets {
+        if let Err(e) = consumer.store_offset(topic, partition, offset) {
+            tracing::warn!(partition, offset, error = %e, "Could not store an offset.");
+        }
+    }
+}
+
 /// The next batch: the first message (waited for until `shutdown`, then `None`) and whatever
 /// else arrives within `linger` of it, up to `max`. Both consume loops read this way, so a
 /// batch's offsets can be stored together once what they caused is durable.

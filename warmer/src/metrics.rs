@@ -157,7 +157,10 @@ impl Metrics {
         );
         let batches_warming = IntGauge::new(
             "smart_prefetch_warmer_batches_warming",
-            "Batches of predictions warming now; at the most (8), reading waits for the oldest.",
+            format!(
+                "Batches of predictions warming now; at the most ({}), reading waits for the oldest.",
+                crate::warm::BATCHES_IN_FLIGHT
+            ),
         )
         .expect("valid metric");
         r.register(Box::new(batches_warming.clone())).expect("unique metric");

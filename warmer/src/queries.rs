@@ -5,12 +5,11 @@
 //! this warmer's read-through endpoint (which publishes to the same topic). The warmer's own
 //! warm fetches are never published, so they never count as queries.
 
-use crate::consume::{finish, next_batch, WarmerConsumer};
+use crate::consume::{finish, next_batch, store_offsets, WarmerConsumer};
 use crate::policy::{group_of, Key};
 use crate::state::Shared;
 use chrono::Utc;
 use prefetch_common::contract::QueryEvent;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,11 +69,7 @@ pub async fn run(shared: Arc<Shared>, consumer: Arc<WarmerConsumer>, shutdown: C
         }
         futures::future::join_all(events.iter().map(|ev| record(&shared, ev))).await;
         // Counting is all the work there is: the offsets may be stored now.
-        for (partition, offset) in offsets {
-            if let Err(e) = consumer.store_offset(&shared.query_topic, partition, offset) {
-                tracing::warn!(partition, offset, error = %e, "Could not store an offset.");
-            }
-        }
+        store_offsets(&consumer, &shared.query_topic, offsets);
     }
     finish(consumer, "queries").await;
 }

@@ -24,7 +24,7 @@
 //! which the analyzer sees the key's copy gone and warms it again.
 
 use crate::cache::{Entry, Source};
-use crate::consume::{finish, next_batch, WarmerConsumer};
+use crate::consume::{finish, next_batch, store_offsets, WarmerConsumer};
 use crate::flight::{store_not_found, ttl_for};
 use crate::pacing::jitter;
 use crate::policy::{self, Decision, Key, Outcome, Trigger};
@@ -32,7 +32,6 @@ use crate::state::Shared;
 use crate::upstream::FetchError;
 use chrono::{DateTime, Utc};
 use prefetch_common::prediction::{Prediction, Reason};
-use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::VecDeque;
@@ -260,7 +259,7 @@ async fn pump(
                     tracing::error!(error = %e, "A batch's warm task failed; stopping the predictions loop.");
                     return warming;
                 }
-                store(shared, consumer, done.offsets);
+                store_offsets(consumer, &shared.predictions_topic, done.offsets);
                 shared.metrics.batches_warming(warming.len());
             }
             batch = &mut reading, if warming.len() < BATCHES_IN_FLIGHT => {
@@ -290,7 +289,7 @@ async fn pump(
         if done.task.await.is_err() {
             break;
         }
-        store(shared, consumer, done.offsets);
+        store_offsets(consumer, &shared.predictions_topic, done.offsets);
     }
     warming
 }
@@ -299,16 +298,6 @@ async fn pump(
 struct Warming {
     offsets: Vec<(i32, i64)>,
     task: tokio::task::JoinHandle<()>,
-}
-
-/// Stores a batch's offsets (committed by the client in the background).
-fn store(shared: &Shared, consumer: &WarmerConsumer, offsets: Vec<(i32, i64)>) {
-    for (partition, offset) in offsets {
-        if let Err(e) = consumer.store_offset(&shared.predictions_topic, partition, offset) {
-            // The partition was revoked meanwhile: its new owner re-reads the message.
-            tracing::warn!(partition, offset, error = %e, "Could not store an offset.");
-        }
-    }
 }
 
 /// A batch's offsets and its valid predictions. Validated like at every consumer (anyone can

@@ -6,10 +6,12 @@
 //! loss; without (the default), a power loss or OS crash may leave an entry empty or torn,
 //! which the start-up scan removes and a read in the meantime takes as a miss. A cache entry is
 //! disposable, and an fsync waits for the filesystem's other dirty data too (ext4's ordered
-//! mode), so on a disk shared with a Kafka broker it cost seconds of event → warm latency. An in-memory index (rebuilt from the directory at
-//! start-up) knows every entry's expiry and size, for freshness checks, sweeps and eviction.
-//! One warmer process owns a directory. Writes of different keys run in parallel (each pays its
-//! own fsyncs, when on; one lock over every write made concurrency above ~8 buy little, issue #15);
+//! mode), so on a disk shared with a Kafka broker it cost seconds of event → warm latency.
+//!
+//! An in-memory index (rebuilt from the directory at start-up) knows every entry's expiry and
+//! size, for freshness checks, sweeps and eviction. One warmer process owns a directory.
+//! Writes of different keys run in parallel (each pays its own fsyncs, when on; one lock over
+//! every write made concurrency above ~8 buy little, issue #15);
 //! writes of one key, and a write and the removal of that key, take turns under the key's
 //! stripe of [`STRIPES`] locks, so the index always describes the file the last rename left.
 //! Evictions and sweeps take one more lock among themselves; reads take none.
